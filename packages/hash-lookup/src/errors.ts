@@ -1,0 +1,237 @@
+/**
+ * Errors of the hl-service storage layer. Each condition has one class, told apart by
+ * `err.name`, and a stable `code` that crosses process boundaries (wire protocol, CLI).
+ * `ERRORS` is the single table of those codes; docs and the protocol read it.
+ */
+
+export interface ErrorInfo {
+  /** Stable code sent on the wire and printed by the CLI. */
+  readonly code: string
+  /** `err.name` of the class thrown for this condition. */
+  readonly name: string
+  /** Default message. */
+  readonly message: string
+  /** What it means for the operator or client. */
+  readonly meaning: string
+}
+
+export const ERRORS = [
+  {
+    code: 'ERR_INVALID_NAME',
+    name: 'InvalidNameError',
+    message: 'Invalid service name',
+    meaning: 'The service name is not a DNS label: [a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?',
+  },
+  {
+    code: 'ERR_INVALID_REFERENCE',
+    name: 'InvalidReferenceError',
+    message: 'Invalid image reference',
+    meaning: 'The image reference is not repo[:tag][@sha256:<64 hex>]',
+  },
+  {
+    code: 'ERR_INVALID_DIGEST',
+    name: 'InvalidDigestError',
+    message: 'Invalid digest',
+    meaning: 'A digest is not sha256:<64 lowercase hex>',
+  },
+  {
+    code: 'ERR_INVALID_RECORD',
+    name: 'InvalidRecordError',
+    message: 'Invalid service record',
+    meaning: 'A record field is missing, of the wrong type, or out of range',
+  },
+  {
+    code: 'ERR_UNKNOWN_SERVICE',
+    name: 'NotFoundError',
+    message: 'Unknown service',
+    meaning: 'No record exists under this service name',
+  },
+  {
+    code: 'ERR_VERSION_CONFLICT',
+    name: 'ConflictError',
+    message: 'Service record version conflict',
+    meaning: 'The record changed since the version the writer expected; read it again and retry',
+  },
+  {
+    code: 'ERR_REGISTRY_UNAVAILABLE',
+    name: 'RegistryUnavailableError',
+    message: 'Service registry (etcd) unavailable',
+    meaning: 'etcd did not answer in time; the operation may be retried later',
+  },
+  {
+    code: 'ERR_ETCD_START_FAILED',
+    name: 'EtcdStartError',
+    message: 'Local etcd failed to start',
+    meaning: 'The supervised etcd exited or did not become healthy in time; see its log',
+  },
+  {
+    code: 'ERR_INVALID_TARBALL',
+    name: 'InvalidTarballError',
+    message: 'Invalid image tarball',
+    meaning: 'The upload is not a readable docker save tarball, or its contents do not match their digests',
+  },
+  {
+    code: 'ERR_IMAGE_MISMATCH',
+    name: 'ImageMismatchError',
+    message: 'Tarball does not contain the named image',
+    meaning: 'No image in the tarball has the tag or image ID the reference names',
+  },
+  {
+    code: 'ERR_BLOB_TOO_LARGE',
+    name: 'BlobTooLargeError',
+    message: 'Blob too large',
+    meaning: 'The upload exceeded the size limit and was discarded',
+  },
+  {
+    code: 'ERR_DIGEST_MISMATCH',
+    name: 'DigestMismatchError',
+    message: 'Blob digest mismatch',
+    meaning: 'The uploaded bytes do not hash to the digest the client announced',
+  },
+  {
+    code: 'ERR_UNKNOWN_BLOB',
+    name: 'BlobNotFoundError',
+    message: 'Unknown blob',
+    meaning: 'No blob with this digest is stored here',
+  },
+] as const satisfies readonly ErrorInfo[]
+
+export type ErrorCode = (typeof ERRORS)[number]['code']
+
+function defaultMessage(code: ErrorCode): string {
+  return ERRORS.find((e) => e.code === code)!.message
+}
+
+/** Base of every error in this package; `code` is one of `ERRORS`. */
+export abstract class HashLookupError extends Error {
+  abstract readonly code: ErrorCode
+}
+
+export class InvalidNameError extends HashLookupError {
+  override readonly name = 'InvalidNameError'
+  readonly code = 'ERR_INVALID_NAME'
+  constructor(message = defaultMessage('ERR_INVALID_NAME'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class InvalidReferenceError extends HashLookupError {
+  override readonly name = 'InvalidReferenceError'
+  readonly code = 'ERR_INVALID_REFERENCE'
+  constructor(message = defaultMessage('ERR_INVALID_REFERENCE'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class InvalidDigestError extends HashLookupError {
+  override readonly name = 'InvalidDigestError'
+  readonly code = 'ERR_INVALID_DIGEST'
+  constructor(message = defaultMessage('ERR_INVALID_DIGEST'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class InvalidRecordError extends HashLookupError {
+  override readonly name = 'InvalidRecordError'
+  readonly code = 'ERR_INVALID_RECORD'
+  constructor(message = defaultMessage('ERR_INVALID_RECORD'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class NotFoundError extends HashLookupError {
+  override readonly name = 'NotFoundError'
+  readonly code = 'ERR_UNKNOWN_SERVICE'
+  constructor(message = defaultMessage('ERR_UNKNOWN_SERVICE'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class ConflictError extends HashLookupError {
+  override readonly name = 'ConflictError'
+  readonly code = 'ERR_VERSION_CONFLICT'
+  constructor(message = defaultMessage('ERR_VERSION_CONFLICT'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class RegistryUnavailableError extends HashLookupError {
+  override readonly name = 'RegistryUnavailableError'
+  readonly code = 'ERR_REGISTRY_UNAVAILABLE'
+  constructor(message = defaultMessage('ERR_REGISTRY_UNAVAILABLE'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class EtcdStartError extends HashLookupError {
+  override readonly name = 'EtcdStartError'
+  readonly code = 'ERR_ETCD_START_FAILED'
+  constructor(message = defaultMessage('ERR_ETCD_START_FAILED'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class InvalidTarballError extends HashLookupError {
+  override readonly name = 'InvalidTarballError'
+  readonly code = 'ERR_INVALID_TARBALL'
+  constructor(message = defaultMessage('ERR_INVALID_TARBALL'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class ImageMismatchError extends HashLookupError {
+  override readonly name = 'ImageMismatchError'
+  readonly code = 'ERR_IMAGE_MISMATCH'
+  constructor(message = defaultMessage('ERR_IMAGE_MISMATCH'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class BlobTooLargeError extends HashLookupError {
+  override readonly name = 'BlobTooLargeError'
+  readonly code = 'ERR_BLOB_TOO_LARGE'
+  constructor(message = defaultMessage('ERR_BLOB_TOO_LARGE'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class DigestMismatchError extends HashLookupError {
+  override readonly name = 'DigestMismatchError'
+  readonly code = 'ERR_DIGEST_MISMATCH'
+  constructor(message = defaultMessage('ERR_DIGEST_MISMATCH'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class BlobNotFoundError extends HashLookupError {
+  override readonly name = 'BlobNotFoundError'
+  readonly code = 'ERR_UNKNOWN_BLOB'
+  constructor(message = defaultMessage('ERR_UNKNOWN_BLOB'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+const CLASSES: Record<ErrorCode, new (message?: string) => HashLookupError> = {
+  ERR_INVALID_NAME: InvalidNameError,
+  ERR_INVALID_REFERENCE: InvalidReferenceError,
+  ERR_INVALID_DIGEST: InvalidDigestError,
+  ERR_INVALID_RECORD: InvalidRecordError,
+  ERR_UNKNOWN_SERVICE: NotFoundError,
+  ERR_VERSION_CONFLICT: ConflictError,
+  ERR_REGISTRY_UNAVAILABLE: RegistryUnavailableError,
+  ERR_ETCD_START_FAILED: EtcdStartError,
+  ERR_INVALID_TARBALL: InvalidTarballError,
+  ERR_IMAGE_MISMATCH: ImageMismatchError,
+  ERR_BLOB_TOO_LARGE: BlobTooLargeError,
+  ERR_DIGEST_MISMATCH: DigestMismatchError,
+  ERR_UNKNOWN_BLOB: BlobNotFoundError,
+}
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(CLASSES, code)
+}
+
+/** Rebuilds the typed error a peer reported as `{ code, message }`. */
+export function errorFromCode(code: ErrorCode, message?: string): HashLookupError {
+  return new CLASSES[code](message)
+}

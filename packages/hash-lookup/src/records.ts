@@ -1,0 +1,123 @@
+/**
+ * The service record kept in etcd, and the validation of what clients send for it.
+ */
+
+import { MAX_CPUS, MAX_RTT_MS } from './constants.ts'
+import { InvalidRecordError } from './errors.ts'
+import { assertDigest, assertImageReference, assertServiceName } from './names.ts'
+
+export interface PerfRequirements {
+  /** RTT in milliseconds the service should get; the proxy prefers replicas under it. */
+  softRttMs?: number
+  /** RTT in milliseconds the service must get; replicas above it are not used. */
+  hardRttMs?: number
+  cpus?: number
+  memoryBytes?: number
+}
+
+/** A stored image tarball. */
+export interface BlobRef {
+  /** `sha256:<hex>` of the tarball bytes. */
+  digest: string
+  size: number
+}
+
+/** What a client sends to create or replace a record. */
+export interface ServiceRecordInput {
+  name: string
+  /** Image reference `repo[:tag][@sha256:<hex>]`. */
+  image: string
+  /** `sha256:<hex>` of the image config, as `docker images --no-trunc` shows it. */
+  imageId: string
+  blob?: BlobRef
+  perf?: PerfRequirements
+}
+
+/** A record's fields as validated, before the store adds timestamps and version. */
+export interface ServiceRecordFields {
+  name: string
+  image: string
+  imageId: string
+  blob?: BlobRef
+  perf: PerfRequirements
+}
+
+export interface ServiceRecord extends ServiceRecordFields {
+  /** ISO 8601 */
+  createdAt: string
+  /** ISO 8601 */
+  updatedAt: string
+  /** etcd mod revision of the record; changes on every write, see etcd-store.ts. */
+  version: number
+}
+
+const INPUT_FIELDS = new Set(['name', 'image', 'imageId', 'blob', 'perf'])
+const BLOB_FIELDS = new Set(['digest', 'size'])
+const PERF_FIELDS = new Set(['softRttMs', 'hardRttMs', 'cpus', 'memoryBytes'])
+
+/** Checks every field of a client's record; returns a copy holding only known fields. */
+export function validateRecordInput(input: unknown): ServiceRecordFields {
+  const fields = asObject(input, 'record', INPUT_FIELDS)
+  const record: ServiceRecordFields = {
+    name: assertServiceName(fields.name),
+    image: assertImageReference(fields.image),
+    imageId: assertDigest(fields.imageId),
+    perf: validatePerf(fields.perf),
+  }
+  if (fields.blob !== undefined) record.blob = validateBlob(fields.blob)
+  return record
+}
+
+function validateBlob(input: unknown): BlobRef {
+  const blob = asObject(input, 'blob', BLOB_FIELDS)
+  const size = blob.size
+  if (!Number.isSafeInteger(size) || (size as number) <= 0) {
+    throw new InvalidRecordError('blob.size must be a positive integer')
+  }
+  return { digest: assertDigest(blob.digest), size: size as number }
+}
+
+function validatePerf(input: unknown): PerfRequirements {
+  if (input === undefined) return {}
+  const fields = asObject(input, 'perf', PERF_FIELDS)
+  const perf: PerfRequirements = {}
+  const softRttMs = optionalNumber(fields, 'softRttMs', MAX_RTT_MS)
+  const hardRttMs = optionalNumber(fields, 'hardRttMs', MAX_RTT_MS)
+  const cpus = optionalNumber(fields, 'cpus', MAX_CPUS)
+  const memoryBytes = optionalNumber(fields, 'memoryBytes', Number.MAX_SAFE_INTEGER)
+  if (softRttMs !== undefined && hardRttMs !== undefined && softRttMs > hardRttMs) {
+    throw new InvalidRecordError('perf.softRttMs must not exceed perf.hardRttMs')
+  }
+  if (memoryBytes !== undefined && !Number.isInteger(memoryBytes)) {
+    throw new InvalidRecordError('perf.memoryBytes must be an integer')
+  }
+  if (softRttMs !== undefined) perf.softRttMs = softRttMs
+  if (hardRttMs !== undefined) perf.hardRttMs = hardRttMs
+  if (cpus !== undefined) perf.cpus = cpus
+  if (memoryBytes !== undefined) perf.memoryBytes = memoryBytes
+  return perf
+}
+
+function optionalNumber(
+  fields: Record<string, unknown>,
+  key: string,
+  max: number,
+): number | undefined {
+  const value = fields[key]
+  if (value === undefined) return undefined
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > max) {
+    throw new InvalidRecordError(`perf.${key} must be a positive number not above ${max}`)
+  }
+  return value
+}
+
+/** Rejects non-objects and unknown keys, so a typo like `sofRttMs` is an error, not a no-op. */
+function asObject(input: unknown, what: string, known: Set<string>): Record<string, unknown> {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new InvalidRecordError(`${what} must be an object`)
+  }
+  for (const key of Object.keys(input)) {
+    if (!known.has(key)) throw new InvalidRecordError(`${what} has unknown field ${JSON.stringify(key)}`)
+  }
+  return input as Record<string, unknown>
+}

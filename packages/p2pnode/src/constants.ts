@@ -1,0 +1,54 @@
+/** Protocol prefix of every mtc protocol; keeps the mesh's DHT apart from the public one. */
+export const PROTOCOL_PREFIX = 'mtc'
+
+/** kad-dht protocol of the mesh (`/mtc/kad/1.0.0`). */
+export const DHT_PROTOCOL = `/${PROTOCOL_PREFIX}/kad/1.0.0`
+
+/** Default listen address of a daemon other than ping-monitor: any interface, random port. */
+export const DEFAULT_LISTEN = '/ip4/0.0.0.0/tcp/0'
+
+/** Bootstrap redial: first delay, cap and growth factor of the exponential backoff. */
+export const BOOTSTRAP_BACKOFF_INITIAL_MS = 250
+/** 30 s keeps a lost bootstrap's log quiet while a restarted one is found within a minute. */
+export const BOOTSTRAP_BACKOFF_MAX_MS = 30_000
+export const BOOTSTRAP_BACKOFF_FACTOR = 2
+/** One dial attempt to a bootstrap; a loopback or LAN dial that takes longer has failed. */
+export const BOOTSTRAP_DIAL_TIMEOUT_MS = 10_000
+
+/** Time allowed for the pnet nonce exchange; libp2p's default is 1 s, too tight for WAN links. */
+export const PSK_HANDSHAKE_TIMEOUT_MS = 5_000
+
+/**
+ * scrypt parameters of the passphrase KDF: N=2^17, r=8, p=1 costs 128 MiB and ~0.3 s
+ * per guess here (OWASP's 2023 minimum is N=2^17), which makes a dictionary attack on a
+ * captured handshake expensive while a daemon pays it once at start-up.
+ */
+export const PSK_SCRYPT_N = 2 ** 17
+export const PSK_SCRYPT_R = 8
+export const PSK_SCRYPT_P = 1
+/** Fixed, documented salt: every node must derive the same key from the same passphrase. */
+export const PSK_SCRYPT_SALT = 'mtc/psk/v1'
+export const PSK_KEY_LENGTH = 32
+
+/** Multiaddrs of a swarm key file header (the go-libp2p/ipfs format). */
+export const SWARM_KEY_HEADER = '/key/swarm/psk/1.0.0/'
+export const SWARM_KEY_CODEC = '/base16/'
+/** A swarm key file is three short lines; anything larger is not one. */
+export const SWARM_KEY_MAX_FILE_BYTES = 1024
+
+/** A key file holds one protobuf-encoded Ed25519 key (68 bytes); cap what is read. */
+export const KEY_FILE_MAX_BYTES = 16 * 1024
+
+/** Metrics/health server: a request that sends its headers slower than this is dropped. */
+export const METRICS_HEADERS_TIMEOUT_MS = 10_000
+
+/** How long a graceful stop may take before the process exits anyway. */
+export const SHUTDOWN_TIMEOUT_MS = 10_000
+
+/** Bytes sent in one RTT probe, as libp2p's ping protocol does. */
+export const RTT_PROBE_BYTES = 32
+/** An RTT probe unanswered after this long counts as failed. */
+export const RTT_PROBE_TIMEOUT_MS = 5_000
+
+/** The mtc release every binary reports with --version and in its agent version. */
+export const MTC_VERSION = '0.1.0'

@@ -1,0 +1,192 @@
+import type { ComponentLogger, Logger } from '@libp2p/interface'
+import { defaultLogger } from '@libp2p/logger'
+import type { Registry } from 'prom-client'
+import { MTC_VERSION, SHUTDOWN_TIMEOUT_MS } from './constants.ts'
+import { UsageError } from './errors.ts'
+import {
+  type CommandSpec,
+  type FlagValues,
+  helpText,
+  parseCommandLine,
+} from './flags.ts'
+import { configureLogging } from './logging.ts'
+import { MetricsServer, type RouteHandler } from './metrics-server.ts'
+import { MeshNode } from './node.ts'
+import { type NodeConfig, type NodeDefaults, resolveNodeConfig } from './node-config.ts'
+
+/** A started daemon; stop() finishes or fails in-flight work and releases everything. */
+export interface Daemon {
+  stop(): Promise<void>
+}
+
+export interface DaemonContext {
+  values: FlagValues
+  positionals: string[]
+  env: NodeJS.ProcessEnv
+  config: NodeConfig
+  logger: ComponentLogger
+  log: Logger
+}
+
+export interface DaemonSpec {
+  command: CommandSpec
+  role: string
+  nodeDefaults: NodeDefaults
+  /** Validates the daemon's own flags (throwing UsageError) and starts it. */
+  start(ctx: DaemonContext): Promise<Daemon>
+}
+
+export interface IO {
+  stdout: (text: string) => void
+  stderr: (text: string) => void
+  /** Resolves on the first SIGINT/SIGTERM; injectable for tests. */
+  signal?: Promise<string>
+}
+
+const defaultIO: IO = {
+  stdout: (t) => process.stdout.write(t),
+  stderr: (t) => process.stderr.write(t),
+}
+
+/**
+ * The whole life of a daemon: parse and validate (exit 2 on bad input), start, wait for
+ * SIGINT/SIGTERM, stop gracefully within SHUTDOWN_TIMEOUT_MS. Returns the exit code.
+ */
+export async function runDaemon(
+  spec: DaemonSpec,
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  io: IO = defaultIO,
+): Promise<number> {
+  const name = spec.command.name
+  let ctx: DaemonContext
+  try {
+    const parsed = parseCommandLine(spec.command, argv)
+    if (parsed.kind === 'help') {
+      io.stdout(helpText(spec.command, MTC_VERSION))
+      return 0
+    }
+    if (parsed.kind === 'version') {
+      io.stdout(`${name} ${MTC_VERSION}\n`)
+      return 0
+    }
+    const config = await resolveNodeConfig(parsed.values, env, spec.nodeDefaults)
+    configureLogging(config.logLevel, env.DEBUG)
+    const logger = defaultLogger()
+    ctx = {
+      values: parsed.values,
+      positionals: parsed.positionals,
+      env,
+      config,
+      logger,
+      log: logger.forComponent(`mtc:${spec.role}`),
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.stderr(`${name}: ${err.message}\n`)
+      return 2
+    }
+    throw err
+  }
+
+  const signal = io.signal ?? waitForSignal()
+  let daemon: Daemon
+  try {
+    daemon = await spec.start(ctx)
+  } catch (err) {
+    io.stderr(`${name}: ${(err as Error).message}\n`)
+    return err instanceof UsageError ? 2 : 1
+  }
+  const received = await signal
+  ctx.log('%s received, stopping', received)
+  const timeout = setTimeout(() => {
+    io.stderr(`${name}: did not stop within ${SHUTDOWN_TIMEOUT_MS} ms, exiting\n`)
+    process.exit(1)
+  }, SHUTDOWN_TIMEOUT_MS)
+  timeout.unref()
+  try {
+    await daemon.stop()
+  } finally {
+    clearTimeout(timeout)
+  }
+  return 0
+}
+
+/** First SIGINT/SIGTERM; a second one exits at once (the operator insists). */
+function waitForSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const onSignal = (sig: string): void => {
+      process.on('SIGINT', () => process.exit(130))
+      process.on('SIGTERM', () => process.exit(143))
+      resolve(sig)
+    }
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+  })
+}
+
+export interface MeshDaemonInit {
+  role: string
+  /** Extra GET routes on the metrics server, e.g. `/peers`. */
+  routes?: Record<string, RouteHandler>
+  /** Registry shared with the daemon's own metrics. */
+  registry?: Registry
+  dhtClient?: boolean
+}
+
+/** The mesh node and metrics server of a daemon, started together and stopped in reverse. */
+export class MeshDaemon implements Daemon {
+  readonly node: MeshNode
+  readonly metrics?: MetricsServer
+  private stopping = false
+
+  private constructor(node: MeshNode, metrics: MetricsServer | undefined) {
+    this.node = node
+    this.metrics = metrics
+  }
+
+  static async start(ctx: DaemonContext, init: MeshDaemonInit): Promise<MeshDaemon> {
+    const { config } = ctx
+    const node = await MeshNode.create({
+      role: init.role,
+      version: MTC_VERSION,
+      listen: config.listen,
+      bootstraps: config.bootstraps,
+      psk: config.psk,
+      privateKey: config.privateKey,
+      addrFile: config.addrFile,
+      registry: init.registry,
+      dhtClient: init.dhtClient,
+      logger: ctx.logger,
+    })
+    let daemon: MeshDaemon | undefined
+    const metrics =
+      config.metrics != null
+        ? new MetricsServer({
+            ...config.metrics,
+            registry: node.registry,
+            healthy: () => daemon != null && !daemon.stopping,
+            routes: init.routes,
+          })
+        : undefined
+    await metrics?.start()
+    try {
+      await node.start()
+    } catch (err) {
+      await metrics?.stop()
+      throw err
+    }
+    daemon = new MeshDaemon(node, metrics)
+    ctx.log('peer %p listening on %s', node.peerId, node.multiaddrs().join(' '))
+    if (metrics != null) ctx.log('metrics on http://%s/metrics', metrics.address())
+    if (config.psk == null) ctx.log.error('running WITHOUT a PSK: anyone can join this node')
+    return daemon
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return
+    this.stopping = true
+    await this.node.stop()
+    await this.metrics?.stop()
+  }
+}

@@ -1,0 +1,49 @@
+import type { Libp2p, PeerId } from '@libp2p/interface'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { PROTOCOL_PREFIX } from './constants.ts'
+
+/** What a provider record announces: instances of a service, allocators, hl-services, blobs. */
+export type DiscoveryKind = 'service' | 'allocator' | 'hash-lookup' | 'blob'
+
+/** The DHT key of `/mtc/<kind>/<name>`: a raw CID of its SHA-256, the same on every node. */
+export async function discoveryKey(kind: DiscoveryKind, name = ''): Promise<CID> {
+  const bytes = new TextEncoder().encode(`/${PROTOCOL_PREFIX}/${kind}/${name}`)
+  return CID.createV1(raw.code, await sha256.digest(bytes))
+}
+
+/** Announces this node as a provider of `kind`/`name`. */
+export async function provide(
+  libp2p: Libp2p,
+  kind: DiscoveryKind,
+  name = '',
+  options: { signal?: AbortSignal } = {},
+): Promise<void> {
+  await libp2p.contentRouting.provide(await discoveryKey(kind, name), options)
+}
+
+/**
+ * Providers of `kind`/`name` as the DHT knows them, this node excluded. Provider
+ * records can be stale: dial a peer before relying on it.
+ */
+export async function findProviders(
+  libp2p: Libp2p,
+  kind: DiscoveryKind,
+  name = '',
+  options: { signal?: AbortSignal; limit?: number } = {},
+): Promise<PeerId[]> {
+  const key = await discoveryKey(kind, name)
+  const found = new Map<string, PeerId>()
+  const limit = options.limit ?? Number.POSITIVE_INFINITY
+  for await (const provider of libp2p.contentRouting.findProviders(key, options)) {
+    if (provider.id.equals(libp2p.peerId)) continue
+    // The DHT hands out addresses with a provider; keep them so a dial can use them.
+    if (provider.multiaddrs.length > 0) {
+      await libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs })
+    }
+    found.set(provider.id.toString(), provider.id)
+    if (found.size >= limit) break
+  }
+  return [...found.values()]
+}

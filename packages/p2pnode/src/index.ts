@@ -1,0 +1,51 @@
+export { writeFileAtomic } from './atomic-file.ts'
+export { Backoff, type BackoffInit } from './backoff.ts'
+export * from './constants.ts'
+export {
+  type Daemon,
+  type DaemonContext,
+  type DaemonSpec,
+  type IO,
+  MeshDaemon,
+  type MeshDaemonInit,
+  runDaemon,
+} from './daemon.ts'
+export { type DiscoveryKind, discoveryKey, findProviders, provide } from './discovery.ts'
+export { InvalidKeyFileError, InvalidPskError, UsageError } from './errors.ts'
+export { exitWith } from './exit.ts'
+export {
+  type CommandSpec,
+  type FlagSpec,
+  type FlagSpecs,
+  type FlagValues,
+  helpText,
+  parseCommandLine,
+  parseDurationFlag,
+  parseHostPort,
+  parseMultiaddrFlag,
+  parsePortNumber,
+  parsePositiveNumberFlag,
+} from './flags.ts'
+export { loadOrCreateKey } from './identity.ts'
+export { keygenMain } from './keygen.ts'
+export { configureLogging } from './logging.ts'
+export { MetricsServer, type MetricsServerInit, type RouteHandler, sendJson } from './metrics-server.ts'
+export {
+  agentVersion,
+  type MeshLibp2p,
+  MeshNode,
+  type MeshNodeInit,
+  type MeshServices,
+  roleFromAgentVersion,
+} from './node.ts'
+export {
+  LOG_LEVELS,
+  type LogLevel,
+  NODE_ENV_HELP,
+  NODE_FLAGS,
+  type NodeConfig,
+  type NodeDefaults,
+  resolveNodeConfig,
+} from './node-config.ts'
+export { derivePsk, formatSwarmKey, generatePsk, parseSwarmKey, type Psk, readSwarmKeyFile } from './psk.ts'
+export { probeRtt } from './rtt.ts'

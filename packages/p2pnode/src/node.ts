@@ -1,0 +1,154 @@
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify, type Identify } from '@libp2p/identify'
+import type { ComponentLogger, Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
+import { type KadDHT, kadDHT, passthroughMapper } from '@libp2p/kad-dht'
+import { defaultLogger } from '@libp2p/logger'
+import { type Ping, ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
+import { prometheusMetrics } from '@libp2p/prometheus-metrics'
+import { tcp } from '@libp2p/tcp'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import { Registry } from 'prom-client'
+import { writeFileAtomic } from './atomic-file.ts'
+import { BootstrapKeeper } from './bootstrap.ts'
+import { DHT_PROTOCOL, PSK_HANDSHAKE_TIMEOUT_MS } from './constants.ts'
+import { formatSwarmKey, type Psk } from './psk.ts'
+import { probeRtt } from './rtt.ts'
+
+// A type alias, not an interface: libp2p's ServiceMap needs an index signature.
+export type MeshServices = {
+  identify: Identify
+  ping: Ping
+  dht: KadDHT
+}
+
+export type MeshLibp2p = Libp2p<MeshServices>
+
+export interface MeshNodeInit {
+  /** What this node is (`ping-monitor`, `allocator`...): sent in identify's agent version. */
+  role: string
+  /** The mtc version, also in the agent version. */
+  version: string
+  /** Multiaddrs to listen on; none for a node that only dials (e.g. hl-cli). */
+  listen: string[]
+  bootstraps: Multiaddr[]
+  /** The private-network key; `undefined` only when the operator chose `--no-psk`. */
+  psk: Psk | undefined
+  /** Identity; a fresh ephemeral one when absent. */
+  privateKey?: PrivateKey
+  /** Once listening, the node's full multiaddrs are written here, one per line. */
+  addrFile?: string
+  /** Where libp2p's own metrics go; a new registry when absent. */
+  registry?: Registry
+  /** A short-lived node (a CLI) is a DHT client: it asks, it does not serve. */
+  dhtClient?: boolean
+  logger?: ComponentLogger
+  /** Bootstrap redial backoff, for tests. */
+  bootstrapBackoffMs?: { initial: number; max: number }
+}
+
+/** The agent version a mesh node announces: `mtc/<role>/<version>`. */
+export function agentVersion(role: string, version: string): string {
+  return `mtc/${role}/${version}`
+}
+
+/** The mtc role of a peer from its identify agent version, if it is an mtc node. */
+export function roleFromAgentVersion(agent: string | undefined): string | undefined {
+  const m = /^mtc\/([a-z0-9-]+)\//.exec(agent ?? '')
+  return m?.[1]
+}
+
+/**
+ * One libp2p node of the mesh: TCP + PSK + Noise + Yamux, identify, ping and the mesh's
+ * private kad-dht, plus bootstrap keeping and the addr file.
+ */
+export class MeshNode {
+  readonly libp2p: MeshLibp2p
+  readonly registry: Registry
+  readonly role: string
+  private readonly init: MeshNodeInit
+  private readonly bootstraps: BootstrapKeeper
+
+  private constructor(libp2p: MeshLibp2p, registry: Registry, init: MeshNodeInit) {
+    this.libp2p = libp2p
+    this.registry = registry
+    this.role = init.role
+    this.init = init
+    this.bootstraps = new BootstrapKeeper(
+      libp2p,
+      (init.logger ?? defaultLogger()).forComponent('mtc:bootstrap'),
+      {
+        bootstraps: init.bootstraps,
+        backoffInitialMs: init.bootstrapBackoffMs?.initial,
+        backoffMaxMs: init.bootstrapBackoffMs?.max,
+      },
+    )
+  }
+
+  static async create(init: MeshNodeInit): Promise<MeshNode> {
+    const registry = init.registry ?? new Registry()
+    const libp2p = await createLibp2p({
+      start: false,
+      privateKey: init.privateKey,
+      logger: init.logger,
+      nodeInfo: { userAgent: agentVersion(init.role, init.version) },
+      addresses: { listen: init.listen },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      connectionProtector:
+        init.psk != null
+          ? preSharedKey({
+              psk: new TextEncoder().encode(formatSwarmKey(init.psk)),
+              timeout: PSK_HANDSHAKE_TIMEOUT_MS,
+            })
+          : undefined,
+      metrics: prometheusMetrics({ registry, collectDefaultMetrics: true }),
+      services: {
+        identify: identify(),
+        ping: ping(),
+        dht: kadDHT({
+          protocol: DHT_PROTOCOL,
+          clientMode: init.dhtClient === true,
+          // Mesh hosts talk over private and loopback addresses; the default mapper
+          // (made for the public DHT) would drop them.
+          peerInfoMapper: passthroughMapper,
+        }),
+      },
+    })
+    return new MeshNode(libp2p, registry, init)
+  }
+
+  get peerId(): PeerId {
+    return this.libp2p.peerId
+  }
+
+  async start(): Promise<void> {
+    await this.libp2p.start()
+    if (this.init.addrFile != null) {
+      await writeFileAtomic(this.init.addrFile, `${this.multiaddrs().join('\n')}\n`)
+    }
+    this.bootstraps.start()
+  }
+
+  async stop(): Promise<void> {
+    await this.bootstraps.stop()
+    await this.libp2p.stop()
+  }
+
+  /** Full multiaddrs, each ending in `/p2p/<peerId>`. */
+  multiaddrs(): string[] {
+    return this.libp2p.getMultiaddrs().map((ma) => ma.toString())
+  }
+
+  connectedBootstraps(): string[] {
+    return this.bootstraps.connectedBootstraps()
+  }
+
+  /** RTT to a connected peer, in seconds. */
+  async rtt(peer: PeerId, options: { signal?: AbortSignal } = {}): Promise<number> {
+    return await probeRtt(this.libp2p, peer, options)
+  }
+}
