@@ -52,7 +52,7 @@ if [ "${MTC_SETUP_APT:-1}" = 1 ]; then
 fi
 
 log "installing workspace dependencies"
-pnpm install --frozen-lockfile --prefer-offline >&2 || pnpm install >&2
+pnpm install --frozen-lockfile >&2
 log "building"
 pnpm -r --workspace-concurrency=1 run build >&2
 log "ready"

@@ -1,5 +1,4 @@
-import type { Libp2p, PeerId } from '@libp2p/interface'
-import type { Logger } from '@libp2p/interface'
+import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { Backoff } from './backoff.ts'
 import {

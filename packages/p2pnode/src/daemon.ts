@@ -3,12 +3,7 @@ import { defaultLogger } from '@libp2p/logger'
 import type { Registry } from 'prom-client'
 import { MTC_VERSION, SHUTDOWN_TIMEOUT_MS } from './constants.ts'
 import { UsageError } from './errors.ts'
-import {
-  type CommandSpec,
-  type FlagValues,
-  helpText,
-  parseCommandLine,
-} from './flags.ts'
+import { type CommandSpec, type FlagValues, helpText, parseCommandLine } from './flags.ts'
 import { configureLogging } from './logging.ts'
 import { MetricsServer, type RouteHandler } from './metrics-server.ts'
 import { MeshNode } from './node.ts'

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util'
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { UsageError } from './errors.ts'
 
 export interface FlagSpec {
@@ -47,7 +47,10 @@ export function parseCommandLine(spec: CommandSpec, argv: string[]): ParsedComma
       allowPositionals: true,
       allowNegative: false,
       options: Object.fromEntries(
-        Object.entries(flags).map(([name, f]) => [name, { type: f.type, multiple: f.multiple === true }]),
+        Object.entries(flags).map(([name, f]) => [
+          name,
+          { type: f.type, multiple: f.multiple === true },
+        ]),
       ),
     })
   } catch (err) {

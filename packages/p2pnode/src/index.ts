@@ -29,7 +29,12 @@ export {
 export { loadOrCreateKey } from './identity.ts'
 export { keygenMain } from './keygen.ts'
 export { configureLogging } from './logging.ts'
-export { MetricsServer, type MetricsServerInit, type RouteHandler, sendJson } from './metrics-server.ts'
+export {
+  MetricsServer,
+  type MetricsServerInit,
+  type RouteHandler,
+  sendJson,
+} from './metrics-server.ts'
 export {
   agentVersion,
   type MeshLibp2p,
@@ -47,5 +52,12 @@ export {
   type NodeDefaults,
   resolveNodeConfig,
 } from './node-config.ts'
-export { derivePsk, formatSwarmKey, generatePsk, parseSwarmKey, type Psk, readSwarmKeyFile } from './psk.ts'
+export {
+  derivePsk,
+  formatSwarmKey,
+  generatePsk,
+  type Psk,
+  parseSwarmKey,
+  readSwarmKeyFile,
+} from './psk.ts'
 export { probeRtt } from './rtt.ts'

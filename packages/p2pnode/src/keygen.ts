@@ -12,7 +12,11 @@ export const KEYGEN_COMMAND: CommandSpec = {
   summary: 'make the keys of an mtc mesh',
   usage: 'swarm-key [--out PATH] [--psk PASSPHRASE] | identity --key-file PATH',
   flags: {
-    out: { type: 'string', arg: 'PATH', help: 'write the swarm key here (mode 0600) instead of stdout' },
+    out: {
+      type: 'string',
+      arg: 'PATH',
+      help: 'write the swarm key here (mode 0600) instead of stdout',
+    },
     psk: {
       type: 'string',
       arg: 'PASSPHRASE',
@@ -35,7 +39,10 @@ export const KEYGEN_COMMAND: CommandSpec = {
 /** mtc-keygen's main; returns the exit code. */
 export async function keygenMain(
   argv: string[],
-  io = { stdout: (t: string) => process.stdout.write(t), stderr: (t: string) => process.stderr.write(t) },
+  io: { stdout: (t: string) => unknown; stderr: (t: string) => unknown } = {
+    stdout: (t) => process.stdout.write(t),
+    stderr: (t) => process.stderr.write(t),
+  },
 ): Promise<number> {
   try {
     const parsed = parseCommandLine(KEYGEN_COMMAND, argv)

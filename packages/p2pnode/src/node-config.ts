@@ -88,7 +88,7 @@ export async function resolveNodeConfig(
   defaults: NodeDefaults,
 ): Promise<NodeConfig> {
   const listenValues = (values.listen as string[] | undefined) ?? defaults.listen
-  listenValues.forEach((v) => parseMultiaddrFlag('listen', v))
+  for (const v of listenValues) parseMultiaddrFlag('listen', v)
 
   const bootstrapValues =
     (values.bootstrap as string[] | undefined) ??

@@ -18,7 +18,11 @@ export const COMMAND: CommandSpec = {
   usage: '[flags]',
   flags: {
     ...NODE_FLAGS,
-    interval: { type: 'string', arg: 'DURATION', help: 'how often every peer is pinged (default 1s)' },
+    interval: {
+      type: 'string',
+      arg: 'DURATION',
+      help: 'how often every peer is pinged (default 1s)',
+    },
     'peer-expiry': {
       type: 'string',
       arg: 'DURATION',

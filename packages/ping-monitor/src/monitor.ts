@@ -125,7 +125,8 @@ export class PingMonitor {
       const started = performance.now()
       await this.probeAll(signal)
       const removed = this.table.expire()
-      if (removed > 0) this.log('forgot %d peer(s) unheard for %d ms', removed, this.init.peerExpiryMs)
+      if (removed > 0)
+        this.log('forgot %d peer(s) unheard for %d ms', removed, this.init.peerExpiryMs)
       const wait = Math.max(0, this.init.intervalMs - (performance.now() - started))
       try {
         await sleep(wait, undefined, { signal })

@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict'
+import { after, describe, it } from 'node:test'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { PrivateKey } from '@libp2p/interface'
+import { freePort, waitFor } from '@mtc/testkit'
+import { multiaddr } from '@multiformats/multiaddr'
+import { findProviders, provide } from '../src/discovery.ts'
+import { keygenMain } from '../src/keygen.ts'
+import { MeshNode } from '../src/node.ts'
+import { derivePsk, generatePsk, type Psk, parseSwarmKey } from '../src/psk.ts'
+
+const started: MeshNode[] = []
+after(async () => {
+  await Promise.all(started.map((n) => n.stop()))
+})
+
+async function startNode(init: {
+  psk: Psk | undefined
+  bootstraps?: string[]
+  privateKey?: PrivateKey
+  port?: number
+}): Promise<MeshNode> {
+  const node = await MeshNode.create({
+    role: 'test',
+    version: '0.0.0',
+    listen: [`/ip4/127.0.0.1/tcp/${init.port ?? 0}`],
+    bootstraps: (init.bootstraps ?? []).map((a) => multiaddr(a)),
+    psk: init.psk,
+    privateKey: init.privateKey,
+    bootstrapBackoffMs: { initial: 50, max: 200 },
+  })
+  await node.start()
+  started.push(node)
+  return node
+}
+
+const TEST_PROTOCOL = '/mtc/test-echo/1.0.0'
+
+/** Counts streams a node accepts on a test protocol: none may open through a bad PSK. */
+async function countStreams(node: MeshNode): Promise<{ count: number }> {
+  const counter = { count: 0 }
+  await node.libp2p.handle(TEST_PROTOCOL, (stream) => {
+    counter.count++
+    stream.abort(new Error('test'))
+  })
+  return counter
+}
+
+describe('private network', () => {
+  it('peers with the same PSK connect and ping with a sub-second RTT', async () => {
+    const psk = generatePsk()
+    const a = await startNode({ psk })
+    const b = await startNode({ psk })
+    const t0 = performance.now()
+    await b.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+    const connectMs = performance.now() - t0
+    const rtt = await b.rtt(a.peerId)
+    assert.ok(rtt > 0 && rtt < 1, `rtt ${rtt}`)
+    assert.ok(connectMs < 5000)
+    // The standard libp2p ping answers too.
+    assert.ok((await b.libp2p.services.ping.ping(a.peerId)) >= 0)
+  })
+
+  it('a peer with another PSK cannot connect, and no stream is ever opened', async () => {
+    const a = await startNode({ psk: generatePsk() })
+    const counter = await countStreams(a)
+    const b = await startNode({ psk: generatePsk() })
+    await assert.rejects(
+      b.libp2p.dialProtocol(a.libp2p.getMultiaddrs()[0], TEST_PROTOCOL, {
+        signal: AbortSignal.timeout(8000),
+      }),
+    )
+    assert.equal(counter.count, 0)
+    assert.equal(a.libp2p.getConnections(b.peerId).length, 0)
+    assert.equal(b.libp2p.getConnections(a.peerId).length, 0)
+  })
+
+  it('a --no-psk peer cannot join a PSK mesh', async () => {
+    const a = await startNode({ psk: generatePsk() })
+    const counter = await countStreams(a)
+    const open = await startNode({ psk: undefined })
+    await assert.rejects(
+      open.libp2p.dialProtocol(a.libp2p.getMultiaddrs()[0], TEST_PROTOCOL, {
+        signal: AbortSignal.timeout(8000),
+      }),
+    )
+    assert.equal(counter.count, 0)
+    assert.equal(a.libp2p.getConnections().length, 0)
+  })
+
+  it('a swarm key made from a passphrase interoperates with --psk of that passphrase', async () => {
+    let text = ''
+    const code = await keygenMain(['swarm-key', '--psk', 'correct horse'], {
+      stdout: (t) => {
+        text += t
+      },
+      stderr: () => {},
+    })
+    assert.equal(code, 0)
+    const fromFile = await startNode({ psk: parseSwarmKey(text) })
+    const fromPassphrase = await startNode({ psk: await derivePsk('correct horse') })
+    await fromPassphrase.libp2p.dial(fromFile.libp2p.getMultiaddrs()[0])
+    assert.ok((await fromPassphrase.rtt(fromFile.peerId)) > 0)
+  })
+})
+
+describe('bootstraps', () => {
+  it('connects to every bootstrap and reconnects after losing one', async () => {
+    const psk = generatePsk()
+    const key = await generateKeyPair('Ed25519')
+    const port = await freePort()
+    const boot1 = await startNode({ psk, privateKey: key, port })
+    const boot2 = await startNode({ psk })
+    const addr1 = boot1.multiaddrs()[0]
+    const addr2 = boot2.multiaddrs()[0]
+    const peer = await startNode({ psk, bootstraps: [addr1, addr2] })
+    await waitFor('both bootstraps connected', () => peer.connectedBootstraps().length === 2)
+
+    await boot1.stop()
+    await waitFor('loss noticed', () => peer.connectedBootstraps().length === 1)
+    // The same identity comes back on the same port, as a restarted bootstrap does.
+    await startNode({ psk, privateKey: key, port })
+    await waitFor('bootstrap 1 reconnected', () => peer.connectedBootstraps().includes(addr1))
+  })
+})
+
+describe('DHT discovery', () => {
+  it('finds a provider through the private DHT', async () => {
+    const psk = generatePsk()
+    const boot = await startNode({ psk })
+    const addr = boot.multiaddrs()[0]
+    const a = await startNode({ psk, bootstraps: [addr] })
+    const b = await startNode({ psk, bootstraps: [addr] })
+    await waitFor(
+      'bootstraps connected',
+      () => a.connectedBootstraps().length === 1 && b.connectedBootstraps().length === 1,
+    )
+    await waitFor('provide', async () => {
+      await provide(a.libp2p, 'service', 'hello', { signal: AbortSignal.timeout(3000) })
+      return true
+    })
+    const found = await waitFor('provider found', async () => {
+      const peers = await findProviders(b.libp2p, 'service', 'hello', {
+        signal: AbortSignal.timeout(3000),
+      })
+      return peers.length > 0 ? peers : undefined
+    })
+    assert.deepEqual(
+      found.map((p) => p.toString()),
+      [a.peerId.toString()],
+    )
+    const none = await findProviders(b.libp2p, 'service', 'nobody', {
+      signal: AbortSignal.timeout(3000),
+    })
+    assert.equal(none.length, 0)
+  })
+})
