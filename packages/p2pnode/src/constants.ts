@@ -52,3 +52,15 @@ export const RTT_PROBE_TIMEOUT_MS = 5_000
 
 /** The mtc release every binary reports with --version and in its agent version. */
 export const MTC_VERSION = '0.1.0'
+
+/**
+ * Largest control message of an mtc protocol (JSON): a service record is under 2 KiB,
+ * a page of a listing under 32 KiB; anything larger is a broken or hostile peer.
+ */
+export const RPC_MAX_MESSAGE_BYTES = 64 * 1024
+/** Bulk data (image tarballs) travels in chunks of at most this size. */
+export const RPC_MAX_CHUNK_BYTES = 256 * 1024
+/** A peer silent for this long in the middle of an exchange has gone. */
+export const RPC_IDLE_TIMEOUT_MS = 30_000
+/** Concurrent inbound streams per connection on one mtc protocol. */
+export const RPC_MAX_INBOUND_STREAMS = 32

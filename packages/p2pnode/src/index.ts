@@ -60,4 +60,15 @@ export {
   parseSwarmKey,
   readSwarmKeyFile,
 } from './psk.ts'
+export {
+  expectReply,
+  handleRpc,
+  openRpc,
+  ProtocolViolationError,
+  RemoteError,
+  type RpcHandler,
+  type RpcOptions,
+  type RpcReply,
+  RpcStream,
+} from './rpc.ts'
 export { probeRtt } from './rtt.ts'
