@@ -64,3 +64,15 @@ export const RPC_MAX_CHUNK_BYTES = 256 * 1024
 export const RPC_IDLE_TIMEOUT_MS = 30_000
 /** Concurrent inbound streams per connection on one mtc protocol. */
 export const RPC_MAX_INBOUND_STREAMS = 32
+
+/**
+ * Provider records are re-announced this often. The DHT keeps them for 48 h, but a node
+ * that announced before other peers joined reached nobody; 5 minutes bounds how long a
+ * newcomer may miss it.
+ */
+export const ANNOUNCE_INTERVAL_MS = 5 * 60_000
+/** First retries of an announcement that failed (e.g. no DHT peer yet). */
+export const ANNOUNCE_RETRY_INITIAL_MS = 500
+export const ANNOUNCE_RETRY_MAX_MS = 30_000
+/** Rounds woken by new peers are at least this far apart, so a join storm is one round. */
+export const ANNOUNCE_MIN_GAP_MS = 2_000

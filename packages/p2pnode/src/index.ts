@@ -1,4 +1,5 @@
 export { writeFileAtomic } from './atomic-file.ts'
+export { Announcer } from './announcer.ts'
 export { Backoff, type BackoffInit } from './backoff.ts'
 export * from './constants.ts'
 export {
