@@ -2,8 +2,10 @@ import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
+import { defaultLogger } from '@libp2p/logger'
 import { freePort, waitFor } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
+import { Announcer } from '../src/announcer.ts'
 import { findProviders, provide } from '../src/discovery.ts'
 import { keygenMain } from '../src/keygen.ts'
 import { MeshNode } from '../src/node.ts'
@@ -153,5 +155,30 @@ describe('DHT discovery', () => {
       signal: AbortSignal.timeout(3000),
     })
     assert.equal(none.length, 0)
+  })
+})
+
+describe('Announcer', () => {
+  it('announces a key added before any peer exists once peers join', async () => {
+    const psk = generatePsk()
+    const boot = await startNode({ psk })
+    const early = await startNode({ psk })
+    const announcer = new Announcer(early.libp2p, defaultLogger().forComponent('test'))
+    announcer.start()
+    announcer.add('allocator')
+    try {
+      // Only now does the early node join the mesh, followed by a node that looks it up.
+      await early.libp2p.dial(boot.libp2p.getMultiaddrs()[0])
+      const late = await startNode({ psk, bootstraps: [boot.multiaddrs()[0]] })
+      const found = await waitFor('the early announcement', async () => {
+        const p = await findProviders(late.libp2p, 'allocator', '', {
+          signal: AbortSignal.timeout(2000),
+        })
+        return p.length > 0 ? p : undefined
+      })
+      assert.equal(found[0].toString(), early.peerId.toString())
+    } finally {
+      await announcer.stop()
+    }
   })
 })
