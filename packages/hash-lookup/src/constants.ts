@@ -117,3 +117,14 @@ export const MAX_OCI_INDEX_DEPTH = 4
  * tarballs; operators with larger images raise it.
  */
 export const DEFAULT_MAX_BLOB_BYTES = 2 * 1024 * 1024 * 1024
+
+// --- overlay service -------------------------------------------------------------------------
+
+/** How long an upload waits for its blob's DHT announcement before writing the record anyway (re-announced in the background). */
+export const BLOB_ANNOUNCE_TIMEOUT_MS = 5_000
+
+/** How often hl-service checks etcd for the `mtc_hl_etcd_up` gauge. */
+export const ETCD_HEALTH_CHECK_INTERVAL_MS = 5_000
+
+/** How long a client looks for a reachable hl-service through the DHT. */
+export const HL_LOOKUP_TIMEOUT_MS = 15_000

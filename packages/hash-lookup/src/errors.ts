@@ -68,7 +68,8 @@ export const ERRORS = [
     code: 'ERR_INVALID_TARBALL',
     name: 'InvalidTarballError',
     message: 'Invalid image tarball',
-    meaning: 'The upload is not a readable docker save tarball, or its contents do not match their digests',
+    meaning:
+      'The upload is not a readable docker save tarball, or its contents do not match their digests',
   },
   {
     code: 'ERR_IMAGE_MISMATCH',
@@ -93,6 +94,12 @@ export const ERRORS = [
     name: 'BlobNotFoundError',
     message: 'Unknown blob',
     meaning: 'No blob with this digest is stored here',
+  },
+  {
+    code: 'ERR_FORBIDDEN',
+    name: 'ForbiddenError',
+    message: 'Not a writer',
+    meaning: 'hl-service was started with --writer and the requesting peer is not one',
   },
 ] as const satisfies readonly ErrorInfo[]
 
@@ -211,6 +218,14 @@ export class BlobNotFoundError extends HashLookupError {
   }
 }
 
+export class ForbiddenError extends HashLookupError {
+  override readonly name = 'ForbiddenError'
+  readonly code = 'ERR_FORBIDDEN'
+  constructor(message = defaultMessage('ERR_FORBIDDEN'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
 const CLASSES: Record<ErrorCode, new (message?: string) => HashLookupError> = {
   ERR_INVALID_NAME: InvalidNameError,
   ERR_INVALID_REFERENCE: InvalidReferenceError,
@@ -225,6 +240,7 @@ const CLASSES: Record<ErrorCode, new (message?: string) => HashLookupError> = {
   ERR_BLOB_TOO_LARGE: BlobTooLargeError,
   ERR_DIGEST_MISMATCH: DigestMismatchError,
   ERR_UNKNOWN_BLOB: BlobNotFoundError,
+  ERR_FORBIDDEN: ForbiddenError,
 }
 
 export function isErrorCode(code: unknown): code is ErrorCode {

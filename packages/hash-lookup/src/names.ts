@@ -19,7 +19,8 @@ const TAG = new RegExp(`^\\w[\\w.-]{0,${IMAGE_TAG_MAX_LENGTH - 1}}$`)
 /** One path component: lowercase alphanumerics joined by `.`, `_`, `__` or runs of `-`. */
 const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/
 /** Registry host: DNS name or IPv4 address, optional port. */
-const REGISTRY_HOST = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$/
+const REGISTRY_HOST =
+  /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$/
 
 export interface ImageReference {
   /** Repository including the registry host if one was given, e.g. `ghcr.io/acme/web`. */
@@ -84,7 +85,9 @@ export function parseImageReference(reference: unknown): ImageReference {
   const host = hasRegistryHost(components) ? components.shift()! : undefined
   if (host !== undefined && !REGISTRY_HOST.test(host)) throw invalid('bad registry host')
   for (const component of components) {
-    if (!PATH_COMPONENT.test(component)) throw invalid(`bad path component ${JSON.stringify(component)}`)
+    if (!PATH_COMPONENT.test(component)) {
+      throw invalid(`bad path component ${JSON.stringify(component)}`)
+    }
   }
 
   const parsed: ImageReference = { repo }
@@ -102,7 +105,12 @@ export function assertImageReference(reference: unknown): string {
 function hasRegistryHost(components: string[]): boolean {
   if (components.length < 2) return false
   const first = components[0]!
-  return first.includes('.') || first.includes(':') || first === 'localhost' || first !== first.toLowerCase()
+  return (
+    first.includes('.') ||
+    first.includes(':') ||
+    first === 'localhost' ||
+    first !== first.toLowerCase()
+  )
 }
 
 /**

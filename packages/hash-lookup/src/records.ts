@@ -117,7 +117,9 @@ function asObject(input: unknown, what: string, known: Set<string>): Record<stri
     throw new InvalidRecordError(`${what} must be an object`)
   }
   for (const key of Object.keys(input)) {
-    if (!known.has(key)) throw new InvalidRecordError(`${what} has unknown field ${JSON.stringify(key)}`)
+    if (!known.has(key)) {
+      throw new InvalidRecordError(`${what} has unknown field ${JSON.stringify(key)}`)
+    }
   }
   return input as Record<string, unknown>
 }

@@ -1,5 +1,5 @@
-export { writeFileAtomic } from './atomic-file.ts'
 export { Announcer } from './announcer.ts'
+export { writeFileAtomic } from './atomic-file.ts'
 export { Backoff, type BackoffInit } from './backoff.ts'
 export * from './constants.ts'
 export {
@@ -73,3 +73,4 @@ export {
   RpcStream,
 } from './rpc.ts'
 export { probeRtt } from './rtt.ts'
+export { waitUntil } from './wait.ts'

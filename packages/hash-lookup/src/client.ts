@@ -1,0 +1,154 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Libp2p, PeerId } from '@libp2p/interface'
+import { expectReply, findProviders, openRpc, RemoteError } from '@mtc/p2pnode'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { HL_LOOKUP_TIMEOUT_MS } from './constants.ts'
+import { errorFromCode, isErrorCode, RegistryUnavailableError } from './errors.ts'
+import {
+  BLOB_GET,
+  type BlobReply,
+  type GetReply,
+  HL_DELETE,
+  HL_GET,
+  HL_LIST,
+  HL_PUT,
+  type ListReply,
+  type ListRequest,
+  type PutReply,
+  type PutRequest,
+} from './protocol.ts'
+import type { ServiceRecord } from './records.ts'
+
+export interface Upload {
+  size: number
+  source: AsyncIterable<Uint8Array>
+}
+
+/**
+ * Talks to one hl-service over the overlay. Errors come back as the same typed errors
+ * the service threw (NotFoundError, ConflictError...).
+ */
+export class HashLookupClient {
+  readonly libp2p: Libp2p
+  readonly target: PeerId | Multiaddr
+
+  constructor(libp2p: Libp2p, target: PeerId | Multiaddr) {
+    this.libp2p = libp2p
+    this.target = target
+  }
+
+  async get(name: string, signal?: AbortSignal): Promise<ServiceRecord> {
+    return (await this.call<GetReply>(HL_GET, { name }, signal)).record
+  }
+
+  async list(options: ListRequest = {}, signal?: AbortSignal): Promise<ListReply> {
+    const { records, next } = await this.call<ListReply>(HL_LIST, options, signal)
+    return next != null ? { records, next } : { records }
+  }
+
+  async put(
+    req: Omit<PutRequest, 'upload'>,
+    upload?: Upload,
+    signal?: AbortSignal,
+  ): Promise<ServiceRecord> {
+    const body: PutRequest = upload != null ? { ...req, upload: { size: upload.size } } : req
+    return (
+      await this.call<PutReply>(HL_PUT, body, signal, async (rpc) => {
+        if (upload != null) await rpc.writeChunks(upload.source, signal)
+      })
+    ).record
+  }
+
+  async delete(name: string, expectedVersion?: number, signal?: AbortSignal): Promise<void> {
+    await this.call(HL_DELETE, { name, expectedVersion }, signal)
+  }
+
+  /** Streams blob `digest` into `sink` chunk by chunk; returns the announced size. */
+  async fetchBlob(
+    digest: string,
+    sink: (chunks: AsyncIterable<Uint8Array>, size: number) => Promise<void>,
+    signal?: AbortSignal,
+  ): Promise<number> {
+    const rpc = await this.open(BLOB_GET, signal)
+    try {
+      await rpc.writeJson({ digest }, signal)
+      const { size } = await this.reply<BlobReply>(rpc, signal)
+      await sink(rpc.readChunks(signal), size)
+      return size
+    } finally {
+      await rpc.close()
+    }
+  }
+
+  private async call<T>(
+    protocol: string,
+    request: unknown,
+    signal?: AbortSignal,
+    afterRequest?: (rpc: Awaited<ReturnType<typeof openRpc>>) => Promise<void>,
+  ): Promise<T> {
+    const rpc = await this.open(protocol, signal)
+    let sending = false
+    try {
+      await rpc.writeJson(request, signal)
+      // The reply may come early (a refused upload): read it while the body is sent.
+      const reply = this.reply<T>(rpc, signal)
+      if (afterRequest != null) {
+        sending = true
+        const sent = afterRequest(rpc).then(() => {
+          sending = false
+        })
+        await Promise.race([sent, reply]).catch(() => undefined)
+      }
+      return await reply
+    } finally {
+      // An upload the service refused half-way is cut off, not drained.
+      if (sending) rpc.abort(new Error('request answered before its body was sent'))
+      else await rpc.close()
+    }
+  }
+
+  private async open(protocol: string, signal?: AbortSignal) {
+    try {
+      return await openRpc(this.libp2p, this.target, protocol, { signal })
+    } catch (err) {
+      throw new RegistryUnavailableError(`cannot reach hl-service: ${(err as Error).message}`, {
+        cause: err,
+      })
+    }
+  }
+
+  private async reply<T>(
+    rpc: Awaited<ReturnType<typeof openRpc>>,
+    signal?: AbortSignal,
+  ): Promise<T> {
+    try {
+      return await expectReply<T>(rpc, signal)
+    } catch (err) {
+      if (err instanceof RemoteError && isErrorCode(err.code))
+        throw errorFromCode(err.code, err.message)
+      throw err
+    }
+  }
+}
+
+/**
+ * An hl-service found through the DHT that answers a dial: provider records can be
+ * stale, so each candidate is dialled before it is used.
+ */
+export async function findHashLookup(libp2p: Libp2p, signal?: AbortSignal): Promise<PeerId> {
+  const deadline = AbortSignal.timeout(HL_LOOKUP_TIMEOUT_MS)
+  const s = signal != null ? AbortSignal.any([signal, deadline]) : deadline
+  for (let attempt = 0; attempt < 100 && !s.aborted; attempt++) {
+    const candidates = await findProviders(libp2p, 'hash-lookup', '', { signal: s }).catch(() => [])
+    for (const peer of candidates) {
+      try {
+        await libp2p.dial(peer, { signal: s })
+        return peer
+      } catch {
+        // stale record: try the next one
+      }
+    }
+    await sleep(250, undefined, { signal: s }).catch(() => {})
+  }
+  throw new RegistryUnavailableError('no reachable hl-service found in the mesh')
+}

@@ -1,0 +1,60 @@
+import { PROTOCOL_PREFIX } from '@mtc/p2pnode'
+import type { ListPage } from './etcd-store.ts'
+import type { PerfRequirements, ServiceRecord } from './records.ts'
+
+/**
+ * The registry's overlay protocols, one per operation so that each has its own stream
+ * limits and write operations can be authorised on their own. A wire change is a new
+ * version. Every exchange is one JSON request and one JSON reply (`{ok:true,...}` or
+ * `{ok:false, code, message}`), framed by p2pnode's RpcStream; tarballs follow a put
+ * request, and a blob reply, as chunks ended by an empty one.
+ */
+export const HL_GET = `/${PROTOCOL_PREFIX}/hl/get/1.0.0`
+export const HL_LIST = `/${PROTOCOL_PREFIX}/hl/list/1.0.0`
+export const HL_PUT = `/${PROTOCOL_PREFIX}/hl/put/1.0.0`
+export const HL_DELETE = `/${PROTOCOL_PREFIX}/hl/delete/1.0.0`
+/** Served by hl-service and by any node that keeps blobs (allocators) */
+export const BLOB_GET = `/${PROTOCOL_PREFIX}/blob/get/1.0.0`
+
+export interface GetRequest {
+  name: string
+}
+export interface GetReply {
+  record: ServiceRecord
+}
+
+export interface ListRequest {
+  prefix?: string
+  limit?: number
+  after?: string
+}
+export type ListReply = ListPage
+
+export interface PutRequest {
+  record: {
+    name: string
+    image: string
+    /** Required without an upload; with one it must match the tarball's, if given. */
+    imageId?: string
+    perf?: PerfRequirements
+  }
+  expectedVersion?: number
+  /** A tarball follows as chunks; its exact size is announced so the cap applies early. */
+  upload?: { size: number }
+}
+export interface PutReply {
+  record: ServiceRecord
+}
+
+export interface DeleteRequest {
+  name: string
+  expectedVersion?: number
+}
+export type DeleteReply = Record<string, never>
+
+export interface BlobRequest {
+  digest: string
+}
+export interface BlobReply {
+  size: number
+}

@@ -1,0 +1,205 @@
+import type { Connection, Libp2p, Logger } from '@libp2p/interface'
+import { type Announcer, handleRpc, provide, type RpcStream } from '@mtc/p2pnode'
+import type { BlobStore } from './blob-store.ts'
+import { BLOB_ANNOUNCE_TIMEOUT_MS, DEFAULT_MAX_BLOB_BYTES } from './constants.ts'
+import {
+  BlobTooLargeError,
+  ForbiddenError,
+  ImageMismatchError,
+  InvalidRecordError,
+} from './errors.ts'
+import type { RecordStore } from './etcd-store.ts'
+import { ingestImageTarball } from './ingest.ts'
+import type { HashLookupMetrics } from './metrics.ts'
+import { assertDigest, assertServiceName } from './names.ts'
+import {
+  BLOB_GET,
+  type BlobRequest,
+  type DeleteRequest,
+  type GetRequest,
+  HL_DELETE,
+  HL_GET,
+  HL_LIST,
+  HL_PUT,
+  type ListRequest,
+  type PutRequest,
+} from './protocol.ts'
+import { validateRecordInput } from './records.ts'
+
+export interface HashLookupServerComponents {
+  libp2p: Libp2p
+  records: RecordStore
+  blobs: BlobStore
+  announcer: Announcer
+  metrics: HashLookupMetrics
+  log: Logger
+}
+
+export interface HashLookupServerInit {
+  /** Peer IDs allowed to add and delete; empty = every peer of the (PSK-protected) mesh. */
+  writers?: string[]
+  maxBlobSize?: number
+}
+
+/** A stand-in image ID to validate a record before its tarball told the real one. */
+const PENDING_IMAGE_ID = `sha256:${'0'.repeat(64)}`
+
+/** Serves the registry protocols over the overlay. */
+export class HashLookupServer {
+  private readonly c: HashLookupServerComponents
+  private readonly writers: Set<string>
+  private readonly maxBlobSize: number
+
+  constructor(components: HashLookupServerComponents, init: HashLookupServerInit = {}) {
+    this.c = components
+    this.writers = new Set(init.writers ?? [])
+    this.maxBlobSize = init.maxBlobSize ?? DEFAULT_MAX_BLOB_BYTES
+  }
+
+  async start(): Promise<void> {
+    const { libp2p, metrics } = this.c
+    const serve = (
+      protocol: string,
+      op: string,
+      fn: (rpc: RpcStream, conn: Connection) => Promise<void>,
+    ) => handleRpc(libp2p, protocol, (rpc, conn) => metrics.observe(op, () => fn(rpc, conn)))
+    await serve(HL_GET, 'get', (rpc) => this.get(rpc))
+    await serve(HL_LIST, 'list', (rpc) => this.list(rpc))
+    await serve(HL_PUT, 'put', (rpc, conn) => this.put(rpc, conn))
+    await serve(HL_DELETE, 'delete', (rpc, conn) => this.delete(rpc, conn))
+    await serve(BLOB_GET, 'blob', (rpc) => this.blob(rpc))
+    this.c.announcer.add('hash-lookup')
+    for (const digest of await this.c.blobs.list()) this.c.announcer.add('blob', digest)
+  }
+
+  async stop(): Promise<void> {
+    for (const p of [HL_GET, HL_LIST, HL_PUT, HL_DELETE, BLOB_GET]) await this.c.libp2p.unhandle(p)
+  }
+
+  private async get(rpc: RpcStream): Promise<void> {
+    const req = await rpc.readJson<GetRequest>()
+    const record = await this.c.records.get(assertServiceName(req?.name))
+    await rpc.writeJson({ ok: true, record })
+  }
+
+  private async list(rpc: RpcStream): Promise<void> {
+    const req = (await rpc.readJson<ListRequest>()) ?? {}
+    for (const [k, type] of [
+      ['prefix', 'string'],
+      ['limit', 'number'],
+      ['after', 'string'],
+    ] as const) {
+      if (req[k] !== undefined && typeof req[k] !== type) {
+        throw new InvalidRecordError(`list: ${k} must be a ${type}`)
+      }
+    }
+    const page = await this.c.records.list({
+      prefix: req.prefix,
+      limit: req.limit,
+      after: req.after,
+    })
+    await rpc.writeJson({ ok: true, ...page })
+  }
+
+  private async put(rpc: RpcStream, conn: Connection): Promise<void> {
+    this.authorise(conn, 'add')
+    const req = await rpc.readJson<PutRequest>()
+    if (req == null || typeof req !== 'object' || req.record == null) {
+      throw new InvalidRecordError('put: missing record')
+    }
+    const { record, upload } = req
+    // Everything but the image ID is checked before a byte of the tarball is read.
+    validateRecordInput({ ...record, imageId: record.imageId ?? PENDING_IMAGE_ID })
+    let fields: ReturnType<typeof validateRecordInput>
+    if (upload != null) {
+      if (!Number.isSafeInteger(upload.size) || upload.size <= 0) {
+        throw new InvalidRecordError('put: upload.size must be a positive integer')
+      }
+      if (upload.size > this.maxBlobSize) {
+        throw new BlobTooLargeError(
+          `tarball of ${upload.size} bytes exceeds the ${this.maxBlobSize}-byte limit`,
+        )
+      }
+      const ingested = await ingestImageTarball(this.c.blobs, rpc.readChunks(), {
+        reference: record.image,
+        maxSize: upload.size,
+      })
+      const { blob, image } = ingested
+      if (blob.size !== upload.size) {
+        throw new InvalidRecordError(`upload announced ${upload.size} bytes but sent ${blob.size}`)
+      }
+      if (record.imageId != null && record.imageId !== image.imageId) {
+        throw new ImageMismatchError(`tarball holds image ${image.imageId}, not ${record.imageId}`)
+      }
+      this.c.metrics.blobBytesStored.inc(blob.size)
+      await this.announceBlob(blob.digest)
+      fields = validateRecordInput({
+        ...record,
+        imageId: image.imageId,
+        blob: { digest: blob.digest, size: blob.size },
+      })
+    } else {
+      if (record.imageId == null) {
+        throw new InvalidRecordError('put: an image without a tarball needs its imageId')
+      }
+      fields = validateRecordInput(record)
+    }
+    const saved = await this.c.records.put(fields, { expectedVersion: req.expectedVersion })
+    this.c.log(
+      '%s %s -> %s (version %d)',
+      upload != null ? 'added with tarball' : 'added',
+      saved.name,
+      saved.image,
+      saved.version,
+    )
+    await rpc.writeJson({ ok: true, record: saved })
+  }
+
+  private async delete(rpc: RpcStream, conn: Connection): Promise<void> {
+    this.authorise(conn, 'delete')
+    const req = await rpc.readJson<DeleteRequest>()
+    await this.c.records.delete(assertServiceName(req?.name), {
+      expectedVersion: req.expectedVersion,
+    })
+    this.c.log('deleted %s', req.name)
+    await rpc.writeJson({ ok: true })
+  }
+
+  private async blob(rpc: RpcStream): Promise<void> {
+    const req = await rpc.readJson<BlobRequest>()
+    const digest = assertDigest(req?.digest)
+    const { size } = await this.c.blobs.stat(digest)
+    const file = await this.c.blobs.createReadStream(digest)
+    await rpc.writeJson({ ok: true, size })
+    await rpc.writeChunks(
+      (async function* (metrics) {
+        for await (const chunk of file) {
+          metrics.blobBytesServed.inc((chunk as Buffer).byteLength)
+          yield chunk as Buffer
+        }
+      })(this.c.metrics),
+    )
+  }
+
+  /** The blob is in the DHT before its record exists (retried in the background if not). */
+  private async announceBlob(digest: string): Promise<void> {
+    this.c.announcer.add('blob', digest)
+    try {
+      await provide(this.c.libp2p, 'blob', digest, {
+        signal: AbortSignal.timeout(BLOB_ANNOUNCE_TIMEOUT_MS),
+      })
+    } catch (err) {
+      this.c.log(
+        'blob %s not announced yet (%s); retrying in the background',
+        digest,
+        (err as Error).message,
+      )
+    }
+  }
+
+  private authorise(conn: Connection, what: string): void {
+    if (this.writers.size === 0) return
+    const peer = conn.remotePeer.toString()
+    if (!this.writers.has(peer)) throw new ForbiddenError(`peer ${peer} may not ${what} services`)
+  }
+}

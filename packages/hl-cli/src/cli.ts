@@ -1,0 +1,345 @@
+import { open, stat } from 'node:fs/promises'
+import {
+  assertServiceName,
+  findHashLookup,
+  HashLookupClient,
+  type PerfRequirements,
+  RegistryUnavailableError,
+  type ServiceRecord,
+} from '@mtc/hash-lookup'
+import {
+  type CommandSpec,
+  configureLogging,
+  helpText,
+  MeshNode,
+  MTC_VERSION,
+  NODE_FLAGS,
+  parseCommandLine,
+  parseDurationFlag,
+  parseMultiaddrFlag,
+  resolveNodeConfig,
+  UsageError,
+  waitUntil,
+} from '@mtc/p2pnode'
+import { EXIT_CODES, exitCodeFor } from './exit-codes.ts'
+import { formatBytes, formatRecord, formatTable, progressBar } from './format.ts'
+
+const DEFAULT_TIMEOUT = '30s'
+
+export const COMMAND: CommandSpec = {
+  name: 'hl-cli',
+  summary: 'register and manage the services of an mtc mesh',
+  usage: '[flags] <add|get|list|delete> [args]',
+  flags: {
+    hl: {
+      type: 'string',
+      arg: 'MULTIADDR',
+      help: 'talk to this hl-service (default: find one through the DHT)',
+    },
+    bootstrap: NODE_FLAGS.bootstrap,
+    psk: NODE_FLAGS.psk,
+    'psk-file': NODE_FLAGS['psk-file'],
+    'no-psk': NODE_FLAGS['no-psk'],
+    'key-file': {
+      ...NODE_FLAGS['key-file'],
+      help: 'identity to write with (see hl-service --writer)',
+    },
+    json: { type: 'boolean', help: 'print JSON instead of text' },
+    timeout: {
+      type: 'string',
+      arg: 'DURATION',
+      help: `give up after this long (default ${DEFAULT_TIMEOUT}; uploads: per chunk)`,
+    },
+    'log-level': NODE_FLAGS['log-level'],
+    file: {
+      type: 'string',
+      arg: 'PATH',
+      help: 'add: `docker save` tarball of the image, uploaded to hl-service',
+    },
+    'image-id': {
+      type: 'string',
+      arg: 'sha256:HEX',
+      help: 'add: image ID (needed without --file)',
+    },
+    'soft-rtt': {
+      type: 'string',
+      arg: 'MS',
+      help: 'add: RTT in milliseconds the service should get',
+    },
+    'hard-rtt': {
+      type: 'string',
+      arg: 'MS',
+      help: 'add: RTT in milliseconds above which an instance is not used',
+    },
+    cpus: { type: 'string', arg: 'N', help: 'add: CPUs an instance may use' },
+    memory: { type: 'string', arg: 'BYTES', help: 'add: memory an instance may use' },
+    'expect-version': {
+      type: 'string',
+      arg: 'N',
+      help: 'add/delete: only if the record still has this version (0: must not exist)',
+    },
+    prefix: { type: 'string', arg: 'PREFIX', help: 'list: only names starting with this' },
+    limit: {
+      type: 'string',
+      arg: 'N',
+      help: 'list: at most N records (default: all, fetched page by page)',
+    },
+  },
+  positionals: { min: 1, max: 3 },
+  epilog: `Commands:
+  add [--file image.tar] [--image-id ID] [--soft-rtt MS] [--hard-rtt MS] IMAGE NAME
+                       register (or replace) service NAME running IMAGE (repo[:tag][@sha256:...])
+  get NAME             show a service
+  list [--prefix P]    list services
+  delete NAME          remove a service
+
+Exit codes:
+${EXIT_CODES.map((e) => `  ${String(e.exit).padEnd(3)} ${e.code.padEnd(26)} ${e.meaning}`).join('\n')}
+
+Environment: P2P_BOOTSTRAPS, P2P_PSK, P2P_PSK_FILE as for the daemons.`,
+}
+
+const COMMAND_FLAGS: Record<string, string[]> = {
+  add: ['file', 'image-id', 'soft-rtt', 'hard-rtt', 'cpus', 'memory', 'expect-version'],
+  get: [],
+  list: ['prefix', 'limit'],
+  delete: ['expect-version'],
+}
+const ARITY: Record<string, number> = { add: 2, get: 1, list: 0, delete: 1 }
+
+export interface CliIO {
+  stdout: (s: string) => unknown
+  stderr: (s: string) => unknown
+  isTTY: boolean
+}
+
+const processIO: CliIO = {
+  stdout: (s) => process.stdout.write(s),
+  stderr: (s) => process.stderr.write(s),
+  isTTY: process.stderr.isTTY === true,
+}
+
+/** hl-cli's main: returns the exit code (see EXIT_CODES). */
+export async function main(
+  argv: string[],
+  env = process.env,
+  io: CliIO = processIO,
+): Promise<number> {
+  let node: MeshNode | undefined
+  try {
+    const parsed = parseCommandLine(COMMAND, argv)
+    if (parsed.kind === 'help') {
+      io.stdout(helpText(COMMAND, MTC_VERSION))
+      return 0
+    }
+    if (parsed.kind === 'version') {
+      io.stdout(`hl-cli ${MTC_VERSION}\n`)
+      return 0
+    }
+    const { values, positionals } = parsed
+    const [command, ...args] = positionals
+    if (!(command in ARITY))
+      throw new UsageError(`unknown command "${command}" (add, get, list, delete)`)
+    if (args.length !== ARITY[command]) {
+      throw new UsageError(
+        `${command} takes ${ARITY[command]} argument(s), got ${args.length} (see --help)`,
+      )
+    }
+    for (const flag of Object.values(COMMAND_FLAGS).flat()) {
+      if (values[flag] != null && !COMMAND_FLAGS[command].includes(flag)) {
+        throw new UsageError(`--${flag} does not apply to ${command}`)
+      }
+    }
+    const timeoutMs = parseDurationFlag(
+      'timeout',
+      (values.timeout as string | undefined) ?? DEFAULT_TIMEOUT,
+    )
+    const hl = values.hl != null ? parseMultiaddrFlag('hl', values.hl as string) : undefined
+    const request = buildRequest(command, args, values)
+    const upload =
+      command === 'add' && values.file != null ? await openUpload(values.file as string) : undefined
+    const config = await resolveNodeConfig(values, env, { listen: [] })
+    configureLogging(config.logLevel === 'info' ? 'error' : config.logLevel, env.DEBUG)
+    if (hl == null && config.bootstraps.length === 0) {
+      throw new UsageError(
+        'give --hl MULTIADDR, or --bootstrap (P2P_BOOTSTRAPS) to find hl-service',
+      )
+    }
+
+    node = await MeshNode.create({
+      role: 'hl-cli',
+      version: MTC_VERSION,
+      listen: [],
+      bootstraps: hl != null ? [] : config.bootstraps,
+      psk: config.psk,
+      privateKey: config.privateKey,
+      dhtClient: true,
+    })
+    await node.start()
+    const signal = AbortSignal.timeout(timeoutMs)
+    if (hl == null) {
+      const n = node
+      await waitUntil(
+        () => n.connectedBootstraps().length > 0,
+        signal,
+        'no bootstrap reachable',
+      ).catch((err: Error) => {
+        throw new RegistryUnavailableError(err.message)
+      })
+    }
+    const client = new HashLookupClient(
+      node.libp2p,
+      hl ?? (await findHashLookup(node.libp2p, signal)),
+    )
+    const json = values.json === true
+    const out = (value: unknown, text: string) =>
+      io.stdout(json ? `${JSON.stringify(value, null, 2)}\n` : text)
+
+    switch (command) {
+      case 'add': {
+        const onProgress =
+          io.isTTY && upload != null && !json ? progressBar(upload.size, io.stderr) : undefined
+        const record = await client.put(
+          request as Parameters<HashLookupClient['put']>[0],
+          upload != null ? { size: upload.size, source: upload.read(onProgress) } : undefined,
+          upload != null ? undefined : signal,
+        )
+        out(
+          record,
+          `added ${record.name} (version ${record.version}): ${record.image}${record.blob != null ? `, tarball ${formatBytes(record.blob.size)}` : ''}\n`,
+        )
+        break
+      }
+      case 'get': {
+        const record = await client.get(args[0], signal)
+        out(record, formatRecord(record))
+        break
+      }
+      case 'list': {
+        const records = await listAll(client, values, signal)
+        out(records, records.length === 0 ? 'no services\n' : formatTable(records))
+        break
+      }
+      case 'delete': {
+        await client.delete(args[0], optionalInt(values, 'expect-version'), signal)
+        out({ deleted: args[0] }, `deleted ${args[0]}\n`)
+        break
+      }
+    }
+    return 0
+  } catch (err) {
+    const e = err as Error & { code?: string }
+    const code = e instanceof UsageError ? 'ERR_USAGE' : e.code
+    const message = e.name === 'TimeoutError' || e.name === 'AbortError' ? 'timed out' : e.message
+    io.stderr(`hl-cli: ${message}${code != null && code !== 'ERR_USAGE' ? ` (${code})` : ''}\n`)
+    return exitCodeFor(code)
+  } finally {
+    await node?.stop()
+  }
+}
+
+function buildRequest(command: string, args: string[], values: Record<string, unknown>): unknown {
+  if (command !== 'add') {
+    if (args[0] != null) assertUsage(() => assertServiceName(args[0]))
+    return undefined
+  }
+  const [image, name] = args
+  assertUsage(() => assertServiceName(name))
+  const perf: PerfRequirements = {}
+  const soft = optionalNumber(values, 'soft-rtt')
+  const hard = optionalNumber(values, 'hard-rtt')
+  const cpus = optionalNumber(values, 'cpus')
+  const memory = optionalNumber(values, 'memory')
+  if (soft != null) perf.softRttMs = soft
+  if (hard != null) perf.hardRttMs = hard
+  if (cpus != null) perf.cpus = cpus
+  if (memory != null) perf.memoryBytes = memory
+  if (values.file == null && values['image-id'] == null) {
+    throw new UsageError(
+      'add without --file needs --image-id sha256:... (docker inspect -f {{.Id}} IMAGE)',
+    )
+  }
+  return {
+    record: { name, image, imageId: values['image-id'] as string | undefined, perf },
+    expectedVersion: optionalInt(values, 'expect-version'),
+  }
+}
+
+function assertUsage(fn: () => unknown): void {
+  try {
+    fn()
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+}
+
+function optionalNumber(values: Record<string, unknown>, flag: string): number | undefined {
+  const v = values[flag] as string | undefined
+  if (v == null) return undefined
+  const n = Number(v)
+  if (v.trim() === '' || !Number.isFinite(n) || n < 0)
+    throw new UsageError(`--${flag}: "${v}" is not a number`)
+  return n
+}
+
+function optionalInt(values: Record<string, unknown>, flag: string): number | undefined {
+  const n = optionalNumber(values, flag)
+  if (n != null && !Number.isSafeInteger(n))
+    throw new UsageError(`--${flag}: "${values[flag]}" is not an integer`)
+  return n
+}
+
+async function listAll(
+  client: HashLookupClient,
+  values: Record<string, unknown>,
+  signal: AbortSignal,
+): Promise<ServiceRecord[]> {
+  const limit = optionalInt(values, 'limit')
+  const records: ServiceRecord[] = []
+  let after: string | undefined
+  for (let page = 0; page < 10_000; page++) {
+    const want = limit != null ? Math.min(limit - records.length, 1000) : 1000
+    if (want <= 0) break
+    const res = await client.list(
+      { prefix: values.prefix as string | undefined, limit: want, after },
+      signal,
+    )
+    records.push(...res.records)
+    if (res.next == null) break
+    after = res.next
+  }
+  return records
+}
+
+interface UploadFile {
+  size: number
+  read(onProgress?: (sent: number) => void): AsyncIterable<Uint8Array>
+}
+
+async function openUpload(path: string): Promise<UploadFile> {
+  let size: number
+  try {
+    const info = await stat(path)
+    if (!info.isFile()) throw new Error('not a regular file')
+    size = info.size
+  } catch (err) {
+    throw new UsageError(`--file ${path}: ${(err as Error).message}`)
+  }
+  if (size === 0) throw new UsageError(`--file ${path} is empty`)
+  return {
+    size,
+    async *read(onProgress) {
+      const fh = await open(path, 'r')
+      try {
+        let sent = 0
+        for await (const chunk of fh.createReadStream({ highWaterMark: 256 * 1024 })) {
+          sent += (chunk as Buffer).byteLength
+          yield chunk as Buffer
+          onProgress?.(sent)
+        }
+      } finally {
+        await fh.close()
+      }
+    },
+  }
+}

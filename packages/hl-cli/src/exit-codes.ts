@@ -1,0 +1,25 @@
+/**
+ * hl-cli's exit codes: the one table the README lists. An error from hl-service maps by
+ * its code; anything else refused by the service is 1.
+ */
+export const EXIT_CODES = [
+  { exit: 0, code: 'OK', meaning: 'done' },
+  {
+    exit: 1,
+    code: 'ERR_*',
+    meaning:
+      'refused by hl-service (invalid tarball, image mismatch, not a writer, too large...) or failed',
+  },
+  { exit: 2, code: 'ERR_USAGE', meaning: 'bad command line' },
+  { exit: 3, code: 'ERR_UNKNOWN_SERVICE', meaning: 'no such service' },
+  { exit: 4, code: 'ERR_VERSION_CONFLICT', meaning: 'the record changed since the version given' },
+  {
+    exit: 5,
+    code: 'ERR_REGISTRY_UNAVAILABLE',
+    meaning: 'no hl-service reachable, or its etcd is down',
+  },
+] as const
+
+export function exitCodeFor(code: string | undefined): number {
+  return EXIT_CODES.find((e) => e.code === code)?.exit ?? 1
+}
