@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export PATH="/usr/local/bin:$PATH"
 
 echo "[test] lint" >&2
-pnpm exec biome ci --reporter=summary .
+pnpm exec biome ci --colors=off --reporter=summary .
 
 if [ $# -gt 0 ]; then
   files=("$@")

@@ -76,3 +76,23 @@ export const ANNOUNCE_RETRY_INITIAL_MS = 500
 export const ANNOUNCE_RETRY_MAX_MS = 30_000
 /** Rounds woken by new peers are at least this far apart, so a join storm is one round. */
 export const ANNOUNCE_MIN_GAP_MS = 2_000
+
+/**
+ * Inbound connections accepted per second from one IP. libp2p's default of 5 suits the
+ * public internet; in a mesh every instance on a host shares the host's IP (host
+ * networking), so a burst of cold starts would be refused by the bootstrap.
+ */
+export const INBOUND_CONNECTIONS_PER_HOST_PER_SECOND = 200
+/** Connections being upgraded at once (libp2p's default is 10; same reason). */
+export const MAX_INCOMING_PENDING_CONNECTIONS = 128
+
+/** Unread bytes a stream reader holds before it pauses the stream (and so the sender). */
+export const STREAM_READ_HIGH_WATER_BYTES = 1024 * 1024
+
+/** Yamux's largest per-stream receive window (its default): ~400 MB/s per stream at 40 ms RTT. */
+export const YAMUX_MAX_STREAM_WINDOW_BYTES = 16 * 1024 * 1024
+/**
+ * A paused stream still receives up to one window from the remote; libp2p's default
+ * read buffer cap (4 MiB) is below yamux's window, so pausing a fast stream reset it.
+ */
+export const STREAM_MAX_READ_BUFFER_BYTES = 2 * YAMUX_MAX_STREAM_WINDOW_BYTES

@@ -2,7 +2,7 @@ import type { Libp2p, PeerId } from '@libp2p/interface'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { PROTOCOL_PREFIX } from './constants.ts'
+import { DHT_PROTOCOL, PROTOCOL_PREFIX } from './constants.ts'
 
 /** What a provider record announces: instances of a service, allocators, hl-services, blobs. */
 export type DiscoveryKind = 'service' | 'allocator' | 'hash-lookup' | 'blob'
@@ -13,13 +13,40 @@ export async function discoveryKey(kind: DiscoveryKind, name = ''): Promise<CID>
   return CID.createV1(raw.code, await sha256.digest(bytes))
 }
 
-/** Announces this node as a provider of `kind`/`name`. */
+/** Nothing to announce to: no connected peer serves the mesh's DHT. */
+export class NoDhtPeersError extends Error {
+  static readonly code = 'ERR_NO_DHT_PEERS'
+  override readonly name = 'NoDhtPeersError'
+  readonly code = NoDhtPeersError.code
+}
+
+/**
+ * Whether the DHT has a peer to send a query to. kad-dht holds every query until its
+ * routing table has one; its size is not part of the typed API, so the connected peers'
+ * identified protocols stand in where it is missing.
+ */
+export async function hasDhtPeers(libp2p: Libp2p): Promise<boolean> {
+  const dht = (libp2p.services as { dht?: { routingTable?: { size?: number } } }).dht
+  const size = dht?.routingTable?.size
+  if (typeof size === 'number') return size > 0
+  for (const peer of libp2p.getPeers()) {
+    const info = await libp2p.peerStore.get(peer).catch(() => undefined)
+    if (info?.protocols.includes(DHT_PROTOCOL) === true) return true
+  }
+  return false
+}
+
+/**
+ * Announces this node as a provider of `kind`/`name`. Fails at once with NoDhtPeersError
+ * when no DHT server is connected, instead of waiting for one (the Announcer retries).
+ */
 export async function provide(
   libp2p: Libp2p,
   kind: DiscoveryKind,
   name = '',
   options: { signal?: AbortSignal } = {},
 ): Promise<void> {
+  if (!(await hasDhtPeers(libp2p))) throw new NoDhtPeersError('no DHT server connected yet')
   await libp2p.contentRouting.provide(await discoveryKey(kind, name), options)
 }
 

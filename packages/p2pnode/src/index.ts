@@ -11,7 +11,14 @@ export {
   type MeshDaemonInit,
   runDaemon,
 } from './daemon.ts'
-export { type DiscoveryKind, discoveryKey, findProviders, provide } from './discovery.ts'
+export {
+  type DiscoveryKind,
+  discoveryKey,
+  findProviders,
+  hasDhtPeers,
+  NoDhtPeersError,
+  provide,
+} from './discovery.ts'
 export { InvalidKeyFileError, InvalidPskError, UsageError } from './errors.ts'
 export { exitWith } from './exit.ts'
 export {

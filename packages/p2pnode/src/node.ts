@@ -13,7 +13,14 @@ import { createLibp2p } from 'libp2p'
 import { Registry } from 'prom-client'
 import { writeFileAtomic } from './atomic-file.ts'
 import { BootstrapKeeper } from './bootstrap.ts'
-import { DHT_PROTOCOL, PSK_HANDSHAKE_TIMEOUT_MS } from './constants.ts'
+import {
+  DHT_PROTOCOL,
+  INBOUND_CONNECTIONS_PER_HOST_PER_SECOND,
+  MAX_INCOMING_PENDING_CONNECTIONS,
+  PSK_HANDSHAKE_TIMEOUT_MS,
+  STREAM_MAX_READ_BUFFER_BYTES,
+  YAMUX_MAX_STREAM_WINDOW_BYTES,
+} from './constants.ts'
 import { formatSwarmKey, type Psk } from './psk.ts'
 import { probeRtt } from './rtt.ts'
 
@@ -95,9 +102,20 @@ export class MeshNode {
       logger: init.logger,
       nodeInfo: { userAgent: agentVersion(init.role, init.version) },
       addresses: { listen: init.listen },
+      connectionManager: {
+        inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_HOST_PER_SECOND,
+        maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS,
+      },
       transports: [tcp()],
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      streamMuxers: [
+        yamux({
+          streamOptions: {
+            maxStreamWindowSize: YAMUX_MAX_STREAM_WINDOW_BYTES,
+            maxReadBufferLength: STREAM_MAX_READ_BUFFER_BYTES,
+          },
+        }),
+      ],
       connectionProtector:
         init.psk != null
           ? preSharedKey({

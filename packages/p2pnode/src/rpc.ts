@@ -1,5 +1,4 @@
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
-import { type LengthPrefixedStream, lpStream } from '@libp2p/utils'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import {
   RPC_IDLE_TIMEOUT_MS,
@@ -7,6 +6,7 @@ import {
   RPC_MAX_INBOUND_STREAMS,
   RPC_MAX_MESSAGE_BYTES,
 } from './constants.ts'
+import { encodeVarint, FrameReader, FrameTooLargeError, sendWithBackpressure } from './stream-io.ts'
 
 /** An error answered by the remote side of an mtc protocol, with its stable code. */
 export class RemoteError extends Error {
@@ -39,22 +39,16 @@ export interface RpcOptions {
  */
 export class RpcStream {
   readonly stream: Stream
-  private readonly lp: LengthPrefixedStream<Stream>
+  private readonly reader: FrameReader
   private readonly idleTimeoutMs: number
+  private readonly maxMessageBytes: number
 
   constructor(stream: Stream, options: RpcOptions = {}) {
     this.stream = stream
+    this.reader = new FrameReader(stream)
     this.idleTimeoutMs = options.idleTimeoutMs ?? RPC_IDLE_TIMEOUT_MS
-    this.lp = lpStream(stream, {
-      maxDataLength: Math.max(
-        options.maxMessageBytes ?? RPC_MAX_MESSAGE_BYTES,
-        RPC_MAX_CHUNK_BYTES,
-      ),
-    })
     this.maxMessageBytes = options.maxMessageBytes ?? RPC_MAX_MESSAGE_BYTES
   }
-
-  private readonly maxMessageBytes: number
 
   private signal(outer?: AbortSignal): AbortSignal {
     const idle = AbortSignal.timeout(this.idleTimeoutMs)
@@ -64,18 +58,10 @@ export class RpcStream {
   async readJson<T = unknown>(signal?: AbortSignal): Promise<T> {
     let frame: Uint8Array
     try {
-      frame = (await this.lp.read({ signal: this.signal(signal) })).subarray()
+      frame = await this.reader.read(this.maxMessageBytes, this.signal(signal))
     } catch (err) {
-      const e = err as Error
-      if (e.name === 'InvalidDataLengthError' || e.name === 'InvalidDataLengthLengthError') {
-        throw new ProtocolViolationError('message too large')
-      }
+      if (err instanceof FrameTooLargeError) throw new ProtocolViolationError(err.message)
       throw err
-    }
-    if (frame.byteLength > this.maxMessageBytes) {
-      throw new ProtocolViolationError(
-        `message of ${frame.byteLength} bytes exceeds the ${this.maxMessageBytes}-byte limit`,
-      )
     }
     try {
       return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(frame)) as T
@@ -85,15 +71,13 @@ export class RpcStream {
   }
 
   async writeJson(value: unknown, signal?: AbortSignal): Promise<void> {
-    await this.lp.write(new TextEncoder().encode(JSON.stringify(value)), {
-      signal: this.signal(signal),
-    })
+    await this.writeFrame(new TextEncoder().encode(JSON.stringify(value)), signal)
   }
 
   /** Bulk data sent after a message; ends at the empty chunk, throws if the stream ends first. */
   async *readChunks(signal?: AbortSignal): AsyncGenerator<Uint8Array> {
     while (true) {
-      const chunk = (await this.lp.read({ signal: this.signal(signal) })).subarray()
+      const chunk = await this.reader.read(RPC_MAX_CHUNK_BYTES, this.signal(signal))
       if (chunk.byteLength === 0) return
       yield chunk
     }
@@ -105,12 +89,16 @@ export class RpcStream {
   ): Promise<void> {
     for await (const data of source) {
       for (let off = 0; off < data.byteLength; off += RPC_MAX_CHUNK_BYTES) {
-        await this.lp.write(data.subarray(off, off + RPC_MAX_CHUNK_BYTES), {
-          signal: this.signal(signal),
-        })
+        await this.writeFrame(data.subarray(off, off + RPC_MAX_CHUNK_BYTES), signal)
       }
     }
-    await this.lp.write(new Uint8Array(0), { signal: this.signal(signal) })
+    await this.writeFrame(new Uint8Array(0), signal)
+  }
+
+  private async writeFrame(payload: Uint8Array, signal?: AbortSignal): Promise<void> {
+    const s = this.signal(signal)
+    await sendWithBackpressure(this.stream, encodeVarint(payload.byteLength), s)
+    if (payload.byteLength > 0) await sendWithBackpressure(this.stream, payload, s)
   }
 
   async close(): Promise<void> {

@@ -106,6 +106,17 @@ describe('private network', () => {
   })
 })
 
+describe('connection bursts', () => {
+  it('accepts 30 peers from one host connecting at once (instances share their host IP)', async () => {
+    const psk = generatePsk()
+    const hub = await startNode({ psk })
+    const peers = await Promise.all(Array.from({ length: 30 }, () => startNode({ psk })))
+    await Promise.all(peers.map((p) => p.libp2p.dial(hub.libp2p.getMultiaddrs()[0])))
+    // The dialling side resolves first; the hub registers the last ones a moment later.
+    await waitFor('all 30 peers connected at the hub', () => hub.libp2p.getPeers().length === 30)
+  })
+})
+
 describe('bootstraps', () => {
   it('connects to every bootstrap and reconnects after losing one', async () => {
     const psk = generatePsk()

@@ -31,10 +31,12 @@ before(async () => {
     const req = await rpc.readJson<{ op: string }>()
     seen.push(req)
     if (req.op === 'echo') return await rpc.writeJson({ ok: true, req })
-    if (req.op === 'hash') {
+    if (req.op === 'hash' || req.op === 'slow-hash') {
       const h = createHash('sha256')
       let n = 0
       for await (const chunk of rpc.readChunks()) {
+        // A slow consumer (a disk): the sender must be held back, not the stream reset.
+        if (req.op === 'slow-hash') await new Promise((r) => setTimeout(r, 2))
         h.update(chunk)
         n += chunk.byteLength
       }
@@ -64,6 +66,17 @@ describe('rpc framing', () => {
     for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff
     const rpc = await openRpc(client.libp2p, server.peerId, PROTOCOL)
     await rpc.writeJson({ op: 'hash' })
+    await rpc.writeChunks([data])
+    const reply = await expectReply<{ bytes: number; sha256: string }>(rpc)
+    assert.equal(reply.bytes, data.length)
+    assert.equal(reply.sha256, createHash('sha256').update(data).digest('hex'))
+  })
+
+  it('holds a fast sender back while a slow reader catches up (no reset, byte-exact)', async () => {
+    const data = Buffer.alloc(48 * 1024 * 1024)
+    for (let i = 0; i < data.length; i += 4096) data[i] = i & 0xff
+    const rpc = await openRpc(client.libp2p, server.peerId, PROTOCOL)
+    await rpc.writeJson({ op: 'slow-hash' })
     await rpc.writeChunks([data])
     const reply = await expectReply<{ bytes: number; sha256: string }>(rpc)
     assert.equal(reply.bytes, data.length)

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -69,13 +70,14 @@ export interface Proc {
 /** Every process spawned and not yet ended, so `stopAll` can end strays after a test. */
 const running = new Set<Proc>()
 
-/** Spawns a binary (path or name under node_modules/.bin) with captured output. */
+/** Spawns a binary (a path, a name under node_modules/.bin, or on PATH) with captured output. */
 export function run(
   cmd: string,
   args: string[],
   options: { env?: NodeJS.ProcessEnv; cwd?: string; stdin?: string } = {},
 ): Proc {
-  const file = cmd.includes('/') ? cmd : binPath(cmd)
+  // An mtc binary by name, as `pnpm exec` finds it; anything else from PATH.
+  const file = cmd.includes('/') || !existsSync(binPath(cmd)) ? cmd : binPath(cmd)
   const child = spawn(file, args, {
     cwd: options.cwd ?? REPO_ROOT,
     env: { ...process.env, ...options.env },

@@ -1,0 +1,90 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { pipeline } from 'node:stream'
+
+/**
+ * hello-world-server: a tiny HTTP service for the mesh demos and tests.
+ *
+ *   GET  /                       "Hello, world"
+ *   POST /echo                   the request body streamed back
+ *   GET  /slow?ms=100&chunks=10  `chunks` lines, one every `ms` (headers at once)
+ *   GET  /status/:code           an empty answer with that status code
+ *   ANY  /inspect                {method, url, headers} of the request as JSON
+ *
+ * Port: first argument or SERVICE_PORT; host: SERVICE_HOST (default 0.0.0.0).
+ * INSTANCE_ID, when set, is sent back in an X-Instance header (to see who answered).
+ */
+const MAX_SLOW_CHUNKS = 10_000
+const MAX_SLOW_MS = 60_000
+
+function handle(req: IncomingMessage, res: ServerResponse, instance: string | undefined): void {
+  if (instance != null) res.setHeader('x-instance', instance)
+  const url = new URL(req.url ?? '/', 'http://localhost')
+  const status = /^\/status\/(\d{3})$/.exec(url.pathname)
+  if (url.pathname === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
+    const body = 'Hello, world\n'
+    res.writeHead(200, {
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+    })
+    res.end(body)
+  } else if (url.pathname === '/echo' && req.method === 'POST') {
+    const headers: Record<string, string> = {
+      'content-type': req.headers['content-type'] ?? 'application/octet-stream',
+    }
+    if (req.headers['content-length'] != null)
+      headers['content-length'] = req.headers['content-length']
+    res.writeHead(200, headers)
+    pipeline(req, res, () => {})
+  } else if (url.pathname === '/slow' && req.method === 'GET') {
+    const ms = Math.min(Number(url.searchParams.get('ms') ?? 100) || 0, MAX_SLOW_MS)
+    const chunks = Math.min(Number(url.searchParams.get('chunks') ?? 10) || 1, MAX_SLOW_CHUNKS)
+    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' })
+    res.flushHeaders()
+    let i = 0
+    const timer = setInterval(() => {
+      i++
+      res.write(`chunk ${i} at ${Date.now()}\n`)
+      if (i >= chunks) {
+        clearInterval(timer)
+        res.end()
+      }
+    }, ms)
+    res.on('close', () => clearInterval(timer))
+  } else if (status != null && Number(status[1]) >= 200 && Number(status[1]) <= 599) {
+    res.writeHead(Number(status[1]), { 'content-type': 'text/plain; charset=utf-8' })
+    res.end(`status ${status[1]}\n`)
+  } else if (url.pathname === '/inspect') {
+    req.resume()
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers }))
+    })
+  } else {
+    res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' })
+    res.end('not found\n')
+  }
+}
+
+function main(): void {
+  const portText = process.argv[2] ?? process.env.SERVICE_PORT
+  const port = Number(portText)
+  if (portText == null || !/^\d+$/.test(portText) || port < 1 || port > 65535) {
+    process.stderr.write('usage: hello-world-server PORT (or SERVICE_PORT=PORT)\n')
+    process.exitCode = 2
+    return
+  }
+  const instance = process.env.INSTANCE_ID
+  const server = createServer((req, res) => handle(req, res, instance))
+  server.listen(port, process.env.SERVICE_HOST ?? '0.0.0.0', () => {
+    process.stdout.write(`hello-world-server listening on ${port}\n`)
+  })
+  const stop = (): void => {
+    server.close()
+    server.closeIdleConnections()
+    setTimeout(() => process.exit(0), 2000).unref()
+  }
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+}
+
+main()

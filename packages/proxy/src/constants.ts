@@ -1,0 +1,154 @@
+import { PROTOCOL_PREFIX } from '@mtc/p2pnode'
+
+// ---------------------------------------------------------------- protocols
+
+/** HTTP/1.1 carried over a libp2p stream exactly as over a TCP connection. */
+export const HTTP_PROTOCOL = `/${PROTOCOL_PREFIX}/http/1.0.0`
+/** One JSON answer `{service, idleSeconds, ready}` per stream, then close. */
+export const STATUS_PROTOCOL = `/${PROTOCOL_PREFIX}/instance-status/1.0.0`
+
+// ---------------------------------------------------------------- command line defaults
+
+/** Client mode's metrics address: 9103 is the proxy's port in the mesh's port plan. */
+export const DEFAULT_METRICS = '0.0.0.0:9103'
+/** The gateway listens on loopback only: it is the local entry of this host. */
+export const GATEWAY_HOST = '127.0.0.1'
+/** Service names, as hash-lookup records them (a DNS label). */
+export const SERVICE_NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/
+
+// ---------------------------------------------------------------- gateway limits
+
+/**
+ * Largest request head (request line + headers) the gateway reads: Node's own default
+ * (16 KiB, `--max-http-header-size`), which is also what nginx's 4 × 8 KiB large
+ * buffers and most CDNs allow. Larger heads get 431.
+ */
+export const MAX_HEADER_BYTES = 16 * 1024
+/** A client has this long to send a request head (nginx's client_header_timeout is 60 s;
+ * 10 s is ample on loopback, where the gateway's clients live). Then 408. */
+export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000
+/** How often Node checks the headers timeout: the timeout is enforced within this. */
+export const CONNECTIONS_CHECK_INTERVAL_MS = 1_000
+/** An idle keep-alive client connection is closed after this (Node's default, 5 s). */
+export const CLIENT_KEEP_ALIVE_TIMEOUT_MS = 5_000
+/**
+ * A client connection with no byte either way for this long is closed: bounds slow
+ * bodies and abandoned connections, while leaving streamed responses with pauses of
+ * minutes alone (nginx's proxy_read_timeout is 60 s; long polls need more).
+ */
+export const CLIENT_IDLE_TIMEOUT_MS = 5 * 60_000
+/** Requests in flight through one gateway; above it new ones get 503 at once instead of
+ * queuing without bound (each holds a stream and two sockets' buffers, ~100 KiB). */
+export const MAX_CONCURRENT_REQUESTS = 1024
+/** Time from sending a request to an instance until its response head: as nginx's
+ * proxy_read_timeout, 60 s. Then 504. */
+export const DEFAULT_UPSTREAM_TIMEOUT_MS = 60_000
+
+// ---------------------------------------------------------------- retries
+
+/** Attempts per request, the first included: the first instance and two others. */
+export const MAX_ATTEMPTS = 3
+/**
+ * Request body bytes kept so a failed attempt can be replayed on another instance (as
+ * Envoy's retry buffer). A body that outgrows it streams on without a retry net.
+ */
+export const REPLAY_BUFFER_BYTES = 64 * 1024
+
+// ---------------------------------------------------------------- mesh streams
+
+/**
+ * Streams to one instance that one gateway keeps open at once (in use + idle): the
+ * HTTP Agent's maxSockets. Above it requests wait for a free stream.
+ */
+export const MAX_STREAMS_PER_INSTANCE = 256
+/** Idle warm streams kept per instance (the Agent's maxFreeSockets). */
+export const MAX_IDLE_STREAMS_PER_INSTANCE = 64
+/**
+ * An idle warm stream is closed after this. It must stay below the instance side's
+ * keep-alive timeout, so the client never reuses a stream the instance is closing.
+ */
+export const IDLE_STREAM_TIMEOUT_MS = 60_000
+/** The instance side closes an idle mesh stream after this (above IDLE_STREAM_TIMEOUT_MS). */
+export const INSTANCE_KEEP_ALIVE_TIMEOUT_MS = 65_000
+/** Opening a stream to an instance (dial if needed + protocol negotiation). */
+export const OPEN_STREAM_TIMEOUT_MS = 5_000
+/**
+ * Inbound/outbound HTTP streams per libp2p connection (libp2p's defaults are 32/64):
+ * a gateway's maxSockets per instance plus room for a second gateway behind the same
+ * peer ID; yamux itself allows 1,000.
+ */
+export const MAX_HTTP_STREAMS_PER_CONNECTION = 512
+/** Node-side buffer of a stream adapter, each way: the size of one yamux frame. */
+export const STREAM_HIGH_WATER_MARK = 64 * 1024
+/**
+ * What a paused libp2p stream may still receive: a whole yamux window (16 MiB maximum)
+ * plus slack. libp2p's default (4 MiB) would reset a paused stream with a grown window.
+ */
+export const STREAM_MAX_READ_BUFFER_BYTES = 16 * 1024 * 1024 + 256 * 1024
+
+// ---------------------------------------------------------------- discovery and probing
+
+/** One DHT lookup of a service's providers; a cold request waits at most this long. */
+export const DISCOVERY_TIMEOUT_MS = 5_000
+/** After a lookup found nothing, requests get 404 without asking again for this long. */
+export const NEGATIVE_CACHE_MS = 1_000
+/** Providers of a service in use are looked up again this often. */
+export const PROVIDER_REFRESH_MS = 10_000
+/** Instances of a service in use are probed (ping RTT + status) this often. */
+export const PROBE_INTERVAL_MS = 1_000
+/** One probe (ping + status, in parallel) fails after this: as p2pnode's RTT probe. */
+export const PROBE_TIMEOUT_MS = 5_000
+/** A never-answered instance gets short probes (a LAN answers in ms, and a cold request
+ * is waiting for this one)... */
+export const FIRST_PROBE_TIMEOUT_MS = 1_000
+/** ...this many in a row before waiting for the next probe round. */
+export const FIRST_PROBE_ATTEMPTS = 3
+/** A service unused for this long is no longer probed or refreshed. */
+export const ACTIVE_SERVICE_MS = 60_000
+/** A service unused for this long is forgotten, with its warm streams. */
+export const SERVICE_EXPIRY_MS = 10 * 60_000
+/** An instance that failed this many probes in a row is forgotten (until rediscovered). */
+export const INSTANCE_FORGET_AFTER_FAILURES = 10
+/** Instances of one service tracked at once: bounds probing work per service. */
+export const MAX_INSTANCES_PER_SERVICE = 32
+/** The status answer is a few dozen bytes of JSON; refuse more. */
+export const MAX_STATUS_BYTES = 4 * 1024
+/** A status query unanswered after this long fails (as p2pnode's RTT probe). */
+export const STATUS_TIMEOUT_MS = 5_000
+
+// ---------------------------------------------------------------- selection
+
+/** Gain of the EWMAs of probe RTT and request latency: 1/4, quicker than TCP's 1/8 so a
+ * slowing instance loses traffic within a few requests. */
+export const LATENCY_EWMA_GAIN = 0.25
+/**
+ * How fast what requests taught about an instance fades back to its probe RTT (time
+ * constant): an instance not used for a while is tried again, so a recovered one wins
+ * back its traffic, yet a slow one is retried only every few tens of seconds.
+ */
+export const OBSERVATION_DECAY_MS = 10_000
+/** Latency added per recent error (decaying like observations): one error outweighs any
+ * real latency difference, so a fast-failing instance does not win. */
+export const ERROR_PENALTY_MS = 1_000
+
+// ---------------------------------------------------------------- service mode
+
+/** Re-announce the service in the DHT this often (provider records expire after 48 h, but
+ * a restarted DHT peer forgets them: this bounds how long an instance stays unfindable). */
+export const PROVIDE_INTERVAL_MS = 60_000
+/** One provide; then retried with backoff. */
+export const PROVIDE_TIMEOUT_MS = 10_000
+/** The first re-announcement after the first provide; it doubles up to PROVIDE_INTERVAL_MS. */
+export const PROVIDE_FIRST_INTERVAL_MS = 1_000
+/** Retry backoff of a failed provide (while no DHT peer is reachable yet). */
+export const PROVIDE_BACKOFF = { initialMs: 250, maxMs: 10_000, factor: 2 }
+/** How often the instance checks that its local service accepts connections. */
+export const READINESS_INTERVAL_MS = 1_000
+/** One readiness check (a TCP connect on the host). */
+export const READINESS_TIMEOUT_MS = 1_000
+/** An idle connection to the local service is closed after this: below Node's (and
+ * many frameworks') 5 s server keep-alive, so a connection the service is closing is not
+ * reused. Services announcing `Keep-Alive: timeout=N` get N − 1 s instead. */
+export const LOCAL_IDLE_SOCKET_TIMEOUT_MS = 4_000
+/** Idle keep-alive connections to the local service kept open (per instance). */
+export const MAX_IDLE_LOCAL_SOCKETS = 64

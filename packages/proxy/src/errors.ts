@@ -1,0 +1,109 @@
+import { type ServerResponse, STATUS_CODES } from 'node:http'
+
+/**
+ * Every error the proxy answers over HTTP: the code goes out in the `X-Mtc-Error`
+ * header and at the start of the text body. The README lists exactly these (a test
+ * checks it). Codes marked "instance" are produced by the service-mode proxy of the
+ * instance and are read by the calling gateway to decide on a retry.
+ */
+export const PROXY_ERRORS = {
+  ERR_BAD_PATH: {
+    status: 400,
+    message: 'the path must start with /<service>/ (an absolute path with a service name)',
+  },
+  ERR_BAD_SERVICE_NAME: {
+    status: 400,
+    message: 'not a service name (lower-case letters, digits and inner dashes, at most 63)',
+  },
+  ERR_BAD_REQUEST: { status: 400, message: 'malformed HTTP request' },
+  ERR_UNKNOWN_SERVICE: { status: 404, message: 'no instance of this service is known' },
+  ERR_REQUEST_TIMEOUT: { status: 408, message: 'the request head did not arrive in time' },
+  ERR_HEADERS_TOO_LARGE: { status: 431, message: 'the request head is too large' },
+  ERR_NOT_SUPPORTED: { status: 501, message: 'CONNECT and protocol upgrades are not proxied' },
+  ERR_INSTANCE_UNREACHABLE: {
+    status: 502,
+    message: 'the request could not be delivered to an instance, or its connection was lost',
+  },
+  ERR_SERVICE_RESET: {
+    status: 502,
+    message: 'instance: the service closed the connection before answering',
+  },
+  ERR_NO_INSTANCE: {
+    status: 503,
+    message: 'the service has instances, but none answers or is ready now',
+  },
+  ERR_INSTANCES_TOO_FAR: {
+    status: 503,
+    message: "every instance is above the service's hard RTT limit",
+  },
+  ERR_OVERLOADED: { status: 503, message: 'too many requests in flight through this proxy' },
+  ERR_SHUTTING_DOWN: { status: 503, message: 'the proxy is shutting down' },
+  ERR_SERVICE_UNREACHABLE: {
+    status: 503,
+    message: 'instance: the service does not accept connections',
+  },
+  ERR_UPSTREAM_TIMEOUT: {
+    status: 504,
+    message: 'the instance did not answer in time',
+  },
+  ERR_SERVICE_TIMEOUT: { status: 504, message: 'instance: the service did not answer in time' },
+} as const satisfies Record<string, { status: number; message: string }>
+
+export type ProxyErrorCode = keyof typeof PROXY_ERRORS
+
+/** Header naming the mtc error code of an error response. */
+export const ERROR_HEADER = 'x-mtc-error'
+
+/** Seconds a client should wait before retrying a 503 (instances may be starting). */
+const RETRY_AFTER_SECONDS = 1
+
+/** An error the proxy answers as HTTP with its code; `detail` adds a sentence. */
+export class ProxyError extends Error {
+  override readonly name = 'ProxyError'
+  readonly code: ProxyErrorCode
+  readonly status: number
+
+  constructor(code: ProxyErrorCode, detail?: string, options?: ErrorOptions) {
+    super(
+      detail != null ? `${PROXY_ERRORS[code].message}: ${detail}` : PROXY_ERRORS[code].message,
+      options,
+    )
+    this.code = code
+    this.status = PROXY_ERRORS[code].status
+  }
+}
+
+/** The status line, headers and body of an error answer. */
+export function errorResponse(err: ProxyError): {
+  status: number
+  headers: Record<string, string>
+  body: string
+} {
+  const body = `${err.code}: ${err.message}\n`
+  const headers: Record<string, string> = {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': String(Buffer.byteLength(body)),
+    [ERROR_HEADER]: err.code,
+  }
+  if (err.status === 503) headers['retry-after'] = String(RETRY_AFTER_SECONDS)
+  return { status: err.status, headers, body }
+}
+
+/** Answers `res` with the error, unless a response already started (then it is cut). */
+export function sendError(res: ServerResponse, err: ProxyError): void {
+  if (res.headersSent) {
+    res.destroy(err)
+    return
+  }
+  const { status, headers, body } = errorResponse(err)
+  res.writeHead(status, headers)
+  res.end(body)
+}
+
+/** The same answer written raw on a socket whose HTTP parser failed (clientError). */
+export function rawErrorResponse(err: ProxyError): string {
+  const { status, headers, body } = errorResponse(err)
+  const lines = [`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`, 'connection: close']
+  for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`)
+  return `${lines.join('\r\n')}\r\n\r\n${body}`
+}

@@ -1,0 +1,161 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
+import type { Logger } from '@libp2p/interface'
+import {
+  CLIENT_IDLE_TIMEOUT_MS,
+  CLIENT_KEEP_ALIVE_TIMEOUT_MS,
+  CONNECTIONS_CHECK_INTERVAL_MS,
+  DEFAULT_HEADERS_TIMEOUT_MS,
+  GATEWAY_HOST,
+  MAX_CONCURRENT_REQUESTS,
+  MAX_HEADER_BYTES,
+} from './constants.ts'
+import { ProxyError, type ProxyErrorCode, rawErrorResponse, sendError } from './errors.ts'
+import type { Forwarder } from './forwarder.ts'
+import type { ProxyMetrics } from './metrics.ts'
+import { parseGatewayTarget } from './service-name.ts'
+
+export interface GatewayInit {
+  port: number
+  host?: string
+  forwarder: Forwarder
+  metrics: ProxyMetrics
+  log: Logger
+  headersTimeoutMs?: number
+  maxConcurrentRequests?: number
+}
+
+/**
+ * The HTTP entry of a host: `/<service>/<rest>` on 127.0.0.1:PORT goes to an instance
+ * of `<service>` as `/<rest>`. Malformed requests, oversized heads and slow clients are
+ * answered with the error table's codes; the gateway keeps serving everyone else.
+ */
+export class Gateway {
+  private readonly init: GatewayInit
+  private readonly log: Logger
+  private server?: Server
+  private inFlight = 0
+  private stopping = false
+  private idle?: PromiseWithResolvers<void>
+
+  constructor(init: GatewayInit) {
+    this.init = init
+    this.log = init.log
+  }
+
+  async start(): Promise<void> {
+    const headersTimeout = this.init.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS
+    const server = createServer(
+      {
+        maxHeaderSize: MAX_HEADER_BYTES,
+        headersTimeout,
+        // Bodies of any size and duration: the idle timeout below bounds stalls.
+        requestTimeout: 0,
+        keepAliveTimeout: CLIENT_KEEP_ALIVE_TIMEOUT_MS,
+        connectionsCheckingInterval: Math.min(CONNECTIONS_CHECK_INTERVAL_MS, headersTimeout),
+      },
+      (req, res) => this.handle(req, res),
+    )
+    server.timeout = CLIENT_IDLE_TIMEOUT_MS
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      this.onClientError(err, socket)
+    })
+    const refuse = (_req: IncomingMessage, socket: Duplex): void => {
+      this.answerRaw(socket, 'ERR_NOT_SUPPORTED')
+    }
+    server.on('upgrade', refuse)
+    server.on('connect', refuse)
+    const { promise, resolve, reject } = Promise.withResolvers<void>()
+    server.once('error', reject)
+    server.listen(this.init.port, this.init.host ?? GATEWAY_HOST, () => resolve())
+    await promise
+    server.off('error', reject)
+    this.server = server
+  }
+
+  /** The bound port (useful with port 0). */
+  port(): number {
+    return (this.server?.address() as AddressInfo | null)?.port ?? 0
+  }
+
+  /** Stops accepting, lets requests in flight finish (bounded by the caller), then closes. */
+  async stop(): Promise<void> {
+    const server = this.server
+    if (server == null) return
+    this.server = undefined
+    this.stopping = true
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    server.closeIdleConnections()
+    if (this.inFlight > 0) {
+      this.idle = Promise.withResolvers<void>()
+      await this.idle.promise
+    }
+    server.closeAllConnections()
+    await closed
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const started = performance.now()
+    let service = ''
+    res.once('close', () => {
+      this.init.metrics.requests.inc({ service, code: String(res.statusCode) })
+      this.init.metrics.duration.observe({ service }, (performance.now() - started) / 1000)
+    })
+    if (this.stopping) {
+      res.shouldKeepAlive = false
+      sendError(res, new ProxyError('ERR_SHUTTING_DOWN'))
+      return
+    }
+    if (this.inFlight >= (this.init.maxConcurrentRequests ?? MAX_CONCURRENT_REQUESTS)) {
+      sendError(res, new ProxyError('ERR_OVERLOADED'))
+      return
+    }
+    let target: { service: string; path: string }
+    try {
+      target = parseGatewayTarget(req.url ?? '')
+    } catch (err) {
+      sendError(res, err as ProxyError)
+      return
+    }
+    this.inFlight++
+    service = target.service
+    this.init.forwarder
+      .forward(target.service, target.path, req, res)
+      .catch((err: Error) => {
+        if (err instanceof ProxyError) {
+          // Unknown names stay out of the labels: anyone can make up names.
+          if (err.code === 'ERR_UNKNOWN_SERVICE') service = ''
+          sendError(res, err)
+          return
+        }
+        this.log.error('%s %s failed: %s', req.method, req.url, err.message)
+        sendError(res, new ProxyError('ERR_INSTANCE_UNREACHABLE', err.message))
+      })
+      .finally(() => {
+        this.inFlight--
+        if (this.inFlight === 0) this.idle?.resolve()
+      })
+  }
+
+  private onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    const code: ProxyErrorCode =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? 'ERR_HEADERS_TOO_LARGE'
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? 'ERR_REQUEST_TIMEOUT'
+          : 'ERR_BAD_REQUEST'
+    this.log.trace('client error %s: %s', err.code, err.message)
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy()
+      return
+    }
+    this.init.metrics.requests.inc({ service: '', code: String(new ProxyError(code).status) })
+    this.answerRaw(socket, code)
+  }
+
+  private answerRaw(socket: Duplex, code: ProxyErrorCode): void {
+    socket.end(rawErrorResponse(new ProxyError(code)))
+    socket.once('finish', () => socket.destroy())
+  }
+}

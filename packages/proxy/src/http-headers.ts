@@ -1,0 +1,123 @@
+import type { IncomingMessage } from 'node:http'
+import { ERROR_HEADER } from './errors.ts'
+
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1, plus the de-facto Keep-Alive and Proxy-*):
+ * they describe one connection, so a proxy drops them and any header the Connection
+ * header names, in both directions.
+ */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+])
+
+function isHopByHop(lowerName: string, named: Set<string>): boolean {
+  return HOP_BY_HOP.has(lowerName) || lowerName.startsWith('proxy-') || named.has(lowerName)
+}
+
+/** Header names listed in the Connection header(s), lower-cased. */
+function connectionTokens(raw: string[]): Set<string> {
+  const named = new Set<string>()
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].toLowerCase() !== 'connection') continue
+    for (const token of raw[i + 1].split(',')) {
+      const t = token.trim().toLowerCase()
+      if (t !== '') named.add(t)
+    }
+  }
+  return named
+}
+
+/**
+ * The end-to-end headers of a message as a flat `[name, value, ...]` list (names keep
+ * their case, repeated headers stay repeated), minus hop-by-hop headers and `drop`.
+ */
+export function endToEndHeaders(raw: string[], drop: ReadonlySet<string> = new Set()): string[] {
+  const named = connectionTokens(raw)
+  const out: string[] = []
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i].toLowerCase()
+    if (isHopByHop(lower, named) || drop.has(lower)) continue
+    out.push(raw[i], raw[i + 1])
+  }
+  return out
+}
+
+/** Whether a request carries a body (a length above 0 or a transfer coding). */
+export function hasRequestBody(req: IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] != null) return true
+  const length = req.headers['content-length']
+  return length != null && length !== '0'
+}
+
+/** The client address as Forwarded wants it (`for=`): IPv6 quoted in brackets. */
+function forwardedNode(address: string | undefined): string {
+  if (address == null || address === '') return 'unknown'
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address
+  return v4.includes(':') ? `"[${v4}]"` : v4
+}
+
+const GATEWAY_DROP = new Set(['host', ERROR_HEADER])
+
+/**
+ * The headers a gateway sends to an instance for a client request: end-to-end headers,
+ * `Host: <service>` (the service is the virtual host on the mesh), the original host
+ * in X-Forwarded-Host and Forwarded, and the client appended to X-Forwarded-For and
+ * Forwarded. A request body keeps its framing: a chunked body goes on chunked.
+ */
+export function gatewayRequestHeaders(req: IncomingMessage, service: string): string[] {
+  const headers = endToEndHeaders(req.rawHeaders, GATEWAY_DROP)
+  const client = req.socket.remoteAddress ?? ''
+  const host = req.headers.host
+  let xff: string | undefined
+  let forwarded: string | undefined
+  const rest: string[] = []
+  for (let i = 0; i < headers.length; i += 2) {
+    const lower = headers[i].toLowerCase()
+    if (lower === 'x-forwarded-for')
+      xff = xff == null ? headers[i + 1] : `${xff}, ${headers[i + 1]}`
+    else if (lower === 'forwarded')
+      forwarded = forwarded == null ? headers[i + 1] : `${forwarded}, ${headers[i + 1]}`
+    else rest.push(headers[i], headers[i + 1])
+  }
+  const clientIp = client.startsWith('::ffff:') ? client.slice(7) : client
+  const element = [
+    `for=${forwardedNode(client)}`,
+    ...(host != null ? [`host="${host.replace(/["\\]/g, '')}"`] : []),
+    'proto=http',
+  ].join(';')
+  rest.push('Host', service)
+  rest.push('X-Forwarded-For', xff != null ? `${xff}, ${clientIp}` : clientIp)
+  rest.push('Forwarded', forwarded != null ? `${forwarded}, ${element}` : element)
+  if (host != null && req.headers['x-forwarded-host'] == null) rest.push('X-Forwarded-Host', host)
+  if (req.headers['x-forwarded-proto'] == null) rest.push('X-Forwarded-Proto', 'http')
+  if (req.headers['transfer-encoding'] != null) rest.push('Transfer-Encoding', 'chunked')
+  return rest
+}
+
+/** Headers for the next hop of a request that already went through a gateway. */
+export function relayRequestHeaders(req: IncomingMessage): string[] {
+  const headers = endToEndHeaders(req.rawHeaders)
+  if (req.headers['transfer-encoding'] != null) headers.push('Transfer-Encoding', 'chunked')
+  return headers
+}
+
+/** Flat header list → the object form http.request takes, repeated names as arrays. */
+export function toHeaderObject(flat: string[]): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (let i = 0; i < flat.length; i += 2) {
+    const name = flat[i].toLowerCase()
+    const prev = out[name]
+    if (prev == null) out[name] = flat[i + 1]
+    else if (Array.isArray(prev)) prev.push(flat[i + 1])
+    else out[name] = [prev, flat[i + 1]]
+  }
+  return out
+}

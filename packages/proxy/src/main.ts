@@ -1,0 +1,161 @@
+import {
+  type CommandSpec,
+  type DaemonSpec,
+  DEFAULT_LISTEN,
+  MeshDaemon,
+  NODE_ENV_HELP,
+  NODE_FLAGS,
+  parseCommandLine,
+  parseDurationFlag,
+  parsePortNumber,
+  runDaemon,
+  sendJson,
+  UsageError,
+} from '@mtc/p2pnode'
+import { Registry } from 'prom-client'
+import {
+  DEFAULT_HEADERS_TIMEOUT_MS,
+  DEFAULT_METRICS,
+  DEFAULT_UPSTREAM_TIMEOUT_MS,
+} from './constants.ts'
+import { MeshProxy } from './mesh-proxy.ts'
+import { type Requirements, readRequirementsFile } from './requirements.ts'
+import { isServiceName } from './service-name.ts'
+
+export const COMMAND: CommandSpec = {
+  name: 'proxy',
+  summary: 'HTTP gateway into the mesh; in service mode also the sidecar of an instance',
+  usage: '[flags] PORT [SERVICE ADDRESS]',
+  positionals: { min: 1, max: 3 },
+  flags: {
+    ...NODE_FLAGS,
+    config: {
+      type: 'string',
+      arg: 'FILE',
+      help: 'requirements {"Perf":{"SoftReq":{"RTT":ms},"HardReq":{"RTT":ms}}}',
+    },
+    'headers-timeout': {
+      type: 'string',
+      arg: 'DURATION',
+      help: `a client must send its request head within this (default ${DEFAULT_HEADERS_TIMEOUT_MS / 1000}s)`,
+    },
+    'upstream-timeout': {
+      type: 'string',
+      arg: 'DURATION',
+      help: `an instance must answer (response head) within this (default ${DEFAULT_UPSTREAM_TIMEOUT_MS / 1000}s)`,
+    },
+  },
+  epilog: `Client mode (PORT): http://127.0.0.1:PORT/<service>/<path> is sent to the instance of
+<service> with the lowest latency, as /<path>.
+Service mode (PORT SERVICE ADDRESS, e.g. $PROXY_PORT hello $PROXY_IP:$SERVICE_PORT): the same
+gateway, plus SERVICE is announced in the DHT and requests from the mesh go to ADDRESS.
+Metrics: --metrics, default ${DEFAULT_METRICS} in client mode; in service mode METRICS_PORT if
+set, else none. /status (service mode) reports {service, idleSeconds, ready}.
+
+${NODE_ENV_HELP}
+  METRICS_PORT     service mode: metrics port when --metrics is not given`,
+}
+
+interface ProxyArgs {
+  port: number
+  service?: { name: string; target: { host: string; port: number } }
+}
+
+/** PORT [SERVICE ADDRESS] → validated arguments (UsageError naming the bad one). */
+export function parsePositionals(positionals: string[]): ProxyArgs {
+  if (positionals.length === 2) {
+    throw new UsageError(`ADDRESS missing after SERVICE (usage: proxy ${COMMAND.usage})`)
+  }
+  const port = parsePortNumber('PORT', positionals[0])
+  if (positionals.length === 1) return { port }
+  const name = positionals[1]
+  if (!isServiceName(name)) {
+    throw new UsageError(
+      `SERVICE: "${name}" is not a service name (lower-case letters, digits, inner dashes)`,
+    )
+  }
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(positionals[2])
+  if (m == null) throw new UsageError(`ADDRESS: "${positionals[2]}" is not HOST:PORT`)
+  const target = { host: m[1] ?? m[2], port: parsePortNumber('ADDRESS', m[3]) }
+  return { port, service: { name, target } }
+}
+
+function durationFlag(values: Record<string, unknown>, flag: string): number | undefined {
+  const v = values[flag] as string | undefined
+  return v != null ? parseDurationFlag(flag, v) : undefined
+}
+
+/** The daemon spec; the metrics default depends on the mode (see COMMAND's epilog). */
+export function proxySpec(metricsDefault: string | undefined): DaemonSpec {
+  return {
+    command: COMMAND,
+    role: 'proxy',
+    nodeDefaults: { listen: [DEFAULT_LISTEN], metrics: metricsDefault },
+    async start(ctx) {
+      const args = parsePositionals(ctx.positionals)
+      const headersTimeoutMs = durationFlag(ctx.values, 'headers-timeout')
+      const upstreamTimeoutMs = durationFlag(ctx.values, 'upstream-timeout')
+      const configFile = ctx.values.config as string | undefined
+      const requirements: Requirements =
+        configFile != null ? await readRequirementsFile(configFile) : {}
+      const registry = new Registry()
+      let proxy: MeshProxy | undefined
+      const mesh = await MeshDaemon.start(ctx, {
+        role: 'proxy',
+        registry,
+        routes:
+          args.service != null
+            ? { '/status': (_req, res) => sendJson(res, proxy?.status() ?? {}) }
+            : undefined,
+      })
+      proxy = new MeshProxy({
+        libp2p: mesh.node.libp2p,
+        registry,
+        logger: ctx.logger,
+        port: args.port,
+        service: args.service,
+        requirements,
+        headersTimeoutMs,
+        upstreamTimeoutMs,
+      })
+      try {
+        await proxy.start()
+      } catch (err) {
+        await mesh.stop()
+        throw new Error(`cannot start the gateway on port ${args.port}: ${(err as Error).message}`)
+      }
+      ctx.log(
+        'gateway on http://127.0.0.1:%d/<service>/%s',
+        proxy.gateway.port(),
+        args.service != null
+          ? `; serving ${args.service.name} from ${args.service.target.host}:${args.service.target.port}`
+          : '',
+      )
+      return {
+        async stop() {
+          await proxy?.stop()
+          await mesh.stop()
+        },
+      }
+    },
+  }
+}
+
+export async function main(argv: string[], env = process.env): Promise<number> {
+  let metricsDefault: string | undefined = DEFAULT_METRICS
+  try {
+    const parsed = parseCommandLine(COMMAND, argv)
+    if (parsed.kind === 'run' && parsed.positionals.length === 3) {
+      const port = env.METRICS_PORT
+      metricsDefault =
+        port != null && port !== '' ? `0.0.0.0:${parsePortNumber('METRICS_PORT', port)}` : undefined
+    }
+  } catch (err) {
+    // Bad command lines are reported by runDaemon; only METRICS_PORT is ours.
+    if (err instanceof UsageError && err.message.startsWith('METRICS_PORT')) {
+      process.stderr.write(`proxy: ${err.message}\n`)
+      return 2
+    }
+  }
+  return await runDaemon(proxySpec(metricsDefault), argv, env)
+}

@@ -1,0 +1,108 @@
+import type { ComponentLogger, Libp2p } from '@libp2p/interface'
+import type { Registry } from 'prom-client'
+import type { Allocator } from './allocator.ts'
+import { Forwarder } from './forwarder.ts'
+import { Gateway } from './gateway.ts'
+import { InstanceRegistry } from './instance-registry.ts'
+import type { InstanceStatus } from './instance-status.ts'
+import { ProxyMetrics } from './metrics.ts'
+import type { Requirements, RequirementsSource } from './requirements.ts'
+import { ServiceEndpoint } from './service-endpoint.ts'
+
+export interface MeshProxyInit {
+  libp2p: Libp2p
+  /** Where the proxy's metrics go (the daemon's registry, shared with libp2p's). */
+  registry: Registry
+  logger: ComponentLogger
+  /** Gateway port on 127.0.0.1. */
+  port: number
+  gatewayHost?: string
+  /** Service mode: the service this instance runs and where it listens. */
+  service?: { name: string; target: { host: string; port: number } }
+  requirements?: Requirements
+  requirementsSource?: RequirementsSource
+  allocator?: Allocator
+  headersTimeoutMs?: number
+  upstreamTimeoutMs?: number
+}
+
+/**
+ * The proxy: the gateway (both modes) with discovery, selection and failover behind it,
+ * and in service mode the instance endpoint. Started after the mesh node, stopped
+ * before it.
+ */
+export class MeshProxy {
+  readonly metrics: ProxyMetrics
+  readonly instances: InstanceRegistry
+  readonly gateway: Gateway
+  readonly endpoint?: ServiceEndpoint
+  private readonly forwarder: Forwarder
+  private started = false
+
+  constructor(init: MeshProxyInit) {
+    const { logger } = init
+    this.metrics = new ProxyMetrics(init.registry)
+    this.instances = new InstanceRegistry({
+      libp2p: init.libp2p,
+      log: logger.forComponent('mtc:proxy:instances'),
+      metrics: this.metrics,
+    })
+    this.forwarder = new Forwarder({
+      registry: this.instances,
+      metrics: this.metrics,
+      log: logger.forComponent('mtc:proxy:forwarder'),
+      requirements: init.requirements,
+      requirementsSource: init.requirementsSource,
+      allocator: init.allocator,
+      upstreamTimeoutMs: init.upstreamTimeoutMs,
+    })
+    this.gateway = new Gateway({
+      port: init.port,
+      host: init.gatewayHost,
+      forwarder: this.forwarder,
+      metrics: this.metrics,
+      log: logger.forComponent('mtc:proxy:gateway'),
+      headersTimeoutMs: init.headersTimeoutMs,
+    })
+    if (init.service != null) {
+      const endpoint = new ServiceEndpoint({
+        libp2p: init.libp2p,
+        service: init.service.name,
+        target: init.service.target,
+        metrics: this.metrics,
+        log: logger.forComponent('mtc:proxy:endpoint'),
+        headersTimeoutMs: init.headersTimeoutMs,
+        upstreamTimeoutMs: init.upstreamTimeoutMs,
+      })
+      this.endpoint = endpoint
+      this.metrics.setStatusSource(() => endpoint.status())
+    }
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return
+    this.started = true
+    this.instances.start()
+    try {
+      await this.gateway.start()
+      await this.endpoint?.start()
+    } catch (err) {
+      await this.stop()
+      throw err
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.started) return
+    this.started = false
+    await this.gateway.stop()
+    this.forwarder.stop()
+    await this.instances.stop()
+    await this.endpoint?.stop()
+  }
+
+  /** Service mode: what `/status` and the status protocol report. */
+  status(): InstanceStatus | undefined {
+    return this.endpoint?.status()
+  }
+}

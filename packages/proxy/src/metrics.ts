@@ -1,0 +1,108 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+
+/** Latency buckets from 0.5 ms (a warm loopback hop) to 30 s (a cold start or a stall). */
+const DURATION_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+]
+
+export interface RttSample {
+  service: string
+  instance: string
+  seconds: number
+}
+
+/** The proxy's own Prometheus metrics (the libp2p stack's come from p2pnode). */
+export class ProxyMetrics {
+  readonly requests: Counter<'service' | 'code'>
+  readonly duration: Histogram<'service'>
+  readonly retries: Counter<'service'>
+  readonly instanceChanges: Counter<'service'>
+  readonly streamsOpened: Counter<'service'>
+  readonly inboundStreams: Counter
+  readonly inboundRequests: Counter<'code'>
+  private rttSource: () => RttSample[] = () => []
+  private statusSource?: () => { ready: boolean; idleSeconds: number }
+
+  constructor(registry: Registry) {
+    const registers = [registry]
+    this.requests = new Counter({
+      name: 'mtc_proxy_requests_total',
+      help: 'Requests answered by the gateway, by service and HTTP status code',
+      labelNames: ['service', 'code'],
+      registers,
+    })
+    this.duration = new Histogram({
+      name: 'mtc_proxy_request_duration_seconds',
+      help: 'Gateway requests from the request head to the last byte of the response',
+      labelNames: ['service'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    })
+    this.retries = new Counter({
+      name: 'mtc_proxy_retries_total',
+      help: 'Requests sent again to another instance after a failed attempt',
+      labelNames: ['service'],
+      registers,
+    })
+    this.instanceChanges = new Counter({
+      name: 'mtc_proxy_instance_changes_total',
+      help: 'Times the preferred instance of a service changed',
+      labelNames: ['service'],
+      registers,
+    })
+    this.streamsOpened = new Counter({
+      name: 'mtc_proxy_streams_opened_total',
+      help: 'Mesh streams the gateway opened to instances (warm streams are reused)',
+      labelNames: ['service'],
+      registers,
+    })
+    this.inboundStreams = new Counter({
+      name: 'mtc_proxy_inbound_streams_total',
+      help: 'Mesh streams other proxies opened to this instance',
+      registers,
+    })
+    this.inboundRequests = new Counter({
+      name: 'mtc_proxy_inbound_requests_total',
+      help: 'Requests from other proxies forwarded to the local service, by HTTP status code',
+      labelNames: ['code'],
+      registers,
+    })
+    const rtt: Gauge<'service' | 'instance'> = new Gauge({
+      name: 'mtc_proxy_upstream_rtt_seconds',
+      help: 'Smoothed round-trip time to each known instance (libp2p ping, EWMA)',
+      labelNames: ['service', 'instance'],
+      registers,
+      collect: () => {
+        rtt.reset()
+        for (const s of this.rttSource())
+          rtt.set({ service: s.service, instance: s.instance }, s.seconds)
+      },
+    })
+    const ready: Gauge = new Gauge({
+      name: 'mtc_proxy_service_ready',
+      help: 'Service mode: 1 while the local service accepts connections',
+      registers,
+      collect: () => {
+        const s = this.statusSource?.()
+        if (s != null) ready.set(s.ready ? 1 : 0)
+      },
+    })
+    const idle: Gauge = new Gauge({
+      name: 'mtc_proxy_idle_seconds',
+      help: 'Service mode: seconds since the last request from the mesh ended (0 while busy)',
+      registers,
+      collect: () => {
+        const s = this.statusSource?.()
+        if (s != null) idle.set(s.idleSeconds)
+      },
+    })
+  }
+
+  setRttSource(source: () => RttSample[]): void {
+    this.rttSource = source
+  }
+
+  setStatusSource(source: () => { ready: boolean; idleSeconds: number }): void {
+    this.statusSource = source
+  }
+}

@@ -1,0 +1,91 @@
+import type { ClientRequest, IncomingMessage } from 'node:http'
+import { REPLAY_BUFFER_BYTES } from './constants.ts'
+import { hasRequestBody } from './http-headers.ts'
+
+/**
+ * A client's request body, streamed into one upstream request at a time with
+ * backpressure, keeping the first REPLAY_BUFFER_BYTES so a failed attempt can be
+ * replayed on another instance. A body that outgrew the buffer cannot be replayed.
+ */
+export class RequestBody {
+  readonly present: boolean
+  private readonly source: IncomingMessage
+  private recorded: Buffer[] = []
+  private recordedBytes = 0
+  private overflowed = false
+  private ended = false
+  private target?: ClientRequest
+
+  constructor(source: IncomingMessage) {
+    this.source = source
+    this.present = hasRequestBody(source)
+  }
+
+  /** Every byte read from the client so far is still held (or none was read). */
+  get replayable(): boolean {
+    return !this.overflowed
+  }
+
+  /** Sends the body (what was kept first, then the rest as it comes) into `target`. */
+  sendTo(target: ClientRequest): void {
+    this.detach()
+    if (!this.present) {
+      target.end()
+      return
+    }
+    for (const chunk of this.recorded) target.write(chunk)
+    if (this.ended) {
+      target.end()
+      return
+    }
+    this.target = target
+    target.on('drain', this.onDrain)
+    this.source.on('data', this.onData)
+    this.source.on('end', this.onEnd)
+    this.source.on('error', this.onError)
+    this.source.resume()
+  }
+
+  /** Stops feeding the current target (its attempt failed); the client is paused. */
+  detach(): void {
+    const target = this.target
+    if (target == null) return
+    this.target = undefined
+    this.source.pause()
+    this.source.off('data', this.onData)
+    this.source.off('end', this.onEnd)
+    this.source.off('error', this.onError)
+    target.off('drain', this.onDrain)
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (!this.overflowed) {
+      if (this.recordedBytes + chunk.byteLength <= REPLAY_BUFFER_BYTES) {
+        this.recorded.push(chunk)
+        this.recordedBytes += chunk.byteLength
+      } else {
+        this.overflowed = true
+        this.recorded = []
+        this.recordedBytes = 0
+      }
+    }
+    if (this.target?.write(chunk) === false) this.source.pause()
+  }
+
+  private readonly onDrain = (): void => {
+    this.source.resume()
+  }
+
+  private readonly onEnd = (): void => {
+    this.ended = true
+    const target = this.target
+    this.detach()
+    target?.end()
+  }
+
+  private readonly onError = (err: Error): void => {
+    const target = this.target
+    this.detach()
+    target?.destroy(err)
+  }
+}

@@ -1,0 +1,260 @@
+import {
+  Agent,
+  createServer,
+  type IncomingMessage,
+  request,
+  type Server,
+  type ServerResponse,
+} from 'node:http'
+import { connect, type Socket } from 'node:net'
+import { pipeline } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Libp2p, Logger, Stream } from '@libp2p/interface'
+import { Backoff, provide } from '@mtc/p2pnode'
+import {
+  CONNECTIONS_CHECK_INTERVAL_MS,
+  DEFAULT_HEADERS_TIMEOUT_MS,
+  DEFAULT_UPSTREAM_TIMEOUT_MS,
+  HTTP_PROTOCOL,
+  INSTANCE_KEEP_ALIVE_TIMEOUT_MS,
+  LOCAL_IDLE_SOCKET_TIMEOUT_MS,
+  MAX_HEADER_BYTES,
+  MAX_HTTP_STREAMS_PER_CONNECTION,
+  MAX_IDLE_LOCAL_SOCKETS,
+  PROVIDE_BACKOFF,
+  PROVIDE_FIRST_INTERVAL_MS,
+  PROVIDE_INTERVAL_MS,
+  PROVIDE_TIMEOUT_MS,
+  READINESS_INTERVAL_MS,
+  READINESS_TIMEOUT_MS,
+  STATUS_PROTOCOL,
+} from './constants.ts'
+import { ERROR_HEADER, ProxyError, sendError } from './errors.ts'
+import { endToEndHeaders, relayRequestHeaders } from './http-headers.ts'
+import { answerStatus, type InstanceStatus } from './instance-status.ts'
+import type { ProxyMetrics } from './metrics.ts'
+import { StreamDuplex } from './stream-duplex.ts'
+
+export interface ServiceEndpointInit {
+  libp2p: Libp2p
+  service: string
+  /** The local service: `$PROXY_IP:$SERVICE_PORT`. */
+  target: { host: string; port: number }
+  metrics: ProxyMetrics
+  log: Logger
+  headersTimeoutMs?: number
+  upstreamTimeoutMs?: number
+}
+
+/** Only proxies speak the error header: a service's own is dropped. */
+const DROP_FROM_SERVICE = new Set([ERROR_HEADER])
+
+/**
+ * The instance side of service mode: accepts HTTP over `/mtc/http/1.0.0` streams from
+ * other proxies (each stream handed to a Node HTTP server as its connection) and
+ * forwards every request to the local service over a keep-alive pool; answers
+ * `/mtc/instance-status/1.0.0`; keeps the service announced in the DHT; watches
+ * whether the local service accepts connections.
+ */
+export class ServiceEndpoint {
+  private readonly init: ServiceEndpointInit
+  private readonly log: Logger
+  private readonly agent: Agent
+  private readonly server: Server
+  private readonly controller = new AbortController()
+  private loops: Array<Promise<void>> = []
+  private ready = false
+  private inFlight = 0
+  private lastActive = performance.now()
+  private started = false
+
+  constructor(init: ServiceEndpointInit) {
+    this.init = init
+    this.log = init.log
+    this.agent = new Agent({
+      keepAlive: true,
+      maxFreeSockets: MAX_IDLE_LOCAL_SOCKETS,
+      timeout: LOCAL_IDLE_SOCKET_TIMEOUT_MS,
+      scheduling: 'lifo',
+    })
+    const headersTimeout = init.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS
+    this.server = createServer(
+      {
+        // The gateway adds a few forwarding headers to what it accepted.
+        maxHeaderSize: 2 * MAX_HEADER_BYTES,
+        headersTimeout,
+        requestTimeout: 0,
+        keepAliveTimeout: INSTANCE_KEEP_ALIVE_TIMEOUT_MS,
+        connectionsCheckingInterval: Math.min(CONNECTIONS_CHECK_INTERVAL_MS, headersTimeout),
+      },
+      (req, res) => this.handle(req, res),
+    )
+  }
+
+  status(): InstanceStatus {
+    const idle = this.inFlight > 0 ? 0 : (performance.now() - this.lastActive) / 1000
+    return { service: this.init.service, idleSeconds: Math.floor(idle), ready: this.ready }
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return
+    this.started = true
+    const { libp2p } = this.init
+    this.ready = await this.checkReady()
+    await libp2p.handle(HTTP_PROTOCOL, (stream: Stream) => this.accept(stream), {
+      maxInboundStreams: MAX_HTTP_STREAMS_PER_CONNECTION,
+      maxOutboundStreams: MAX_HTTP_STREAMS_PER_CONNECTION,
+    })
+    await libp2p.handle(STATUS_PROTOCOL, (stream: Stream) => answerStatus(stream, this.status()))
+    const signal = this.controller.signal
+    this.loops = [this.watchReadiness(signal), this.announce(signal)]
+  }
+
+  async stop(): Promise<void> {
+    if (!this.started) return
+    this.started = false
+    this.controller.abort()
+    const { libp2p } = this.init
+    await libp2p.unhandle([HTTP_PROTOCOL, STATUS_PROTOCOL])
+    await Promise.allSettled(this.loops)
+    // Requests in flight finish; idle mesh streams close now.
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    this.server.closeIdleConnections()
+    await closed
+    this.agent.destroy()
+  }
+
+  private accept(stream: Stream): void {
+    this.init.metrics.inboundStreams.inc()
+    this.server.emit('connection', new StreamDuplex(stream, { allowHalfOpen: false }))
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    this.inFlight++
+    res.once('close', () => {
+      this.inFlight--
+      this.lastActive = performance.now()
+      this.init.metrics.inboundRequests.inc({ code: String(res.statusCode) })
+    })
+    const { host, port } = this.init.target
+    const timeoutMs = this.init.upstreamTimeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS
+    let connected = false
+    let responded = false
+    const upstream = request({
+      agent: this.agent,
+      host,
+      port,
+      method: req.method,
+      path: req.url,
+      headers: relayRequestHeaders(req),
+    })
+    const timer = setTimeout(() => {
+      upstream.destroy(new ProxyError('ERR_SERVICE_TIMEOUT', `no answer within ${timeoutMs} ms`))
+    }, timeoutMs)
+    res.once('close', () => {
+      clearTimeout(timer)
+      if (!res.writableFinished) upstream.destroy()
+    })
+    // The body flows once the service accepted the connection: a refused connection
+    // consumed nothing, and the calling gateway may send the request elsewhere.
+    upstream.once('socket', (socket: Socket) => {
+      const go = (): void => {
+        connected = true
+        pipeline(req, upstream, () => {})
+      }
+      if (socket.connecting) socket.once('connect', go)
+      else go()
+    })
+    upstream.on('response', (ures) => {
+      responded = true
+      clearTimeout(timer)
+      this.ready = true
+      res.writeHead(
+        ures.statusCode ?? 502,
+        ures.statusMessage,
+        endToEndHeaders(ures.rawHeaders, DROP_FROM_SERVICE),
+      )
+      pipeline(ures, res, (err) => {
+        if (err != null) this.log.trace('response cut: %s', err.message)
+      })
+    })
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer)
+      if (responded) return
+      if (err instanceof ProxyError) {
+        sendError(res, err)
+        return
+      }
+      if (!connected) {
+        if (this.ready)
+          this.log('service at %s:%d refuses connections: %s', host, port, err.message)
+        this.ready = false
+        sendError(res, new ProxyError('ERR_SERVICE_UNREACHABLE', err.message))
+        return
+      }
+      sendError(res, new ProxyError('ERR_SERVICE_RESET', err.message))
+    })
+  }
+
+  /** Whether the local service accepts a TCP connection now. */
+  private checkReady(): Promise<boolean> {
+    const { host, port } = this.init.target
+    return new Promise((resolve) => {
+      const socket = connect({ host, port, timeout: READINESS_TIMEOUT_MS })
+      const done = (ok: boolean): void => {
+        socket.destroy()
+        resolve(ok)
+      }
+      socket.once('connect', () => done(true))
+      socket.once('error', () => done(false))
+      socket.once('timeout', () => done(false))
+    })
+  }
+
+  private async watchReadiness(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      try {
+        await sleep(READINESS_INTERVAL_MS, undefined, { signal })
+      } catch {
+        return
+      }
+      const ready = await this.checkReady()
+      if (ready !== this.ready) {
+        this.log('service %s is %s', this.init.service, ready ? 'ready' : 'NOT ready')
+      }
+      this.ready = ready
+    }
+  }
+
+  /**
+   * Keeps the service's provider record in the DHT: announced as soon as a peer is
+   * connected, again after 1 s, 2 s, 4 s... (so a record made while the DHT was still
+   * forming gets spread) up to every PROVIDE_INTERVAL_MS; failures back off.
+   */
+  private async announce(signal: AbortSignal): Promise<void> {
+    const { libp2p, service } = this.init
+    const backoff = new Backoff(PROVIDE_BACKOFF)
+    let interval = PROVIDE_FIRST_INTERVAL_MS
+    let announced = false
+    while (!signal.aborted) {
+      if (libp2p.getPeers().length === 0) {
+        if (!(await backoff.wait(signal))) return
+        continue
+      }
+      try {
+        await provide(libp2p, 'service', service, {
+          signal: AbortSignal.any([AbortSignal.timeout(PROVIDE_TIMEOUT_MS), signal]),
+        })
+        if (!announced) this.log('service %s announced in the DHT', service)
+        announced = true
+        backoff.reset()
+        await sleep(interval, undefined, { signal })
+        interval = Math.min(interval * 2, PROVIDE_INTERVAL_MS)
+      } catch (err) {
+        if (signal.aborted) return
+        this.log.trace('announcing %s failed: %s', service, (err as Error).message)
+        if (!(await backoff.wait(signal))) return
+      }
+    }
+  }
+}

@@ -1,0 +1,213 @@
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { after, before, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Stream } from '@libp2p/interface'
+import { generatePsk, MeshNode } from '@mtc/p2pnode'
+import { waitFor } from '@mtc/testkit'
+import { StreamDuplex } from '../src/stream-duplex.ts'
+
+const PROTOCOL = '/mtc-test/duplex/1.0.0'
+const MB = 1024 * 1024
+const psk = generatePsk()
+let a: MeshNode
+let b: MeshNode
+/** Inbound streams on `a`, in arrival order. */
+const inbound: Array<(s: Stream) => void> = []
+
+async function node(): Promise<MeshNode> {
+  const n = await MeshNode.create({
+    role: 'proxy-test',
+    version: '0.0.0',
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    bootstraps: [],
+    psk,
+  })
+  await n.start()
+  return n
+}
+
+before(async () => {
+  a = await node()
+  b = await node()
+  await a.libp2p.handle(PROTOCOL, (stream) => {
+    const next = inbound.shift()
+    if (next == null) stream.abort(new Error('unexpected stream'))
+    else next(stream)
+  })
+  await b.libp2p.dial(a.libp2p.getMultiaddrs()[0])
+})
+
+after(async () => {
+  await b?.stop()
+  await a?.stop()
+})
+
+/** A connected pair: `client` on b, `server` on a. */
+async function pair(allowHalfOpen = true): Promise<{ client: StreamDuplex; server: StreamDuplex }> {
+  const accepted = new Promise<Stream>((resolve) => inbound.push(resolve))
+  const out = await b.libp2p.dialProtocol(a.peerId, PROTOCOL)
+  const client = new StreamDuplex(out, { allowHalfOpen })
+  const server = new StreamDuplex(await accepted, { allowHalfOpen })
+  return { client, server }
+}
+
+/** `bytes` random bytes in 64 KiB chunks, with the SHA-256 of what was produced. */
+function randomSource(bytes: number): { readable: Readable; digest: () => string } {
+  const hash = createHash('sha256')
+  let left = bytes
+  const readable = new Readable({
+    read() {
+      if (left === 0) {
+        this.push(null)
+        return
+      }
+      const chunk = randomBytes(Math.min(left, 64 * 1024))
+      left -= chunk.byteLength
+      hash.update(chunk)
+      this.push(chunk)
+    },
+  })
+  return { readable, digest: () => hash.digest('hex') }
+}
+
+/** Hashes everything written; `delayMs` per chunk makes a slow consumer. */
+function hashingSink(delayMs = 0): {
+  writable: Writable
+  digest: () => string
+  bytes: () => number
+} {
+  const hash = createHash('sha256')
+  let n = 0
+  const writable = new Writable({
+    highWaterMark: 64 * 1024,
+    write(chunk: Buffer, _enc, cb) {
+      hash.update(chunk)
+      n += chunk.byteLength
+      if (delayMs > 0) setTimeout(cb, delayMs)
+      else cb()
+    },
+  })
+  return { writable, digest: () => hash.digest('hex'), bytes: () => n }
+}
+
+describe('StreamDuplex (libp2p stream as a Node Duplex)', () => {
+  it('carries 50 MB each way at once, byte-exact', async () => {
+    const { client, server } = await pair()
+    const up = randomSource(50 * MB)
+    const down = randomSource(50 * MB)
+    const atServer = hashingSink()
+    const atClient = hashingSink()
+    await Promise.all([
+      pipeline(up.readable, client),
+      pipeline(server, atServer.writable),
+      pipeline(down.readable, server),
+      pipeline(client, atClient.writable),
+    ])
+    assert.equal(atServer.bytes(), 50 * MB)
+    assert.equal(atClient.bytes(), 50 * MB)
+    assert.equal(atServer.digest(), up.digest())
+    assert.equal(atClient.digest(), down.digest())
+  })
+
+  it('holds a fast writer back while the reader is slow (no unbounded buffering, no reset)', async () => {
+    const { client, server } = await pair()
+    const total = 24 * MB
+    const up = randomSource(total)
+    let produced = 0
+    up.readable.on('data', (c: Buffer) => {
+      produced += c.byteLength
+    })
+    const sink = hashingSink()
+    // The server does not read at all for a while.
+    const sending = pipeline(up.readable, client)
+    await sleep(1500)
+    const heldBack = produced
+    // Buffered at most: the Node buffers on both sides and one (grown) yamux window.
+    assert.ok(heldBack < 20 * MB, `${heldBack} bytes left the writer while nobody read`)
+    assert.ok(client.stream.status === 'open' && server.stream.status === 'open')
+    await Promise.all([sending, pipeline(server, sink.writable)])
+    assert.equal(sink.bytes(), total)
+    assert.equal(sink.digest(), up.digest())
+  })
+
+  it('keeps pace with a slow consumer downstream of it', async () => {
+    const { client, server } = await pair()
+    const up = randomSource(2 * MB)
+    // ≥ 32 chunks of ≤ 64 KiB × 20 ms: the consumer takes ≥ 0.64 s, the writer waits for it.
+    const sink = hashingSink(20)
+    const started = performance.now()
+    await Promise.all([pipeline(up.readable, client), pipeline(server, sink.writable)])
+    assert.ok(performance.now() - started > 600)
+    assert.equal(sink.digest(), up.digest())
+  })
+
+  it('propagates half-close: end() ends the remote readable, the other way stays open', async () => {
+    const { client, server } = await pair()
+    client.end('request')
+    const chunks: Buffer[] = []
+    server.on('data', (c: Buffer) => chunks.push(c))
+    await once(server, 'end')
+    assert.equal(Buffer.concat(chunks).toString(), 'request')
+    // The server still answers after the client's end.
+    const reply: Buffer[] = []
+    client.on('data', (c: Buffer) => reply.push(c))
+    server.end('response')
+    await Promise.all([once(client, 'close'), once(server, 'close')])
+    assert.equal(Buffer.concat(reply).toString(), 'response')
+    assert.equal(client.stream.status, 'closed')
+    assert.equal(server.stream.status, 'closed')
+  })
+
+  it('without allowHalfOpen, ends its own side when the remote ends (as sockets under HTTP)', async () => {
+    const { client, server } = await pair(false)
+    client.end()
+    server.resume()
+    client.resume()
+    await Promise.all([once(client, 'close'), once(server, 'close')])
+    assert.equal(server.stream.status, 'closed')
+  })
+
+  it('destroy(err) aborts the stream and the remote side errors', async () => {
+    const { client, server } = await pair()
+    client.write('some')
+    await once(server, 'readable')
+    const failed = once(server, 'error')
+    const own = once(client, 'error')
+    client.destroy(new Error('client gave up'))
+    assert.equal(((await own) as [Error])[0].message, 'client gave up')
+    const [err] = (await failed) as [Error & { code?: string }]
+    assert.equal(err.code, 'ECONNRESET')
+    assert.equal(client.stream.status, 'aborted')
+    await waitFor('server stream reset', () => server.stream.status === 'reset')
+  })
+
+  it('an aborted libp2p stream destroys the duplex with an error', async () => {
+    const { client, server } = await pair()
+    const failed = once(client, 'error')
+    const own = once(server, 'error')
+    server.stream.abort(new Error('boom'))
+    assert.match(((await own) as [Error])[0].message, /aborted: boom/)
+    const [err] = (await failed) as [Error]
+    assert.match(err.message, /reset/)
+    assert.ok(client.destroyed)
+  })
+
+  it('emits timeout after idling, like net.Socket.setTimeout', async () => {
+    const { client, server } = await pair()
+    let timedOut = false
+    client.setTimeout(150, () => {
+      timedOut = true
+    })
+    server.write('x')
+    await sleep(100)
+    assert.equal(timedOut, false)
+    await waitFor('idle timeout', () => timedOut, { timeoutMs: 2000, intervalMs: 20 })
+    client.setTimeout(0)
+    client.destroy()
+    server.destroy()
+  })
+})

@@ -1,0 +1,114 @@
+import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { PROXY_ERRORS } from '../src/errors.ts'
+import { endToEndHeaders } from '../src/http-headers.ts'
+import { parseRequirements } from '../src/requirements.ts'
+import { type Candidate, LatencyStats, rank } from '../src/selector.ts'
+import { parseGatewayTarget } from '../src/service-name.ts'
+
+function candidate(id: string, rttMs: number, observedMs?: number, usable = true): Candidate {
+  const stats = new LatencyStats()
+  stats.recordRtt(rttMs)
+  if (observedMs != null) stats.recordLatency(observedMs, 0)
+  return { id, usable, stats }
+}
+
+describe('selection', () => {
+  it('ranks by expected latency and never uses an instance above the hard limit', () => {
+    const r = rank(
+      [
+        candidate('far', 80),
+        candidate('near', 2, 5),
+        candidate('mid', 10),
+        candidate('down', 1, 1, false),
+      ],
+      { softRttMs: 5, hardRttMs: 50 },
+      new Set(),
+      0,
+    )
+    assert.deepEqual(
+      r.ranked.map((c) => c.id),
+      ['near', 'mid'],
+    )
+    assert.equal(r.tooFar, 1)
+    assert.equal(r.aboveSoft, false)
+    const soft = rank([candidate('mid', 10)], { softRttMs: 5 }, new Set(), 0)
+    assert.equal(soft.aboveSoft, true)
+  })
+
+  it('a fast-failing instance loses to a slower healthy one; observations fade', () => {
+    const failing = new LatencyStats()
+    failing.recordRtt(1)
+    failing.recordLatency(1, 0)
+    failing.recordError(0)
+    const healthy = new LatencyStats()
+    healthy.recordRtt(1)
+    healthy.recordLatency(30, 0)
+    assert.ok(failing.score(0) > healthy.score(0))
+    // Long after, both fade back to their RTT.
+    assert.ok(Math.abs(healthy.score(120_000) - 1) < 0.01)
+    assert.ok(Math.abs(failing.score(120_000) - 1) < 0.01)
+  })
+})
+
+describe('gateway paths and headers', () => {
+  it('maps /<service>/<rest>?<query> to /<rest>?<query>', () => {
+    assert.deepEqual(parseGatewayTarget('/svc/a/b?x=1'), { service: 'svc', path: '/a/b?x=1' })
+    assert.deepEqual(parseGatewayTarget('/svc?x=1'), { service: 'svc', path: '/?x=1' })
+    assert.deepEqual(parseGatewayTarget('/svc//a'), { service: 'svc', path: '//a' })
+    assert.throws(() => parseGatewayTarget('http://x/svc/'), /absolute path/)
+  })
+
+  it('drops hop-by-hop headers and those named in Connection', () => {
+    const raw = [
+      'Connection',
+      'close, X-A',
+      'X-A',
+      '1',
+      'Keep-Alive',
+      'x',
+      'TE',
+      'trailers',
+      'Proxy-Foo',
+      'y',
+      'X-B',
+      '2',
+      'Set-Cookie',
+      'a',
+      'Set-Cookie',
+      'b',
+    ]
+    assert.deepEqual(endToEndHeaders(raw), ['X-B', '2', 'Set-Cookie', 'a', 'Set-Cookie', 'b'])
+  })
+
+  it('reads the original requirements format (milliseconds)', () => {
+    assert.deepEqual(
+      parseRequirements({ Perf: { SoftReq: { RTT: 10 }, HardReq: { RTT: 50 } } }, 'x'),
+      {
+        softRttMs: 10,
+        hardRttMs: 50,
+      },
+    )
+    assert.throws(() =>
+      parseRequirements({ Perf: { SoftReq: { RTT: 60 }, HardReq: { RTT: 50 } } }, 'x'),
+    )
+  })
+})
+
+describe('README', () => {
+  it('lists exactly the error codes of src/errors.ts, with their statuses', async () => {
+    const readme = await readFile(join(import.meta.dirname, '..', 'README.md'), 'utf8')
+    const section = readme.slice(
+      readme.indexOf('## Errors'),
+      readme.indexOf('\n## ', readme.indexOf('## Errors') + 1),
+    )
+    const rows = [...section.matchAll(/^\|\s*`(ERR_[A-Z_]+)`\s*\|\s*(\d{3})\s*\|/gm)].map((m) => [
+      m[1],
+      Number(m[2]),
+    ])
+    const table = Object.entries(PROXY_ERRORS).map(([code, e]) => [code, e.status])
+    assert.deepEqual(rows.sort(), table.sort())
+  })
+})
