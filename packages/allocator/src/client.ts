@@ -1,0 +1,48 @@
+import type { Libp2p, PeerId } from '@libp2p/interface'
+import { expectReply, openRpc } from '@mtc/p2pnode'
+import { ALLOCATION_TIMEOUT_MS } from './constants.ts'
+import {
+  ALLOCATE_PROTOCOL,
+  type AllocatedInstance,
+  type AllocateReply,
+  ALLOCATOR_STATUS_PROTOCOL,
+  type AllocatorStatusReply,
+} from './protocol.ts'
+
+/**
+ * Asks the allocator `peer` for an instance of `service`; resolves once the instance
+ * answers through the overlay. Errors are RemoteErrors carrying ALLOCATION_ERRORS codes.
+ */
+export async function requestAllocation(
+  libp2p: Libp2p,
+  peer: PeerId,
+  service: string,
+  options: { signal?: AbortSignal; timeoutMs?: number } = {},
+): Promise<AllocatedInstance> {
+  const timeoutMs = options.timeoutMs ?? ALLOCATION_TIMEOUT_MS
+  const rpc = await openRpc(libp2p, peer, ALLOCATE_PROTOCOL, {
+    signal: options.signal,
+    idleTimeoutMs: timeoutMs,
+  })
+  try {
+    await rpc.writeJson({ service }, options.signal)
+    return (await expectReply<AllocateReply>(rpc, options.signal)).instance
+  } finally {
+    await rpc.close()
+  }
+}
+
+/** How many instances `peer` runs and may run. */
+export async function allocatorStatus(
+  libp2p: Libp2p,
+  peer: PeerId,
+  options: { signal?: AbortSignal } = {},
+): Promise<AllocatorStatusReply> {
+  const rpc = await openRpc(libp2p, peer, ALLOCATOR_STATUS_PROTOCOL, { signal: options.signal })
+  try {
+    await rpc.writeJson({}, options.signal)
+    return await expectReply<AllocatorStatusReply>(rpc, options.signal)
+  } finally {
+    await rpc.close()
+  }
+}

@@ -1,0 +1,3 @@
+export { allocatorStatus, requestAllocation } from './client.ts'
+export * from './constants.ts'
+export * from './protocol.ts'

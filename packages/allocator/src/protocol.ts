@@ -1,0 +1,47 @@
+import { PROTOCOL_PREFIX } from '@mtc/p2pnode'
+
+/**
+ * "Start an instance of service X": one JSON request, one JSON reply once the instance
+ * answers through the overlay (or a typed error), framed by p2pnode's RpcStream.
+ */
+export const ALLOCATE_PROTOCOL = `/${PROTOCOL_PREFIX}/alloc/1.0.0`
+/** What an allocator has room for, asked before choosing one. */
+export const ALLOCATOR_STATUS_PROTOCOL = `/${PROTOCOL_PREFIX}/alloc-status/1.0.0`
+
+export interface AllocateRequest {
+  service: string
+}
+
+export interface AllocatedInstance {
+  service: string
+  /** The instance's proxy: peer ID and full multiaddrs (each ending in /p2p/<peerId>). */
+  peerId: string
+  addrs: string[]
+  /** False when a start already in flight, or a running instance, was handed out. */
+  started: boolean
+}
+
+export interface AllocateReply {
+  instance: AllocatedInstance
+}
+
+export interface AllocatorStatusReply {
+  running: number
+  maxInstances: number
+  /** Starts in flight. */
+  starting: number
+}
+
+/**
+ * The allocator's error codes (the `code` of an `{ok:false}` reply). ERR_UNKNOWN_SERVICE
+ * and ERR_INVALID_NAME come from the registry unchanged.
+ */
+export const ALLOCATION_ERRORS = [
+  { code: 'ERR_UNKNOWN_SERVICE', meaning: 'no such service in the registry' },
+  { code: 'ERR_INVALID_NAME', meaning: 'not a valid service name' },
+  { code: 'ERR_NO_CAPACITY', meaning: 'this host runs --max-instances already' },
+  { code: 'ERR_IMAGE_UNAVAILABLE', meaning: 'the image could not be found, fetched or verified' },
+  { code: 'ERR_START_FAILED', meaning: 'the container did not start, or exited' },
+  { code: 'ERR_TIMEOUT', meaning: 'the instance did not become ready in time' },
+  { code: 'ERR_REGISTRY_UNAVAILABLE', meaning: 'no hl-service answered' },
+] as const
