@@ -3,3 +3,34 @@
  * ~60 MB/s plus `docker load` and the instance's start fit in two minutes.
  */
 export const ALLOCATION_TIMEOUT_MS = 120_000
+
+/** Ports handed to instances; each instance takes PORTS_PER_INSTANCE consecutive ones. */
+export const DEFAULT_PORT_RANGE = { first: 20000, last: 29999 }
+/** proxy (PROXY_PORT), service (SERVICE_PORT), metrics (METRICS_PORT), overlay (P2P_PORT). */
+export const PORTS_PER_INSTANCE = 4
+/** A small host runs a handful of services; an operator raises it with --max-instances. */
+export const DEFAULT_MAX_INSTANCES = 16
+/** The original stopped nothing; 10 minutes idle keeps warm what is used in bursts. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60_000
+/** How often idle instances are looked for and exited containers noticed. */
+export const REAP_INTERVAL_MS = 5_000
+/** From container start to "answers through the overlay"; Node services start in < 1 s. */
+export const DEFAULT_START_TIMEOUT_MS = 30_000
+/** Readiness polling: first wait, and the cap it doubles up to. */
+export const READY_POLL_INITIAL_MS = 20
+export const READY_POLL_MAX_MS = 250
+/** A container gets this long to stop on SIGTERM before Docker kills it. */
+export const CONTAINER_STOP_TIMEOUT_S = 5
+/** Where an instance finds its PSK and identity (read-only bind mounts). */
+export const CONTAINER_PSK_PATH = '/run/mtc/swarm.key'
+export const CONTAINER_KEY_PATH = '/run/mtc/identity.key'
+/** Labels on every managed container. */
+export const LABEL_MANAGED_BY = 'mtc.managed-by'
+export const LABEL_SERVICE = 'mtc.service'
+export const LABEL_PEER_ID = 'mtc.peer-id'
+export const LABEL_PORTS = 'mtc.ports'
+export const LABEL_IMAGE_ID = 'mtc.image-id'
+/** Blob fetches: a provider silent this long mid-transfer is dropped for the next one. */
+export const BLOB_FETCH_IDLE_MS = 30_000
+/** Providers of a blob tried before giving up. */
+export const BLOB_FETCH_MAX_PROVIDERS = 5

@@ -3,6 +3,7 @@
  * client.ts/server.ts/protocol.ts carry them over the overlay; main.ts is the binary.
  */
 
+export * from './blob-service.ts'
 export * from './blob-store.ts'
 export * from './client.ts'
 export * from './constants.ts'

@@ -1,5 +1,6 @@
 import type { Connection, Libp2p, Logger } from '@libp2p/interface'
 import { type Announcer, handleRpc, provide, type RpcStream } from '@mtc/p2pnode'
+import { serveBlobs } from './blob-service.ts'
 import type { BlobStore } from './blob-store.ts'
 import { BLOB_ANNOUNCE_TIMEOUT_MS, DEFAULT_MAX_BLOB_BYTES } from './constants.ts'
 import {
@@ -11,10 +12,9 @@ import {
 import type { RecordStore } from './etcd-store.ts'
 import { ingestImageTarball } from './ingest.ts'
 import type { HashLookupMetrics } from './metrics.ts'
-import { assertDigest, assertServiceName } from './names.ts'
+import { assertServiceName } from './names.ts'
 import {
   BLOB_GET,
-  type BlobRequest,
   type DeleteRequest,
   type GetRequest,
   HL_DELETE,
@@ -67,7 +67,10 @@ export class HashLookupServer {
     await serve(HL_LIST, 'list', (rpc) => this.list(rpc))
     await serve(HL_PUT, 'put', (rpc, conn) => this.put(rpc, conn))
     await serve(HL_DELETE, 'delete', (rpc, conn) => this.delete(rpc, conn))
-    await serve(BLOB_GET, 'blob', (rpc) => this.blob(rpc))
+    await serveBlobs(libp2p, this.c.blobs, {
+      observe: (fn) => metrics.observe('blob', fn),
+      served: (bytes) => metrics.blobBytesServed.inc(bytes),
+    })
     this.c.announcer.add('hash-lookup')
     for (const digest of await this.c.blobs.list()) this.c.announcer.add('blob', digest)
   }
@@ -163,22 +166,6 @@ export class HashLookupServer {
     })
     this.c.log('deleted %s', req.name)
     await rpc.writeJson({ ok: true })
-  }
-
-  private async blob(rpc: RpcStream): Promise<void> {
-    const req = await rpc.readJson<BlobRequest>()
-    const digest = assertDigest(req?.digest)
-    const { size } = await this.c.blobs.stat(digest)
-    const file = await this.c.blobs.createReadStream(digest)
-    await rpc.writeJson({ ok: true, size })
-    await rpc.writeChunks(
-      (async function* (metrics) {
-        for await (const chunk of file) {
-          metrics.blobBytesServed.inc((chunk as Buffer).byteLength)
-          yield chunk as Buffer
-        }
-      })(this.c.metrics),
-    )
   }
 
   /** The blob is in the DHT before its record exists (retried in the background if not). */

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
 import { describe, it } from 'node:test'
 import { main } from '../src/cli.ts'
 import { EXIT_CODES } from '../src/exit-codes.ts'
@@ -96,6 +97,14 @@ describe('hl-cli command line', () => {
     for (const e of EXIT_CODES)
       assert.match(r.stdout, new RegExp(`\\b${e.exit}\\s+${e.code.replace('*', '\\*')}`))
     assert.match(r.stdout, /add \[--file image.tar\]/)
+  })
+})
+
+describe('hl-cli README', () => {
+  it('lists exactly the exit codes of the table', async () => {
+    const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+    const rows = [...readme.matchAll(/^\| (\d+) \| *`?([A-Z_*]*)`? *\|/gm)].map((m) => `${m[1]} ${m[2]}`)
+    assert.deepEqual(rows, EXIT_CODES.map((e) => `${e.exit} ${e.code === 'OK' ? '' : e.code}`))
   })
 })
 

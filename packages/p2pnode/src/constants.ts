@@ -96,3 +96,13 @@ export const YAMUX_MAX_STREAM_WINDOW_BYTES = 16 * 1024 * 1024
  * read buffer cap (4 MiB) is below yamux's window, so pausing a fast stream reset it.
  */
 export const STREAM_MAX_READ_BUFFER_BYTES = 2 * YAMUX_MAX_STREAM_WINDOW_BYTES
+
+/**
+ * An instance's proxy answers "how are you" on this protocol: which service, whether the
+ * local service answers, how long since the last request (the allocator reaps on it).
+ */
+export const STATUS_PROTOCOL = `/${PROTOCOL_PREFIX}/instance-status/1.0.0`
+/** A status answer is a tiny JSON document. */
+export const MAX_STATUS_BYTES = 4 * 1024
+/** A status query unanswered this long has failed. */
+export const STATUS_TIMEOUT_MS = 5_000

@@ -81,3 +81,4 @@ export {
 } from './rpc.ts'
 export { probeRtt } from './rtt.ts'
 export { waitUntil } from './wait.ts'
+export { answerStatus, type InstanceStatus, queryStatus } from './instance-status.ts'

@@ -1,0 +1,84 @@
+import type {
+  Libp2p,
+  PeerId,
+  Stream,
+  StreamCloseEvent,
+  StreamMessageEvent,
+} from '@libp2p/interface'
+import { MAX_STATUS_BYTES, STATUS_PROTOCOL, STATUS_TIMEOUT_MS } from './constants.ts'
+
+/** What an instance's proxy reports about itself on STATUS_PROTOCOL and at /status. */
+export interface InstanceStatus {
+  service: string
+  /** Seconds since the last request from the mesh ended; 0 while one is in flight. */
+  idleSeconds: number
+  /** The local service accepts connections. */
+  ready: boolean
+}
+
+/** Answers one status query: the JSON document, then close. */
+export async function answerStatus(stream: Stream, status: InstanceStatus): Promise<void> {
+  try {
+    stream.send(new TextEncoder().encode(JSON.stringify(status)))
+    await stream.close({ signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) })
+  } catch (err) {
+    stream.abort(err as Error)
+  }
+}
+
+/** Asks an instance for its status (a fresh stream; a few hundred µs on a LAN). */
+export async function queryStatus(
+  libp2p: Libp2p,
+  peer: PeerId,
+  options: { signal?: AbortSignal } = {},
+): Promise<InstanceStatus> {
+  const signal = AbortSignal.any([
+    AbortSignal.timeout(STATUS_TIMEOUT_MS),
+    ...(options.signal != null ? [options.signal] : []),
+  ])
+  const stream = await libp2p.dialProtocol(peer, STATUS_PROTOCOL, { signal })
+  // Listen at once: the answer and the remote's close can arrive before any await
+  // returns, and the stream's async iterator misses a close-write that already happened.
+  const chunks: Uint8Array[] = []
+  let size = 0
+  const { promise, resolve, reject } = Promise.withResolvers<void>()
+  const onMessage = (evt: StreamMessageEvent): void => {
+    size += evt.data.byteLength
+    if (size > MAX_STATUS_BYTES)
+      reject(new Error(`status answer exceeds ${MAX_STATUS_BYTES} bytes`))
+    else chunks.push(evt.data.subarray())
+  }
+  const onEnd = (): void => resolve()
+  // A clean close can precede the dispatch of what is still buffered: let it flush.
+  const onClose = (evt: StreamCloseEvent): void => {
+    if (evt.error != null) reject(evt.error)
+    else setTimeout(resolve, 0)
+  }
+  const onAbort = (): void => reject(signal.reason)
+  stream.addEventListener('message', onMessage)
+  stream.addEventListener('end', onEnd)
+  stream.addEventListener('close', onClose)
+  signal.addEventListener('abort', onAbort)
+  try {
+    if (stream.readableEnded) resolve()
+    await stream.close({ signal })
+    await promise
+    const json = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Partial<InstanceStatus>
+    if (
+      typeof json.service !== 'string' ||
+      typeof json.ready !== 'boolean' ||
+      typeof json.idleSeconds !== 'number'
+    ) {
+      throw new Error('malformed status answer')
+    }
+    return { service: json.service, ready: json.ready, idleSeconds: json.idleSeconds }
+  } catch (err) {
+    stream.abort(err as Error)
+    throw err
+  } finally {
+    stream.removeEventListener('message', onMessage)
+    stream.removeEventListener('end', onEnd)
+    stream.removeEventListener('close', onClose)
+    signal.removeEventListener('abort', onAbort)
+  }
+}
