@@ -2,15 +2,18 @@
 # Idempotent set-up for a fresh Debian/Ubuntu machine (root, any Node).
 # Installs Node 24 when the node on PATH is older than 22, pnpm, the Debian
 # packages the mesh needs, and the workspace dependencies; then builds.
+# Starts a Docker daemon (scripts/dockerd.sh) when none answers: allocators run
+# instances with it, and the image tests build and run images.
 # Usage: scripts/setup.sh            (everything)
 #        MTC_SETUP_APT=0 scripts/setup.sh  (skip apt; for machines managed otherwise)
+#        MTC_SETUP_DOCKER=0 scripts/setup.sh  (do not start dockerd)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NODE_SPEC=${MTC_NODE_SPEC:-node@24}
 PNPM_VERSION=$(sed -n 's/.*"packageManager": *"pnpm@\([^"]*\)".*/\1/p' package.json)
 PREFIX=/usr/local
-APT_PACKAGES=(etcd-server iproute2)
+APT_PACKAGES=(etcd-server iproute2 docker.io)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -49,6 +52,10 @@ if [ "${MTC_SETUP_APT:-1}" = 1 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
     rm -f /usr/sbin/policy-rc.d
   fi
+fi
+
+if [ "${MTC_SETUP_DOCKER:-1}" = 1 ]; then
+  bash scripts/dockerd.sh
 fi
 
 log "installing workspace dependencies"

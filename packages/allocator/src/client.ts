@@ -3,9 +3,9 @@ import { expectReply, openRpc } from '@mtc/p2pnode'
 import { ALLOCATION_TIMEOUT_MS } from './constants.ts'
 import {
   ALLOCATE_PROTOCOL,
+  ALLOCATOR_STATUS_PROTOCOL,
   type AllocatedInstance,
   type AllocateReply,
-  ALLOCATOR_STATUS_PROTOCOL,
   type AllocatorStatusReply,
 } from './protocol.ts'
 

@@ -30,7 +30,10 @@ export const LABEL_SERVICE = 'mtc.service'
 export const LABEL_PEER_ID = 'mtc.peer-id'
 export const LABEL_PORTS = 'mtc.ports'
 export const LABEL_IMAGE_ID = 'mtc.image-id'
-/** Blob fetches: a provider silent this long mid-transfer is dropped for the next one. */
+/**
+ * Deadline of one blob fetch from one provider: this much, plus 1 ms per KB (a 1 MB/s
+ * floor), before the next provider is tried.
+ */
 export const BLOB_FETCH_IDLE_MS = 30_000
 /** Providers of a blob tried before giving up. */
 export const BLOB_FETCH_MAX_PROVIDERS = 5

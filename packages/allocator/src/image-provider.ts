@@ -48,14 +48,20 @@ export class ImageProvider {
       try {
         await this.c.runtime.loadImage(path)
       } catch (err) {
-        throw new AllocationError('ERR_IMAGE_UNAVAILABLE', `docker load of ${digest} failed: ${(err as Error).message}`)
+        throw new AllocationError(
+          'ERR_IMAGE_UNAVAILABLE',
+          `docker load of ${digest} failed: ${(err as Error).message}`,
+        )
       }
       this.c.announcer.add('blob', digest)
     } else if (record.image.includes('@sha256:')) {
       try {
         await this.c.runtime.pullImage(record.image)
       } catch (err) {
-        throw new AllocationError('ERR_IMAGE_UNAVAILABLE', `cannot pull ${record.image}: ${(err as Error).message}`)
+        throw new AllocationError(
+          'ERR_IMAGE_UNAVAILABLE',
+          `cannot pull ${record.image}: ${(err as Error).message}`,
+        )
       }
     } else {
       throw new AllocationError(
@@ -93,7 +99,7 @@ export class ImageProvider {
           async (chunks) => {
             await this.c.blobs.write(chunks, { expectedDigest: digest, maxSize: size, signal })
           },
-          AbortSignal.any([signal, AbortSignal.timeout(BLOB_FETCH_IDLE_MS + size / 1_000)]),
+          AbortSignal.any([signal, AbortSignal.timeout(BLOB_FETCH_IDLE_MS + Math.ceil(size / 1_000))]),
         )
         log('fetched blob %s (%d bytes) from %p', digest, size, peer)
         return

@@ -7,5 +7,10 @@ export { ALLOCATOR, COMMAND, main } from './main.ts'
 export { AllocatorMetrics } from './metrics.ts'
 export { PortPool } from './port-pool.ts'
 export * from './protocol.ts'
-export { type ContainerInfo, type ContainerRuntime, type ContainerSpec, DockerRuntime } from './runtime.ts'
+export {
+  type ContainerInfo,
+  type ContainerRuntime,
+  type ContainerSpec,
+  DockerRuntime,
+} from './runtime.ts'
 export { AllocatorServer } from './server.ts'

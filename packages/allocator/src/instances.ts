@@ -4,9 +4,9 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
 import type { ServiceRecord } from '@mtc/hash-lookup'
 import { loadOrCreateKey } from '@mtc/p2pnode'
+import { multiaddr } from '@multiformats/multiaddr'
 import {
   CONTAINER_KEY_PATH,
   CONTAINER_PSK_PATH,
@@ -192,7 +192,9 @@ export class InstanceManager {
   /** Until the instance answers through the overlay with a ready local service. */
   private async waitReady(instance: Instance, signal: AbortSignal): Promise<void> {
     const { libp2p, probe, runtime } = this.c
-    await libp2p.peerStore.merge(instance.peerId, { multiaddrs: instance.addrs.map((a) => multiaddr(a)) })
+    await libp2p.peerStore.merge(instance.peerId, {
+      multiaddrs: instance.addrs.map((a) => multiaddr(a)),
+    })
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(this.init.startTimeoutMs)])
     let wait = READY_POLL_INITIAL_MS
     for (let i = 0; !deadline.aborted; i++) {
@@ -245,7 +247,9 @@ export class InstanceManager {
         ports,
       }
       this.c.ports.claim(ports)
-      await this.c.libp2p.peerStore.merge(peerId, { multiaddrs: instance.addrs.map((a) => multiaddr(a)) })
+      await this.c.libp2p.peerStore.merge(peerId, {
+        multiaddrs: instance.addrs.map((a) => multiaddr(a)),
+      })
       this.running.set(c.name, instance)
       adopted++
     }
@@ -272,7 +276,12 @@ export class InstanceManager {
       }
       const status = await this.c.probe.status(instance.peerId, signal).catch(() => undefined)
       if (status != null && status.idleSeconds * 1000 > this.init.idleTimeoutMs) {
-        this.c.log('instance %s of %s idle for %d s; stopping', instance.name, instance.service, status.idleSeconds)
+        this.c.log(
+          'instance %s of %s idle for %d s; stopping',
+          instance.name,
+          instance.service,
+          status.idleSeconds,
+        )
         this.c.metrics.reaped.inc({ reason: 'idle' })
         await this.forget(instance)
       }
@@ -286,13 +295,20 @@ export class InstanceManager {
   }
 
   private async remove(containerId: string, name: string): Promise<void> {
-    await this.c.runtime.stopAndRemove(containerId, CONTAINER_STOP_TIMEOUT_S).catch((err: Error) => {
-      this.c.log.error('removing %s failed: %s', name, err.message)
-    })
+    await this.c.runtime
+      .stopAndRemove(containerId, CONTAINER_STOP_TIMEOUT_S)
+      .catch((err: Error) => {
+        this.c.log.error('removing %s failed: %s', name, err.message)
+      })
     await rm(join(this.init.stateDir, name), { recursive: true, force: true })
   }
 }
 
 function describe(instance: Instance, started: boolean): AllocatedInstance {
-  return { service: instance.service, peerId: instance.peerId.toString(), addrs: instance.addrs, started }
+  return {
+    service: instance.service,
+    peerId: instance.peerId.toString(),
+    addrs: instance.addrs,
+    started,
+  }
 }

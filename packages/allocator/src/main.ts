@@ -55,12 +55,36 @@ export const COMMAND: CommandSpec = {
       arg: 'FIRST-LAST',
       help: `ports handed to instances, ${PORTS_PER_INSTANCE} each (default ${DEFAULT_PORT_RANGE.first}-${DEFAULT_PORT_RANGE.last})`,
     },
-    'max-instances': { type: 'string', arg: 'N', help: `instances this host runs at most (default ${DEFAULT_MAX_INSTANCES})` },
-    'idle-timeout': { type: 'string', arg: 'DURATION', help: 'stop instances idle this long (default 10m)' },
-    'start-timeout': { type: 'string', arg: 'DURATION', help: 'an instance not ready by then has failed (default 30s)' },
-    'docker-socket': { type: 'string', arg: 'PATH', help: 'Docker Engine socket (default: DOCKER_HOST, else /var/run/docker.sock)' },
-    hl: { type: 'string', arg: 'MULTIADDR', help: 'use this hl-service (default: find one through the DHT)' },
-    'data-dir': { type: 'string', arg: 'PATH', help: `image tarballs and instance keys (default ./${DEFAULT_DATA_DIR})` },
+    'max-instances': {
+      type: 'string',
+      arg: 'N',
+      help: `instances this host runs at most (default ${DEFAULT_MAX_INSTANCES})`,
+    },
+    'idle-timeout': {
+      type: 'string',
+      arg: 'DURATION',
+      help: 'stop instances idle this long (default 10m)',
+    },
+    'start-timeout': {
+      type: 'string',
+      arg: 'DURATION',
+      help: 'an instance not ready by then has failed (default 30s)',
+    },
+    'docker-socket': {
+      type: 'string',
+      arg: 'PATH',
+      help: 'Docker Engine socket (default: DOCKER_HOST, else /var/run/docker.sock)',
+    },
+    hl: {
+      type: 'string',
+      arg: 'MULTIADDR',
+      help: 'use this hl-service (default: find one through the DHT)',
+    },
+    'data-dir': {
+      type: 'string',
+      arg: 'PATH',
+      help: `image tarballs and instance keys (default ./${DEFAULT_DATA_DIR})`,
+    },
   },
   epilog: `Defaults: --listen /ip4/0.0.0.0/tcp/0 --metrics ${DEFAULT_METRICS}
 Metrics at /metrics (mtc_allocator_*), liveness at /healthz.
@@ -74,14 +98,17 @@ function parseRange(value: string): { first: number; last: number } {
   const first = Number(m?.[1])
   const last = Number(m?.[2])
   if (m == null || first < 1024 || last > 65535 || last - first + 1 < PORTS_PER_INSTANCE) {
-    throw new UsageError(`--port-range: "${value}" is not FIRST-LAST within 1024-65535 (at least ${PORTS_PER_INSTANCE} ports)`)
+    throw new UsageError(
+      `--port-range: "${value}" is not FIRST-LAST within 1024-65535 (at least ${PORTS_PER_INSTANCE} ports)`,
+    )
   }
   return { first, last }
 }
 
 function parseCount(flag: string, value: string): number {
   const n = Number(value)
-  if (!/^\d+$/.test(value) || n < 1) throw new UsageError(`--${flag}: "${value}" is not a positive whole number`)
+  if (!/^\d+$/.test(value) || n < 1)
+    throw new UsageError(`--${flag}: "${value}" is not a positive whole number`)
   return n
 }
 
@@ -107,11 +134,22 @@ export const ALLOCATOR: DaemonSpec = {
   async start(ctx) {
     const v = ctx.values
     const hostIp = (v['host-ip'] as string | undefined) ?? defaultHostIp()
-    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(hostIp)) throw new UsageError(`--host-ip: "${hostIp}" is not an IPv4 address`)
-    const range = v['port-range'] != null ? parseRange(v['port-range'] as string) : DEFAULT_PORT_RANGE
-    const maxInstances = v['max-instances'] != null ? parseCount('max-instances', v['max-instances'] as string) : DEFAULT_MAX_INSTANCES
-    const idleTimeoutMs = v['idle-timeout'] != null ? parseDurationFlag('idle-timeout', v['idle-timeout'] as string) : DEFAULT_IDLE_TIMEOUT_MS
-    const startTimeoutMs = v['start-timeout'] != null ? parseDurationFlag('start-timeout', v['start-timeout'] as string) : DEFAULT_START_TIMEOUT_MS
+    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(hostIp))
+      throw new UsageError(`--host-ip: "${hostIp}" is not an IPv4 address`)
+    const range =
+      v['port-range'] != null ? parseRange(v['port-range'] as string) : DEFAULT_PORT_RANGE
+    const maxInstances =
+      v['max-instances'] != null
+        ? parseCount('max-instances', v['max-instances'] as string)
+        : DEFAULT_MAX_INSTANCES
+    const idleTimeoutMs =
+      v['idle-timeout'] != null
+        ? parseDurationFlag('idle-timeout', v['idle-timeout'] as string)
+        : DEFAULT_IDLE_TIMEOUT_MS
+    const startTimeoutMs =
+      v['start-timeout'] != null
+        ? parseDurationFlag('start-timeout', v['start-timeout'] as string)
+        : DEFAULT_START_TIMEOUT_MS
     const hl = v.hl != null ? parseMultiaddrFlag('hl', v.hl as string) : undefined
     const dataDir = resolve((v['data-dir'] as string | undefined) ?? DEFAULT_DATA_DIR)
     const socket = v['docker-socket'] as string | undefined
@@ -119,13 +157,16 @@ export const ALLOCATOR: DaemonSpec = {
     try {
       await docker.ping()
     } catch (err) {
-      throw new Error(`cannot reach Docker${socket != null ? ` at ${socket}` : ''}: ${(err as Error).message}`)
+      throw new Error(
+        `cannot reach Docker${socket != null ? ` at ${socket}` : ''}: ${(err as Error).message}`,
+      )
     }
 
     await mkdir(join(dataDir, 'instances'), { recursive: true, mode: 0o700 })
     // Instances get the mesh key as a read-only file, never through their environment.
     const pskFile = ctx.config.psk != null ? join(dataDir, 'swarm.key') : undefined
-    if (pskFile != null && ctx.config.psk != null) await writeFileAtomic(pskFile, formatSwarmKey(ctx.config.psk), 0o600)
+    if (pskFile != null && ctx.config.psk != null)
+      await writeFileAtomic(pskFile, formatSwarmKey(ctx.config.psk), 0o600)
     const blobs = new BlobStore({ dataDir })
     await blobs.start()
 
@@ -164,7 +205,10 @@ export const ALLOCATOR: DaemonSpec = {
       {
         owner: mesh.node.peerId.toString(),
         hostIp,
-        bootstraps: ctx.config.bootstraps.length > 0 ? ctx.config.bootstraps.map((b) => b.toString()) : mesh.node.multiaddrs(),
+        bootstraps:
+          ctx.config.bootstraps.length > 0
+            ? ctx.config.bootstraps.map((b) => b.toString())
+            : mesh.node.multiaddrs(),
         pskFile,
         stateDir: join(dataDir, 'instances'),
         maxInstances,
@@ -185,12 +229,20 @@ export const ALLOCATOR: DaemonSpec = {
     const m = manager
     const reap = async (): Promise<void> => {
       while (!reaper.signal.aborted) {
-        await m.reap(reaper.signal).catch((err: Error) => ctx.log.error('reaping failed: %s', err.message))
+        await m
+          .reap(reaper.signal)
+          .catch((err: Error) => ctx.log.error('reaping failed: %s', err.message))
         await sleep(REAP_INTERVAL_MS, undefined, { signal: reaper.signal }).catch(() => {})
       }
     }
     const reaping = reap()
-    ctx.log('allocating on %s, ports %d-%d, at most %d instances', hostIp, range.first, range.last, maxInstances)
+    ctx.log(
+      'allocating on %s, ports %d-%d, at most %d instances',
+      hostIp,
+      range.first,
+      range.last,
+      maxInstances,
+    )
     return {
       async stop() {
         // Instances keep running: a restarted allocator re-adopts them.

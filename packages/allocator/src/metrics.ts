@@ -6,7 +6,10 @@ export class AllocatorMetrics {
   readonly phase: Histogram<'phase'>
   readonly reaped: Counter<'reason'>
 
-  constructor(registry: Registry, sources: { running: () => number; starting: () => number; cacheBytes: () => Promise<number> }) {
+  constructor(
+    registry: Registry,
+    sources: { running: () => number; starting: () => number; cacheBytes: () => Promise<number> },
+  ) {
     const registers = [registry]
     this.allocations = new Counter({
       name: 'mtc_allocator_allocations_total',

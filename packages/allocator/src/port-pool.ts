@@ -34,7 +34,11 @@ export class PortPool {
 
   /** A free block, claimed; undefined when the range is exhausted. */
   async acquire(): Promise<number[] | undefined> {
-    for (let base = this.first; base + PORTS_PER_INSTANCE - 1 <= this.last; base += PORTS_PER_INSTANCE) {
+    for (
+      let base = this.first;
+      base + PORTS_PER_INSTANCE - 1 <= this.last;
+      base += PORTS_PER_INSTANCE
+    ) {
       const block = Array.from({ length: PORTS_PER_INSTANCE }, (_, i) => base + i)
       if (block.some((p) => this.taken.has(p))) continue
       // Claimed before the checks so a concurrent acquire skips it.

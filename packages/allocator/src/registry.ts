@@ -1,11 +1,11 @@
 import type { Libp2p, PeerId } from '@libp2p/interface'
-import type { Multiaddr } from '@multiformats/multiaddr'
 import {
   findHashLookup,
   HashLookupClient,
   RegistryUnavailableError,
   type ServiceRecord,
 } from '@mtc/hash-lookup'
+import type { Multiaddr } from '@multiformats/multiaddr'
 
 /**
  * The registry as the allocator uses it: a given hl-service (--hl) or one found through

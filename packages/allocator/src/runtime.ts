@@ -113,7 +113,9 @@ export class DockerRuntime implements ContainerRuntime {
 
   async logTail(id: string, lines: number): Promise<string> {
     try {
-      const buf = (await this.docker.getContainer(id).logs({ stdout: true, stderr: true, tail: lines })) as unknown as Buffer
+      const buf = (await this.docker
+        .getContainer(id)
+        .logs({ stdout: true, stderr: true, tail: lines })) as unknown as Buffer
       return demux(buf)
     } catch {
       return ''
@@ -123,12 +125,15 @@ export class DockerRuntime implements ContainerRuntime {
   /** Waits for a progress stream (load, pull) to end; its error messages become errors. */
   private follow(stream: NodeJS.ReadableStream): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.docker.modem.followProgress(stream, (err: Error | null, output: Array<{ error?: string }>) => {
-        const failed = output?.find((o) => o.error != null)
-        if (err != null) reject(err)
-        else if (failed != null) reject(new Error(failed.error))
-        else resolve()
-      })
+      this.docker.modem.followProgress(
+        stream,
+        (err: Error | null, output: Array<{ error?: string }>) => {
+          const failed = output?.find((o) => o.error != null)
+          if (err != null) reject(err)
+          else if (failed != null) reject(new Error(failed.error))
+          else resolve()
+        },
+      )
     })
   }
 }

@@ -5,8 +5,8 @@ import type { InstanceManager } from './instances.ts'
 import type { AllocatorMetrics } from './metrics.ts'
 import {
   ALLOCATE_PROTOCOL,
-  type AllocateRequest,
   ALLOCATOR_STATUS_PROTOCOL,
+  type AllocateRequest,
   type AllocatorStatusReply,
 } from './protocol.ts'
 
@@ -40,7 +40,10 @@ export class AllocatorServer {
       const req = await rpc.readJson<AllocateRequest>()
       const service = req?.service
       if (typeof service !== 'string' || !SERVICE_NAME.test(service)) {
-        throw new AllocationError('ERR_INVALID_NAME', `invalid service name ${JSON.stringify(service)}`)
+        throw new AllocationError(
+          'ERR_INVALID_NAME',
+          `invalid service name ${JSON.stringify(service)}`,
+        )
       }
       this.log('allocation of %s asked by %p', service, conn.remotePeer)
       try {

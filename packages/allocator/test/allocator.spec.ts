@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { readFile, readdir, writeFile } from 'node:fs/promises'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
-import { multiaddr } from '@multiformats/multiaddr'
-import { formatSwarmKey, generatePsk, MeshNode, RemoteError } from '@mtc/p2pnode'
+import { formatSwarmKey, generatePsk, MeshNode, type RemoteError } from '@mtc/p2pnode'
 import {
   freePort,
   httpGet,
@@ -19,11 +18,13 @@ import {
   tempDir,
   waitFor,
 } from '@mtc/testkit'
+import { multiaddr } from '@multiformats/multiaddr'
 import { requestAllocation } from '../src/client.ts'
 import { LABEL_MANAGED_BY, LABEL_SERVICE } from '../src/constants.ts'
 
 const exec = promisify(execFile)
-const docker = async (...args: string[]) => (await exec('docker', args, { maxBuffer: 64 << 20 })).stdout.trim()
+const docker = async (...args: string[]) =>
+  (await exec('docker', args, { maxBuffer: 64 << 20 })).stdout.trim()
 
 const psk = generatePsk()
 let dir: { path: string; remove: () => Promise<void> }
@@ -51,22 +52,43 @@ async function startAllocator(extra: string[] = [], reuse?: Alloc): Promise<Allo
   const metricsPort = await freePort()
   const dataDir = reuse?.dataDir ?? join(dir.path, `alloc-${n}`)
   const args = reuse?.args ?? [
-    '--psk-file', pskFile,
-    '--listen', '/ip4/127.0.0.1/tcp/0',
-    '--bootstrap', pm.addr,
-    '--hl', hl.addr,
-    '--host-ip', '127.0.0.1',
-    '--port-range', `${portBase}-${portBase + 99}`,
-    '--key-file', join(dir.path, `alloc-${n}.key`),
-    '--data-dir', dataDir,
+    '--psk-file',
+    pskFile,
+    '--listen',
+    '/ip4/127.0.0.1/tcp/0',
+    '--bootstrap',
+    pm.addr,
+    '--hl',
+    hl.addr,
+    '--host-ip',
+    '127.0.0.1',
+    '--port-range',
+    `${portBase}-${portBase + 99}`,
+    '--key-file',
+    join(dir.path, `alloc-${n}.key`),
+    '--data-dir',
+    dataDir,
     ...extra,
   ]
   if (reuse == null) portBase += 100
-  const proc = run('allocator', [...args, '--addr-file', addrFile, '--metrics', `127.0.0.1:${metricsPort}`])
+  const proc = run('allocator', [
+    ...args,
+    '--addr-file',
+    addrFile,
+    '--metrics',
+    `127.0.0.1:${metricsPort}`,
+  ])
   const lines = await readLinesWhenReady(addrFile, 30_000).catch((err: Error) => {
     throw new Error(`${err.message}\n${proc.stderr()}`)
   })
-  return { proc, addr: lines[0], peerId: lines[0].split('/p2p/')[1], metrics: `http://127.0.0.1:${metricsPort}`, dataDir, args }
+  return {
+    proc,
+    addr: lines[0],
+    peerId: lines[0].split('/p2p/')[1],
+    metrics: `http://127.0.0.1:${metricsPort}`,
+    dataDir,
+    args,
+  }
 }
 
 async function allocate(a: Alloc, service: string) {
@@ -89,33 +111,75 @@ before(async () => {
   dir = await tempDir('mtc-alloc-')
   pskFile = join(dir.path, 'swarm.key')
   await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
-  const build = await runToEnd('bash', [join(REPO_ROOT, 'scripts/build-images.sh'), '--save', dir.path], { timeoutMs: 300_000 })
+  const build = await runToEnd(
+    'bash',
+    [join(REPO_ROOT, 'scripts/build-images.sh'), '--save', dir.path],
+    { timeoutMs: 300_000 },
+  )
   assert.equal(build.code, 0, build.stderr)
   helloTar = join(dir.path, 'hello-world-server.tar')
   helloImageId = await docker('image', 'inspect', '-f', '{{.Id}}', 'mtc/hello-world-server:1.0')
 
   const pmAddr = join(dir.path, 'pm.addr')
-  const pmProc = run('ping-monitor', ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0', '--metrics', '127.0.0.1:0', '--addr-file', pmAddr])
+  const pmProc = run('ping-monitor', [
+    '--psk-file',
+    pskFile,
+    '--listen',
+    '/ip4/127.0.0.1/tcp/0',
+    '--metrics',
+    '127.0.0.1:0',
+    '--addr-file',
+    pmAddr,
+  ])
   pm = { proc: pmProc, addr: (await readLinesWhenReady(pmAddr))[0] }
   const hlAddr = join(dir.path, 'hl.addr')
   const hlData = join(dir.path, 'hl-data')
   const hlProc = run('hl-service', [
-    '--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0', '--metrics', '127.0.0.1:0', '--bootstrap', pm.addr,
-    '--addr-file', hlAddr, '--data-dir', hlData, '--new-etcd-cluster',
-    '--etcd-client-port', String(await freePort()), '--etcd-peer-port', String(await freePort()),
+    '--psk-file',
+    pskFile,
+    '--listen',
+    '/ip4/127.0.0.1/tcp/0',
+    '--metrics',
+    '127.0.0.1:0',
+    '--bootstrap',
+    pm.addr,
+    '--addr-file',
+    hlAddr,
+    '--data-dir',
+    hlData,
+    '--new-etcd-cluster',
+    '--etcd-client-port',
+    String(await freePort()),
+    '--etcd-peer-port',
+    String(await freePort()),
   ])
   hl = { proc: hlProc, addr: (await readLinesWhenReady(hlAddr, 30_000))[0], dataDir: hlData }
-  const add = await cli(['add', '--file', helloTar, 'mtc/hello-world-server:1.0', 'hello-world-server'])
+  const add = await cli([
+    'add',
+    '--file',
+    helloTar,
+    'mtc/hello-world-server:1.0',
+    'hello-world-server',
+  ])
   assert.equal(add.code, 0, add.stderr)
 
-  node = await MeshNode.create({ role: 'test', version: '0', listen: [], bootstraps: [], psk, dhtClient: true })
+  node = await MeshNode.create({
+    role: 'test',
+    version: '0',
+    listen: [],
+    bootstraps: [],
+    psk,
+    dhtClient: true,
+  })
   await node.start()
 })
 
 after(async () => {
   await node?.stop()
   await stopAll()
-  const leftovers = await docker('ps', '-aq', '--filter', `label=${LABEL_MANAGED_BY}`).catch(() => '')
+  const leftovers = await docker('ps', '-aq', '--filter', `label=${LABEL_MANAGED_BY}`).catch(
+    () => '',
+  )
   if (leftovers !== '') await docker('rm', '-f', ...leftovers.split('\n')).catch(() => {})
   await dir?.remove()
 })
@@ -135,11 +199,24 @@ describe('allocator', () => {
 
     // A client proxy reaches it through the overlay.
     const port = await freePort()
-    run('proxy', ['--psk-file', pskFile, '--bootstrap', pm.addr, '--no-allocate', '--metrics', '127.0.0.1:0', String(port)])
-    const body = await waitFor('hello through the mesh', async () => {
-      const r = await httpGet(`http://127.0.0.1:${port}/hello-world-server/`)
-      return r.status === 200 ? r.body : undefined
-    }, { timeoutMs: 20_000, intervalMs: 250 })
+    run('proxy', [
+      '--psk-file',
+      pskFile,
+      '--bootstrap',
+      pm.addr,
+      '--no-allocate',
+      '--metrics',
+      '127.0.0.1:0',
+      String(port),
+    ])
+    const body = await waitFor(
+      'hello through the mesh',
+      async () => {
+        const r = await httpGet(`http://127.0.0.1:${port}/hello-world-server/`)
+        return r.status === 200 ? r.body : undefined
+      },
+      { timeoutMs: 20_000, intervalMs: 250 },
+    )
     assert.match(body, /Hello, world/)
 
     const [id] = await containers(a, 'hello-world-server')
@@ -155,7 +232,9 @@ describe('allocator', () => {
 
   it('shares one start among 20 concurrent requests', async () => {
     const b = await startAllocator()
-    const replies = await Promise.all(Array.from({ length: 20 }, () => allocate(b, 'hello-world-server')))
+    const replies = await Promise.all(
+      Array.from({ length: 20 }, () => allocate(b, 'hello-world-server')),
+    )
     assert.equal(new Set(replies.map((r) => r.peerId)).size, 1)
     assert.equal(replies.filter((r) => r.started).length, 1)
     assert.equal((await containers(b, 'hello-world-server')).length, 1)
@@ -164,7 +243,10 @@ describe('allocator', () => {
   })
 
   it('refuses an unknown service and an invalid name', async () => {
-    await assert.rejects(allocate(a, 'no-such-service'), (e: RemoteError) => e.code === 'ERR_UNKNOWN_SERVICE')
+    await assert.rejects(
+      allocate(a, 'no-such-service'),
+      (e: RemoteError) => e.code === 'ERR_UNKNOWN_SERVICE',
+    )
     await assert.rejects(allocate(a, 'Bad_Name'), (e: RemoteError) => e.code === 'ERR_INVALID_NAME')
   })
 
@@ -172,17 +254,25 @@ describe('allocator', () => {
     const before = await allocate(a, 'hello-world-server')
     const [id] = await containers(a, 'hello-world-server')
     await docker('kill', id)
-    await waitFor('crash noticed', async () => {
-      const again = await allocate(a, 'hello-world-server')
-      return again.peerId !== before.peerId ? again : undefined
-    }, { timeoutMs: 30_000, intervalMs: 1000 })
+    await waitFor(
+      'crash noticed',
+      async () => {
+        const again = await allocate(a, 'hello-world-server')
+        return again.peerId !== before.peerId ? again : undefined
+      },
+      { timeoutMs: 30_000, intervalMs: 1000 },
+    )
     assert.equal((await containers(a, 'hello-world-server')).length, 1)
   })
 
   it('re-adopts its running instances after a restart', async () => {
     const before = await allocate(a, 'hello-world-server')
     assert.equal(await a.proc.stop(), 0)
-    assert.equal((await containers(a, 'hello-world-server')).length, 1, 'instances outlive the allocator')
+    assert.equal(
+      (await containers(a, 'hello-world-server')).length,
+      1,
+      'instances outlive the allocator',
+    )
     a = await startAllocator([], a)
     const after = await allocate(a, 'hello-world-server')
     assert.equal(after.peerId, before.peerId)
@@ -193,9 +283,18 @@ describe('allocator', () => {
   it('answers ERR_NO_CAPACITY at --max-instances', async () => {
     const c = await startAllocator(['--max-instances', '1'])
     await allocate(c, 'hello-world-server')
-    const add = await cli(['add', '--image-id', helloImageId, 'mtc/hello-world-server:1.0', 'second-service'])
+    const add = await cli([
+      'add',
+      '--image-id',
+      helloImageId,
+      'mtc/hello-world-server:1.0',
+      'second-service',
+    ])
     assert.equal(add.code, 0, add.stderr)
-    await assert.rejects(allocate(c, 'second-service'), (e: RemoteError) => e.code === 'ERR_NO_CAPACITY')
+    await assert.rejects(
+      allocate(c, 'second-service'),
+      (e: RemoteError) => e.code === 'ERR_NO_CAPACITY',
+    )
     assert.equal((await containers(c)).length, 1)
     await c.proc.stop()
     for (const id of await containers(c)) await docker('rm', '-f', id)
@@ -205,7 +304,10 @@ describe('allocator', () => {
     const d = await startAllocator(['--idle-timeout', '2s'])
     await allocate(d, 'hello-world-server')
     assert.equal((await containers(d)).length, 1)
-    await waitFor('idle instance reaped', async () => (await containers(d)).length === 0, { timeoutMs: 30_000, intervalMs: 500 })
+    await waitFor('idle instance reaped', async () => (await containers(d)).length === 0, {
+      timeoutMs: 30_000,
+      intervalMs: 500,
+    })
     const { body } = await httpGet(`${d.metrics}/metrics`)
     assert.equal(metricValue(body, 'mtc_allocator_instances_reaped_total', { reason: 'idle' }), 1)
     await d.proc.stop()
@@ -215,11 +317,19 @@ describe('allocator', () => {
     // A distinct image (its own ID), registered with its tarball, then removed from Docker.
     const ctx = join(dir.path, 'variant')
     await exec('mkdir', ['-p', ctx])
-    await writeFile(join(ctx, 'Dockerfile'), 'FROM mtc/hello-world-server:1.0\nLABEL mtc.test.variant=1\n')
-    await exec('docker', ['build', '--network=host', '-q', '-t', 'mtc-test/variant:1', ctx], { env: { ...process.env, DOCKER_BUILDKIT: '0' } })
+    await writeFile(
+      join(ctx, 'Dockerfile'),
+      'FROM mtc/hello-world-server:1.0\nLABEL mtc.test.variant=1\n',
+    )
+    await exec('docker', ['build', '--network=host', '-q', '-t', 'mtc-test/variant:1', ctx], {
+      env: { ...process.env, DOCKER_BUILDKIT: '0' },
+    })
     const variantTar = join(dir.path, 'variant.tar')
     await docker('save', '-o', variantTar, 'mtc-test/variant:1')
-    assert.equal((await cli(['add', '--file', variantTar, 'mtc-test/variant:1', 'variant'])).code, 0)
+    assert.equal(
+      (await cli(['add', '--file', variantTar, 'mtc-test/variant:1', 'variant'])).code,
+      0,
+    )
     await docker('rmi', '-f', 'mtc-test/variant:1')
 
     const e = await startAllocator()

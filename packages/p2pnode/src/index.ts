@@ -35,6 +35,7 @@ export {
   parsePositiveNumberFlag,
 } from './flags.ts'
 export { loadOrCreateKey } from './identity.ts'
+export { answerStatus, type InstanceStatus, queryStatus } from './instance-status.ts'
 export { keygenMain } from './keygen.ts'
 export { configureLogging } from './logging.ts'
 export {
@@ -81,4 +82,3 @@ export {
 } from './rpc.ts'
 export { probeRtt } from './rtt.ts'
 export { waitUntil } from './wait.ts'
-export { answerStatus, type InstanceStatus, queryStatus } from './instance-status.ts'

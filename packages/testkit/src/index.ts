@@ -183,3 +183,5 @@ export function metricValue(
   }
   return undefined
 }
+
+export * from './docker.ts'
