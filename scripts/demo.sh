@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The quickstart demo: set-up (idempotent), then a bootstrap and two peers on a PSK
-# mesh with their RTTs from :9100. `--once` runs the scenario and exits 0 on success.
+# The quickstart demo: set-up (idempotent), then a whole mesh on this machine (bootstrap,
+# registry, allocator, client proxy on :4200) serving hello-world-server on demand.
+# `--once` runs the scenario and exits 0 on success; otherwise it runs until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${MTC_SKIP_SETUP:-0}" = 1 ] || bash scripts/setup.sh

@@ -7,7 +7,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { formatSwarmKey, generatePsk, MeshNode, type Psk } from '@mtc/p2pnode'
-import { readLinesWhenReady, run, stopAll, tempDir, waitFor } from '@mtc/testkit'
+import { startBootstrap, stopAll, tempDir, waitFor } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import { ms, report, summary, timeEach } from './stats.ts'
 
@@ -62,18 +62,7 @@ async function main(): Promise<void> {
   const dir = await tempDir('mtc-bench-')
   const pskFile = join(dir.path, 'swarm.key')
   await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
-  const addrFile = join(dir.path, 'pm.addr')
-  const pm = run('ping-monitor', [
-    '--psk-file',
-    pskFile,
-    '--listen',
-    '/ip4/127.0.0.1/tcp/0',
-    '--metrics',
-    '127.0.0.1:0',
-    '--addr-file',
-    addrFile,
-  ])
-  const pmAddr = (await readLinesWhenReady(addrFile))[0]
+  const { proc: pm, addr: pmAddr } = await startBootstrap(pskFile, dir.path)
   const peers: MeshNode[] = []
   for (let i = 0; i < IDLE_PEERS; i++) peers.push(await node(psk, [pmAddr]))
   await waitFor('peers connected', () => peers.every((p) => p.connectedBootstraps().length === 1))

@@ -1,27 +1,26 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { parseArgs } from 'node:util'
+import { parseArgs, promisify } from 'node:util'
 import { exitWith, formatSwarmKey, generatePsk } from '@mtc/p2pnode'
 
 /**
- * The quickstart: a ping-monitor bootstrap on :4001 (metrics :9100) and two peers
- * (redundant ping-monitors) on a fresh private network, then the bootstrap's RTT table.
+ * The one-machine quickstart: a bootstrap (ping-monitor), the registry (hl-service with
+ * its own etcd), an allocator on the local Docker, and a client proxy on :4200; then
+ * hello-world-server is built, registered, and called through the proxy, which gets an
+ * instance started on demand.
  */
 const ROOT = resolve(import.meta.dirname, '../../../..')
 const BIN = join(ROOT, 'node_modules', '.bin')
-const BOOTSTRAP_PORT = 4001
-const METRICS_PORT = 9100
-const ONCE_TIMEOUT_MS = 30_000
-
-interface PeerRow {
-  peerId: string
-  role?: string
-  rttSeconds?: number
-  smoothedRttSeconds?: number
-}
+const exec = promisify(execFile)
+const PORTS = { bootstrap: 4001, pingMonitor: 9100, allocator: 9101, hl: 9102, proxy: 9103, gateway: 4200 }
+const SERVICE = 'hello-world-server'
+const IMAGE = 'mtc/hello-world-server:1.0'
+/** Start-up of each daemon, and the first (cold) request, are bounded. */
+const DAEMON_START_TIMEOUT_MS = 30_000
+const FIRST_REQUEST_TIMEOUT_MS = 90_000
 
 const say = (s: string): void => {
   process.stdout.write(`${s}\n`)
@@ -30,14 +29,9 @@ const say = (s: string): void => {
 async function main(): Promise<number> {
   let once = false
   try {
-    const { values } = parseArgs({
-      options: { once: { type: 'boolean' }, help: { type: 'boolean' } },
-      strict: true,
-    })
+    const { values } = parseArgs({ options: { once: { type: 'boolean' }, help: { type: 'boolean' } }, strict: true })
     if (values.help === true) {
-      say(
-        'Usage: scripts/demo.sh [--once]\n  --once  run the scenario, print the RTTs and exit (0 on success)',
-      )
+      say('Usage: scripts/demo.sh [--once]\n  --once  run the scenario, print the result and exit (0 on success)')
       return 0
     }
     once = values.once === true
@@ -47,31 +41,8 @@ async function main(): Promise<number> {
   }
 
   const dir = await mkdtemp(join(tmpdir(), 'mtc-quickstart-'))
-  const children: ChildProcess[] = []
-  const stopAll = async (): Promise<void> => {
-    await Promise.all(
-      children.map(
-        (c) =>
-          new Promise<void>((ok) => {
-            if (c.exitCode != null || c.signalCode != null) return ok()
-            c.once('close', () => ok())
-            c.kill('SIGTERM')
-          }),
-      ),
-    )
-    await rm(dir, { recursive: true, force: true })
-  }
-  const start = (name: string, args: string[]): void => {
-    const child = spawn(join(BIN, 'ping-monitor'), args, { stdio: ['ignore', 'ignore', 'pipe'] })
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
-      for (const line of d.trimEnd().split('\n')) process.stderr.write(`  [${name}] ${line}\n`)
-    })
-    child.on('exit', (code) => {
-      if (code !== 0 && code !== null) process.stderr.write(`  [${name}] exited with ${code}\n`)
-    })
-    children.push(child)
-  }
-
+  const children: Array<{ name: string; child: ChildProcess }> = []
+  let allocatorId: string | undefined
   let interrupted = false
   const onSignal = (): void => {
     interrupted = true
@@ -79,67 +50,17 @@ async function main(): Promise<number> {
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
 
-  try {
-    const pskFile = join(dir, 'swarm.key')
-    await writeFile(pskFile, formatSwarmKey(generatePsk()), { mode: 0o600 })
-    say(`1. private network key: ${pskFile} (new, random)`)
-    const addrFile = join(dir, 'bootstrap.addr')
-    start('bootstrap', [
-      '--psk-file',
-      pskFile,
-      '--listen',
-      `/ip4/127.0.0.1/tcp/${BOOTSTRAP_PORT}`,
-      '--metrics',
-      `127.0.0.1:${METRICS_PORT}`,
-      '--addr-file',
-      addrFile,
-    ])
-    const bootstrap = await waitFor('the bootstrap to listen', 15_000, async () => {
-      const text = await readFile(addrFile, 'utf8').catch(() => '')
-      return text.split('\n')[0] || undefined
+  const start = (name: string, bin: string, args: string[]): void => {
+    const child = spawn(join(BIN, bin), args, { stdio: ['ignore', 'ignore', 'pipe'] })
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      for (const line of d.trimEnd().split('\n')) process.stderr.write(`  [${name}] ${line}\n`)
     })
-    say(`2. bootstrap (ping-monitor) at ${bootstrap}`)
-    for (const name of ['peer-1', 'peer-2']) {
-      start(name, [
-        '--psk-file',
-        pskFile,
-        '--listen',
-        '/ip4/127.0.0.1/tcp/0',
-        '--metrics',
-        '127.0.0.1:0',
-        '--bootstrap',
-        bootstrap,
-      ])
-    }
-    say('3. two peers joining through the bootstrap')
-    const rows = await waitFor('both peers to report an RTT', 20_000, async () => {
-      const peers = await fetchPeers()
-      return peers.filter((p) => p.rttSeconds != null).length >= 2 ? peers : undefined
-    })
-    say(`4. RTTs measured by the bootstrap (http://127.0.0.1:${METRICS_PORT}/peers):`)
-    printTable(rows)
-    say(`   Prometheus metrics: curl -s 127.0.0.1:${METRICS_PORT}/metrics | grep mtc_ping_monitor`)
-    if (once) return 0
-    say('Running; Ctrl-C stops everything.')
-    while (!interrupted) {
-      await sleep(5000)
-      if (!interrupted) printTable(await fetchPeers().catch(() => []))
-    }
-    return 0
-  } catch (err) {
-    process.stderr.write(`quickstart: ${(err as Error).message}\n`)
-    return 1
-  } finally {
-    await stopAll()
-    say('stopped everything the demo started')
+    children.push({ name, child })
   }
-
-  async function waitFor<T>(
-    what: string,
-    ms: number,
-    check: () => Promise<T | undefined>,
-  ): Promise<T> {
-    const deadline = Date.now() + Math.min(ms, ONCE_TIMEOUT_MS)
+  const addr = async (file: string, what: string): Promise<string> =>
+    await waitFor(what, DAEMON_START_TIMEOUT_MS, async () => (await readFile(file, 'utf8').catch(() => '')).split('\n')[0] || undefined)
+  const waitFor = async <T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> => {
+    const deadline = Date.now() + ms
     while (Date.now() < deadline && !interrupted) {
       const v = await check().catch(() => undefined)
       if (v !== undefined) return v
@@ -147,24 +68,84 @@ async function main(): Promise<number> {
     }
     throw new Error(interrupted ? 'interrupted' : `timed out waiting for ${what}`)
   }
-}
 
-async function fetchPeers(): Promise<PeerRow[]> {
-  const res = await fetch(`http://127.0.0.1:${METRICS_PORT}/peers`, {
-    signal: AbortSignal.timeout(2000),
-  })
-  return (await res.json()) as PeerRow[]
-}
+  try {
+    await exec('docker', ['info']).catch(() => {
+      throw new Error('Docker is not running (scripts/dockerd.sh starts it)')
+    })
+    const psk = join(dir, 'swarm.key')
+    await writeFile(psk, formatSwarmKey(generatePsk()), { mode: 0o600 })
+    const common = ['--psk-file', psk]
 
-function printTable(rows: PeerRow[]): void {
-  const ms = (s?: number): string => (s == null ? '-' : `${(s * 1000).toFixed(3)} ms`)
-  say(
-    `   ${'peer'.padEnd(54)} ${'role'.padEnd(14)} ${'rtt'.padStart(10)} ${'smoothed'.padStart(10)}`,
-  )
-  for (const r of rows) {
-    say(
-      `   ${r.peerId.padEnd(54)} ${(r.role ?? '?').padEnd(14)} ${ms(r.rttSeconds).padStart(10)} ${ms(r.smoothedRttSeconds).padStart(10)}`,
-    )
+    say('1. bootstrap: ping-monitor on :4001 (metrics :9100)')
+    start('ping-monitor', 'ping-monitor', [...common, '--listen', `/ip4/127.0.0.1/tcp/${PORTS.bootstrap}`,
+      '--metrics', `127.0.0.1:${PORTS.pingMonitor}`, '--addr-file', join(dir, 'pm.addr')])
+    const bootstrap = await addr(join(dir, 'pm.addr'), 'the bootstrap')
+    const joined = [...common, '--bootstrap', bootstrap, '--listen', '/ip4/127.0.0.1/tcp/0']
+
+    say('2. registry: hl-service with a local etcd (metrics :9102)')
+    start('hl-service', 'hl-service', [...joined, '--new-etcd-cluster', '--data-dir', join(dir, 'hl'),
+      '--metrics', `127.0.0.1:${PORTS.hl}`, '--addr-file', join(dir, 'hl.addr')])
+    const hl = await addr(join(dir, 'hl.addr'), 'hl-service')
+
+    say('3. allocator on the local Docker (metrics :9101)')
+    start('allocator', 'allocator', [...joined, '--host-ip', '127.0.0.1', '--data-dir', join(dir, 'allocator'),
+      '--metrics', `127.0.0.1:${PORTS.allocator}`, '--addr-file', join(dir, 'alloc.addr')])
+    allocatorId = (await addr(join(dir, 'alloc.addr'), 'the allocator')).split('/p2p/')[1]
+
+    say('4. client proxy on :4200 (metrics :9103)')
+    start('proxy', 'proxy', [...joined, '--metrics', `127.0.0.1:${PORTS.proxy}`, String(PORTS.gateway)])
+
+    say(`5. building ${IMAGE} and registering it as ${SERVICE}`)
+    await exec('bash', [join(ROOT, 'scripts/build-images.sh'), '--save', dir], { maxBuffer: 16 << 20 })
+    await exec(join(BIN, 'hl-cli'), [...common, '--hl', hl, 'add', '--file', join(dir, `${SERVICE}.tar`), IMAGE, SERVICE])
+
+    say(`6. curl localhost:${PORTS.gateway}/${SERVICE}/  (no instance runs yet: one is started on demand)`)
+    await waitFor('the gateway', DAEMON_START_TIMEOUT_MS, async () => (await fetch(`http://127.0.0.1:${PORTS.gateway}/`).then(() => true)))
+    const t0 = performance.now()
+    const res = await fetch(`http://127.0.0.1:${PORTS.gateway}/${SERVICE}/`, { signal: AbortSignal.timeout(FIRST_REQUEST_TIMEOUT_MS) })
+    const body = await res.text()
+    const coldMs = performance.now() - t0
+    if (res.status !== 200 || !/Hello, world/.test(body)) {
+      throw new Error(`the first request answered ${res.status}: ${body.trim()}`)
+    }
+    say(`   -> ${res.status} "${body.trim()}" in ${coldMs.toFixed(0)} ms (cold start)`)
+    const t1 = performance.now()
+    const warm = await fetch(`http://127.0.0.1:${PORTS.gateway}/${SERVICE}/`)
+    await warm.text()
+    say(`   -> ${warm.status} again in ${(performance.now() - t1).toFixed(1)} ms (warm)`)
+    const ps = await exec('docker', ['ps', '--filter', `label=mtc.managed-by=${allocatorId}`, '--format', '{{.Names}}  {{.Image}}  {{.Status}}'])
+    say(`   instance container: ${ps.stdout.trim()}`)
+    say(`
+Where to look:
+  curl localhost:${PORTS.gateway}/${SERVICE}/                 the service through the mesh
+  curl -s localhost:${PORTS.pingMonitor}/peers                       RTT table of the bootstrap
+  curl -s localhost:${PORTS.allocator}/metrics | grep mtc_allocator    allocations and cold starts
+  curl -s localhost:${PORTS.proxy}/metrics | grep mtc_proxy            requests through the gateway
+  docker ps --filter label=mtc.managed-by                      instances started on demand
+  pnpm exec hl-cli --psk-file ${psk} --hl ${hl} list`)
+    if (once) return 0
+    say('\nRunning; Ctrl-C stops everything.')
+    while (!interrupted) await sleep(500)
+    return 0
+  } catch (err) {
+    process.stderr.write(`quickstart: ${(err as Error).message}\n`)
+    return 1
+  } finally {
+    // Clients first, the bootstrap last; then the instances the allocator left running.
+    for (const { child } of children.reverse()) {
+      if (child.exitCode == null && child.signalCode == null) {
+        const closed = new Promise((ok) => child.once('close', ok))
+        child.kill('SIGTERM')
+        await Promise.race([closed, sleep(12_000)])
+      }
+    }
+    if (allocatorId != null) {
+      const ids = (await exec('docker', ['ps', '-aq', '--filter', `label=mtc.managed-by=${allocatorId}`]).catch(() => ({ stdout: '' }))).stdout.trim()
+      if (ids !== '') await exec('docker', ['rm', '-f', ...ids.split('\n')]).catch(() => {})
+    }
+    await rm(dir, { recursive: true, force: true })
+    say('stopped everything the demo started')
   }
 }
 

@@ -99,7 +99,10 @@ export class ImageProvider {
           async (chunks) => {
             await this.c.blobs.write(chunks, { expectedDigest: digest, maxSize: size, signal })
           },
-          AbortSignal.any([signal, AbortSignal.timeout(BLOB_FETCH_IDLE_MS + Math.ceil(size / 1_000))]),
+          AbortSignal.any([
+            signal,
+            AbortSignal.timeout(BLOB_FETCH_IDLE_MS + Math.ceil(size / 1_000)),
+          ]),
         )
         log('fetched blob %s (%d bytes) from %p', digest, size, peer)
         return

@@ -11,9 +11,10 @@ import {
   metricValue,
   type Proc,
   REPO_ROOT,
-  readLinesWhenReady,
   run,
   runToEnd,
+  startBootstrap,
+  startDaemon,
   stopAll,
   tempDir,
   waitFor,
@@ -48,7 +49,6 @@ interface Alloc {
 let seq = 0
 async function startAllocator(extra: string[] = [], reuse?: Alloc): Promise<Alloc> {
   const n = seq++
-  const addrFile = join(dir.path, `alloc-${n}.addr`)
   const metricsPort = await freePort()
   const dataDir = reuse?.dataDir ?? join(dir.path, `alloc-${n}`)
   const args = reuse?.args ?? [
@@ -71,24 +71,12 @@ async function startAllocator(extra: string[] = [], reuse?: Alloc): Promise<Allo
     ...extra,
   ]
   if (reuse == null) portBase += 100
-  const proc = run('allocator', [
-    ...args,
-    '--addr-file',
-    addrFile,
-    '--metrics',
-    `127.0.0.1:${metricsPort}`,
-  ])
-  const lines = await readLinesWhenReady(addrFile, 30_000).catch((err: Error) => {
-    throw new Error(`${err.message}\n${proc.stderr()}`)
-  })
-  return {
-    proc,
-    addr: lines[0],
-    peerId: lines[0].split('/p2p/')[1],
-    metrics: `http://127.0.0.1:${metricsPort}`,
-    dataDir,
-    args,
-  }
+  const d = await startDaemon(
+    'allocator',
+    [...args, '--metrics', `127.0.0.1:${metricsPort}`],
+    dir.path,
+  )
+  return { ...d, metrics: `http://127.0.0.1:${metricsPort}`, dataDir, args }
 }
 
 async function allocate(a: Alloc, service: string) {
@@ -120,40 +108,20 @@ before(async () => {
   helloTar = join(dir.path, 'hello-world-server.tar')
   helloImageId = await docker('image', 'inspect', '-f', '{{.Id}}', 'mtc/hello-world-server:1.0')
 
-  const pmAddr = join(dir.path, 'pm.addr')
-  const pmProc = run('ping-monitor', [
-    '--psk-file',
-    pskFile,
-    '--listen',
-    '/ip4/127.0.0.1/tcp/0',
-    '--metrics',
-    '127.0.0.1:0',
-    '--addr-file',
-    pmAddr,
-  ])
-  pm = { proc: pmProc, addr: (await readLinesWhenReady(pmAddr))[0] }
-  const hlAddr = join(dir.path, 'hl.addr')
+  pm = await startBootstrap(pskFile, dir.path)
   const hlData = join(dir.path, 'hl-data')
-  const hlProc = run('hl-service', [
+  const etcdPorts = [String(await freePort()), String(await freePort())]
+  const hlArgs = [
     '--psk-file',
     pskFile,
     '--listen',
     '/ip4/127.0.0.1/tcp/0',
     '--metrics',
     '127.0.0.1:0',
-    '--bootstrap',
-    pm.addr,
-    '--addr-file',
-    hlAddr,
-    '--data-dir',
-    hlData,
-    '--new-etcd-cluster',
-    '--etcd-client-port',
-    String(await freePort()),
-    '--etcd-peer-port',
-    String(await freePort()),
-  ])
-  hl = { proc: hlProc, addr: (await readLinesWhenReady(hlAddr, 30_000))[0], dataDir: hlData }
+  ]
+  hlArgs.push('--bootstrap', pm.addr, '--data-dir', hlData, '--new-etcd-cluster')
+  hlArgs.push('--etcd-client-port', etcdPorts[0], '--etcd-peer-port', etcdPorts[1])
+  hl = { ...(await startDaemon('hl-service', hlArgs, dir.path)), dataDir: hlData }
   const add = await cli([
     'add',
     '--file',

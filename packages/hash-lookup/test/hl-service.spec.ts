@@ -9,9 +9,9 @@ import {
   httpGet,
   metricValue,
   type Proc,
-  readLinesWhenReady,
-  run,
   runToEnd,
+  startBootstrap,
+  startDaemon,
   stopAll,
   tempDir,
   waitFor,
@@ -50,28 +50,12 @@ async function tarballFile(name: string, tag: string, layout: 'classic' | 'oci' 
 }
 
 let seq = 0
-async function startHl(args: string[], dataDir = join(dir.path, `hl-data-${seq}`)) {
-  const addrFile = join(dir.path, `hl-addr-${seq++}`)
+async function startHl(args: string[], dataDir = join(dir.path, `hl-data-${seq++}`)) {
   const metricsPort = await freePort()
-  const proc = run('hl-service', [
-    '--psk-file',
-    pskFile,
-    '--listen',
-    '/ip4/127.0.0.1/tcp/0',
-    '--bootstrap',
-    pm.addr,
-    '--addr-file',
-    addrFile,
-    '--metrics',
-    `127.0.0.1:${metricsPort}`,
-    '--data-dir',
-    dataDir,
-    ...args,
-  ])
-  const lines = await readLinesWhenReady(addrFile, 30_000).catch((err: Error) => {
-    throw new Error(`${err.message}\n${proc.stderr()}`)
-  })
-  return { proc, addr: lines[0], metrics: `http://127.0.0.1:${metricsPort}`, dataDir }
+  const common = ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0', '--bootstrap', pm.addr]
+  const own = ['--metrics', `127.0.0.1:${metricsPort}`, '--data-dir', dataDir]
+  const d = await startDaemon('hl-service', [...common, ...own, ...args], dir.path)
+  return { ...d, metrics: `http://127.0.0.1:${metricsPort}`, dataDir }
 }
 
 /** hl-cli as a user runs it, as the writer unless `key` says otherwise. */
@@ -103,18 +87,7 @@ before(async () => {
     await runToEnd('mtc-keygen', ['identity', '--key-file', writerKey])
   ).stdout.trim()
 
-  const pmAddrFile = join(dir.path, 'pm-addr')
-  const pmProc = run('ping-monitor', [
-    '--psk-file',
-    pskFile,
-    '--listen',
-    '/ip4/127.0.0.1/tcp/0',
-    '--metrics',
-    '127.0.0.1:0',
-    '--addr-file',
-    pmAddrFile,
-  ])
-  pm = { proc: pmProc, addr: (await readLinesWhenReady(pmAddrFile))[0] }
+  pm = await startBootstrap(pskFile, dir.path)
 
   etcdPorts = { client: await freePort(), peer: await freePort() }
   hl = await startHl([

@@ -185,3 +185,42 @@ export function metricValue(
 }
 
 export * from './docker.ts'
+
+let daemonSeq = 0
+
+/**
+ * Starts an mtc daemon with `--addr-file` in `dir` and resolves once it listens, with its
+ * first multiaddr and peer ID; a daemon that does not come up fails with its stderr.
+ */
+export async function startDaemon(
+  bin: string,
+  args: string[],
+  dir: string,
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<{ proc: Proc; addr: string; peerId: string }> {
+  const addrFile = join(dir, `${bin}-${daemonSeq++}.addr`)
+  const proc = run(bin, [...args, '--addr-file', addrFile], { env: options.env })
+  const lines = await readLinesWhenReady(addrFile, options.timeoutMs ?? 30_000).catch(
+    (err: Error) => {
+      throw new Error(`${bin} did not start: ${err.message}\n${proc.stderr()}`)
+    },
+  )
+  return { proc, addr: lines[0], peerId: lines[0].split('/p2p/')[1] }
+}
+
+/** A ping-monitor on a random loopback port: the bootstrap most tests need. */
+export async function startBootstrap(pskFile: string, dir: string, extra: string[] = []) {
+  return await startDaemon(
+    'ping-monitor',
+    [
+      '--psk-file',
+      pskFile,
+      '--listen',
+      '/ip4/127.0.0.1/tcp/0',
+      '--metrics',
+      '127.0.0.1:0',
+      ...extra,
+    ],
+    dir,
+  )
+}
