@@ -15,7 +15,14 @@ import { exitWith, formatSwarmKey, generatePsk } from '@mtc/p2pnode'
 const ROOT = resolve(import.meta.dirname, '../../../..')
 const BIN = join(ROOT, 'node_modules', '.bin')
 const exec = promisify(execFile)
-const PORTS = { bootstrap: 4001, pingMonitor: 9100, allocator: 9101, hl: 9102, proxy: 9103, gateway: 4200 }
+const PORTS = {
+  bootstrap: 4001,
+  pingMonitor: 9100,
+  allocator: 9101,
+  hl: 9102,
+  proxy: 9103,
+  gateway: 4200,
+}
 const SERVICE = 'hello-world-server'
 const IMAGE = 'mtc/hello-world-server:1.0'
 /** Start-up of each daemon, and the first (cold) request, are bounded. */
@@ -29,9 +36,14 @@ const say = (s: string): void => {
 async function main(): Promise<number> {
   let once = false
   try {
-    const { values } = parseArgs({ options: { once: { type: 'boolean' }, help: { type: 'boolean' } }, strict: true })
+    const { values } = parseArgs({
+      options: { once: { type: 'boolean' }, help: { type: 'boolean' } },
+      strict: true,
+    })
     if (values.help === true) {
-      say('Usage: scripts/demo.sh [--once]\n  --once  run the scenario, print the result and exit (0 on success)')
+      say(
+        'Usage: scripts/demo.sh [--once]\n  --once  run the scenario, print the result and exit (0 on success)',
+      )
       return 0
     }
     once = values.once === true
@@ -58,8 +70,16 @@ async function main(): Promise<number> {
     children.push({ name, child })
   }
   const addr = async (file: string, what: string): Promise<string> =>
-    await waitFor(what, DAEMON_START_TIMEOUT_MS, async () => (await readFile(file, 'utf8').catch(() => '')).split('\n')[0] || undefined)
-  const waitFor = async <T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> => {
+    await waitFor(
+      what,
+      DAEMON_START_TIMEOUT_MS,
+      async () => (await readFile(file, 'utf8').catch(() => '')).split('\n')[0] || undefined,
+    )
+  const waitFor = async <T>(
+    what: string,
+    ms: number,
+    check: () => Promise<T | undefined>,
+  ): Promise<T> => {
     const deadline = Date.now() + ms
     while (Date.now() < deadline && !interrupted) {
       const v = await check().catch(() => undefined)
@@ -78,32 +98,80 @@ async function main(): Promise<number> {
     const common = ['--psk-file', psk]
 
     say('1. bootstrap: ping-monitor on :4001 (metrics :9100)')
-    start('ping-monitor', 'ping-monitor', [...common, '--listen', `/ip4/127.0.0.1/tcp/${PORTS.bootstrap}`,
-      '--metrics', `127.0.0.1:${PORTS.pingMonitor}`, '--addr-file', join(dir, 'pm.addr')])
+    start('ping-monitor', 'ping-monitor', [
+      ...common,
+      '--listen',
+      `/ip4/127.0.0.1/tcp/${PORTS.bootstrap}`,
+      '--metrics',
+      `127.0.0.1:${PORTS.pingMonitor}`,
+      '--addr-file',
+      join(dir, 'pm.addr'),
+    ])
     const bootstrap = await addr(join(dir, 'pm.addr'), 'the bootstrap')
     const joined = [...common, '--bootstrap', bootstrap, '--listen', '/ip4/127.0.0.1/tcp/0']
 
     say('2. registry: hl-service with a local etcd (metrics :9102)')
-    start('hl-service', 'hl-service', [...joined, '--new-etcd-cluster', '--data-dir', join(dir, 'hl'),
-      '--metrics', `127.0.0.1:${PORTS.hl}`, '--addr-file', join(dir, 'hl.addr')])
+    start('hl-service', 'hl-service', [
+      ...joined,
+      '--new-etcd-cluster',
+      '--data-dir',
+      join(dir, 'hl'),
+      '--metrics',
+      `127.0.0.1:${PORTS.hl}`,
+      '--addr-file',
+      join(dir, 'hl.addr'),
+    ])
     const hl = await addr(join(dir, 'hl.addr'), 'hl-service')
 
     say('3. allocator on the local Docker (metrics :9101)')
-    start('allocator', 'allocator', [...joined, '--host-ip', '127.0.0.1', '--data-dir', join(dir, 'allocator'),
-      '--metrics', `127.0.0.1:${PORTS.allocator}`, '--addr-file', join(dir, 'alloc.addr')])
+    start('allocator', 'allocator', [
+      ...joined,
+      '--host-ip',
+      '127.0.0.1',
+      '--data-dir',
+      join(dir, 'allocator'),
+      '--metrics',
+      `127.0.0.1:${PORTS.allocator}`,
+      '--addr-file',
+      join(dir, 'alloc.addr'),
+    ])
     allocatorId = (await addr(join(dir, 'alloc.addr'), 'the allocator')).split('/p2p/')[1]
 
     say('4. client proxy on :4200 (metrics :9103)')
-    start('proxy', 'proxy', [...joined, '--metrics', `127.0.0.1:${PORTS.proxy}`, String(PORTS.gateway)])
+    start('proxy', 'proxy', [
+      ...joined,
+      '--metrics',
+      `127.0.0.1:${PORTS.proxy}`,
+      String(PORTS.gateway),
+    ])
 
     say(`5. building ${IMAGE} and registering it as ${SERVICE}`)
-    await exec('bash', [join(ROOT, 'scripts/build-images.sh'), '--save', dir], { maxBuffer: 16 << 20 })
-    await exec(join(BIN, 'hl-cli'), [...common, '--hl', hl, 'add', '--file', join(dir, `${SERVICE}.tar`), IMAGE, SERVICE])
+    await exec('bash', [join(ROOT, 'scripts/build-images.sh'), '--save', dir], {
+      maxBuffer: 16 << 20,
+    })
+    await exec(join(BIN, 'hl-cli'), [
+      ...common,
+      '--hl',
+      hl,
+      'add',
+      '--file',
+      join(dir, `${SERVICE}.tar`),
+      IMAGE,
+      SERVICE,
+    ])
 
-    say(`6. curl localhost:${PORTS.gateway}/${SERVICE}/  (no instance runs yet: one is started on demand)`)
-    await waitFor('the gateway', DAEMON_START_TIMEOUT_MS, async () => (await fetch(`http://127.0.0.1:${PORTS.gateway}/`).then(() => true)))
+    say(
+      `6. curl localhost:${PORTS.gateway}/${SERVICE}/  (no instance runs yet: one is started on demand)`,
+    )
+    await waitFor(
+      'the gateway',
+      DAEMON_START_TIMEOUT_MS,
+      async () => await fetch(`http://127.0.0.1:${PORTS.gateway}/`).then(() => true),
+    )
     const t0 = performance.now()
-    const res = await fetch(`http://127.0.0.1:${PORTS.gateway}/${SERVICE}/`, { signal: AbortSignal.timeout(FIRST_REQUEST_TIMEOUT_MS) })
+    const res = await fetch(`http://127.0.0.1:${PORTS.gateway}/${SERVICE}/`, {
+      signal: AbortSignal.timeout(FIRST_REQUEST_TIMEOUT_MS),
+    })
     const body = await res.text()
     const coldMs = performance.now() - t0
     if (res.status !== 200 || !/Hello, world/.test(body)) {
@@ -114,16 +182,28 @@ async function main(): Promise<number> {
     const warm = await fetch(`http://127.0.0.1:${PORTS.gateway}/${SERVICE}/`)
     await warm.text()
     say(`   -> ${warm.status} again in ${(performance.now() - t1).toFixed(1)} ms (warm)`)
-    const ps = await exec('docker', ['ps', '--filter', `label=mtc.managed-by=${allocatorId}`, '--format', '{{.Names}}  {{.Image}}  {{.Status}}'])
+    const ps = await exec('docker', [
+      'ps',
+      '--filter',
+      `label=mtc.managed-by=${allocatorId}`,
+      '--format',
+      '{{.Names}}  {{.Image}}  {{.Status}}',
+    ])
     say(`   instance container: ${ps.stdout.trim()}`)
-    say(`
-Where to look:
-  curl localhost:${PORTS.gateway}/${SERVICE}/                 the service through the mesh
-  curl -s localhost:${PORTS.pingMonitor}/peers                       RTT table of the bootstrap
-  curl -s localhost:${PORTS.allocator}/metrics | grep mtc_allocator    allocations and cold starts
-  curl -s localhost:${PORTS.proxy}/metrics | grep mtc_proxy            requests through the gateway
-  docker ps --filter label=mtc.managed-by                      instances started on demand
-  pnpm exec hl-cli --psk-file ${psk} --hl ${hl} list`)
+    const look: Array<[string, string]> = [
+      [`curl localhost:${PORTS.gateway}/${SERVICE}/`, 'the service through the mesh'],
+      [`curl -s localhost:${PORTS.pingMonitor}/peers`, 'RTT table of the bootstrap'],
+      [
+        `curl -s localhost:${PORTS.allocator}/metrics | grep mtc_allocator`,
+        'allocations and cold starts',
+      ],
+      [`curl -s localhost:${PORTS.proxy}/metrics | grep mtc_proxy`, 'requests through the gateway'],
+      [`curl -s localhost:${PORTS.hl}/metrics | grep mtc_hl`, 'registry requests'],
+      ['docker ps --filter label=mtc.managed-by', 'instances started on demand'],
+      [`pnpm exec hl-cli --psk-file ${psk} --hl ${hl} list`, 'registered services'],
+    ]
+    say('\nWhere to look:')
+    for (const [cmd, what] of look) say(`  ${cmd.padEnd(58)}  ${what}`)
     if (once) return 0
     say('\nRunning; Ctrl-C stops everything.')
     while (!interrupted) await sleep(500)
@@ -141,7 +221,14 @@ Where to look:
       }
     }
     if (allocatorId != null) {
-      const ids = (await exec('docker', ['ps', '-aq', '--filter', `label=mtc.managed-by=${allocatorId}`]).catch(() => ({ stdout: '' }))).stdout.trim()
+      const ids = (
+        await exec('docker', [
+          'ps',
+          '-aq',
+          '--filter',
+          `label=mtc.managed-by=${allocatorId}`,
+        ]).catch(() => ({ stdout: '' }))
+      ).stdout.trim()
       if (ids !== '') await exec('docker', ['rm', '-f', ...ids.split('\n')]).catch(() => {})
     }
     await rm(dir, { recursive: true, force: true })

@@ -11,7 +11,7 @@
  */
 import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { build, type Plugin } from 'esbuild'
+import { build } from 'esbuild'
 
 const REPO_ROOT = resolve(import.meta.dirname, '../../..')
 
@@ -31,25 +31,6 @@ const CJS_SHIM = [
   'const __filename = __mtcFileURLToPath(import.meta.url)',
   'const __dirname = __mtcDirname(__filename)',
 ].join('\n')
-
-/**
- * Native addons cannot be bundled; the ones in the dependency tree are optional (dockerode
- * → ssh2 → cpu-features, ssh2's crypto binding: loaded in try/catch, with JS fallbacks).
- */
-const NATIVE_ADDONS = ['*.node']
-
-/** Modules replaced by a stub (see the stub for why). */
-const STUBS: Record<string, string> = {
-  etcd3: resolve(import.meta.dirname, 'stubs/etcd3.ts'),
-}
-
-const stubs: Plugin = {
-  name: 'mtc-stubs',
-  setup(b) {
-    const filter = new RegExp(`^(${Object.keys(STUBS).join('|')})$`)
-    b.onResolve({ filter }, (args) => ({ path: STUBS[args.path] }))
-  },
-}
 
 const BUNDLES: { entry: string; out: string }[] = [
   { entry: 'packages/proxy/dist/src/bin.js', out: 'base/mtc/proxy.mjs' },
@@ -83,8 +64,6 @@ async function main(): Promise<number> {
         format: 'esm',
         target: TARGET,
         banner: { js: CJS_SHIM },
-        external: NATIVE_ADDONS,
-        plugins: [stubs],
         legalComments: 'none',
         logLevel: 'warning',
       }),

@@ -1,23 +1,29 @@
 import type { PeerId } from '@libp2p/interface'
 
+/** Why an instance is asked for: none is usable, or the best is above the soft limit. */
+export type AllocationReason = 'no-instance' | 'above-soft-limit'
+
 export interface AllocationRequest {
   service: string
-  /** Why: no usable instance at all, or the best one is above the soft RTT limit. */
-  reason: 'no-instance' | 'above-soft-limit'
+  reason: AllocationReason
   signal: AbortSignal
 }
 
 /**
- * Starts instances on demand (the allocator client plugs in here). `allocate` resolves
- * with the new instance's peer ID once it is reachable, or undefined when none could be
- * started; the proxy then probes it like any discovered instance. Implementations share
- * one start among concurrent calls for the same service.
+ * Starts instances on demand. `allocate` resolves with the new instance's peer ID once it
+ * is reachable (its addresses already in the peer store), or with undefined when there is
+ * no allocator to ask; the proxy then probes the instance like any discovered one.
+ * Failures reject with a ProxyError: ERR_UNKNOWN_SERVICE, ERR_NO_CAPACITY or
+ * ERR_ALLOCATION_FAILED. The proxy asks once per service at a time (see OnDemand).
  */
 export interface Allocator {
   allocate(request: AllocationRequest): Promise<PeerId | undefined>
+  /** Background work (e.g. looking up allocators) begins; called with the proxy's start. */
+  start?(): void
+  stop?(): Promise<void> | void
 }
 
-/** No allocation: requests for a service without a usable instance fail with 503. */
+/** No allocation (`--no-allocate`): requests for a service without a usable instance fail. */
 export const noAllocator: Allocator = {
   async allocate() {
     return undefined

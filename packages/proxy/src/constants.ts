@@ -4,8 +4,6 @@ import { PROTOCOL_PREFIX } from '@mtc/p2pnode'
 
 /** HTTP/1.1 carried over a libp2p stream exactly as over a TCP connection. */
 export const HTTP_PROTOCOL = `/${PROTOCOL_PREFIX}/http/1.0.0`
-/** One JSON answer `{service, idleSeconds, ready}` per stream, then close. */
-export const STATUS_PROTOCOL = `/${PROTOCOL_PREFIX}/instance-status/1.0.0`
 
 // ---------------------------------------------------------------- command line defaults
 
@@ -111,10 +109,6 @@ export const SERVICE_EXPIRY_MS = 10 * 60_000
 export const INSTANCE_FORGET_AFTER_FAILURES = 10
 /** Instances of one service tracked at once: bounds probing work per service. */
 export const MAX_INSTANCES_PER_SERVICE = 32
-/** The status answer is a few dozen bytes of JSON; refuse more. */
-export const MAX_STATUS_BYTES = 4 * 1024
-/** A status query unanswered after this long fails (as p2pnode's RTT probe). */
-export const STATUS_TIMEOUT_MS = 5_000
 
 // ---------------------------------------------------------------- selection
 
@@ -152,3 +146,63 @@ export const READINESS_TIMEOUT_MS = 1_000
 export const LOCAL_IDLE_SOCKET_TIMEOUT_MS = 4_000
 /** Idle keep-alive connections to the local service kept open (per instance). */
 export const MAX_IDLE_LOCAL_SOCKETS = 64
+
+// ---------------------------------------------------------------- on-demand instances
+
+/**
+ * How long a request waits for an instance being started for it (`--allocation-timeout`):
+ * as nginx's proxy_read_timeout. A start that fetches an image can take longer; later
+ * requests join it. Then 503 ERR_ALLOCATION_TIMEOUT.
+ */
+export const DEFAULT_ALLOCATION_TIMEOUT_MS = 60_000
+/**
+ * Requests of one service waiting for an allocated instance: above it 503 ERR_QUEUE_FULL at
+ * once. Each waiting request holds only its socket; the gateway's 1,024 in flight bound
+ * them all together.
+ */
+export const MAX_WAITING_PER_SERVICE = 1_000
+/**
+ * After a failed allocation, requests of the service get the same answer without asking
+ * again for this long (an unknown name or a full mesh is not asked 1,000 times a second);
+ * also the Retry-After of those answers.
+ */
+export const ALLOCATION_FAILURE_HOLD_MS = 5_000
+/**
+ * At most one background allocation per service for a nearer instance (the best is above
+ * the soft limit) this often: an allocator may answer with the same far instance.
+ */
+export const NEARER_ALLOCATION_INTERVAL_MS = 30_000
+/** Allocators asked in turn for one allocation (the nearest with room first). */
+export const MAX_ALLOCATION_ATTEMPTS = 3
+/** Allocators probed (RTT + capacity) per allocation: the first found in the DHT. */
+export const MAX_ALLOCATORS = 16
+/** One allocator probe (dial + ping + status); one that does not answer is skipped. */
+export const ALLOCATOR_PROBE_TIMEOUT_MS = 2_000
+/** One DHT lookup of the allocators; what it found so far is kept. */
+export const ALLOCATOR_LOOKUP_TIMEOUT_MS = 5_000
+/** The allocators are looked up again (in the background) when older than this... */
+export const ALLOCATOR_REFRESH_MS = 30_000
+/** ...or, when none was found, before the next allocation after this. */
+export const ALLOCATOR_NEGATIVE_CACHE_MS = 1_000
+
+// ---------------------------------------------------------------- requirements from the registry
+
+/** A service's record (its RTT limits) is read again after this; meanwhile it is served
+ * from the cache, and once stale while a fresh one is read in the background. */
+export const REQUIREMENTS_TTL_MS = 30_000
+/** A service the registry does not know is asked about again after this (it may be
+ * registered any moment; it then gets `--config`'s limits). */
+export const REQUIREMENTS_NEGATIVE_TTL_MS = 5_000
+/** The first request of a service waits this long for its record, then uses `--config`'s
+ * limits (the record is still read and used from then on). */
+export const REQUIREMENTS_FIRST_WAIT_MS = 1_000
+/** One record read from hl-service. */
+export const REQUIREMENTS_FETCH_TIMEOUT_MS = 5_000
+/** Finding an hl-service in the DHT; none found means the registry is unavailable. */
+export const REGISTRY_LOOKUP_TIMEOUT_MS = 5_000
+/** An unavailable registry is looked for again after this; meanwhile requests do not wait
+ * for it (cached records stay in use, others get `--config`'s limits). */
+export const REGISTRY_RETRY_MS = 10_000
+/** Services whose records, allocation failures... are remembered (the oldest are dropped
+ * above it): bounds memory against clients that make up names. */
+export const MAX_TRACKED_SERVICES = 10_000

@@ -1,4 +1,5 @@
 import { type ServerResponse, STATUS_CODES } from 'node:http'
+import { ALLOCATION_FAILURE_HOLD_MS } from './constants.ts'
 
 /**
  * Every error the proxy answers over HTTP: the code goes out in the `X-Mtc-Error`
@@ -16,7 +17,10 @@ export const PROXY_ERRORS = {
     message: 'not a service name (lower-case letters, digits and inner dashes, at most 63)',
   },
   ERR_BAD_REQUEST: { status: 400, message: 'malformed HTTP request' },
-  ERR_UNKNOWN_SERVICE: { status: 404, message: 'no instance of this service is known' },
+  ERR_UNKNOWN_SERVICE: {
+    status: 404,
+    message: 'no instance of this service is known, and no allocator knows the service',
+  },
   ERR_REQUEST_TIMEOUT: { status: 408, message: 'the request head did not arrive in time' },
   ERR_HEADERS_TOO_LARGE: { status: 431, message: 'the request head is too large' },
   ERR_NOT_SUPPORTED: { status: 501, message: 'CONNECT and protocol upgrades are not proxied' },
@@ -37,6 +41,24 @@ export const PROXY_ERRORS = {
     message: "every instance is above the service's hard RTT limit",
   },
   ERR_OVERLOADED: { status: 503, message: 'too many requests in flight through this proxy' },
+  ERR_QUEUE_FULL: {
+    status: 503,
+    message: 'too many requests already wait for an instance of this service to start',
+  },
+  ERR_ALLOCATION_TIMEOUT: {
+    status: 503,
+    message: 'an instance is being started, but none was ready within --allocation-timeout',
+  },
+  ERR_ALLOCATION_FAILED: {
+    status: 503,
+    message: 'no instance could be started: the allocators failed or did not answer',
+    retryAfterSeconds: ALLOCATION_FAILURE_HOLD_MS / 1000,
+  },
+  ERR_NO_CAPACITY: {
+    status: 503,
+    message: 'no instance could be started: every allocator is full',
+    retryAfterSeconds: ALLOCATION_FAILURE_HOLD_MS / 1000,
+  },
   ERR_SHUTTING_DOWN: { status: 503, message: 'the proxy is shutting down' },
   ERR_SERVICE_UNREACHABLE: {
     status: 503,
@@ -47,14 +69,15 @@ export const PROXY_ERRORS = {
     message: 'the instance did not answer in time',
   },
   ERR_SERVICE_TIMEOUT: { status: 504, message: 'instance: the service did not answer in time' },
-} as const satisfies Record<string, { status: number; message: string }>
+} as const satisfies Record<string, { status: number; message: string; retryAfterSeconds?: number }>
 
 export type ProxyErrorCode = keyof typeof PROXY_ERRORS
 
 /** Header naming the mtc error code of an error response. */
 export const ERROR_HEADER = 'x-mtc-error'
 
-/** Seconds a client should wait before retrying a 503 (instances may be starting). */
+/** Seconds a client should wait before retrying a 503 (instances may be starting), unless
+ * the code says otherwise. */
 const RETRY_AFTER_SECONDS = 1
 
 /** An error the proxy answers as HTTP with its code; `detail` adds a sentence. */
@@ -85,7 +108,11 @@ export function errorResponse(err: ProxyError): {
     'content-length': String(Buffer.byteLength(body)),
     [ERROR_HEADER]: err.code,
   }
-  if (err.status === 503) headers['retry-after'] = String(RETRY_AFTER_SECONDS)
+  if (err.status === 503) {
+    const entry = PROXY_ERRORS[err.code]
+    const seconds = 'retryAfterSeconds' in entry ? entry.retryAfterSeconds : RETRY_AFTER_SECONDS
+    headers['retry-after'] = String(seconds)
+  }
   return { status: err.status, headers, body }
 }
 

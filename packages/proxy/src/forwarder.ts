@@ -7,6 +7,7 @@ import { ERROR_HEADER, ProxyError, sendError } from './errors.ts'
 import { endToEndHeaders, gatewayRequestHeaders } from './http-headers.ts'
 import type { Instance, InstanceRegistry } from './instance-registry.ts'
 import type { ProxyMetrics } from './metrics.ts'
+import { OnDemand } from './on-demand.ts'
 import { RequestBody } from './request-body.ts'
 import {
   mergeRequirements,
@@ -14,7 +15,7 @@ import {
   type Requirements,
   type RequirementsSource,
 } from './requirements.ts'
-import { rank } from './selector.ts'
+import { type Ranking, rank } from './selector.ts'
 
 /** Methods whose repetition has the effect of one request (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
@@ -28,6 +29,8 @@ export interface ForwarderInit {
   /** Per-service overrides (the hash-lookup record). */
   requirementsSource?: RequirementsSource
   allocator?: Allocator
+  /** How long a request waits for an instance being started (`--allocation-timeout`). */
+  allocationTimeoutMs?: number
   upstreamTimeoutMs?: number
 }
 
@@ -54,10 +57,8 @@ export class Forwarder {
   private readonly log: Logger
   private readonly requirements: Requirements
   private readonly requirementsSource: RequirementsSource
-  private readonly allocator: Allocator
+  private readonly onDemand: OnDemand
   private readonly upstreamTimeoutMs: number
-  private readonly allocating = new Set<string>()
-  private readonly controller = new AbortController()
 
   constructor(init: ForwarderInit) {
     this.registry = init.registry
@@ -65,12 +66,20 @@ export class Forwarder {
     this.log = init.log
     this.requirements = init.requirements ?? {}
     this.requirementsSource = init.requirementsSource ?? noRequirementsSource
-    this.allocator = init.allocator ?? noAllocator
+    this.onDemand = new OnDemand({
+      allocator: init.allocator ?? noAllocator,
+      registry: init.registry,
+      metrics: init.metrics,
+      log: init.log,
+      waitTimeoutMs: init.allocationTimeoutMs,
+    })
     this.upstreamTimeoutMs = init.upstreamTimeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS
   }
 
+  /** Requests waiting for an instance being started fail (ERR_SHUTTING_DOWN); requests
+   * already forwarded go on. */
   stop(): void {
-    this.controller.abort()
+    this.onDemand.stop()
   }
 
   async forward(
@@ -83,7 +92,16 @@ export class Forwarder {
     const headers = gatewayRequestHeaders(req, service)
     const body = new RequestBody(req)
     const tried = new Set<string>()
-    let inst = await this.choose(service, tried)
+    // A client that goes away stops waiting for an instance being started.
+    const gone = new AbortController()
+    const onClose = (): void => gone.abort()
+    res.once('close', onClose)
+    let inst: Instance
+    try {
+      inst = await this.choose(service, tried, gone.signal)
+    } finally {
+      res.off('close', onClose)
+    }
     for (let attempt = 1; ; attempt++) {
       const outcome = await this.attempt(inst, method, path, headers, body, res)
       if (outcome.kind === 'relayed') return
@@ -94,7 +112,9 @@ export class Forwarder {
         body.replayable &&
         !res.destroyed &&
         (!outcome.delivered || IDEMPOTENT.has(method))
-      const next = retry ? await this.choose(service, tried).catch(() => undefined) : undefined
+      const next = retry
+        ? await this.choose(service, tried, gone.signal).catch(() => undefined)
+        : undefined
       if (next == null) {
         this.log('%s %s/%s failed on %s: %s', method, service, path, inst.id, outcome.error.message)
         if (outcome.response != null) this.relay(outcome.response, res)
@@ -108,22 +128,32 @@ export class Forwarder {
     }
   }
 
-  /** The best usable instance not in `exclude`, or the 404/503 error saying why not. */
-  private async choose(service: string, exclude: ReadonlySet<string>): Promise<Instance> {
+  /**
+   * The best usable instance not in `exclude`, or the 404/503 error saying why not. When
+   * none qualifies (first attempt only), an instance is allocated and waited for; when the
+   * best is above the soft limit, a nearer one is allocated in the background.
+   */
+  private async choose(
+    service: string,
+    exclude: ReadonlySet<string>,
+    signal: AbortSignal,
+  ): Promise<Instance> {
     const entry = await this.registry.resolve(service)
     const requirements = mergeRequirements(
       this.requirements,
       await this.requirementsSource.get(service),
     )
-    let { ranked, tooFar, aboveSoft } = rank(entry.instances.values(), requirements, exclude)
-    if (ranked.length === 0 && exclude.size === 0) {
-      const adopted = await this.allocate(service, 'no-instance')
-      if (adopted != null) ranked = [adopted]
-    } else if (aboveSoft) {
-      void this.allocate(service, 'above-soft-limit')
+    const pick = (): Ranking<Instance> => rank(entry.instances.values(), requirements, exclude)
+    let ranking = pick()
+    if (ranking.ranked.length === 0 && exclude.size === 0) {
+      const inst = await this.onDemand.waitFor(entry, () => pick().ranked[0], signal)
+      ranking = inst != null ? { ranked: [inst], tooFar: 0, aboveSoft: false } : pick()
+    } else if (ranking.aboveSoft) {
+      this.onDemand.requestNearer(service)
     }
-    const best = ranked[0]
+    const best = ranking.ranked[0]
     if (best == null) {
+      const { tooFar } = ranking
       if (tooFar > 0) throw new ProxyError('ERR_INSTANCES_TOO_FAR', `${tooFar} instance(s)`)
       if (entry.everFound || entry.instances.size > 0) throw new ProxyError('ERR_NO_INSTANCE')
       throw new ProxyError('ERR_UNKNOWN_SERVICE', service)
@@ -134,28 +164,6 @@ export class Forwarder {
       entry.preferred = best.id
     }
     return best
-  }
-
-  /** Asks the allocator for an instance (one request per service at a time). */
-  private async allocate(
-    service: string,
-    reason: 'no-instance' | 'above-soft-limit',
-  ): Promise<Instance | undefined> {
-    if (this.allocating.has(service)) return undefined
-    this.allocating.add(service)
-    try {
-      const peer = await this.allocator.allocate({
-        service,
-        reason,
-        signal: this.controller.signal,
-      })
-      return peer != null ? await this.registry.adopt(service, peer) : undefined
-    } catch (err) {
-      this.log.error('allocation of %s failed: %s', service, (err as Error).message)
-      return undefined
-    } finally {
-      this.allocating.delete(service)
-    }
   }
 
   private attempt(

@@ -1,4 +1,10 @@
-export { type AllocationRequest, type Allocator, noAllocator } from './allocator.ts'
+export {
+  type AllocationReason,
+  type AllocationRequest,
+  type Allocator,
+  noAllocator,
+} from './allocator.ts'
+export { AllocatorDirectory } from './allocator-directory.ts'
 export * from './constants.ts'
 export {
   ERROR_HEADER,
@@ -6,10 +12,12 @@ export {
   ProxyError,
   type ProxyErrorCode,
 } from './errors.ts'
-export { type InstanceStatus, queryStatus } from './instance-status.ts'
 export { COMMAND, main, parsePositionals, proxySpec } from './main.ts'
 export { MeshAgent, type MeshAgentInit } from './mesh-agent.ts'
+export { MeshAllocator, type MeshAllocatorInit } from './mesh-allocator.ts'
 export { MeshProxy, type MeshProxyInit } from './mesh-proxy.ts'
+export { OnDemand, type OnDemandInit } from './on-demand.ts'
+export { RegistryRequirements, type RegistryRequirementsInit } from './registry-requirements.ts'
 export {
   mergeRequirements,
   noRequirementsSource,

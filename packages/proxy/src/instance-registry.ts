@@ -1,5 +1,5 @@
 import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
-import { discoveryKey, probeRtt } from '@mtc/p2pnode'
+import { discoveryKey, probeRtt, queryStatus } from '@mtc/p2pnode'
 import { iterateUntil, raceSignal } from './abort.ts'
 import {
   ACTIVE_SERVICE_MS,
@@ -14,7 +14,6 @@ import {
   PROVIDER_REFRESH_MS,
   SERVICE_EXPIRY_MS,
 } from './constants.ts'
-import { queryStatus } from './instance-status.ts'
 import { MeshAgent } from './mesh-agent.ts'
 import type { ProxyMetrics, RttSample } from './metrics.ts'
 import { type Candidate, LatencyStats } from './selector.ts'
@@ -151,14 +150,18 @@ export class InstanceRegistry {
     return e
   }
 
-  /** Adds an instance learnt elsewhere (an allocator) and waits for its first probe. */
-  async adopt(name: string, peer: PeerId): Promise<Instance | undefined> {
+  /**
+   * Adds an instance learnt elsewhere (an allocator) and waits for its first probes; it
+   * may not be usable yet (still booting): it is probed every second from then on.
+   */
+  async adopt(name: string, peer: PeerId): Promise<Instance> {
     const e = this.services.get(name) ?? new ServiceEntry(name)
     this.services.set(name, e)
     e.everFound = true
+    e.lastUsed = performance.now()
     const inst = e.instances.get(peer.toString()) ?? this.add(e, peer)
     await this.probe(e, inst)
-    return inst.usable ? inst : undefined
+    return inst
   }
 
   /** A request to `inst` failed at the connection level: probe it again now. */

@@ -7,6 +7,7 @@ import {
   NODE_FLAGS,
   parseCommandLine,
   parseDurationFlag,
+  parseMultiaddrFlag,
   parsePortNumber,
   runDaemon,
   sendJson,
@@ -14,11 +15,15 @@ import {
 } from '@mtc/p2pnode'
 import { Registry } from 'prom-client'
 import {
+  DEFAULT_ALLOCATION_TIMEOUT_MS,
   DEFAULT_HEADERS_TIMEOUT_MS,
   DEFAULT_METRICS,
   DEFAULT_UPSTREAM_TIMEOUT_MS,
 } from './constants.ts'
+import { MeshAllocator } from './mesh-allocator.ts'
 import { MeshProxy } from './mesh-proxy.ts'
+import { ProxyMetrics } from './metrics.ts'
+import { RegistryRequirements } from './registry-requirements.ts'
 import { type Requirements, readRequirementsFile } from './requirements.ts'
 import { isServiceName } from './service-name.ts'
 
@@ -44,11 +49,29 @@ export const COMMAND: CommandSpec = {
       arg: 'DURATION',
       help: `an instance must answer (response head) within this (default ${DEFAULT_UPSTREAM_TIMEOUT_MS / 1000}s)`,
     },
+    'allocation-timeout': {
+      type: 'string',
+      arg: 'DURATION',
+      help: `a request waits this long for an instance being started (default ${DEFAULT_ALLOCATION_TIMEOUT_MS / 1000}s)`,
+    },
+    'no-allocate': {
+      type: 'boolean',
+      help: 'never ask allocators for instances: use only the running ones',
+    },
+    hl: {
+      type: 'string',
+      arg: 'MULTIADDR',
+      help: 'hl-service to read per-service requirements from (default: found in the DHT)',
+    },
   },
   epilog: `Client mode (PORT): http://127.0.0.1:PORT/<service>/<path> is sent to the instance of
 <service> with the lowest latency, as /<path>.
 Service mode (PORT SERVICE ADDRESS, e.g. $PROXY_PORT hello $PROXY_IP:$SERVICE_PORT): the same
 gateway, plus SERVICE is announced in the DHT and requests from the mesh go to ADDRESS.
+When no instance qualifies (none, or all above the hard RTT limit) an allocator is asked
+to start one and the request waits for it (--allocation-timeout); --no-allocate turns
+this off. Per-service RTT limits come from the hash-lookup record (--hl, or an hl-service
+found in the DHT), over --config's.
 Metrics: --metrics, default ${DEFAULT_METRICS} in client mode; in service mode METRICS_PORT if
 set, else none. /status (service mode) reports {service, idleSeconds, ready}.
 
@@ -95,6 +118,10 @@ export function proxySpec(metricsDefault: string | undefined): DaemonSpec {
       const args = parsePositionals(ctx.positionals)
       const headersTimeoutMs = durationFlag(ctx.values, 'headers-timeout')
       const upstreamTimeoutMs = durationFlag(ctx.values, 'upstream-timeout')
+      const allocationTimeoutMs = durationFlag(ctx.values, 'allocation-timeout')
+      const allocate = ctx.values['no-allocate'] !== true
+      const hlFlag = ctx.values.hl as string | undefined
+      const hl = hlFlag != null ? parseMultiaddrFlag('hl', hlFlag) : undefined
       const configFile = ctx.values.config as string | undefined
       const requirements: Requirements =
         configFile != null ? await readRequirementsFile(configFile) : {}
@@ -108,13 +135,26 @@ export function proxySpec(metricsDefault: string | undefined): DaemonSpec {
             ? { '/status': (_req, res) => sendJson(res, proxy?.status() ?? {}) }
             : undefined,
       })
+      const libp2p = mesh.node.libp2p
+      const metrics = new ProxyMetrics(registry)
       proxy = new MeshProxy({
-        libp2p: mesh.node.libp2p,
+        libp2p,
         registry,
+        metrics,
         logger: ctx.logger,
         port: args.port,
         service: args.service,
         requirements,
+        requirementsSource: new RegistryRequirements({
+          libp2p,
+          log: ctx.logger.forComponent('mtc:proxy:requirements'),
+          metrics,
+          hl,
+        }),
+        allocator: allocate
+          ? new MeshAllocator({ libp2p, log: ctx.logger.forComponent('mtc:proxy:allocator') })
+          : undefined,
+        allocationTimeoutMs,
         headersTimeoutMs,
         upstreamTimeoutMs,
       })

@@ -1,10 +1,10 @@
 import type { ComponentLogger, Libp2p } from '@libp2p/interface'
+import type { InstanceStatus } from '@mtc/p2pnode'
 import type { Registry } from 'prom-client'
 import type { Allocator } from './allocator.ts'
 import { Forwarder } from './forwarder.ts'
 import { Gateway } from './gateway.ts'
 import { InstanceRegistry } from './instance-registry.ts'
-import type { InstanceStatus } from './instance-status.ts'
 import { ProxyMetrics } from './metrics.ts'
 import type { Requirements, RequirementsSource } from './requirements.ts'
 import { ServiceEndpoint } from './service-endpoint.ts'
@@ -13,6 +13,8 @@ export interface MeshProxyInit {
   libp2p: Libp2p
   /** Where the proxy's metrics go (the daemon's registry, shared with libp2p's). */
   registry: Registry
+  /** The proxy's metrics, when they are shared with the requirements source; else new. */
+  metrics?: ProxyMetrics
   logger: ComponentLogger
   /** Gateway port on 127.0.0.1. */
   port: number
@@ -20,8 +22,12 @@ export interface MeshProxyInit {
   /** Service mode: the service this instance runs and where it listens. */
   service?: { name: string; target: { host: string; port: number } }
   requirements?: Requirements
+  /** Per-service requirements (the registry's); started and stopped with the proxy. */
   requirementsSource?: RequirementsSource
+  /** Starts instances on demand; started and stopped with the proxy. None: no allocation. */
   allocator?: Allocator
+  /** How long a request waits for an instance being started. */
+  allocationTimeoutMs?: number
   headersTimeoutMs?: number
   upstreamTimeoutMs?: number
 }
@@ -37,11 +43,15 @@ export class MeshProxy {
   readonly gateway: Gateway
   readonly endpoint?: ServiceEndpoint
   private readonly forwarder: Forwarder
+  private readonly allocator?: Allocator
+  private readonly requirementsSource?: RequirementsSource
   private started = false
 
   constructor(init: MeshProxyInit) {
     const { logger } = init
-    this.metrics = new ProxyMetrics(init.registry)
+    this.allocator = init.allocator
+    this.requirementsSource = init.requirementsSource
+    this.metrics = init.metrics ?? new ProxyMetrics(init.registry)
     this.instances = new InstanceRegistry({
       libp2p: init.libp2p,
       log: logger.forComponent('mtc:proxy:instances'),
@@ -54,6 +64,7 @@ export class MeshProxy {
       requirements: init.requirements,
       requirementsSource: init.requirementsSource,
       allocator: init.allocator,
+      allocationTimeoutMs: init.allocationTimeoutMs,
       upstreamTimeoutMs: init.upstreamTimeoutMs,
     })
     this.gateway = new Gateway({
@@ -83,6 +94,8 @@ export class MeshProxy {
     if (this.started) return
     this.started = true
     this.instances.start()
+    this.allocator?.start?.()
+    this.requirementsSource?.start?.()
     try {
       await this.gateway.start()
       await this.endpoint?.start()
@@ -95,8 +108,10 @@ export class MeshProxy {
   async stop(): Promise<void> {
     if (!this.started) return
     this.started = false
-    await this.gateway.stop()
+    // Requests waiting for an instance being started fail now; forwarded ones finish.
     this.forwarder.stop()
+    await this.gateway.stop()
+    await Promise.allSettled([this.allocator?.stop?.(), this.requirementsSource?.stop?.()])
     await this.instances.stop()
     await this.endpoint?.stop()
   }

@@ -20,6 +20,10 @@ export class ProxyMetrics {
   readonly streamsOpened: Counter<'service'>
   readonly inboundStreams: Counter
   readonly inboundRequests: Counter<'code'>
+  readonly allocations: Counter<'service' | 'result'>
+  readonly allocationDuration: Histogram<'service'>
+  readonly waiting: Gauge
+  readonly registryReads: Counter<'result'>
   private rttSource: () => RttSample[] = () => []
   private statusSource?: () => { ready: boolean; idleSeconds: number }
 
@@ -65,6 +69,30 @@ export class ProxyMetrics {
       name: 'mtc_proxy_inbound_requests_total',
       help: 'Requests from other proxies forwarded to the local service, by HTTP status code',
       labelNames: ['code'],
+      registers,
+    })
+    this.allocations = new Counter({
+      name: 'mtc_proxy_allocations_total',
+      help: 'Instances asked of allocators, by service and result (ok, no-allocator or the error code)',
+      labelNames: ['service', 'result'],
+      registers,
+    })
+    this.allocationDuration = new Histogram({
+      name: 'mtc_proxy_allocation_duration_seconds',
+      help: 'From asking for an instance until it answered its first probe (or the failure)',
+      labelNames: ['service'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    })
+    this.waiting = new Gauge({
+      name: 'mtc_proxy_requests_waiting',
+      help: 'Requests waiting for an instance being started for them',
+      registers,
+    })
+    this.registryReads = new Counter({
+      name: 'mtc_proxy_registry_reads_total',
+      help: 'Service records read from hl-service, by result (found, unknown, unavailable)',
+      labelNames: ['result'],
       registers,
     })
     const rtt: Gauge<'service' | 'instance'> = new Gauge({

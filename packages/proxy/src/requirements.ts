@@ -17,6 +17,9 @@ export interface Requirements {
  */
 export interface RequirementsSource {
   get(service: string): Promise<Requirements | undefined>
+  /** Background work begins (e.g. finding the registry); called with the proxy's start. */
+  start?(): void
+  stop?(): Promise<void> | void
 }
 
 /** No per-service overrides: every service gets the `--config` defaults. */

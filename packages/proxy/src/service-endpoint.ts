@@ -10,7 +10,7 @@ import { connect, type Socket } from 'node:net'
 import { pipeline } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Logger, Stream } from '@libp2p/interface'
-import { Backoff, provide } from '@mtc/p2pnode'
+import { answerStatus, Backoff, type InstanceStatus, provide, STATUS_PROTOCOL } from '@mtc/p2pnode'
 import {
   CONNECTIONS_CHECK_INTERVAL_MS,
   DEFAULT_HEADERS_TIMEOUT_MS,
@@ -27,11 +27,9 @@ import {
   PROVIDE_TIMEOUT_MS,
   READINESS_INTERVAL_MS,
   READINESS_TIMEOUT_MS,
-  STATUS_PROTOCOL,
 } from './constants.ts'
 import { ERROR_HEADER, ProxyError, sendError } from './errors.ts'
 import { endToEndHeaders, relayRequestHeaders } from './http-headers.ts'
-import { answerStatus, type InstanceStatus } from './instance-status.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { StreamDuplex } from './stream-duplex.ts'
 

@@ -96,6 +96,8 @@ export interface ProxyProc {
   proc: Proc
   port: number
   metricsPort: number
+  /** Its full multiaddrs, one per line, once listening (`--addr-file`). */
+  addrFile: string
   metrics(): Promise<string>
   metric(name: string, labels?: Record<string, string>): Promise<number>
 }
@@ -147,6 +149,7 @@ export class Mesh {
   async proxy(positionals: string[], extra: string[] = []): Promise<ProxyProc> {
     const metricsPort = await freePort()
     const port = positionals[0] != null ? Number(positionals[0]) : await freePort()
+    const addrFile = join(this.dir.path, `proxy-${this.seq++}.addr`)
     const proc = run('proxy', [
       '--psk-file',
       this.pskFile,
@@ -157,7 +160,7 @@ export class Mesh {
       '--metrics',
       `127.0.0.1:${metricsPort}`,
       '--addr-file',
-      join(this.dir.path, `proxy-${this.seq++}.addr`),
+      addrFile,
       ...extra,
       ...positionals,
     ])
@@ -177,6 +180,7 @@ export class Mesh {
       proc,
       port,
       metricsPort,
+      addrFile,
       metrics,
       metric: async (name, labels) => metricValue(await metrics(), name, labels) ?? 0,
     }

@@ -1,54 +1,10 @@
 import assert from 'node:assert/strict'
-import { connect, createServer, type Server, type Socket } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { freePort } from '@mtc/testkit'
+import { DelayRelay } from './delay-relay.ts'
 import { http, Mesh, type ProxyProc } from './fixture.ts'
 
 const SERVICE = 'hello-latency'
-
-/** A TCP relay that delays what the service sends back by `delayMs` (settable). */
-class DelayRelay {
-  delayMs: number
-  port = 0
-  private server?: Server
-  private readonly sockets = new Set<Socket>()
-  private readonly target: number
-
-  constructor(target: number, delayMs: number) {
-    this.target = target
-    this.delayMs = delayMs
-  }
-
-  async start(): Promise<void> {
-    this.port = await freePort()
-    this.server = createServer((client) => {
-      const upstream = connect(this.target, '127.0.0.1')
-      this.sockets.add(client).add(upstream)
-      let due = 0
-      upstream.on('data', (chunk: Buffer) => {
-        // Keep order: each chunk leaves no earlier than the one before it.
-        due = Math.max(Date.now() + this.delayMs, due)
-        setTimeout(() => client.writable && client.write(chunk), due - Date.now())
-      })
-      client.pipe(upstream)
-      const close = (): void => {
-        client.destroy()
-        upstream.destroy()
-        this.sockets.delete(client)
-        this.sockets.delete(upstream)
-      }
-      client.on('error', close).on('close', close)
-      upstream.on('error', close).on('close', () => setTimeout(close, this.delayMs))
-    })
-    await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', resolve))
-  }
-
-  /** The instance's service dies: nothing listens, open connections are cut. */
-  kill(): void {
-    this.server?.close()
-    for (const s of this.sockets) s.destroy()
-  }
-}
 
 const mesh = new Mesh()
 const relays: DelayRelay[] = []

@@ -1,0 +1,200 @@
+import type { Logger } from '@libp2p/interface'
+import { raceSignal } from './abort.ts'
+import type { AllocationReason, Allocator } from './allocator.ts'
+import {
+  ALLOCATION_FAILURE_HOLD_MS,
+  DEFAULT_ALLOCATION_TIMEOUT_MS,
+  MAX_TRACKED_SERVICES,
+  MAX_WAITING_PER_SERVICE,
+  NEARER_ALLOCATION_INTERVAL_MS,
+} from './constants.ts'
+import { ProxyError } from './errors.ts'
+import type { Instance, InstanceRegistry, ServiceEntry } from './instance-registry.ts'
+import type { ProxyMetrics } from './metrics.ts'
+
+export interface OnDemandInit {
+  allocator: Allocator
+  registry: InstanceRegistry
+  metrics: ProxyMetrics
+  log: Logger
+  /** How long a request waits for an instance being started (`--allocation-timeout`). */
+  waitTimeoutMs?: number
+  maxWaitingPerService?: number
+}
+
+/** One allocation in flight for a service, shared by every request that needs it. */
+interface Allocation {
+  done: Promise<void>
+  /** Set once `done` settled: the new instance (none: no allocator), or the failure. */
+  result?: { instance?: Instance } | { error: ProxyError }
+}
+
+/**
+ * Instances on demand: at most one allocation per service at a time, shared by every
+ * request that needs it; requests wait for the new instance (bounded in number and time)
+ * and are never dropped while it boots. Allocations for a nearer instance (the best is
+ * above the soft limit) run in the background; traffic moves once the new instance is
+ * probed nearer.
+ */
+export class OnDemand {
+  private readonly init: OnDemandInit
+  private readonly log: Logger
+  private readonly waitTimeoutMs: number
+  private readonly maxWaiting: number
+  private readonly running = new Map<string, Allocation>()
+  private readonly waiting = new Map<string, number>()
+  /** Recent failures per service, answered again without asking (ALLOCATION_FAILURE_HOLD_MS). */
+  private readonly failures = new Map<string, { error: ProxyError; at: number }>()
+  private readonly nearerAskedAt = new Map<string, number>()
+  private readonly controller = new AbortController()
+
+  constructor(init: OnDemandInit) {
+    this.init = init
+    this.log = init.log
+    this.waitTimeoutMs = init.waitTimeoutMs ?? DEFAULT_ALLOCATION_TIMEOUT_MS
+    this.maxWaiting = init.maxWaitingPerService ?? MAX_WAITING_PER_SERVICE
+  }
+
+  /** Aborts the allocations in flight; waiting requests get ERR_SHUTTING_DOWN. */
+  stop(): void {
+    this.controller.abort()
+  }
+
+  /** The best is above the soft limit: ask for a nearer instance, in the background. */
+  requestNearer(service: string): void {
+    if (this.running.has(service) || this.controller.signal.aborted) return
+    const now = performance.now()
+    const last = this.nearerAskedAt.get(service)
+    if (last != null && now - last < NEARER_ALLOCATION_INTERVAL_MS) return
+    this.nearerAskedAt.set(service, now)
+    this.forgetOld(this.nearerAskedAt, NEARER_ALLOCATION_INTERVAL_MS)
+    this.start(service, 'above-soft-limit')
+  }
+
+  /**
+   * No instance of `entry` qualifies: starts (or joins) an allocation and waits until
+   * `pick` returns an instance — the new one, or any other that became usable meanwhile.
+   * Resolves undefined when there is no allocator, or when the new instance is up but
+   * `pick` still refuses it (the caller answers why); rejects with a ProxyError.
+   */
+  async waitFor(
+    entry: ServiceEntry,
+    pick: () => Instance | undefined,
+    signal: AbortSignal,
+  ): Promise<Instance | undefined> {
+    const service = entry.name
+    const failure = this.failures.get(service)
+    if (failure != null && performance.now() - failure.at < ALLOCATION_FAILURE_HOLD_MS) {
+      throw failure.error
+    }
+    const count = this.waiting.get(service) ?? 0
+    if (count >= this.maxWaiting) {
+      throw new ProxyError('ERR_QUEUE_FULL', `${count} requests wait for ${service}`)
+    }
+    this.waiting.set(service, count + 1)
+    this.init.metrics.waiting.inc()
+    try {
+      return await this.wait(entry, pick, signal)
+    } finally {
+      const left = (this.waiting.get(service) ?? 1) - 1
+      if (left > 0) this.waiting.set(service, left)
+      else this.waiting.delete(service)
+      this.init.metrics.waiting.dec()
+    }
+  }
+
+  private async wait(
+    entry: ServiceEntry,
+    pick: () => Instance | undefined,
+    signal: AbortSignal,
+  ): Promise<Instance | undefined> {
+    const allocation = this.running.get(entry.name) ?? this.start(entry.name, 'no-instance')
+    const deadline = AbortSignal.timeout(this.waitTimeoutMs)
+    const stop = AbortSignal.any([deadline, signal, this.controller.signal])
+    while (true) {
+      const inst = pick()
+      if (inst != null) return inst
+      const result = allocation.result
+      if (result != null && 'error' in result) throw result.error
+      // Up yet refused (e.g. above the hard limit), or nothing to wait for.
+      if (result != null && (result.instance == null || result.instance.usable)) return undefined
+      if (this.controller.signal.aborted) throw new ProxyError('ERR_SHUTTING_DOWN')
+      if (signal.aborted) throw new ProxyError('ERR_SHUTTING_DOWN', 'the client went away')
+      if (deadline.aborted) {
+        throw new ProxyError(
+          'ERR_ALLOCATION_TIMEOUT',
+          `no instance of ${entry.name} within ${this.waitTimeoutMs} ms`,
+        )
+      }
+      // Woken by the allocation's end or by an instance becoming usable (probes).
+      await raceSignal(Promise.race([allocation.done, entry.changed()]), stop).catch(() => {})
+    }
+  }
+
+  private start(service: string, reason: AllocationReason): Allocation {
+    const allocation: Allocation = { done: Promise.resolve() }
+    this.running.set(service, allocation)
+    allocation.done = this.run(service, reason, allocation).finally(() => {
+      this.running.delete(service)
+    })
+    return allocation
+  }
+
+  private async run(service: string, reason: AllocationReason, a: Allocation): Promise<void> {
+    const { allocator, registry, metrics } = this.init
+    const started = performance.now()
+    let label = 'ok'
+    try {
+      this.log('service %s: asking for an instance (%s)', service, reason)
+      const peer = await allocator.allocate({ service, reason, signal: this.controller.signal })
+      if (peer == null) {
+        label = 'no-allocator'
+        a.result = {}
+        return
+      }
+      const instance = await registry.adopt(service, peer)
+      a.result = { instance }
+      this.failures.delete(service)
+      this.log(
+        'service %s: instance %s allocated in %d ms%s',
+        service,
+        instance.id,
+        Math.round(performance.now() - started),
+        instance.usable ? '' : ' (not ready yet)',
+      )
+    } catch (err) {
+      const error =
+        err instanceof ProxyError
+          ? err
+          : this.controller.signal.aborted
+            ? new ProxyError('ERR_SHUTTING_DOWN')
+            : new ProxyError('ERR_ALLOCATION_FAILED', (err as Error).message)
+      label = error.code
+      a.result = { error }
+      if (reason === 'no-instance') {
+        this.failures.set(service, { error, at: performance.now() })
+        this.forgetOld(this.failures, ALLOCATION_FAILURE_HOLD_MS, (f) => f.at)
+      }
+      this.log('service %s: allocation failed: %s', service, error.message)
+    } finally {
+      // Names nobody knows stay out of the labels: anyone can make up names.
+      const known = label !== 'ERR_UNKNOWN_SERVICE' && label !== 'no-allocator'
+      metrics.allocations.inc({ service: known ? service : '', result: label })
+      metrics.allocationDuration.observe(
+        { service: known ? service : '' },
+        (performance.now() - started) / 1000,
+      )
+    }
+  }
+
+  /** Drops entries older than `ms` once a map grows: made-up names must not pile up. */
+  private forgetOld<V>(
+    map: Map<string, V>,
+    ms: number,
+    at: (v: V) => number = (v) => v as number,
+  ): void {
+    if (map.size < MAX_TRACKED_SERVICES) return
+    const now = performance.now()
+    for (const [k, v] of map) if (now - at(v) >= ms) map.delete(k)
+  }
+}

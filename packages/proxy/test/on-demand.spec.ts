@@ -1,0 +1,266 @@
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { findHashLookup } from '@mtc/hash-lookup/client'
+import { loadOrCreateKey } from '@mtc/p2pnode'
+import { freePort, readLinesWhenReady, run, runToEnd, waitFor } from '@mtc/testkit'
+import { DelayRelay } from './delay-relay.ts'
+import { type Behaviour, FakeAllocator } from './fake-allocator.ts'
+import { http, Mesh, type ProxyProc } from './fixture.ts'
+
+/**
+ * Instances on demand, against two fake allocators (real instances: a service-mode proxy
+ * and a hello-world-server each) and a real hl-service:
+ * - `near` is the nearest allocator for the client; `far` is reached through a relay that
+ *   adds FAR_MS to the client's RTT to it, so `near` is asked first (the client's first
+ *   connection to `far` is through the relay; later, libp2p may open a direct one, so
+ *   only the first test relies on the order);
+ * - a far instance of STRICT (also behind a FAR_MS relay) is registered with a hard RTT
+ *   limit below FAR_MS.
+ */
+const FAR_MS = 60
+const STRICT = 'hello-strict'
+const STRICT_HARD_RTT_MS = 20
+const SOFT = 'hello-soft'
+const SOFT_RTT_MS = 20
+
+/** The allocator asked first for `full-svc` (whichever it is) is full. */
+let fullFirstAsked: string | undefined
+
+function behaviour(allocator: 'near' | 'far'): (service: string) => Behaviour {
+  return (service) => {
+    if (service === 'never-answers') return { kind: 'hang' }
+    if (service === 'not-registered') return { kind: 'error', code: 'ERR_UNKNOWN_SERVICE' }
+    if (service === 'full-svc' && fullFirstAsked == null) {
+      fullFirstAsked = allocator
+      return { kind: 'error', code: 'ERR_NO_CAPACITY', message: 'this host is full' }
+    }
+    return { kind: 'start' }
+  }
+}
+
+const mesh = new Mesh()
+const near = new FakeAllocator(mesh, 'near', behaviour('near'))
+const far = new FakeAllocator(mesh, 'far', behaviour('far'))
+const relays: DelayRelay[] = []
+/** Far instances, already running when the client starts, by service. */
+const farInstances = new Map<string, { proxy: ProxyProc; peerId: string; relay: DelayRelay }>()
+let client: ProxyProc
+
+async function startHlService(): Promise<string> {
+  const addrFile = join(mesh.dir.path, 'hl.addr')
+  const proc = run('hl-service', [
+    '--psk-file',
+    mesh.pskFile,
+    '--listen',
+    '/ip4/127.0.0.1/tcp/0',
+    '--bootstrap',
+    mesh.bootstrap,
+    '--addr-file',
+    addrFile,
+    '--metrics',
+    `127.0.0.1:${await freePort()}`,
+    '--data-dir',
+    join(mesh.dir.path, 'hl-data'),
+    '--new-etcd-cluster',
+    '--etcd-client-port',
+    String(await freePort()),
+    '--etcd-peer-port',
+    String(await freePort()),
+  ])
+  const lines = await readLinesWhenReady(addrFile, 30_000).catch((err: Error) => {
+    throw new Error(`${err.message}\n${proc.stderr()}`)
+  })
+  return lines[0]
+}
+
+async function register(hl: string, service: string, perf: string[]): Promise<void> {
+  const add = await runToEnd('hl-cli', [
+    '--psk-file',
+    mesh.pskFile,
+    '--hl',
+    hl,
+    'add',
+    '--image-id',
+    `sha256:${'ab'.repeat(32)}`,
+    ...perf,
+    'mtc/hello-world-server:1',
+    service,
+  ])
+  assert.equal(add.code, 0, add.stderr)
+}
+
+/** A relay adding FAR_MS in front of a mesh node's libp2p port. */
+async function relayTo(port: number): Promise<DelayRelay> {
+  const relay = new DelayRelay(port, FAR_MS)
+  await relay.start()
+  relays.push(relay)
+  return relay
+}
+
+before(async () => {
+  await mesh.start()
+  const hl = await startHlService()
+  await register(hl, STRICT, ['--hard-rtt', String(STRICT_HARD_RTT_MS)])
+  await register(hl, SOFT, ['--soft-rtt', String(SOFT_RTT_MS)])
+  await near.start()
+  await far.start()
+  for (const service of [STRICT, SOFT]) await startFarInstance(service)
+  // The client reaches the far allocator and the far instances only through the relays:
+  // its first connection to each is the bootstrap one, and libp2p reuses it.
+  const toFarAllocator = await relayTo(far.port())
+  // The registry is findable in the DHT before the client looks for it.
+  await findHashLookup(near.node.libp2p, AbortSignal.timeout(20_000))
+  client = await mesh.proxy(
+    [String(await freePort())],
+    [
+      '--bootstrap',
+      toFarAllocator.multiaddr(far.peerId),
+      ...farBootstraps(),
+      '--allocation-timeout',
+      '30s',
+    ],
+  )
+})
+
+/** An instance of `service` that the clients reach through a FAR_MS relay only. */
+async function startFarInstance(service: string): Promise<void> {
+  const tag = `far-instance-${service}`
+  const keyFile = join(mesh.dir.path, `${tag}.key`)
+  const peerId = peerIdFromPrivateKey(await loadOrCreateKey(keyFile)).toString()
+  const hello = await mesh.hello(tag)
+  const proxy = await mesh.serviceProxy(service, hello.port, [
+    '--key-file',
+    keyFile,
+    '--no-allocate',
+  ])
+  const port = Number((await readLinesWhenReady(proxy.addrFile))[0].split('/')[4])
+  farInstances.set(service, { proxy, peerId, relay: await relayTo(port) })
+}
+
+/** `--bootstrap` flags that connect a client to the far instances through their relays. */
+function farBootstraps(): string[] {
+  return [...farInstances.values()].flatMap((f) => ['--bootstrap', f.relay.multiaddr(f.peerId)])
+}
+
+after(async () => {
+  for (const r of relays) r.kill()
+  await near.stop()
+  await far.stop()
+  await mesh.stop()
+})
+
+describe('proxy: instances on demand', () => {
+  it('answers the first request to a service without instance from the instance started for it', async () => {
+    const res = await http(client.port, '/cold-hello/', { timeoutMs: 40_000 })
+    const answeredAt = performance.now()
+    assert.equal(res.status, 200, res.body.toString())
+    assert.equal(res.body.toString(), 'Hello, world\n')
+    const tag = String(res.headers['x-instance'])
+    // The nearest allocator started it, and was asked once.
+    assert.match(tag, /^near-cold-hello-\d+$/)
+    assert.equal(near.count('cold-hello'), 1)
+    assert.equal(far.count('cold-hello'), 0)
+    // Waited for readiness, not for a timer: answered soon after the allocator replied.
+    const replied = near.repliedAt.get(tag)!
+    const lag = answeredAt - replied
+    assert.ok(lag < 2_000, `answered ${lag.toFixed(0)} ms after the allocator replied`)
+    // The next request goes straight to it.
+    const again = await http(client.port, '/cold-hello/')
+    assert.equal(again.headers['x-instance'], tag)
+    assert.equal(near.count('cold-hello') + far.count('cold-hello'), 1)
+  })
+
+  it('shares one allocation among 20 concurrent first requests, and all succeed', async () => {
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () => http(client.port, '/crowd/', { timeoutMs: 40_000 })),
+    )
+    for (const res of answers) assert.equal(res.status, 200, res.body.toString())
+    assert.equal(new Set(answers.map((r) => r.headers['x-instance'])).size, 1)
+    assert.equal(near.count('crowd') + far.count('crowd'), 1)
+  })
+
+  it('asks the next allocator when the first one has no capacity', async () => {
+    const res = await http(client.port, '/full-svc/', { timeoutMs: 40_000 })
+    assert.equal(res.status, 200, res.body.toString())
+    const second = fullFirstAsked === 'near' ? 'far' : 'near'
+    assert.match(String(res.headers['x-instance']), new RegExp(`^${second}-full-svc-\\d+$`))
+    assert.equal(near.count('full-svc'), 1)
+    assert.equal(far.count('full-svc'), 1)
+  })
+
+  it('404 ERR_UNKNOWN_SERVICE when the allocator does not know the service', async () => {
+    const res = await http(client.port, '/not-registered/x')
+    assert.equal(res.status, 404, res.body.toString())
+    assert.equal(res.headers['x-mtc-error'], 'ERR_UNKNOWN_SERVICE')
+    // Every allocator would say the same: only one is asked.
+    assert.equal(near.count('not-registered') + far.count('not-registered'), 1)
+  })
+
+  it('does not use an instance above the hard RTT limit of the registry record', async () => {
+    const strict = farInstances.get(STRICT)!
+    // Without allocation: the far instance is found, measured, and refused.
+    const fixed = await mesh.proxy(
+      [String(await freePort())],
+      ['--no-allocate', ...farBootstraps()],
+    )
+    const refused = await http(fixed.port, `/${STRICT}/`)
+    assert.equal(refused.status, 503, refused.body.toString())
+    assert.equal(refused.headers['x-mtc-error'], 'ERR_INSTANCES_TOO_FAR')
+    const rtt = await fixed.metric('mtc_proxy_upstream_rtt_seconds', {
+      service: STRICT,
+      instance: strict.peerId,
+    })
+    assert.ok(rtt * 1000 > STRICT_HARD_RTT_MS, `far instance measured at ${rtt * 1000} ms`)
+    await fixed.proc.stop()
+
+    // With allocation: a new instance is started and used instead.
+    const res = await http(client.port, `/${STRICT}/`, { timeoutMs: 40_000 })
+    assert.equal(res.status, 200, res.body.toString())
+    assert.match(String(res.headers['x-instance']), /^(near|far)-hello-strict-\d+$/)
+    for (let i = 0; i < 5; i++) {
+      const r = await http(client.port, `/${STRICT}/`)
+      assert.match(String(r.headers['x-instance']), /^(near|far)-hello-strict-\d+$/)
+    }
+    assert.equal(await strict.proxy.metric('mtc_proxy_inbound_requests_total'), 0)
+  })
+
+  it('above the soft limit: serves from the far instance and moves to a nearer one started meanwhile', async () => {
+    const first = await http(client.port, `/${SOFT}/`, { timeoutMs: 20_000 })
+    assert.equal(first.status, 200, first.body.toString())
+    assert.equal(first.headers['x-instance'], `far-instance-${SOFT}`)
+    const seen: string[] = []
+    await waitFor(
+      'traffic on the nearer instance',
+      async () => {
+        const r = await http(client.port, `/${SOFT}/`)
+        assert.equal(r.status, 200)
+        seen.push(String(r.headers['x-instance']))
+        // Either allocator's instance is near: only the far instance is reached via a relay.
+        const last = seen.slice(-5)
+        return last.length === 5 && last.every((t) => /^(near|far)-hello-soft-\d+$/.test(t))
+      },
+      { timeoutMs: 30_000, intervalMs: 100 },
+    ).catch((err: Error) => {
+      const log = client.proc
+        .stderr()
+        .split('\n')
+        .filter((l) => l.includes('allocat'))
+      throw new Error(`${err.message}; answers: ${seen.join(' ')}\n${log.join('\n')}`)
+    })
+    assert.equal(near.count(SOFT) + far.count(SOFT), 1)
+  })
+
+  it('503 ERR_ALLOCATION_TIMEOUT with Retry-After when the allocator never answers', async () => {
+    const impatient = await mesh.proxy([String(await freePort())], ['--allocation-timeout', '2s'])
+    const started = performance.now()
+    const res = await http(impatient.port, '/never-answers/', { timeoutMs: 30_000 })
+    const waited = performance.now() - started
+    assert.equal(res.status, 503, res.body.toString())
+    assert.equal(res.headers['x-mtc-error'], 'ERR_ALLOCATION_TIMEOUT')
+    assert.equal(res.headers['retry-after'], '1')
+    assert.ok(waited >= 1_900 && waited < 12_000, `answered after ${waited.toFixed(0)} ms`)
+    assert.equal(near.count('never-answers') + far.count('never-answers'), 1)
+  })
+})
