@@ -103,7 +103,7 @@ describe('hl-cli command line', () => {
 describe('hl-cli README', () => {
   it('lists exactly the exit codes of the table', async () => {
     const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
-    const rows = [...readme.matchAll(/^\| (\d+) \| *`?([A-Z_*]*)`? *\|/gm)].map(
+    const rows = [...readme.matchAll(/^\| *(\d+) *\| *`?([A-Z_*]*)`? *\|/gm)].map(
       (m) => `${m[1]} ${m[2]}`,
     )
     assert.deepEqual(
