@@ -198,6 +198,43 @@ describe('allocator', () => {
     assert.ok(mounts.some((m) => m.Destination === '/run/mtc/swarm.key' && m.RW === false))
   })
 
+  it('20 concurrent first requests through a client proxy start one container and all succeed', async () => {
+    const add = await cli([
+      'add',
+      '--image-id',
+      helloImageId,
+      'mtc/hello-world-server:1.0',
+      'burst',
+    ])
+    assert.equal(add.code, 0, add.stderr)
+    const port = await freePort()
+    run('proxy', [
+      '--psk-file',
+      pskFile,
+      '--bootstrap',
+      pm.addr,
+      '--metrics',
+      '127.0.0.1:0',
+      String(port),
+    ])
+    await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${port}/`)).status > 0)
+    const replies = await Promise.all(
+      Array.from({ length: 20 }, () => httpGet(`http://127.0.0.1:${port}/burst/`)),
+    )
+    assert.deepEqual(
+      replies.map((r) => r.status),
+      Array(20).fill(200),
+      replies.map((r) => r.body).join('|'),
+    )
+    assert.ok(replies.every((r) => /Hello, world/.test(r.body)))
+    assert.equal((await containers(a, 'burst')).length, 1)
+    // The registry does not know it: 404 with the mtc code, and nothing starts.
+    const unknown = await fetch(`http://127.0.0.1:${port}/no-such-service/`)
+    assert.equal(unknown.status, 404)
+    assert.equal(unknown.headers.get('x-mtc-error'), 'ERR_UNKNOWN_SERVICE')
+    assert.equal((await containers(a, 'no-such-service')).length, 0)
+  })
+
   it('shares one start among 20 concurrent requests', async () => {
     const b = await startAllocator()
     const replies = await Promise.all(
@@ -245,7 +282,7 @@ describe('allocator', () => {
     const after = await allocate(a, 'hello-world-server')
     assert.equal(after.peerId, before.peerId)
     assert.equal(after.started, false)
-    assert.equal((await containers(a)).length, 1)
+    assert.equal((await containers(a, 'hello-world-server')).length, 1)
   })
 
   it('answers ERR_NO_CAPACITY at --max-instances', async () => {

@@ -1,0 +1,299 @@
+/**
+ * Cold starts through the whole mesh (client proxy → allocator → Docker → instance
+ * proxy → service): first request to first byte for a service with no instance, next to
+ * `docker run` of the same image to its first response, measured in the same run; the
+ * same with the image fetched over the overlay first (next to `docker load` + run); and a
+ * burst of 50 concurrent first requests. Needs dockerd (scripts/dockerd.sh).
+ * Run: node bench/src/coldstart.ts [--trials 20] [--fetch-trials 5]
+ */
+import { execFile } from 'node:child_process'
+import { rm, writeFile } from 'node:fs/promises'
+import { request } from 'node:http'
+import { join } from 'node:path'
+import { parseArgs, promisify } from 'node:util'
+import { formatSwarmKey, generatePsk, loadOrCreateKey } from '@mtc/p2pnode'
+import {
+  freePort,
+  REPO_ROOT,
+  runToEnd,
+  startBootstrap,
+  startDaemon,
+  stopAll,
+  tempDir,
+  waitFor,
+} from '@mtc/testkit'
+import { ms, report, summary } from './stats.ts'
+
+const exec = promisify(execFile)
+const docker = async (...args: string[]) =>
+  (await exec('docker', args, { maxBuffer: 64 << 20 })).stdout.trim()
+const IMAGE = 'mtc/hello-world-server:1.0'
+const BURST = 50
+
+/** Milliseconds from sending a GET to its first response byte; throws on non-200. */
+function timeToFirstByte(url: string, timeoutMs = 60_000): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now()
+    const req = request(url, { timeout: timeoutMs }, (res) => {
+      res.once('data', () => {
+        const dt = performance.now() - t0
+        res.resume()
+        res.on('end', () =>
+          res.statusCode === 200 ? resolve(dt) : reject(new Error(`HTTP ${res.statusCode}`)),
+        )
+      })
+    })
+    req.on('timeout', () => req.destroy(new Error('timeout')))
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { trials: { type: 'string' }, 'fetch-trials': { type: 'string' } },
+  })
+  const trials = Number(values.trials ?? 20)
+  const fetchTrials = Number(values['fetch-trials'] ?? 5)
+  const dir = await tempDir('mtc-bench-cold-')
+  const label = `mtc.bench=${process.pid}`
+  let allocPeer: string | undefined
+  try {
+    const build = await runToEnd(
+      'bash',
+      [join(REPO_ROOT, 'scripts/build-images.sh'), '--save', dir.path],
+      { timeoutMs: 300_000 },
+    )
+    if (build.code !== 0) throw new Error(`building images failed: ${build.stderr}`)
+    const tar = join(dir.path, 'hello-world-server.tar')
+    const imageId = await docker('image', 'inspect', '-f', '{{.Id}}', IMAGE)
+    const psk = generatePsk()
+    const pskFile = join(dir.path, 'swarm.key')
+    await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
+    const pm = await startBootstrap(pskFile, dir.path)
+    const joined = [
+      '--psk-file',
+      pskFile,
+      '--bootstrap',
+      pm.addr,
+      '--listen',
+      '/ip4/127.0.0.1/tcp/0',
+      '--metrics',
+      '127.0.0.1:0',
+    ]
+    const hl = await startDaemon(
+      'hl-service',
+      [
+        ...joined,
+        '--new-etcd-cluster',
+        '--data-dir',
+        join(dir.path, 'hl'),
+        '--etcd-client-port',
+        String(await freePort()),
+        '--etcd-peer-port',
+        String(await freePort()),
+      ],
+      dir.path,
+    )
+    const allocData = join(dir.path, 'alloc')
+    const alloc = await startDaemon(
+      'allocator',
+      [
+        ...joined,
+        '--host-ip',
+        '127.0.0.1',
+        '--data-dir',
+        allocData,
+        '--max-instances',
+        '200',
+        '--port-range',
+        '41000-41999',
+      ],
+      dir.path,
+    )
+    allocPeer = alloc.peerId
+    const port = await freePort()
+    await startDaemon('proxy', [...joined, String(port)], dir.path)
+    const cli = (args: string[]) =>
+      runToEnd('hl-cli', ['--psk-file', pskFile, '--hl', hl.addr, ...args])
+    const must = async (p: Promise<{ code: number; stderr: string }>) => {
+      const r = await p
+      if (r.code !== 0) throw new Error(r.stderr)
+    }
+    await must(cli(['add', '--file', tar, IMAGE, 'hello-world-server']))
+    await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${port}/`)).status > 0)
+    const cleanInstances = async () => {
+      const ids = await docker('ps', '-aq', '--filter', `label=mtc.managed-by=${alloc.peerId}`)
+      if (ids !== '') await docker('rm', '-f', ...ids.split('\n'))
+    }
+
+    // Warm-up: the first allocation pays for DHT look-ups of the allocator and registry.
+    await must(cli(['add', '--image-id', imageId, IMAGE, 'warmup']))
+    await timeToFirstByte(`http://127.0.0.1:${port}/warmup/`)
+
+    // 1. Image on the host: a fresh service name per trial, so every first request is cold.
+    const mesh: number[] = []
+    for (let i = 0; i < trials; i++) {
+      await must(cli(['add', '--image-id', imageId, IMAGE, `cold-${i}`]))
+      mesh.push(await timeToFirstByte(`http://127.0.0.1:${port}/cold-${i}/`))
+    }
+    await cleanInstances()
+
+    // Baseline: docker run of the same image (its proxy and service) to the first response.
+    const keyFile = join(dir.path, 'identity.key')
+    await loadOrCreateKey(keyFile)
+    const dockerRun: number[] = []
+    for (let i = 0; i < trials; i++) {
+      const servicePort = await freePort()
+      const t0 = performance.now()
+      await docker(
+        'run',
+        '-d',
+        '--network',
+        'host',
+        '--label',
+        label,
+        '-e',
+        `PROXY_PORT=${await freePort()}`,
+        '-e',
+        'PROXY_IP=127.0.0.1',
+        '-e',
+        `SERVICE_PORT=${servicePort}`,
+        '-e',
+        'SERVICE_NAME=baseline',
+        '-e',
+        `P2P_BOOTSTRAPS=${pm.addr}`,
+        '-v',
+        `${pskFile}:/run/mtc/swarm.key:ro`,
+        '-v',
+        `${keyFile}:/run/mtc/identity.key:ro`,
+        IMAGE,
+      )
+      await waitFor(
+        'docker run answers',
+        async () => (await fetch(`http://127.0.0.1:${servicePort}/`)).status === 200,
+        { timeoutMs: 30_000, intervalMs: 5 },
+      )
+      dockerRun.push(performance.now() - t0)
+      await docker(
+        'rm',
+        '-f',
+        ...(await docker('ps', '-aq', '--filter', `label=${label}`)).split('\n'),
+      )
+    }
+
+    // 2. Image fetched over the overlay: removed from Docker and from the allocator's cache.
+    const fetched: number[] = []
+    const loadRun: number[] = []
+    for (let i = 0; i < fetchTrials; i++) {
+      await cleanInstances()
+      await docker('rmi', '-f', IMAGE)
+      await rm(join(allocData, 'blobs', 'sha256'), { recursive: true, force: true })
+      await exec('mkdir', ['-p', join(allocData, 'blobs', 'sha256')])
+      await must(cli(['add', '--image-id', imageId, IMAGE, `fetch-${i}`]))
+      fetched.push(await timeToFirstByte(`http://127.0.0.1:${port}/fetch-${i}/`, 120_000))
+      // Baseline: docker load of the tarball, then docker run to the first response.
+      await cleanInstances()
+      await docker('rmi', '-f', imageId)
+      const servicePort = await freePort()
+      const t0 = performance.now()
+      await docker('load', '-q', '-i', tar)
+      await docker(
+        'run',
+        '-d',
+        '--network',
+        'host',
+        '--label',
+        label,
+        '-e',
+        `PROXY_PORT=${await freePort()}`,
+        '-e',
+        'PROXY_IP=127.0.0.1',
+        '-e',
+        `SERVICE_PORT=${servicePort}`,
+        '-e',
+        'SERVICE_NAME=baseline',
+        '-e',
+        `P2P_BOOTSTRAPS=${pm.addr}`,
+        '-v',
+        `${pskFile}:/run/mtc/swarm.key:ro`,
+        '-v',
+        `${keyFile}:/run/mtc/identity.key:ro`,
+        IMAGE,
+      )
+      await waitFor(
+        'docker run answers',
+        async () => (await fetch(`http://127.0.0.1:${servicePort}/`)).status === 200,
+        { timeoutMs: 30_000, intervalMs: 5 },
+      )
+      loadRun.push(performance.now() - t0)
+      await docker(
+        'rm',
+        '-f',
+        ...(await docker('ps', '-aq', '--filter', `label=${label}`)).split('\n'),
+      )
+    }
+
+    // 3. Burst: 50 concurrent first requests to a service with no instance.
+    await cleanInstances()
+    await must(cli(['add', '--image-id', imageId, IMAGE, 'burst']))
+    const burst = await Promise.allSettled(
+      Array.from({ length: BURST }, () => timeToFirstByte(`http://127.0.0.1:${port}/burst/`)),
+    )
+    const failed = burst.filter((r) => r.status === 'rejected').length
+    const burstContainers = (
+      await docker(
+        'ps',
+        '-q',
+        '--filter',
+        `label=mtc.managed-by=${alloc.peerId}`,
+        '--filter',
+        'label=mtc.service=burst',
+      )
+    )
+      .split('\n')
+      .filter((l) => l !== '').length
+    await cleanInstances()
+
+    const m = summary(mesh)
+    const d = summary(dockerRun)
+    const f = summary(fetched)
+    const l = summary(loadRun)
+    await report(
+      'coldstart',
+      [
+        {
+          what: `cold start, image on host (p50/p99 of ${trials})`,
+          value: `${ms(m.p50)} / ${ms(m.p99)}`,
+          baseline: `docker run ${ms(d.p50)} / ${ms(d.p99)}`,
+          ratio: `${(m.p50 / d.p50).toFixed(2)}x p50`,
+        },
+        {
+          what: `cold start, image fetched (p50/p99 of ${fetchTrials})`,
+          value: `${ms(f.p50)} / ${ms(f.p99)}`,
+          baseline: `docker load+run ${ms(l.p50)} / ${ms(l.p99)}`,
+          ratio: `${(f.p50 / l.p50).toFixed(2)}x p50`,
+        },
+        {
+          what: `burst: ${BURST} concurrent first requests`,
+          value: `${burstContainers} container(s), ${failed} failed`,
+        },
+      ],
+      { mesh, dockerRun, fetched, loadRun, burstContainers, failed },
+    )
+  } finally {
+    const ids = await docker('ps', '-aq', '--filter', `label=${label}`).catch(() => '')
+    if (ids !== '') await docker('rm', '-f', ...ids.split('\n')).catch(() => {})
+    await stopAll()
+    // The instances this run's allocator left (an allocator leaves them running on stop).
+    const left =
+      allocPeer != null
+        ? await docker('ps', '-aq', '--filter', `label=mtc.managed-by=${allocPeer}`).catch(() => '')
+        : ''
+    if (left !== '') await docker('rm', '-f', ...left.split('\n')).catch(() => {})
+    await dir.remove()
+  }
+}
+
+await main()
+process.exit(0)
