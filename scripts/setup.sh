@@ -13,7 +13,10 @@ cd "$(dirname "$0")/.."
 NODE_SPEC=${MTC_NODE_SPEC:-node@24}
 PNPM_VERSION=$(sed -n 's/.*"packageManager": *"pnpm@\([^"]*\)".*/\1/p' package.json)
 PREFIX=/usr/local
-APT_PACKAGES=(etcd-server iproute2 docker.io)
+# prometheus: the binary and promtool for deploy/'s tests (packages/observability); its
+# packaged service is kept from starting like the others (policy-rc.d below), and
+# --no-install-recommends keeps out prometheus-node-exporter, which would take :9100.
+APT_PACKAGES=(etcd-server iproute2 docker.io prometheus)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
