@@ -35,12 +35,11 @@ function timeToFirstByte(url: string, timeoutMs = 60_000): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now()
     const req = request(url, { timeout: timeoutMs }, (res) => {
-      res.once('data', () => {
+      res.once('data', (first: Buffer) => {
         const dt = performance.now() - t0
         res.resume()
-        res.on('end', () =>
-          res.statusCode === 200 ? resolve(dt) : reject(new Error(`HTTP ${res.statusCode}`)),
-        )
+        const why = `${url}: HTTP ${res.statusCode} ${res.headers['x-mtc-error'] ?? ''} ${first.toString().trim()}`
+        res.on('end', () => (res.statusCode === 200 ? resolve(dt) : reject(new Error(why))))
       })
     })
     req.on('timeout', () => req.destroy(new Error('timeout')))
@@ -127,10 +126,13 @@ async function main(): Promise<void> {
       if (ids !== '') await docker('rm', '-f', ...ids.split('\n'))
     }
 
+    const progress = (s: string) => process.stderr.write(`[coldstart] ${s}\n`)
+    progress('warm-up')
     // Warm-up: the first allocation pays for DHT look-ups of the allocator and registry.
     await must(cli(['add', '--image-id', imageId, IMAGE, 'warmup']))
     await timeToFirstByte(`http://127.0.0.1:${port}/warmup/`)
 
+    progress(`${trials} cold starts with the image on the host`)
     // 1. Image on the host: a fresh service name per trial, so every first request is cold.
     const mesh: number[] = []
     for (let i = 0; i < trials; i++) {
@@ -139,6 +141,7 @@ async function main(): Promise<void> {
     }
     await cleanInstances()
 
+    progress(`${trials} docker runs`)
     // Baseline: docker run of the same image (its proxy and service) to the first response.
     const keyFile = join(dir.path, 'identity.key')
     await loadOrCreateKey(keyFile)
@@ -182,6 +185,7 @@ async function main(): Promise<void> {
       )
     }
 
+    progress(`${fetchTrials} cold starts with the image fetched over the overlay`)
     // 2. Image fetched over the overlay: removed from Docker and from the allocator's cache.
     const fetched: number[] = []
     const loadRun: number[] = []
@@ -190,7 +194,7 @@ async function main(): Promise<void> {
       await docker('rmi', '-f', IMAGE)
       await rm(join(allocData, 'blobs', 'sha256'), { recursive: true, force: true })
       await exec('mkdir', ['-p', join(allocData, 'blobs', 'sha256')])
-      await must(cli(['add', '--image-id', imageId, IMAGE, `fetch-${i}`]))
+      await must(cli(['add', '--file', tar, IMAGE, `fetch-${i}`]))
       fetched.push(await timeToFirstByte(`http://127.0.0.1:${port}/fetch-${i}/`, 120_000))
       // Baseline: docker load of the tarball, then docker run to the first response.
       await cleanInstances()
@@ -234,6 +238,7 @@ async function main(): Promise<void> {
       )
     }
 
+    progress(`burst of ${BURST}`)
     // 3. Burst: 50 concurrent first requests to a service with no instance.
     await cleanInstances()
     await must(cli(['add', '--image-id', imageId, IMAGE, 'burst']))

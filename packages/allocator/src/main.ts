@@ -1,4 +1,4 @@
-import { mkdir, readdir, stat } from 'node:fs/promises'
+import { mkdir, readdir, readFile, stat } from 'node:fs/promises'
 import { networkInterfaces } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -112,6 +112,16 @@ function parseCount(flag: string, value: string): number {
   return n
 }
 
+/**
+ * The kernel's ephemeral port range: ports in it can be taken at any moment by outgoing
+ * connections and by listeners on port 0, so a managed range should stay out of it.
+ */
+async function ephemeralRange(): Promise<{ first: number; last: number } | undefined> {
+  const text = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '')
+  const [first, last] = text.trim().split(/\s+/).map(Number)
+  return Number.isFinite(first) && Number.isFinite(last) ? { first, last } : undefined
+}
+
 /** The host's first non-internal IPv4 address, else loopback. */
 function defaultHostIp(): string {
   for (const addrs of Object.values(networkInterfaces())) {
@@ -150,6 +160,16 @@ export const ALLOCATOR: DaemonSpec = {
       v['start-timeout'] != null
         ? parseDurationFlag('start-timeout', v['start-timeout'] as string)
         : DEFAULT_START_TIMEOUT_MS
+    const eph = await ephemeralRange()
+    if (eph != null && range.first <= eph.last && range.last >= eph.first) {
+      ctx.log.error(
+        'warning: --port-range %d-%d overlaps the ephemeral ports %d-%d; instances may fail to bind',
+        range.first,
+        range.last,
+        eph.first,
+        eph.last,
+      )
+    }
     const hl = v.hl != null ? parseMultiaddrFlag('hl', v.hl as string) : undefined
     const dataDir = resolve((v['data-dir'] as string | undefined) ?? DEFAULT_DATA_DIR)
     const socket = v['docker-socket'] as string | undefined

@@ -35,7 +35,8 @@ let hl: { proc: Proc; addr: string; dataDir: string }
 let node: MeshNode
 let helloTar: string
 let helloImageId: string
-let portBase = 30000 + Math.floor(Math.random() * 200) * 100
+// Below the ephemeral port range (32768+), where outgoing connections could take a port.
+let portBase = 21000 + Math.floor(Math.random() * 80) * 100
 
 interface Alloc {
   proc: Proc
