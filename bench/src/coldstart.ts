@@ -138,6 +138,8 @@ async function main(): Promise<void> {
     for (let i = 0; i < trials; i++) {
       await must(cli(['add', '--image-id', imageId, IMAGE, `cold-${i}`]))
       mesh.push(await timeToFirstByte(`http://127.0.0.1:${port}/cold-${i}/`))
+      // Each trial starts from an idle host, as the docker run baseline does.
+      await cleanInstances()
     }
     await cleanInstances()
 
