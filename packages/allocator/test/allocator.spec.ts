@@ -48,7 +48,11 @@ interface Alloc {
 }
 
 let seq = 0
-async function startAllocator(extra: string[] = [], reuse?: Alloc): Promise<Alloc> {
+async function startAllocator(
+  extra: string[] = [],
+  reuse?: Alloc,
+  bootstrap = pm.addr,
+): Promise<Alloc> {
   const n = seq++
   const metricsPort = await freePort()
   const dataDir = reuse?.dataDir ?? join(dir.path, `alloc-${n}`)
@@ -58,7 +62,7 @@ async function startAllocator(extra: string[] = [], reuse?: Alloc): Promise<Allo
     '--listen',
     '/ip4/127.0.0.1/tcp/0',
     '--bootstrap',
-    pm.addr,
+    bootstrap,
     '--hl',
     hl.addr,
     '--host-ip',
@@ -304,6 +308,32 @@ describe('allocator', () => {
     assert.equal((await containers(c)).length, 1)
     await c.proc.stop()
     for (const id of await containers(c)) await docker('rm', '-f', id)
+  })
+
+  it('the proxy answers 503 ERR_NO_CAPACITY when every allocator is full', async () => {
+    // A mesh of its own: one bootstrap, one allocator already at its limit, one proxy.
+    const pm2 = await startBootstrap(pskFile, dir.path)
+    const full = await startAllocator(['--max-instances', '1'], undefined, pm2.addr)
+    await allocate(full, 'hello-world-server')
+    const port = await freePort()
+    run('proxy', [
+      '--psk-file',
+      pskFile,
+      '--bootstrap',
+      pm2.addr,
+      '--metrics',
+      '127.0.0.1:0',
+      String(port),
+    ])
+    await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${port}/`)).status > 0)
+    const res = await fetch(`http://127.0.0.1:${port}/burst/`)
+    assert.equal(res.status, 503, await res.text())
+    assert.equal(res.headers.get('x-mtc-error'), 'ERR_NO_CAPACITY')
+    assert.ok(Number(res.headers.get('retry-after')) > 0)
+    assert.equal((await containers(full)).length, 1)
+    await full.proc.stop()
+    for (const id of await containers(full)) await docker('rm', '-f', id)
+    await pm2.proc.stop()
   })
 
   it('stops instances idle longer than --idle-timeout', async () => {
