@@ -1,0 +1,43 @@
+/** Prefix of every network namespace the harness creates: `mtc-t-<pid>-<seq>[-<host>]`. */
+export const NETNS_PREFIX = 'mtc-t-'
+
+/**
+ * The simulated WAN's subnet. Host i gets `SUBNET_PREFIX(i+1)/24`; the subnet exists only
+ * inside the harness's namespaces, so nothing is ever sent to a real network.
+ */
+export const SUBNET_PREFIX = '10.99.0.'
+
+/** Hosts per topology: the /24 holds 254 addresses; 64 is far beyond what 2 cores run. */
+export const MAX_HOSTS = 64
+
+/** Host names become part of namespace names, so they are short and plain. */
+export const HOST_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/
+
+/** Largest RTT a link can be given (ms): beyond it TCP gives up and tests time out. */
+export const MAX_RTT_MS = 60_000
+
+/** The name of the WAN interface inside every host namespace (a TUN device). */
+export const WAN_IF_PREFIX = 'wan-'
+
+/** How long `ip` and other set-up commands may take before they are killed (ms). */
+export const COMMAND_TIMEOUT_MS = 10_000
+
+/** How long the forwarder may take to create its devices, and to answer a command (ms). */
+export const FORWARDER_TIMEOUT_MS = 5_000
+
+/** SIGTERM→SIGKILL grace for processes spawned in hosts when the topology is destroyed. */
+export const STOP_GRACE_MS = 3_000
+
+/** Probes per pair when measuring, their spacing, and how long one waits for its echo. */
+export const PROBE_COUNT = 10
+export const PROBE_INTERVAL_MS = 30
+export const PROBE_TIMEOUT_MS = 1_000
+/** An echo server ends by itself after this long (s), should it ever be left behind. */
+export const ECHO_MAX_LIFETIME_S = 300
+
+/**
+ * A measured RTT agrees with the configured one when within 20 % of it, or within 1 ms
+ * for small values (the forwarder and the probes add ~0.3–0.6 ms of their own).
+ */
+export const RTT_TOLERANCE_RATIO = 0.2
+export const RTT_TOLERANCE_FLOOR_MS = 1

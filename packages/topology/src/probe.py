@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""RTT probe for @mtc/topology (Python 3 stdlib only), run inside a host's namespace.
+
+  probe.py echo ADDR SECONDS      UDP echo on ADDR:<free port>; prints "ready PORT",
+                                  runs until signalled, or SECONDS at most
+  probe.py ping ADDR PORT COUNT INTERVAL_MS TIMEOUT_MS
+                                  COUNT sequential UDP probes; prints a JSON list of RTTs
+                                  in ms (null for a probe without an answer)
+  probe.py http URL TIMEOUT_MS    GET; prints the status code on the first line, then the body
+"""
+
+import json
+import select
+import socket
+import struct
+import sys
+import time
+import urllib.error
+import urllib.request
+
+# Largest datagram echoed; probes are 16 bytes.
+MAX_DATAGRAM = 2048
+
+
+def echo(addr, seconds):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, 0))
+    print("ready %d" % s.getsockname()[1], flush=True)
+    end = time.monotonic() + seconds
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return 0
+        readable, _, _ = select.select([s], [], [], left)
+        if readable:
+            data, peer = s.recvfrom(MAX_DATAGRAM)
+            s.sendto(data, peer)
+
+
+def ping(addr, port, count, interval_ms, timeout_ms):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((addr, port))
+    rtts = []
+    for seq in range(count):
+        sent = time.monotonic()
+        s.send(struct.pack("!Qd", seq, sent))
+        deadline = sent + timeout_ms / 1000.0
+        rtt = None
+        while rtt is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            readable, _, _ = select.select([s], [], [], left)
+            if not readable:
+                break
+            try:
+                data = s.recv(MAX_DATAGRAM)
+            except ConnectionRefusedError:
+                continue
+            # Late answers to earlier probes are skipped by their sequence number.
+            if len(data) == 16 and struct.unpack("!Qd", data)[0] == seq:
+                rtt = round((time.monotonic() - sent) * 1000.0, 3)
+        rtts.append(rtt)
+        if seq + 1 < count:
+            time.sleep(interval_ms / 1000.0)
+    print(json.dumps(rtts), flush=True)
+    return 0
+
+
+def http(url, timeout_ms):
+    # No proxy from the environment: the URL is inside the namespace.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout_ms / 1000.0) as res:
+            status, body = res.status, res.read()
+    except urllib.error.HTTPError as err:
+        status, body = err.code, err.read()
+    except (urllib.error.URLError, OSError) as err:
+        print("0\n%s" % err, flush=True)
+        return 1
+    sys.stdout.write("%d\n" % status)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(body)
+    return 0
+
+
+def main():
+    args = sys.argv[1:]
+    if len(args) == 3 and args[0] == "echo":
+        return echo(args[1], float(args[2]))
+    if len(args) == 6 and args[0] == "ping":
+        return ping(args[1], int(args[2]), int(args[3]), float(args[4]), float(args[5]))
+    if len(args) == 3 and args[0] == "http":
+        return http(args[1], float(args[2]))
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
