@@ -48,11 +48,7 @@ interface Alloc {
 }
 
 let seq = 0
-async function startAllocator(
-  extra: string[] = [],
-  reuse?: Alloc,
-  bootstrap = pm.addr,
-): Promise<Alloc> {
+async function startAllocator(extra: string[] = [], reuse?: Alloc): Promise<Alloc> {
   const n = seq++
   const metricsPort = await freePort()
   const dataDir = reuse?.dataDir ?? join(dir.path, `alloc-${n}`)
@@ -62,7 +58,7 @@ async function startAllocator(
     '--listen',
     '/ip4/127.0.0.1/tcp/0',
     '--bootstrap',
-    bootstrap,
+    pm.addr,
     '--hl',
     hl.addr,
     '--host-ip',
@@ -311,16 +307,18 @@ describe('allocator', () => {
   })
 
   it('the proxy answers 503 ERR_NO_CAPACITY when every allocator is full', async () => {
-    // A mesh of its own: one bootstrap, one allocator already at its limit, one proxy.
-    const pm2 = await startBootstrap(pskFile, dir.path)
-    const full = await startAllocator(['--max-instances', '1'], undefined, pm2.addr)
+    // The only allocator left in the mesh is one already at its limit: the others and
+    // their instances go first (the DHT spans every node of this PSK).
+    await a.proc.stop()
+    for (const id of await containers(a)) await docker('rm', '-f', id)
+    const full = await startAllocator(['--max-instances', '1'])
     await allocate(full, 'hello-world-server')
     const port = await freePort()
     run('proxy', [
       '--psk-file',
       pskFile,
       '--bootstrap',
-      pm2.addr,
+      pm.addr,
       '--metrics',
       '127.0.0.1:0',
       String(port),
@@ -333,7 +331,6 @@ describe('allocator', () => {
     assert.equal((await containers(full)).length, 1)
     await full.proc.stop()
     for (const id of await containers(full)) await docker('rm', '-f', id)
-    await pm2.proc.stop()
   })
 
   it('stops instances idle longer than --idle-timeout', async () => {

@@ -1,9 +1,6 @@
 /** Protocol prefix of every mtc protocol; keeps the mesh's DHT apart from the public one. */
 export const PROTOCOL_PREFIX = 'mtc'
 
-/** A DHT client's self-query interval: never, in practice (a day; timers take 32-bit ms). */
-export const CLIENT_NO_SELF_QUERY_MS = 24 * 3_600_000
-
 /** kad-dht protocol of the mesh (`/mtc/kad/1.0.0`). */
 export const DHT_PROTOCOL = `/${PROTOCOL_PREFIX}/kad/1.0.0`
 

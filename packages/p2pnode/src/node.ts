@@ -14,7 +14,6 @@ import { Registry } from 'prom-client'
 import { writeFileAtomic } from './atomic-file.ts'
 import { BootstrapKeeper } from './bootstrap.ts'
 import {
-  CLIENT_NO_SELF_QUERY_MS,
   DHT_PROTOCOL,
   INBOUND_CONNECTIONS_PER_HOST_PER_SECOND,
   MAX_INCOMING_PENDING_CONNECTIONS,
@@ -131,15 +130,6 @@ export class MeshNode {
         dht: kadDHT({
           protocol: DHT_PROTOCOL,
           clientMode: init.dhtClient === true,
-          // A short-lived client must not query the DHT on its own: a server that answers
-          // a client's kad stream records it as a DHT peer and keeps routing queries to it
-          // after it has exited, which slows every later lookup down.
-          ...(init.dhtClient === true
-            ? {
-                initialQuerySelfInterval: CLIENT_NO_SELF_QUERY_MS,
-                querySelfInterval: CLIENT_NO_SELF_QUERY_MS,
-              }
-            : {}),
           // Mesh hosts talk over private and loopback addresses; the default mapper
           // (made for the public DHT) would drop them.
           peerInfoMapper: passthroughMapper,
