@@ -31,6 +31,8 @@ interface Cached {
   /** How long `value` is fresh. */
   ttlMs: number
   reading?: Promise<void>
+  /** A request already waited for the first read: later ones never do. */
+  waited?: boolean
 }
 
 /** The registry's code for a name without a record. */
@@ -84,7 +86,10 @@ export class RegistryRequirements implements RequirementsSource {
     if (this.controller.signal.aborted) return cached.value
     const reading = cached.reading ?? this.read(service, cached)
     // Stale, or the registry is known down: answer now, the read goes on behind.
-    if (cached.readAt > Number.NEGATIVE_INFINITY || this.isDown()) return cached.value
+    if (cached.readAt > Number.NEGATIVE_INFINITY || this.isDown() || cached.waited === true) {
+      return cached.value
+    }
+    cached.waited = true
     await raceSignal(reading, AbortSignal.timeout(REQUIREMENTS_FIRST_WAIT_MS)).catch(() => {})
     return cached.value
   }
