@@ -80,6 +80,23 @@ async function startAllocator(extra: string[] = [], reuse?: Alloc): Promise<Allo
   return { ...d, metrics: `http://127.0.0.1:${metricsPort}`, dataDir, args }
 }
 
+/** A client-mode proxy (allocating on demand) on a free port; resolves once it answers. */
+async function startClientProxy(extra: string[] = []): Promise<number> {
+  const port = await freePort()
+  run('proxy', [
+    '--psk-file',
+    pskFile,
+    '--bootstrap',
+    pm.addr,
+    '--metrics',
+    '127.0.0.1:0',
+    ...extra,
+    String(port),
+  ])
+  await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${port}/`)).status > 0)
+  return port
+}
+
 async function allocate(a: Alloc, service: string) {
   const conn = await node.libp2p.dial(multiaddr(a.addr))
   return await requestAllocation(node.libp2p, conn.remotePeer, service, { timeoutMs: 60_000 })
@@ -167,17 +184,7 @@ describe('allocator', () => {
     assert.ok(coldMs < 30_000)
 
     // A client proxy reaches it through the overlay.
-    const port = await freePort()
-    run('proxy', [
-      '--psk-file',
-      pskFile,
-      '--bootstrap',
-      pm.addr,
-      '--no-allocate',
-      '--metrics',
-      '127.0.0.1:0',
-      String(port),
-    ])
+    const port = await startClientProxy(['--no-allocate'])
     const body = await waitFor(
       'hello through the mesh',
       async () => {
@@ -208,17 +215,7 @@ describe('allocator', () => {
       'burst',
     ])
     assert.equal(add.code, 0, add.stderr)
-    const port = await freePort()
-    run('proxy', [
-      '--psk-file',
-      pskFile,
-      '--bootstrap',
-      pm.addr,
-      '--metrics',
-      '127.0.0.1:0',
-      String(port),
-    ])
-    await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${port}/`)).status > 0)
+    const port = await startClientProxy()
     const replies = await Promise.all(
       Array.from({ length: 20 }, () => httpGet(`http://127.0.0.1:${port}/burst/`)),
     )
@@ -313,17 +310,7 @@ describe('allocator', () => {
     for (const id of await containers(a)) await docker('rm', '-f', id)
     const full = await startAllocator(['--max-instances', '1'])
     await allocate(full, 'hello-world-server')
-    const port = await freePort()
-    run('proxy', [
-      '--psk-file',
-      pskFile,
-      '--bootstrap',
-      pm.addr,
-      '--metrics',
-      '127.0.0.1:0',
-      String(port),
-    ])
-    await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${port}/`)).status > 0)
+    const port = await startClientProxy()
     const res = await fetch(`http://127.0.0.1:${port}/burst/`)
     assert.equal(res.status, 503, await res.text())
     assert.equal(res.headers.get('x-mtc-error'), 'ERR_NO_CAPACITY')

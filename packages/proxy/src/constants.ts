@@ -118,9 +118,9 @@ export const LATENCY_EWMA_GAIN = 0.25
 /**
  * How fast what requests taught about an instance fades back to its probe RTT (time
  * constant): an instance not used for a while is tried again, so a recovered one wins
- * back its traffic, yet a slow one is retried only every few tens of seconds.
+ * back its traffic within seconds, yet a slow one is retried only every several seconds.
  */
-export const OBSERVATION_DECAY_MS = 10_000
+export const OBSERVATION_DECAY_MS = 5_000
 /** Latency added per recent error (decaying like observations): one error outweighs any
  * real latency difference, so a fast-failing instance does not win. */
 export const ERROR_PENALTY_MS = 1_000

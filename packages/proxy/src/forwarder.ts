@@ -222,7 +222,8 @@ export class Forwarder {
         })
         return
       }
-      inst.stats.recordLatency(performance.now() - started)
+      // Only a reused stream measures the instance; a fresh one adds its own set-up.
+      if (upstream.reusedSocket) inst.stats.recordLatency(performance.now() - started)
       if ((ures.statusCode ?? 0) >= 500) inst.stats.recordError()
       res.off('close', onClientGone)
       this.relay(ures, res, () => resolve({ kind: 'relayed' }))
