@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { once } from 'node:events'
-import { Readable, Writable } from 'node:stream'
+import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -9,6 +9,7 @@ import type { Stream } from '@libp2p/interface'
 import { generatePsk, MeshNode } from '@mtc/p2pnode'
 import { waitFor } from '@mtc/testkit'
 import { StreamDuplex } from '../src/stream-duplex.ts'
+import { randomBody } from './fixture.ts'
 
 const PROTOCOL = '/mtc-test/duplex/1.0.0'
 const MB = 1024 * 1024
@@ -55,25 +56,6 @@ async function pair(allowHalfOpen = true): Promise<{ client: StreamDuplex; serve
   return { client, server }
 }
 
-/** `bytes` random bytes in 64 KiB chunks, with the SHA-256 of what was produced. */
-function randomSource(bytes: number): { readable: Readable; digest: () => string } {
-  const hash = createHash('sha256')
-  let left = bytes
-  const readable = new Readable({
-    read() {
-      if (left === 0) {
-        this.push(null)
-        return
-      }
-      const chunk = randomBytes(Math.min(left, 64 * 1024))
-      left -= chunk.byteLength
-      hash.update(chunk)
-      this.push(chunk)
-    },
-  })
-  return { readable, digest: () => hash.digest('hex') }
-}
-
 /** Hashes everything written; `delayMs` per chunk makes a slow consumer. */
 function hashingSink(delayMs = 0): {
   writable: Writable
@@ -97,33 +79,33 @@ function hashingSink(delayMs = 0): {
 describe('StreamDuplex (libp2p stream as a Node Duplex)', () => {
   it('carries 50 MB each way at once, byte-exact', async () => {
     const { client, server } = await pair()
-    const up = randomSource(50 * MB)
-    const down = randomSource(50 * MB)
+    const up = randomBody(50 * MB)
+    const down = randomBody(50 * MB)
     const atServer = hashingSink()
     const atClient = hashingSink()
     await Promise.all([
-      pipeline(up.readable, client),
+      pipeline(up.stream, client),
       pipeline(server, atServer.writable),
-      pipeline(down.readable, server),
+      pipeline(down.stream, server),
       pipeline(client, atClient.writable),
     ])
     assert.equal(atServer.bytes(), 50 * MB)
     assert.equal(atClient.bytes(), 50 * MB)
-    assert.equal(atServer.digest(), up.digest())
-    assert.equal(atClient.digest(), down.digest())
+    assert.equal(atServer.digest(), up.sha256())
+    assert.equal(atClient.digest(), down.sha256())
   })
 
   it('holds a fast writer back while the reader is slow (no unbounded buffering, no reset)', async () => {
     const { client, server } = await pair()
     const total = 24 * MB
-    const up = randomSource(total)
+    const up = randomBody(total)
     let produced = 0
-    up.readable.on('data', (c: Buffer) => {
+    up.stream.on('data', (c: Buffer) => {
       produced += c.byteLength
     })
     const sink = hashingSink()
     // The server does not read at all for a while.
-    const sending = pipeline(up.readable, client)
+    const sending = pipeline(up.stream, client)
     await sleep(1500)
     const heldBack = produced
     // Buffered at most: the Node buffers on both sides and one (grown) yamux window.
@@ -131,18 +113,18 @@ describe('StreamDuplex (libp2p stream as a Node Duplex)', () => {
     assert.ok(client.stream.status === 'open' && server.stream.status === 'open')
     await Promise.all([sending, pipeline(server, sink.writable)])
     assert.equal(sink.bytes(), total)
-    assert.equal(sink.digest(), up.digest())
+    assert.equal(sink.digest(), up.sha256())
   })
 
   it('keeps pace with a slow consumer downstream of it', async () => {
     const { client, server } = await pair()
-    const up = randomSource(2 * MB)
+    const up = randomBody(2 * MB)
     // ≥ 32 chunks of ≤ 64 KiB × 20 ms: the consumer takes ≥ 0.64 s, the writer waits for it.
     const sink = hashingSink(20)
     const started = performance.now()
-    await Promise.all([pipeline(up.readable, client), pipeline(server, sink.writable)])
+    await Promise.all([pipeline(up.stream, client), pipeline(server, sink.writable)])
     assert.ok(performance.now() - started > 600)
-    assert.equal(sink.digest(), up.digest())
+    assert.equal(sink.digest(), up.sha256())
   })
 
   it('propagates half-close: end() ends the remote readable, the other way stays open', async () => {
