@@ -16,7 +16,9 @@ PREFIX=/usr/local
 # prometheus: the binary and promtool for deploy/'s tests (packages/observability); its
 # packaged service is kept from starting like the others (policy-rc.d below), and
 # --no-install-recommends keeps out prometheus-node-exporter, which would take :9100.
-APT_PACKAGES=(etcd-server iproute2 docker.io prometheus)
+# nginx and wrk: the benchmarks' baseline (two nginx hops in series) and load generator;
+# nginx's packaged service is kept from starting too, the benchmarks run their own.
+APT_PACKAGES=(etcd-server iproute2 docker.io prometheus nginx wrk)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 

@@ -3,13 +3,13 @@
  * libp2p's ping), and the memory of an idle ping-monitor with 10 connected peers.
  * Run: node bench/src/foundation.ts
  */
-import { readFile, writeFile } from 'node:fs/promises'
+import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { formatSwarmKey, generatePsk, MeshNode, type Psk } from '@mtc/p2pnode'
 import { startBootstrap, stopAll, tempDir, waitFor } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ms, report, summary, timeEach } from './stats.ts'
+import { ms, report, rssBytes, summary, timeEach, withCleanup } from './stats.ts'
 
 const TRIALS = 20
 const PROBES = 500
@@ -60,18 +60,21 @@ async function main(): Promise<void> {
 
   // Memory of an idle ping-monitor (a real process) with 10 peers connected and probed.
   const dir = await tempDir('mtc-bench-')
-  const pskFile = join(dir.path, 'swarm.key')
-  await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
-  const { proc: pm, addr: pmAddr } = await startBootstrap(pskFile, dir.path)
   const peers: MeshNode[] = []
-  for (let i = 0; i < IDLE_PEERS; i++) peers.push(await node(psk, [pmAddr]))
-  await waitFor('peers connected', () => peers.every((p) => p.connectedBootstraps().length === 1))
-  await sleep(IDLE_SETTLE_MS)
-  const status = await readFile(`/proc/${pm.child.pid}/status`, 'utf8')
-  const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1])
-  for (const p of peers) await p.stop()
-  await stopAll()
-  await dir.remove()
+  const cleanup = async () => {
+    for (const p of peers) await p.stop()
+    await stopAll()
+    await dir.remove()
+  }
+  const rssKb = await withCleanup(cleanup, async () => {
+    const pskFile = join(dir.path, 'swarm.key')
+    await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
+    const { proc: pm, addr: pmAddr } = await startBootstrap(pskFile, dir.path)
+    for (let i = 0; i < IDLE_PEERS; i++) peers.push(await node(psk, [pmAddr]))
+    await waitFor('peers connected', () => peers.every((p) => p.connectedBootstraps().length === 1))
+    await sleep(IDLE_SETTLE_MS)
+    return (await rssBytes(pm.child.pid!)) / 1024
+  })
 
   await report(
     'foundation',

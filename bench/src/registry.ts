@@ -12,7 +12,7 @@ import { formatSwarmKey, generatePsk, MeshNode } from '@mtc/p2pnode'
 import { freePort, readLinesWhenReady, run, stopAll, tempDir } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import tar from 'tar-stream'
-import { ms, report, summary, timeEach } from './stats.ts'
+import { ms, report, summary, timeEach, withCleanup } from './stats.ts'
 
 const OPS = 1000
 const UPLOAD_BYTES = 100 * 1024 * 1024
@@ -93,8 +93,15 @@ async function main(): Promise<void> {
   await node.start()
   const client = new HashLookupClient(node.libp2p, multiaddr(hlAddr))
   const etcdClient = createEtcdClient(etcd.endpoints)
+  const cleanup = async () => {
+    etcdClient.close()
+    await node.stop()
+    await stopAll()
+    await etcd.stop()
+    await dir.remove()
+  }
 
-  try {
+  await withCleanup(cleanup, async () => {
     const imageId = `sha256:${'ab'.repeat(32)}`
     const record = (i: number) => ({
       name: `bench-${i}`,
@@ -147,14 +154,15 @@ async function main(): Promise<void> {
         what,
         value: `${ms(m.p50)} / ${ms(m.p99)}`,
         baseline: `etcd ${ms(b.p50)} / ${ms(b.p99)}`,
-        ratio: `+${ms(m.p50 - b.p50)} p50`,
+        ratio: `+${ms(m.p50 - b.p50)} / +${ms(m.p99 - b.p99)}`,
+        target: 'report the overhead',
       }
     }
     await report(
       'registry',
       [
-        row(`get p50/p99 (${OPS} ops)`, hlGet, etcdGet),
-        row(`add p50/p99 (${OPS} ops)`, hlAdd, etcdPut),
+        row(`registry get p50/p99 (${OPS} ops)`, hlGet, etcdGet),
+        row(`registry add p50/p99 (${OPS} ops)`, hlAdd, etcdPut),
         {
           what: `upload ${(size / 1e6).toFixed(0)} MB tarball`,
           value: `${mbps(size, uploadMs).toFixed(1)} MB/s (${(uploadMs / 1000).toFixed(2)} s)`,
@@ -172,13 +180,7 @@ async function main(): Promise<void> {
         diskMs,
       },
     )
-  } finally {
-    etcdClient.close()
-    await node.stop()
-    await stopAll()
-    await etcd.stop()
-    await dir.remove()
-  }
+  })
 }
 
 await main()

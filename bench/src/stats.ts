@@ -1,5 +1,5 @@
-import { mkdir, writeFile } from 'node:fs/promises'
-import { arch, cpus, totalmem } from 'node:os'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { arch, cpus, loadavg, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { REPO_ROOT } from '@mtc/testkit'
 
@@ -26,6 +26,10 @@ export interface Row {
   value: string
   baseline?: string
   ratio?: string
+  /** The goal from issue #7; rows with one make up the suite's summary table. */
+  target?: string
+  /** Whether `value` meets `target`; absent when the target is only to report. */
+  met?: boolean
 }
 
 export function summary(samples: number[]): { p50: number; p99: number } {
@@ -34,33 +38,88 @@ export function summary(samples: number[]): { p50: number; p99: number } {
 
 export const ms = (v: number): string => `${v.toFixed(3)} ms`
 
-/** Prints the table and writes bench/results/<name>.json with the machine and date. */
-export async function report(name: string, rows: Row[], raw: unknown): Promise<void> {
-  const w = [0, 1, 2, 3].map((i) =>
-    Math.max(
-      ...[
-        ['what', 'value', 'baseline', 'ratio'],
-        ...rows.map((r) => [r.what, r.value, r.baseline ?? '', r.ratio ?? '']),
-      ].map((c) => c[i].length),
+const COLUMNS = ['what', 'value', 'baseline', 'ratio', 'target', 'met'] as const
+
+/** met / MISSED, or – where the target is only to report the figure. */
+export const verdict = (r: Row): string =>
+  r.met == null ? (r.target != null ? '–' : '') : r.met ? 'met' : 'MISSED'
+
+/** The rows as a text table; the target columns only when some row has a target. */
+export function table(rows: Row[]): string {
+  const n = rows.some((r) => r.target != null) ? COLUMNS.length : 4
+  const cells = [
+    COLUMNS.slice(0, n) as readonly string[],
+    ...rows.map((r) =>
+      [r.what, r.value, r.baseline ?? '', r.ratio ?? '', r.target ?? '', verdict(r)].slice(0, n),
     ),
-  )
-  const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i])).join(' | ')
-  process.stdout.write(
-    `\n${name}\n${line(['what', 'value', 'baseline', 'ratio'])}\n${w.map((x) => '-'.repeat(x)).join('-|-')}\n`,
-  )
-  for (const r of rows)
-    process.stdout.write(`${line([r.what, r.value, r.baseline ?? '', r.ratio ?? ''])}\n`)
-  const dir = join(REPO_ROOT, 'bench', 'results')
-  await mkdir(dir, { recursive: true })
-  const machine = {
+  ]
+  const w = cells[0].map((_, i) => Math.max(...cells.map((c) => c[i].length)))
+  const line = (c: readonly string[]) => c.map((x, i) => x.padEnd(w[i])).join(' | ')
+  return [line(cells[0]), w.map((x) => '-'.repeat(x)).join('-|-'), ...cells.slice(1).map(line)]
+    .map((l) => `${l.trimEnd()}\n`)
+    .join('')
+}
+
+export const RESULTS_DIR = join(REPO_ROOT, 'bench', 'results')
+
+export function machine() {
+  return {
     cpus: cpus().length,
     cpu: cpus()[0]?.model,
     memoryBytes: totalmem(),
     arch: arch(),
     node: process.version,
+    /** 1, 5 and 15 min load averages when the figures were written: > cpus means contention. */
+    loadavg: loadavg().map((l) => Number(l.toFixed(2))),
   }
+}
+
+/**
+ * Prints the table and writes <name>.json with the machine and date to bench/results/, or
+ * to BENCH_RESULTS_DIR (the suite's own directory, so a bench run elsewhere at the same
+ * time cannot stand in for the suite's).
+ */
+export async function report(name: string, rows: Row[], raw: unknown): Promise<void> {
+  process.stdout.write(`\n${name}\n${table(rows)}`)
+  const dir = process.env.BENCH_RESULTS_DIR ?? RESULTS_DIR
+  await mkdir(dir, { recursive: true })
   await writeFile(
     join(dir, `${name}.json`),
-    `${JSON.stringify({ name, date: new Date().toISOString(), machine, rows, raw }, null, 2)}\n`,
+    `${JSON.stringify({ name, date: new Date().toISOString(), machine: machine(), rows, raw }, null, 2)}\n`,
   )
+}
+
+/** The resident set size of process `pid` in bytes (VmRSS in /proc/<pid>/status). */
+export async function rssBytes(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8')
+  const kb = /VmRSS:\s+(\d+)/.exec(status)?.[1]
+  if (kb == null) throw new Error(`no VmRSS for process ${pid}`)
+  return Number(kb) * 1024
+}
+
+/**
+ * Runs `body`, then `cleanup` — also when it throws, and on SIGINT/SIGTERM (then exits
+ * 128+signal), so no process or container a bench started outlives it. A repeated signal
+ * (a terminal's Ctrl-C reaches a launcher and the bench both) does not cut the cleanup short.
+ */
+export async function withCleanup<T>(cleanup: () => Promise<void>, body: () => Promise<T>) {
+  let cleaning: Promise<void> | undefined
+  const once = () => {
+    cleaning ??= cleanup()
+    return cleaning
+  }
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (cleaning != null) return
+    process.stderr.write(`${signal}: stopping what the bench started\n`)
+    void once().finally(() => process.exit(128 + (signal === 'SIGINT' ? 2 : 15)))
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  try {
+    return await body()
+  } finally {
+    await once()
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
 }

@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream'
  *   POST /echo                   the request body streamed back
  *   GET  /slow?ms=100&chunks=10  `chunks` lines, one every `ms` (headers at once)
  *   GET  /status/:code           an empty answer with that status code
+ *   GET  /bytes/:n               n bytes with a Content-Length, streamed (n > 1 GiB: 400)
  *   ANY  /inspect                {method, url, headers} of the request as JSON
  *
  * Port: first argument or SERVICE_PORT; host: SERVICE_HOST (default 0.0.0.0).
@@ -15,11 +16,34 @@ import { pipeline } from 'node:stream'
  */
 const MAX_SLOW_CHUNKS = 10_000
 const MAX_SLOW_MS = 60_000
+/** /bytes/:n serves at most this much: enough for bulk-transfer benchmarks. */
+const MAX_BYTES = 1024 ** 3
+/** /bytes/:n writes one shared chunk at a time, so a large answer costs no memory. */
+const BYTES_CHUNK = Buffer.alloc(64 * 1024, 'x')
+
+/** Writes `n` bytes to `res` in BYTES_CHUNK pieces, waiting for the socket to drain. */
+function sendBytes(res: ServerResponse, n: number): void {
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': n })
+  let left = n
+  const more = (): void => {
+    while (left > 0) {
+      const piece = left >= BYTES_CHUNK.length ? BYTES_CHUNK : BYTES_CHUNK.subarray(0, left)
+      left -= piece.length
+      if (!res.write(piece)) {
+        res.once('drain', more)
+        return
+      }
+    }
+    res.end()
+  }
+  more()
+}
 
 function handle(req: IncomingMessage, res: ServerResponse, instance: string | undefined): void {
   if (instance != null) res.setHeader('x-instance', instance)
   const url = new URL(req.url ?? '/', 'http://localhost')
   const status = /^\/status\/(\d{3})$/.exec(url.pathname)
+  const bytes = /^\/bytes\/(\d{1,10})$/.exec(url.pathname)
   if (url.pathname === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
     const body = 'Hello, world\n'
     res.writeHead(200, {
@@ -53,6 +77,12 @@ function handle(req: IncomingMessage, res: ServerResponse, instance: string | un
   } else if (status != null && Number(status[1]) >= 200 && Number(status[1]) <= 599) {
     res.writeHead(Number(status[1]), { 'content-type': 'text/plain; charset=utf-8' })
     res.end(`status ${status[1]}\n`)
+  } else if (bytes != null && req.method === 'GET') {
+    if (Number(bytes[1]) <= MAX_BYTES) sendBytes(res, Number(bytes[1]))
+    else {
+      res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8' })
+      res.end(`at most ${MAX_BYTES} bytes\n`)
+    }
   } else if (url.pathname === '/inspect') {
     req.resume()
     req.on('end', () => {

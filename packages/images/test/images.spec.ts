@@ -140,6 +140,17 @@ test('hello-world-server answers through the overlay from its container', {
   assert.equal(answer.body, 'Hello, world\n')
 })
 
+test('the image serves /bytes/:n, the answers of the benchmarks (1 KB and bulk)', {
+  timeout: TEST_TIMEOUT_MS,
+}, async () => {
+  for (const n of [1024, 10 * 1024 * 1024]) {
+    const res = await fetch(`http://127.0.0.1:${clientPort}/hello-world-server/bytes/${n}`)
+    assert.equal(res.status, 200)
+    assert.equal(res.headers.get('content-length'), String(n))
+    assert.equal((await res.arrayBuffer()).byteLength, n)
+  }
+})
+
 test("the instance's peer ID is the mounted identity's", { timeout: TEST_TIMEOUT_MS }, async () => {
   const peers = await waitFor('the instance in the ping-monitor table', async () => {
     const list = (await (await fetch(`http://127.0.0.1:${pingMetricsPort}/peers`)).json()) as {

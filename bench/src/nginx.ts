@@ -1,0 +1,68 @@
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { freePort, type Proc, run, waitFor } from '@mtc/testkit'
+
+/**
+ * One nginx reverse-proxy hop forwarding 127.0.0.1:`port` to 127.0.0.1:`upstream` over
+ * keep-alive connections, as a hop of the itsUP layout does. Everything it writes stays
+ * in `dir` (`-p`/`-e`): its own pid file and error log, no system config touched.
+ */
+function hopConfig(dir: string, port: number, upstream: number): string {
+  const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
+    .map((t) => `  ${t}_temp_path ${join(dir, `${t}_temp`)};`)
+    .join('\n')
+  return `daemon off;
+worker_processes 1;
+pid ${join(dir, 'nginx.pid')};
+error_log ${join(dir, 'error.log')} warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+${temp}
+  upstream next {
+    server 127.0.0.1:${upstream};
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://next;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+    }
+  }
+}
+`
+}
+
+/**
+ * Starts `hops` nginx processes in series in front of 127.0.0.1:`upstream` (client → hop 1
+ * → … → hop n → upstream); resolves with the first hop's port once a GET of `probePath`
+ * answers 200 through all of them. The processes are testkit's: `stopAll` ends them.
+ */
+export async function startNginxChain(
+  dir: string,
+  upstream: number,
+  hops: number,
+  probePath: string,
+): Promise<{ port: number; procs: Proc[] }> {
+  const procs: Proc[] = []
+  let next = upstream
+  for (let i = hops; i >= 1; i--) {
+    const hopDir = join(dir, `nginx-${i}`)
+    await mkdir(hopDir, { recursive: true })
+    const port = await freePort()
+    const conf = join(hopDir, 'nginx.conf')
+    await writeFile(conf, hopConfig(hopDir, port, next))
+    procs.push(run('nginx', ['-p', hopDir, '-e', join(hopDir, 'error.log'), '-c', conf]))
+    next = port
+  }
+  const url = `http://127.0.0.1:${next}${probePath}`
+  await waitFor(`${hops} nginx hops`, async () => (await fetch(url)).status === 200, {
+    timeoutMs: 10_000,
+  }).catch((err: Error) => {
+    throw new Error(`${err.message}\n${procs.map((p) => p.stderr()).join('\n')}`)
+  })
+  return { port: next, procs }
+}

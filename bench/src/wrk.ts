@@ -1,0 +1,45 @@
+import { join } from 'node:path'
+import { runToEnd } from '@mtc/testkit'
+
+/** What one wrk run measured; latencies in ms. */
+export interface Load {
+  connections: number
+  requests: number
+  rps: number
+  p50: number
+  p99: number
+  /** Socket errors, timeouts and non-2xx/3xx answers together. */
+  errors: number
+}
+
+const REPORT_SCRIPT = join(import.meta.dirname, 'wrk-json.lua')
+/** Connections opened and code paths warmed before the measured run. */
+const WARMUP_SECONDS = 1
+
+async function runWrk(url: string, connections: number, seconds: number): Promise<Load> {
+  const args = ['-t', String(Math.min(connections, 2)), '-c', String(connections)]
+  args.push('-d', `${seconds}s`, '--timeout', '10s', '-s', REPORT_SCRIPT, url)
+  const out = await runToEnd('wrk', args, { timeoutMs: (seconds + 30) * 1000 })
+  const json = out.stdout.split('\n').find((l) => l.startsWith('{'))
+  if (out.code !== 0 || json == null) throw new Error(`wrk ${url}: ${out.stderr}${out.stdout}`)
+  const s = JSON.parse(json)
+  const e = s.errors
+  return {
+    connections,
+    requests: s.requests,
+    rps: s.requests / (s.durationUs / 1e6),
+    p50: s.p50Us / 1000,
+    p99: s.p99Us / 1000,
+    errors: e.connect + e.read + e.write + e.status + e.timeout,
+  }
+}
+
+/**
+ * Loads `url` with wrk (Debian's `wrk`, installed by scripts/setup.sh): `connections`
+ * keep-alive connections for `seconds`, after a short warm-up. wrk times every request
+ * itself (to the microsecond), so no Node client's overhead is in the figures.
+ */
+export async function wrk(url: string, connections: number, seconds: number): Promise<Load> {
+  await runWrk(url, connections, WARMUP_SECONDS)
+  return await runWrk(url, connections, seconds)
+}
