@@ -1,2 +1,6 @@
 #!/usr/bin/env node
-import '../dist/src/bin.js'
+// Re-executes with the daemon's Node flags (smaller V8 young generation) before loading.
+import { execWithDaemonFlags } from '@mtc/p2pnode/node-flags'
+
+execWithDaemonFlags()
+await import('../dist/src/bin.js')

@@ -61,6 +61,7 @@ export {
   type NodeDefaults,
   resolveNodeConfig,
 } from './node-config.ts'
+export { http } from './node-http.ts'
 export {
   derivePsk,
   formatSwarmKey,

@@ -1,7 +1,8 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
 import { METRICS_HEADERS_TIMEOUT_MS } from './constants.ts'
+import { http } from './node-http.ts'
 
 export type RouteHandler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>
 
@@ -25,7 +26,7 @@ export class MetricsServer {
   }
 
   async start(): Promise<void> {
-    const server = createServer((req, res) => {
+    const server = http.createServer((req, res) => {
       this.handle(req, res).catch((err: Error) => {
         if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' })
         res.end(`internal error: ${err.message}\n`)

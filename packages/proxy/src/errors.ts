@@ -1,4 +1,5 @@
-import { type ServerResponse, STATUS_CODES } from 'node:http'
+import type { ServerResponse } from 'node:http'
+import { http } from '@mtc/p2pnode'
 import { ALLOCATION_FAILURE_HOLD_MS } from './constants.ts'
 
 /**
@@ -130,7 +131,7 @@ export function sendError(res: ServerResponse, err: ProxyError): void {
 /** The same answer written raw on a socket whose HTTP parser failed (clientError). */
 export function rawErrorResponse(err: ProxyError): string {
   const { status, headers, body } = errorResponse(err)
-  const lines = [`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`, 'connection: close']
+  const lines = [`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}`, 'connection: close']
   for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`)
   return `${lines.join('\r\n')}\r\n\r\n${body}`
 }

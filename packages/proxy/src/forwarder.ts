@@ -1,6 +1,6 @@
-import { type IncomingMessage, request, type ServerResponse } from 'node:http'
-import { pipeline } from 'node:stream'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from '@libp2p/interface'
+import { http } from '@mtc/p2pnode'
 import { type Allocator, noAllocator } from './allocator.ts'
 import { DEFAULT_UPSTREAM_TIMEOUT_MS, MAX_ATTEMPTS } from './constants.ts'
 import { ERROR_HEADER, ProxyError, sendError } from './errors.ts'
@@ -8,6 +8,7 @@ import { endToEndHeaders, gatewayRequestHeaders } from './http-headers.ts'
 import type { Instance, InstanceRegistry } from './instance-registry.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { OnDemand } from './on-demand.ts'
+import { pipe } from './pipe.ts'
 import { RequestBody } from './request-body.ts'
 import {
   mergeRequirements,
@@ -178,7 +179,7 @@ export class Forwarder {
     const started = performance.now()
     let assigned = false
     let responded = false
-    const upstream = request({
+    const upstream = http.request({
       agent: inst.agent,
       host: inst.id,
       method,
@@ -248,7 +249,7 @@ export class Forwarder {
   /** Streams an upstream response to the client, minus hop-by-hop headers. */
   private relay(ures: IncomingMessage, res: ServerResponse, done?: () => void): void {
     res.writeHead(ures.statusCode ?? 502, ures.statusMessage, endToEndHeaders(ures.rawHeaders))
-    pipeline(ures, res, (err) => {
+    pipe(ures, res, (err) => {
       if (err != null) this.log.trace('response cut: %s', err.message)
       done?.()
     })

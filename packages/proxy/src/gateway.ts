@@ -1,7 +1,8 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from '@libp2p/interface'
+import { http } from '@mtc/p2pnode'
 import {
   CLIENT_IDLE_TIMEOUT_MS,
   CLIENT_KEEP_ALIVE_TIMEOUT_MS,
@@ -46,7 +47,7 @@ export class Gateway {
 
   async start(): Promise<void> {
     const headersTimeout = this.init.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS
-    const server = createServer(
+    const server = http.createServer(
       {
         maxHeaderSize: MAX_HEADER_BYTES,
         headersTimeout,

@@ -1,6 +1,7 @@
-import { Agent, type ClientRequest, type ClientRequestArgs } from 'node:http'
+import type { ClientRequest, ClientRequestArgs } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Libp2p, PeerId } from '@libp2p/interface'
+import { http } from '@mtc/p2pnode'
 import {
   HTTP_PROTOCOL,
   IDLE_STREAM_TIMEOUT_MS,
@@ -25,7 +26,7 @@ export interface MeshAgentInit {
  * HTTP client does the framing and keep-alive, and the Agent's pool of idle sockets is
  * the pool of warm streams (negotiated once, reused without a round trip).
  */
-export class MeshAgent extends Agent {
+export class MeshAgent extends http.Agent {
   private readonly libp2p: Libp2p
   private readonly peer: PeerId
   private readonly onStreamOpened?: () => void
@@ -65,7 +66,7 @@ export class MeshAgent extends Agent {
 
   /** An idle warm stream closes after IDLE_STREAM_TIMEOUT_MS (before the instance would). */
   override keepSocketAlive(socket: Duplex): boolean {
-    const keep = (Agent.prototype.keepSocketAlive as (s: Duplex) => boolean).call(this, socket)
+    const keep = (http.Agent.prototype.keepSocketAlive as (s: Duplex) => boolean).call(this, socket)
     ;(socket as StreamDuplex).setTimeout(IDLE_STREAM_TIMEOUT_MS)
     return keep !== false
   }

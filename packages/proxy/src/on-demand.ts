@@ -126,8 +126,12 @@ export class OnDemand {
           `no instance of ${entry.name} within ${this.waitTimeoutMs} ms`,
         )
       }
-      // Woken by the allocation's end or by an instance becoming usable (probes).
-      await raceSignal(Promise.race([allocation.done, entry.changed()]), stop).catch(() => {})
+      // Woken by the allocation's end or by an instance becoming usable (probes). Once the
+      // allocation has ended, its settled promise would wake this loop at once, forever:
+      // a microtask spin that starves the probes that would make the instance usable.
+      const woken =
+        result == null ? Promise.race([allocation.done, entry.changed()]) : entry.changed()
+      await raceSignal(woken, stop).catch(() => {})
     }
   }
 

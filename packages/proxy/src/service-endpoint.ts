@@ -1,16 +1,15 @@
-import {
-  Agent,
-  createServer,
-  type IncomingMessage,
-  request,
-  type Server,
-  type ServerResponse,
-} from 'node:http'
+import type { Agent, IncomingMessage, Server, ServerResponse } from 'node:http'
 import { connect, type Socket } from 'node:net'
-import { pipeline } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Logger, Stream } from '@libp2p/interface'
-import { answerStatus, Backoff, type InstanceStatus, provide, STATUS_PROTOCOL } from '@mtc/p2pnode'
+import {
+  answerStatus,
+  Backoff,
+  http,
+  type InstanceStatus,
+  provide,
+  STATUS_PROTOCOL,
+} from '@mtc/p2pnode'
 import {
   CONNECTIONS_CHECK_INTERVAL_MS,
   DEFAULT_HEADERS_TIMEOUT_MS,
@@ -31,6 +30,7 @@ import {
 import { ERROR_HEADER, ProxyError, sendError } from './errors.ts'
 import { endToEndHeaders, relayRequestHeaders } from './http-headers.ts'
 import type { ProxyMetrics } from './metrics.ts'
+import { pipe } from './pipe.ts'
 import { StreamDuplex } from './stream-duplex.ts'
 
 export interface ServiceEndpointInit {
@@ -69,14 +69,14 @@ export class ServiceEndpoint {
   constructor(init: ServiceEndpointInit) {
     this.init = init
     this.log = init.log
-    this.agent = new Agent({
+    this.agent = new http.Agent({
       keepAlive: true,
       maxFreeSockets: MAX_IDLE_LOCAL_SOCKETS,
       timeout: LOCAL_IDLE_SOCKET_TIMEOUT_MS,
       scheduling: 'lifo',
     })
     const headersTimeout = init.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS
-    this.server = createServer(
+    this.server = http.createServer(
       {
         // The gateway adds a few forwarding headers to what it accepted.
         maxHeaderSize: 2 * MAX_HEADER_BYTES,
@@ -138,7 +138,7 @@ export class ServiceEndpoint {
     const timeoutMs = this.init.upstreamTimeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS
     let connected = false
     let responded = false
-    const upstream = request({
+    const upstream = http.request({
       agent: this.agent,
       host,
       port,
@@ -158,7 +158,7 @@ export class ServiceEndpoint {
     upstream.once('socket', (socket: Socket) => {
       const go = (): void => {
         connected = true
-        pipeline(req, upstream, () => {})
+        pipe(req, upstream, () => {})
       }
       if (socket.connecting) socket.once('connect', go)
       else go()
@@ -172,7 +172,7 @@ export class ServiceEndpoint {
         ures.statusMessage,
         endToEndHeaders(ures.rawHeaders, DROP_FROM_SERVICE),
       )
-      pipeline(ures, res, (err) => {
+      pipe(ures, res, (err) => {
         if (err != null) this.log.trace('response cut: %s', err.message)
       })
     })

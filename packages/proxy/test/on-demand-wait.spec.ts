@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { Registry } from 'prom-client'
+import type { Instance, InstanceRegistry } from '../src/instance-registry.ts'
+import { ServiceEntry } from '../src/instance-registry.ts'
+import { ProxyMetrics } from '../src/metrics.ts'
+import { OnDemand } from '../src/on-demand.ts'
+
+const PEER = '12D3KooWPrbAHP9XguUGSc58Bc3FYLUYQADJGP1Wuwj6HxMJK1dE'
+const silent = Object.assign(() => {}, {
+  error: () => {},
+  trace: () => {},
+  enabled: false,
+}) as never
+
+describe('on demand: waiting for a new instance', () => {
+  it('waits without spinning while the allocated instance is not usable yet', async () => {
+    const entry = new ServiceEntry('hello')
+    const inst = { id: PEER, usable: false } as unknown as Instance
+    const registry = {
+      adopt: async () => {
+        entry.instances.set(inst.id, inst)
+        return inst
+      },
+    } as unknown as InstanceRegistry
+    const onDemand = new OnDemand({
+      allocator: { allocate: async () => peerIdFromString(PEER) },
+      registry,
+      metrics: new ProxyMetrics(new Registry()),
+      log: silent,
+      waitTimeoutMs: 5_000,
+    })
+    // The probe that makes the instance usable runs on a timer: a waiter that spins on
+    // microtasks never lets it run, so cap the number of wake-ups it may take.
+    setTimeout(() => {
+      ;(inst as { usable: boolean }).usable = true
+      entry.notify()
+    }, 50)
+    let picks = 0
+    const pick = (): Instance | undefined => {
+      if (++picks > 100) throw new Error(`woken ${picks} times while nothing changed`)
+      return inst.usable ? inst : undefined
+    }
+    const got = await onDemand.waitFor(entry, pick, new AbortController().signal)
+    assert.equal(got, inst)
+    assert.ok(picks <= 4, `${picks} wake-ups`)
+    onDemand.stop()
+  })
+})
