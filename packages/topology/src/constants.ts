@@ -41,3 +41,33 @@ export const ECHO_MAX_LIFETIME_S = 300
  */
 export const RTT_TOLERANCE_RATIO = 0.2
 export const RTT_TOLERANCE_FLOOR_MS = 1
+
+/** Mesh fixture directories: `/tmp/mtc-m-<pid>-<seq>`, short for unix socket paths. */
+export const MESH_DIR_PREFIX = 'mtc-m-'
+/** A per-host dockerd answers within ~0.2 s here; 20 s leaves room for a slow disk. */
+export const DOCKERD_READY_TIMEOUT_MS = 20_000
+/** dockerd's own shutdown waits for containerd; with no container left it takes < 1 s. */
+export const DOCKERD_STOP_GRACE_MS = 10_000
+/** A docker CLI call against a per-host daemon (`docker load` of ~130 MB takes ~1 s). */
+export const DOCKER_CALL_TIMEOUT_MS = 60_000
+
+/**
+ * Fixed ports inside every host namespace (each has its own loopback and address, so all
+ * hosts use the same ones): libp2p on the host's WAN address, metrics on 127.0.0.1.
+ */
+export const MESH_PORTS = {
+  bootstrap: { p2p: 4001, metrics: 9100 },
+  allocator: { p2p: 4002, metrics: 9101 },
+  'hl-service': { p2p: 4003, metrics: 9102 },
+  proxy: { p2p: 4004, metrics: 9103 },
+} as const
+/** The client proxies' HTTP gateway (127.0.0.1 in their host). */
+export const GATEWAY_PORT = 4200
+/** Ports the allocators hand to instances: below the ephemeral range (32768+). */
+export const INSTANCE_PORT_RANGE = '20000-20399'
+/** ping-monitor's probe interval in a mesh: the proxies measure RTTs themselves. */
+export const MESH_PING_INTERVAL = '10s'
+/** How long a daemon may take to listen (addr file) or answer /healthz. */
+export const DAEMON_READY_TIMEOUT_MS = 30_000
+/** Until a DHT lookup from a client host finds every allocator and the hl-service. */
+export const MESH_DISCOVERY_TIMEOUT_MS = 30_000

@@ -1,8 +1,22 @@
 export * from './constants.ts'
+export { HostDockerd, sweepStaleMeshDirs } from './dockerd.ts'
 export {
+  type Component,
+  type Daemon,
+  HELLO_IMAGE,
+  type Instance,
+  Mesh,
+  type MeshSpec,
+  metricSum,
+  type Served,
+  type ServiceSpec,
+} from './mesh.ts'
+export {
+  type HttpAnswer,
   parseSpec,
   type RttMeasurement,
   rttWithinTolerance,
+  type StreamAnswer,
   sweepStale,
   Topology,
   type TopologySpec,

@@ -7,13 +7,25 @@
                                   COUNT sequential UDP probes; prints a JSON list of RTTs
                                   in ms (null for a probe without an answer)
   probe.py http URL TIMEOUT_MS    GET; prints the status code on the first line, then the body
+  probe.py fetch HOST PORT PATH COUNT TIMEOUT_MS
+                                  COUNT sequential GETs of PATH on one keep-alive
+                                  connection (a new one after an error); one JSON line
+                                  each: status (0: no answer), ms, headers, body, error
+  probe.py stream HOST PORT PATH INTERVAL_MS DURATION_MS TIMEOUT_MS
+                                  open loop: a GET every INTERVAL_MS for DURATION_MS, each
+                                  on a connection of its own (a slow one does not hold up
+                                  the next); one JSON line per answer as it ends: i, at
+                                  (start, ms since the epoch), ms, status, code (the
+                                  X-Mtc-Error header), bytes, error
 """
 
+import http.client as httpclient
 import json
 import select
 import socket
 import struct
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -84,12 +96,93 @@ def http(url, timeout_ms):
     return 0
 
 
+# Longest body text returned per answer (the rest is counted, not printed).
+MAX_BODY_TEXT = 4096
+
+
+def fetch(host, port, path, count, timeout_ms):
+    conn = None
+    for _ in range(count):
+        if conn is None:
+            conn = httpclient.HTTPConnection(host, port, timeout=timeout_ms / 1000.0)
+        started = time.monotonic()
+        try:
+            conn.request("GET", path)
+            res = conn.getresponse()
+            body = res.read()
+            answer = {
+                "status": res.status,
+                "headers": {k.lower(): v for k, v in res.getheaders()},
+                "body": body[:MAX_BODY_TEXT].decode("utf-8", "replace"),
+                "bytes": len(body),
+            }
+            if res.will_close:
+                conn.close()
+                conn = None
+        except (OSError, httpclient.HTTPException) as err:
+            conn.close()
+            conn = None
+            answer = {"status": 0, "headers": {}, "body": "", "bytes": 0, "error": str(err)}
+        answer["ms"] = round((time.monotonic() - started) * 1000.0, 3)
+        print(json.dumps(answer), flush=True)
+    if conn is not None:
+        conn.close()
+    return 0
+
+
+def stream(host, port, path, interval_ms, duration_ms, timeout_ms):
+    lock = threading.Lock()
+
+    def one(i):
+        at = time.time()
+        started = time.monotonic()
+        conn = httpclient.HTTPConnection(host, port, timeout=timeout_ms / 1000.0)
+        try:
+            conn.request("GET", path)
+            res = conn.getresponse()
+            body = res.read()
+            answer = {
+                "status": res.status,
+                "code": res.getheader("x-mtc-error") or "",
+                "bytes": len(body),
+            }
+        except (OSError, httpclient.HTTPException) as err:
+            answer = {"status": 0, "code": "", "bytes": 0, "error": str(err)}
+        finally:
+            conn.close()
+        answer["i"] = i
+        answer["at"] = round(at * 1000.0, 3)
+        answer["ms"] = round((time.monotonic() - started) * 1000.0, 3)
+        with lock:
+            print(json.dumps(answer), flush=True)
+
+    threads = []
+    t0 = time.monotonic()
+    i = 0
+    while i * interval_ms <= duration_ms:
+        left = t0 + i * interval_ms / 1000.0 - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+        t = threading.Thread(target=one, args=(i,), daemon=True)
+        t.start()
+        threads.append(t)
+        i += 1
+    for t in threads:
+        t.join()
+    return 0
+
 def main():
     args = sys.argv[1:]
     if len(args) == 3 and args[0] == "echo":
         return echo(args[1], float(args[2]))
     if len(args) == 6 and args[0] == "ping":
         return ping(args[1], int(args[2]), int(args[3]), float(args[4]), float(args[5]))
+    if len(args) == 6 and args[0] == "fetch":
+        return fetch(args[1], int(args[2]), args[3], int(args[4]), float(args[5]))
+    if len(args) == 7 and args[0] == "stream":
+        return stream(
+            args[1], int(args[2]), args[3], float(args[4]), float(args[5]), float(args[6])
+        )
     if len(args) == 3 and args[0] == "http":
         return http(args[1], float(args[2]))
     print(__doc__, file=sys.stderr)

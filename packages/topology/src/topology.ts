@@ -49,6 +49,36 @@ export interface RttMeasurement {
   ok: boolean
 }
 
+/** One HTTP answer as {@link Topology.fetch} reports it. */
+export interface HttpAnswer {
+  /** 0 when no answer came (then `error` says why). */
+  status: number
+  /** Lower-case names. */
+  headers: Record<string, string>
+  /** The body as text, at most 4 KiB of it; `bytes` is its full length. */
+  body: string
+  bytes: number
+  /** From sending the request to the end of the body, measured inside the host. */
+  ms: number
+  error?: string
+}
+
+/** One answer of {@link Topology.fetchStream}. */
+export interface StreamAnswer {
+  /** Sequence number: request i was sent at `intervalMs × i` after the first. */
+  i: number
+  /** When it was sent, in ms since the epoch (as `Date.now()`). */
+  at: number
+  /** Until the end of the answer, or of the failure. */
+  ms: number
+  /** 0 when no answer came (then `error` says why). */
+  status: number
+  /** The `X-Mtc-Error` header, if any. */
+  code: string
+  bytes: number
+  error?: string
+}
+
 /** Whether a measured RTT agrees with the configured one (20 %, or 1 ms for small values). */
 export function rttWithinTolerance(measuredMs: number, configuredMs: number): boolean {
   const tolerance = Math.max(configuredMs * RTT_TOLERANCE_RATIO, RTT_TOLERANCE_FLOOR_MS)
@@ -428,6 +458,81 @@ export class Topology {
       throw new Error(`GET ${url} in ${host} failed: ${r.stdout.slice(nl + 1)}${r.stderr}`.trim())
     }
     return { status, body: r.stdout.slice(nl + 1) }
+  }
+
+  /**
+   * `count` sequential GETs of `path` on `address:port` from inside the host's namespace,
+   * on one keep-alive connection (a new one after a failed request); the time of each is
+   * measured there. A request without an answer has status 0 and `error`.
+   */
+  async fetch(
+    host: string,
+    address: string,
+    port: number,
+    path: string,
+    { count = 1, timeoutMs = 15_000 } = {},
+  ): Promise<HttpAnswer[]> {
+    const r = await this.exec(
+      host,
+      PYTHON,
+      [PROBE, 'fetch', address, String(port), path, String(count), String(timeoutMs)],
+      { timeoutMs: count * timeoutMs + COMMAND_TIMEOUT_MS },
+    )
+    const answers = r.stdout
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as HttpAnswer)
+    if (r.code !== 0 || answers.length !== count) {
+      throw new Error(`GET ${path} in ${host} failed (${r.code}): ${r.stderr.trim()}`)
+    }
+    return answers
+  }
+
+  /**
+   * An open-loop stream of GETs from inside the host: one every `intervalMs` for
+   * `durationMs`, each on a connection of its own and with its own `timeoutMs` (a slow
+   * answer does not hold up the next request). `done` resolves, once every request has
+   * ended, with the answers in the order they were sent; `stop` ends it early.
+   */
+  fetchStream(
+    host: string,
+    address: string,
+    port: number,
+    path: string,
+    { intervalMs = 50, durationMs = 10_000, timeoutMs = 30_000 } = {},
+  ): { done: Promise<StreamAnswer[]>; stop: () => Promise<void> } {
+    const proc = this.spawn(host, PYTHON, [
+      PROBE,
+      'stream',
+      address,
+      String(port),
+      path,
+      String(intervalMs),
+      String(durationMs),
+      String(timeoutMs),
+    ])
+    // Bounded by the probe itself; the kill is a safety net.
+    const limit = setTimeout(() => proc.child.kill('SIGKILL'), durationMs + timeoutMs + 15_000)
+    const done = proc.exited.then((code) => {
+      clearTimeout(limit)
+      const answers = proc
+        .stdout()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as StreamAnswer)
+        .sort((a, b) => a.i - b.i)
+      if (code !== 0) {
+        throw new Error(`GET stream ${path} in ${host} ended with ${code}: ${proc.stderr().trim()}`)
+      }
+      return answers
+    })
+    done.catch(() => {}) // the caller awaits it
+    return {
+      done,
+      stop: async () => {
+        await proc.stop(1_000)
+      },
+    }
   }
 
   /** Starts a UDP echo in the host; resolves with its port and how to stop it. */
