@@ -49,6 +49,8 @@ export const SHUTDOWN_TIMEOUT_MS = 10_000
 export const RTT_PROBE_BYTES = 32
 /** An RTT probe unanswered after this long counts as failed. */
 export const RTT_PROBE_TIMEOUT_MS = 5_000
+/** Upper bound of pings in one RTT probe (a caller's `samples`). */
+export const MAX_RTT_SAMPLES = 10
 
 /** The mtc release every binary reports with --version and in its agent version. */
 export const MTC_VERSION = '0.1.0'

@@ -94,8 +94,14 @@ export const NEGATIVE_CACHE_MS = 1_000
 export const PROVIDER_REFRESH_MS = 10_000
 /** Instances of a service in use are probed (ping RTT + status) this often. */
 export const PROBE_INTERVAL_MS = 1_000
-/** One probe (ping + status, in parallel) fails after this: as p2pnode's RTT probe. */
+/** One probe (status, then the pings) fails after this: as p2pnode's RTT probe. */
 export const PROBE_TIMEOUT_MS = 5_000
+/**
+ * Pings per probe of an instance or allocator, on one stream; the smallest counts. A single
+ * ping on a busy proxy read 18–52 ms for a 5 ms path in the WAN scenarios (timers, GC and
+ * requests share the event loop), enough to push a near instance above a soft limit.
+ */
+export const RTT_SAMPLES_PER_PROBE = 3
 /** A never-answered instance gets short probes (a LAN answers in ms, and a cold request
  * is waiting for this one)... */
 export const FIRST_PROBE_TIMEOUT_MS = 1_000

@@ -12,6 +12,7 @@ import {
   PROBE_INTERVAL_MS,
   PROBE_TIMEOUT_MS,
   PROVIDER_REFRESH_MS,
+  RTT_SAMPLES_PER_PROBE,
   SERVICE_EXPIRY_MS,
 } from './constants.ts'
 import { MeshAgent } from './mesh-agent.ts'
@@ -258,11 +259,10 @@ export class InstanceRegistry {
     const { libp2p } = this.init
     const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(timeoutMs)])
     try {
-      const [rtt, status] = await raceSignal(
-        Promise.all([
-          probeRtt(libp2p, inst.peer, { signal }),
-          queryStatus(libp2p, inst.peer, { signal }),
-        ]),
+      // One after the other: a status answer arriving during a ping would add to its RTT.
+      const status = await raceSignal(queryStatus(libp2p, inst.peer, { signal }), signal)
+      const rtt = await raceSignal(
+        probeRtt(libp2p, inst.peer, { signal, samples: RTT_SAMPLES_PER_PROBE }),
         signal,
       )
       if (status.service !== e.name) {

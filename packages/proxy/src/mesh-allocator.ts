@@ -6,7 +6,11 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { raceSignal } from './abort.ts'
 import type { AllocationRequest, Allocator } from './allocator.ts'
 import { AllocatorDirectory } from './allocator-directory.ts'
-import { ALLOCATOR_PROBE_TIMEOUT_MS, MAX_ALLOCATION_ATTEMPTS } from './constants.ts'
+import {
+  ALLOCATOR_PROBE_TIMEOUT_MS,
+  MAX_ALLOCATION_ATTEMPTS,
+  RTT_SAMPLES_PER_PROBE,
+} from './constants.ts'
 import { ProxyError } from './errors.ts'
 
 export interface MeshAllocatorInit {
@@ -128,11 +132,10 @@ export class MeshAllocator implements Allocator {
   private async probe(peer: PeerId, outer: AbortSignal): Promise<Answering | undefined> {
     const signal = AbortSignal.any([outer, AbortSignal.timeout(ALLOCATOR_PROBE_TIMEOUT_MS)])
     try {
-      const [rtt, status] = await raceSignal(
-        Promise.all([
-          probeRtt(this.libp2p, peer, { signal }),
-          allocatorStatus(this.libp2p, peer, { signal }),
-        ]),
+      // One after the other: a status answer arriving during a ping would add to its RTT.
+      const status = await raceSignal(allocatorStatus(this.libp2p, peer, { signal }), signal)
+      const rtt = await raceSignal(
+        probeRtt(this.libp2p, peer, { signal, samples: RTT_SAMPLES_PER_PROBE }),
         signal,
       )
       const free = status.maxInstances - status.running - status.starting

@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict'
+import { after, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { PING_PROTOCOL } from '@libp2p/ping'
+import { multiaddr } from '@multiformats/multiaddr'
+import { MeshNode } from '../src/node.ts'
+import { generatePsk } from '../src/psk.ts'
+import { probeRtt } from '../src/rtt.ts'
+
+const psk = generatePsk()
+const nodes: MeshNode[] = []
+after(async () => {
+  await Promise.all(nodes.map((n) => n.stop()))
+})
+
+async function startNode(): Promise<MeshNode> {
+  const node = await MeshNode.create({
+    role: 'test',
+    version: '0.0.0',
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    bootstraps: [],
+    psk,
+  })
+  await node.start()
+  nodes.push(node)
+  return node
+}
+
+/** The first echo on each stream comes `firstDelayMs` late, the others at once. */
+async function slowFirstEcho(node: MeshNode, firstDelayMs: number): Promise<{ pings: number }> {
+  const seen = { pings: 0 }
+  await node.libp2p.unhandle(PING_PROTOCOL)
+  await node.libp2p.handle(PING_PROTOCOL, async (stream) => {
+    let first = true
+    for await (const buf of stream) {
+      seen.pings++
+      if (first) {
+        first = false
+        await sleep(firstDelayMs)
+      }
+      stream.send(buf)
+    }
+    await stream.close()
+  })
+  return seen
+}
+
+describe('probeRtt', () => {
+  it('sends `samples` pings on one stream and returns the smallest RTT', async () => {
+    const a = await startNode()
+    const b = await startNode()
+    await b.libp2p.dial(multiaddr(a.libp2p.getMultiaddrs()[0]))
+    const seen = await slowFirstEcho(a, 200)
+
+    const one = await probeRtt(b.libp2p, a.peerId)
+    assert.ok(one >= 0.2, `a single sample holds the late echo: ${one} s`)
+    assert.equal(seen.pings, 1)
+
+    const best = await probeRtt(b.libp2p, a.peerId, { samples: 3 })
+    assert.ok(best < 0.1, `the minimum of three leaves the late echo out: ${best} s`)
+    assert.equal(seen.pings, 4)
+  })
+})
