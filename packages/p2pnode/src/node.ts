@@ -23,6 +23,7 @@ import {
 } from './constants.ts'
 import { formatSwarmKey, type Psk } from './psk.ts'
 import { probeRtt } from './rtt.ts'
+import { coalescingMuxer } from './write-coalescing.ts'
 
 // A type alias, not an interface: libp2p's ServiceMap needs an index signature.
 export type MeshServices = {
@@ -109,12 +110,15 @@ export class MeshNode {
       transports: [tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [
-        yamux({
-          streamOptions: {
-            maxStreamWindowSize: YAMUX_MAX_STREAM_WINDOW_BYTES,
-            maxReadBufferLength: STREAM_MAX_READ_BUFFER_BYTES,
-          },
-        }),
+        // Frames written in one event-loop turn leave as one encrypted message.
+        coalescingMuxer(
+          yamux({
+            streamOptions: {
+              maxStreamWindowSize: YAMUX_MAX_STREAM_WINDOW_BYTES,
+              maxReadBufferLength: STREAM_MAX_READ_BUFFER_BYTES,
+            },
+          }),
+        ),
       ],
       connectionProtector:
         init.psk != null

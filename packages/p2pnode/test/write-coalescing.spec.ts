@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { setImmediate as nextTurn } from 'node:timers/promises'
+import type { MessageStream } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { COALESCE_MAX_BYTES, coalesceWrites } from '../src/write-coalescing.ts'
+
+/** The part of a secured connection coalesceWrites uses, recording what reaches it. */
+function fakeConn() {
+  const conn = {
+    status: 'open' as string,
+    writableNeedsDrain: false,
+    sent: [] as Uint8Array[],
+    events: [] as string[],
+    send(data: Uint8Array | Uint8ArrayList): boolean {
+      conn.sent.push(data.subarray())
+      conn.events.push('send')
+      return !conn.writableNeedsDrain
+    },
+    async close(): Promise<void> {
+      conn.events.push('close')
+    },
+    abort(): void {
+      conn.status = 'aborted'
+    },
+  }
+  return conn
+}
+
+const bytes = (...values: number[]): Uint8Array => Uint8Array.from(values)
+
+describe('coalesceWrites', () => {
+  it('sends the frames of one event-loop turn as one message, in order', async () => {
+    const raw = fakeConn()
+    const conn = coalesceWrites(raw as unknown as MessageStream)
+    assert.equal(conn.send(bytes(1, 2)), true)
+    assert.equal(conn.send(new Uint8ArrayList(bytes(3), bytes(4, 5))), true)
+    assert.equal(conn.send(bytes(6)), true)
+    assert.equal(raw.sent.length, 0, 'nothing leaves before the end of the turn')
+    await nextTurn()
+    assert.deepEqual(raw.sent, [bytes(1, 2, 3, 4, 5, 6)])
+    conn.send(bytes(7))
+    await nextTurn()
+    assert.deepEqual(raw.sent, [bytes(1, 2, 3, 4, 5, 6), bytes(7)])
+  })
+
+  it('sends at once when a full message is queued', async () => {
+    const raw = fakeConn()
+    const conn = coalesceWrites(raw as unknown as MessageStream)
+    conn.send(new Uint8Array(100))
+    conn.send(new Uint8Array(COALESCE_MAX_BYTES))
+    assert.equal(raw.sent.length, 1)
+    assert.equal(raw.sent[0].byteLength, COALESCE_MAX_BYTES + 100)
+    await nextTurn()
+    assert.equal(raw.sent.length, 1, 'no empty message afterwards')
+  })
+
+  it('passes backpressure on', async () => {
+    const raw = fakeConn()
+    const conn = coalesceWrites(raw as unknown as MessageStream)
+    raw.writableNeedsDrain = true
+    assert.equal(conn.send(bytes(1)), false)
+    await nextTurn()
+    assert.deepEqual(raw.sent, [bytes(1)], 'queued data still goes to the connection buffer')
+  })
+
+  it('sends what is queued before closing', async () => {
+    const raw = fakeConn()
+    const conn = coalesceWrites(raw as unknown as MessageStream)
+    conn.send(bytes(1))
+    await conn.close()
+    assert.deepEqual(raw.events, ['send', 'close'])
+    assert.deepEqual(raw.sent, [bytes(1)])
+  })
+
+  it('drops what is queued when the connection was aborted', async () => {
+    const raw = fakeConn()
+    const conn = coalesceWrites(raw as unknown as MessageStream)
+    conn.send(bytes(1))
+    raw.status = 'aborted'
+    await nextTurn()
+    assert.deepEqual(raw.sent, [])
+  })
+})
