@@ -177,10 +177,10 @@ async function peerIdOf(keyFile: string): Promise<string> {
   return (await loadOrCreateKey(keyFile)).publicKey.toString()
 }
 
-/** The DHT probe, from source or built (see src/dht-probe.ts). */
-const DHT_PROBE = resolve(
+/** The short-lived overlay node, from source or built (see src/overlay-client.ts). */
+const OVERLAY_CLIENT = resolve(
   import.meta.dirname,
-  import.meta.filename.endsWith('.ts') ? 'dht-probe.ts' : 'dht-probe.js',
+  import.meta.filename.endsWith('.ts') ? 'overlay-client.ts' : 'overlay-client.js',
 )
 
 /**
@@ -423,9 +423,10 @@ export class Mesh {
       host,
       process.execPath,
       [
-        DHT_PROBE,
+        OVERLAY_CLIENT,
         this.pskFile,
         String(MESH_DISCOVERY_TIMEOUT_MS),
+        'discover',
         `allocator=${allocators.join(',')}`,
         `hash-lookup=${hl}`,
         '--',
