@@ -2,9 +2,9 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import { lpStream } from '@libp2p/utils'
-import { MeshNode } from '../src/node.ts'
-import { generatePsk } from '../src/psk.ts'
+import type { MeshNode } from '../src/node.ts'
 import { expectReply, handleRpc, openRpc, type RemoteError } from '../src/rpc.ts'
+import { loopbackPair } from './loopback-pair.ts'
 
 const PROTOCOL = '/mtc/test-rpc/1.0.0'
 let server: MeshNode
@@ -12,21 +12,7 @@ let client: MeshNode
 const seen: unknown[] = []
 
 before(async () => {
-  const psk = generatePsk()
-  const make = async () => {
-    const n = await MeshNode.create({
-      role: 'test',
-      version: '0',
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      bootstraps: [],
-      psk,
-    })
-    await n.start()
-    return n
-  }
-  server = await make()
-  client = await make()
-  await client.libp2p.dial(server.libp2p.getMultiaddrs()[0])
+  ;[client, server] = await loopbackPair()
   await handleRpc(server.libp2p, PROTOCOL, async (rpc) => {
     const req = await rpc.readJson<{ op: string }>()
     seen.push(req)

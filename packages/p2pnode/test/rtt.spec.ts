@@ -2,29 +2,14 @@ import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { PING_PROTOCOL } from '@libp2p/ping'
-import { multiaddr } from '@multiformats/multiaddr'
-import { MeshNode } from '../src/node.ts'
-import { generatePsk } from '../src/psk.ts'
+import type { MeshNode } from '../src/node.ts'
 import { probeRtt } from '../src/rtt.ts'
+import { loopbackPair, stopPair } from './loopback-pair.ts'
 
-const psk = generatePsk()
-const nodes: MeshNode[] = []
+let nodes: MeshNode[] = []
 after(async () => {
-  await Promise.all(nodes.map((n) => n.stop()))
+  await stopPair(nodes)
 })
-
-async function startNode(): Promise<MeshNode> {
-  const node = await MeshNode.create({
-    role: 'test',
-    version: '0.0.0',
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstraps: [],
-    psk,
-  })
-  await node.start()
-  nodes.push(node)
-  return node
-}
 
 /** The first echo on each stream comes `firstDelayMs` late, the others at once. */
 async function slowFirstEcho(node: MeshNode, firstDelayMs: number): Promise<{ pings: number }> {
@@ -47,9 +32,8 @@ async function slowFirstEcho(node: MeshNode, firstDelayMs: number): Promise<{ pi
 
 describe('probeRtt', () => {
   it('sends `samples` pings on one stream and returns the smallest RTT', async () => {
-    const a = await startNode()
-    const b = await startNode()
-    await b.libp2p.dial(multiaddr(a.libp2p.getMultiaddrs()[0]))
+    nodes = await loopbackPair()
+    const [b, a] = nodes
     const seen = await slowFirstEcho(a, 200)
 
     const one = await probeRtt(b.libp2p, a.peerId)

@@ -5,9 +5,8 @@ import { setImmediate as nextTurn } from 'node:timers/promises'
 import type { MessageStream } from '@libp2p/interface'
 import { waitFor } from '@mtc/testkit'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { MeshNode } from '../src/node.ts'
-import { generatePsk } from '../src/psk.ts'
 import { COALESCE_MAX_BYTES, coalesceWrites } from '../src/write-coalescing.ts'
+import { loopbackPair, stopPair } from './loopback-pair.ts'
 
 /** The part of a secured connection coalesceWrites uses, recording what reaches it. */
 function fakeConn() {
@@ -93,20 +92,7 @@ describe('coalesceWrites', () => {
 
 describe('MeshNode connections', () => {
   it('write the frames of one event-loop turn to the socket together', async () => {
-    const psk = generatePsk()
-    const nodes = await Promise.all(
-      [0, 1].map(async () => {
-        const node = await MeshNode.create({
-          role: 'test',
-          version: '0.0.0',
-          listen: ['/ip4/127.0.0.1/tcp/0'],
-          bootstraps: [],
-          psk,
-        })
-        await node.start()
-        return node
-      }),
-    )
+    const nodes = await loopbackPair()
     const [a, b] = nodes
     const writes = { count: 0 }
     const write = Socket.prototype.write
@@ -131,7 +117,7 @@ describe('MeshNode connections', () => {
       assert.ok(writes.count <= FRAMES / 2, `${writes.count} socket writes for ${FRAMES} frames`)
     } finally {
       Socket.prototype.write = write
-      await Promise.all(nodes.map((n) => n.stop()))
+      await stopPair(nodes)
     }
   })
 })
