@@ -237,10 +237,23 @@ describe('proxy: instances on demand', () => {
     }
   })
 
-  it('above the soft limit: serves from the far instance and moves to a nearer one started meanwhile', async () => {
+  it('above the soft limit: serves from the far instance and moves to a nearer one started meanwhile', async (t) => {
     const first = await http(client.port, `/${SOFT}/`, { timeoutMs: 20_000 })
     assert.equal(first.status, 200, first.body.toString())
     assert.equal(first.headers['x-instance'], `far-instance-${SOFT}`)
+    // The far instance's own DHT traffic can open a direct connection to the client that
+    // bypasses its relay (one CI run): then it is near and nothing is to be started. The
+    // WAN scenarios (packages/topology) test the soft limit on real per-host delays.
+    const farRttMs =
+      1000 *
+      (await client.metric('mtc_proxy_upstream_rtt_seconds', {
+        service: SOFT,
+        instance: farInstances.get(SOFT)!.peerId,
+      }))
+    if (farRttMs <= SOFT_RTT_MS) {
+      t.skip(`the far instance is reached directly (${farRttMs.toFixed(1)} ms), not via its relay`)
+      return
+    }
     const seen: string[] = []
     await waitFor(
       'traffic on the nearer instance',
