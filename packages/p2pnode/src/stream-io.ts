@@ -26,17 +26,17 @@ export async function sendWithBackpressure(
   signal?: AbortSignal,
 ): Promise<void> {
   if (stream.send(data)) return
-  await eventOrClose(stream, 'drain', signal)
+  await drainOrClose(stream, signal)
 }
 
-function eventOrClose(stream: Stream, event: 'drain', signal?: AbortSignal): Promise<void> {
+function drainOrClose(stream: Stream, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const cleanup = (): void => {
-      stream.removeEventListener(event, onEvent)
+      stream.removeEventListener('drain', onDrain)
       stream.removeEventListener('close', onClose)
       signal?.removeEventListener('abort', onAbort)
     }
-    const onEvent = (): void => {
+    const onDrain = (): void => {
       cleanup()
       resolve()
     }
@@ -49,7 +49,7 @@ function eventOrClose(stream: Stream, event: 'drain', signal?: AbortSignal): Pro
       reject(signal?.reason)
     }
     if (signal?.aborted === true) return onAbort()
-    stream.addEventListener(event, onEvent)
+    stream.addEventListener('drain', onDrain)
     stream.addEventListener('close', onClose)
     signal?.addEventListener('abort', onAbort)
   })

@@ -1,4 +1,4 @@
-import { PROTOCOL_PREFIX } from '@mtc/p2pnode'
+import { PROTOCOL_PREFIX, RTT_PROBE_TIMEOUT_MS } from '@mtc/p2pnode'
 
 // ---------------------------------------------------------------- protocols
 
@@ -78,11 +78,6 @@ export const OPEN_STREAM_TIMEOUT_MS = 5_000
 export const MAX_HTTP_STREAMS_PER_CONNECTION = 512
 /** Node-side buffer of a stream adapter, each way: the size of one yamux frame. */
 export const STREAM_HIGH_WATER_MARK = 64 * 1024
-/**
- * What a paused libp2p stream may still receive: a whole yamux window (16 MiB maximum)
- * plus slack. libp2p's default (4 MiB) would reset a paused stream with a grown window.
- */
-export const STREAM_MAX_READ_BUFFER_BYTES = 16 * 1024 * 1024 + 256 * 1024
 
 // ---------------------------------------------------------------- discovery and probing
 
@@ -95,7 +90,7 @@ export const PROVIDER_REFRESH_MS = 10_000
 /** Instances of a service in use are probed (ping RTT + status) this often. */
 export const PROBE_INTERVAL_MS = 1_000
 /** One probe (status, then the pings) fails after this: as p2pnode's RTT probe. */
-export const PROBE_TIMEOUT_MS = 5_000
+export const PROBE_TIMEOUT_MS = RTT_PROBE_TIMEOUT_MS
 /**
  * Pings per probe of an instance or allocator, on one stream; the smallest counts. A single
  * ping on a busy proxy read 18–52 ms for a 5 ms path in the WAN scenarios (timers, GC and

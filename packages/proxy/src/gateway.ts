@@ -19,12 +19,10 @@ import { parseGatewayTarget } from './service-name.ts'
 
 export interface GatewayInit {
   port: number
-  host?: string
   forwarder: Forwarder
   metrics: ProxyMetrics
   log: Logger
   headersTimeoutMs?: number
-  maxConcurrentRequests?: number
 }
 
 /**
@@ -69,7 +67,7 @@ export class Gateway {
     server.on('connect', refuse)
     const { promise, resolve, reject } = Promise.withResolvers<void>()
     server.once('error', reject)
-    server.listen(this.init.port, this.init.host ?? GATEWAY_HOST, () => resolve())
+    server.listen(this.init.port, GATEWAY_HOST, () => resolve())
     await promise
     server.off('error', reject)
     this.server = server
@@ -108,7 +106,7 @@ export class Gateway {
       sendError(res, new ProxyError('ERR_SHUTTING_DOWN'))
       return
     }
-    if (this.inFlight >= (this.init.maxConcurrentRequests ?? MAX_CONCURRENT_REQUESTS)) {
+    if (this.inFlight >= MAX_CONCURRENT_REQUESTS) {
       sendError(res, new ProxyError('ERR_OVERLOADED'))
       return
     }

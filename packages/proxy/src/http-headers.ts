@@ -58,10 +58,9 @@ export function hasRequestBody(req: IncomingMessage): boolean {
 }
 
 /** The client address as Forwarded wants it (`for=`): IPv6 quoted in brackets. */
-function forwardedNode(address: string | undefined): string {
-  if (address == null || address === '') return 'unknown'
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address
-  return v4.includes(':') ? `"[${v4}]"` : v4
+function forwardedNode(ip: string): string {
+  if (ip === '') return 'unknown'
+  return ip.includes(':') ? `"[${ip}]"` : ip
 }
 
 const GATEWAY_DROP = new Set(['host', ERROR_HEADER])
@@ -75,6 +74,8 @@ const GATEWAY_DROP = new Set(['host', ERROR_HEADER])
 export function gatewayRequestHeaders(req: IncomingMessage, service: string): string[] {
   const headers = endToEndHeaders(req.rawHeaders, GATEWAY_DROP)
   const client = req.socket.remoteAddress ?? ''
+  // An IPv4 client of a dual-stack socket, as itself.
+  const clientIp = client.startsWith('::ffff:') ? client.slice(7) : client
   const host = req.headers.host
   let xff: string | undefined
   let forwarded: string | undefined
@@ -87,9 +88,8 @@ export function gatewayRequestHeaders(req: IncomingMessage, service: string): st
       forwarded = forwarded == null ? headers[i + 1] : `${forwarded}, ${headers[i + 1]}`
     else rest.push(headers[i], headers[i + 1])
   }
-  const clientIp = client.startsWith('::ffff:') ? client.slice(7) : client
   const element = [
-    `for=${forwardedNode(client)}`,
+    `for=${forwardedNode(clientIp)}`,
     ...(host != null ? [`host="${host.replace(/["\\]/g, '')}"`] : []),
     'proto=http',
   ].join(';')

@@ -132,11 +132,7 @@ export class InstanceRegistry {
    * DISCOVERY_TIMEOUT_MS). A cold service waits for its first instance to answer only.
    */
   async resolve(name: string): Promise<ServiceEntry> {
-    let e = this.services.get(name)
-    if (e == null) {
-      e = new ServiceEntry(name)
-      this.services.set(name, e)
-    }
+    const e = this.entry(name)
     e.lastUsed = performance.now()
     if (e.hasUsable() || this.controller.signal.aborted) return e
     if (e.lookup == null && performance.now() - e.lastLookup > NEGATIVE_CACHE_MS) {
@@ -156,8 +152,7 @@ export class InstanceRegistry {
    * may not be usable yet (still booting): it is probed every second from then on.
    */
   async adopt(name: string, peer: PeerId): Promise<Instance> {
-    const e = this.services.get(name) ?? new ServiceEntry(name)
-    this.services.set(name, e)
+    const e = this.entry(name)
     e.everFound = true
     e.lastUsed = performance.now()
     const inst = e.instances.get(peer.toString()) ?? this.add(e, peer)
@@ -171,6 +166,15 @@ export class InstanceRegistry {
     if (e == null) return
     inst.up = false
     void this.probe(e, inst)
+  }
+
+  private entry(name: string): ServiceEntry {
+    let e = this.services.get(name)
+    if (e == null) {
+      e = new ServiceEntry(name)
+      this.services.set(name, e)
+    }
+    return e
   }
 
   private startLookup(e: ServiceEntry): void {

@@ -17,8 +17,6 @@ export interface MeshAgentInit {
   peer: PeerId
   /** Called for every new stream (warm ones are reused without it). */
   onStreamOpened?: () => void
-  maxStreams?: number
-  maxIdleStreams?: number
 }
 
 /**
@@ -34,8 +32,8 @@ export class MeshAgent extends http.Agent {
   constructor(init: MeshAgentInit) {
     super({
       keepAlive: true,
-      maxSockets: init.maxStreams ?? MAX_STREAMS_PER_INSTANCE,
-      maxFreeSockets: init.maxIdleStreams ?? MAX_IDLE_STREAMS_PER_INSTANCE,
+      maxSockets: MAX_STREAMS_PER_INSTANCE,
+      maxFreeSockets: MAX_IDLE_STREAMS_PER_INSTANCE,
       // The most recently used stream first: a quiet period lets the others time out.
       scheduling: 'lifo',
     })

@@ -16,8 +16,6 @@ import { ProxyError } from './errors.ts'
 export interface MeshAllocatorInit {
   libp2p: Libp2p
   log: Logger
-  /** One allocator's answer; the allocator package's own bound by default. */
-  attemptTimeoutMs?: number
 }
 
 /** An allocator that answered its probe. */
@@ -42,13 +40,11 @@ export class MeshAllocator implements Allocator {
   private readonly libp2p: Libp2p
   private readonly log: Logger
   private readonly directory: AllocatorDirectory
-  private readonly attemptTimeoutMs: number
 
   constructor(init: MeshAllocatorInit) {
     this.libp2p = init.libp2p
     this.log = init.log
     this.directory = new AllocatorDirectory(init.libp2p, init.log)
-    this.attemptTimeoutMs = init.attemptTimeoutMs ?? ALLOCATION_TIMEOUT_MS
   }
 
   start(): void {
@@ -104,8 +100,8 @@ export class MeshAllocator implements Allocator {
     const started = performance.now()
     const instance = await raceSignal(
       requestAllocation(this.libp2p, a.peer, service, {
-        signal: AbortSignal.any([signal, AbortSignal.timeout(this.attemptTimeoutMs)]),
-        timeoutMs: this.attemptTimeoutMs,
+        // The allocator package's own bound, on the whole exchange.
+        signal: AbortSignal.any([signal, AbortSignal.timeout(ALLOCATION_TIMEOUT_MS)]),
       }),
       signal,
     )

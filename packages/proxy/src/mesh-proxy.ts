@@ -18,7 +18,6 @@ export interface MeshProxyInit {
   logger: ComponentLogger
   /** Gateway port on 127.0.0.1. */
   port: number
-  gatewayHost?: string
   /** Service mode: the service this instance runs and where it listens. */
   service?: { name: string; target: { host: string; port: number } }
   requirements?: Requirements
@@ -69,7 +68,6 @@ export class MeshProxy {
     })
     this.gateway = new Gateway({
       port: init.port,
-      host: init.gatewayHost,
       forwarder: this.forwarder,
       metrics: this.metrics,
       log: logger.forComponent('mtc:proxy:gateway'),

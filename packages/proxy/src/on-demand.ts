@@ -19,7 +19,6 @@ export interface OnDemandInit {
   log: Logger
   /** How long a request waits for an instance being started (`--allocation-timeout`). */
   waitTimeoutMs?: number
-  maxWaitingPerService?: number
 }
 
 /** One allocation in flight for a service, shared by every request that needs it. */
@@ -40,7 +39,6 @@ export class OnDemand {
   private readonly init: OnDemandInit
   private readonly log: Logger
   private readonly waitTimeoutMs: number
-  private readonly maxWaiting: number
   private readonly running = new Map<string, Allocation>()
   private readonly waiting = new Map<string, number>()
   /** Recent failures per service, answered again without asking (ALLOCATION_FAILURE_HOLD_MS). */
@@ -52,7 +50,6 @@ export class OnDemand {
     this.init = init
     this.log = init.log
     this.waitTimeoutMs = init.waitTimeoutMs ?? DEFAULT_ALLOCATION_TIMEOUT_MS
-    this.maxWaiting = init.maxWaitingPerService ?? MAX_WAITING_PER_SERVICE
   }
 
   /** Aborts the allocations in flight; waiting requests get ERR_SHUTTING_DOWN. */
@@ -88,7 +85,7 @@ export class OnDemand {
       throw failure.error
     }
     const count = this.waiting.get(service) ?? 0
-    if (count >= this.maxWaiting) {
+    if (count >= MAX_WAITING_PER_SERVICE) {
       throw new ProxyError('ERR_QUEUE_FULL', `${count} requests wait for ${service}`)
     }
     this.waiting.set(service, count + 1)

@@ -20,7 +20,6 @@ export interface RegistryRequirementsInit {
   metrics?: ProxyMetrics
   /** `--hl`: this hl-service; else one is found through the DHT. */
   hl?: Multiaddr
-  ttlMs?: number
 }
 
 interface Cached {
@@ -50,7 +49,6 @@ const UNKNOWN_SERVICE = 'ERR_UNKNOWN_SERVICE'
 export class RegistryRequirements implements RequirementsSource {
   private readonly init: RegistryRequirementsInit
   private readonly log: Logger
-  private readonly ttlMs: number
   private readonly cache = new Map<string, Cached>()
   private readonly controller = new AbortController()
   private client?: HashLookupClient
@@ -61,7 +59,6 @@ export class RegistryRequirements implements RequirementsSource {
   constructor(init: RegistryRequirementsInit) {
     this.init = init
     this.log = init.log
-    this.ttlMs = init.ttlMs ?? REQUIREMENTS_TTL_MS
     if (init.hl != null) this.client = new HashLookupClient(init.libp2p, init.hl)
   }
 
@@ -125,7 +122,7 @@ export class RegistryRequirements implements RequirementsSource {
       const record = await raceSignal(client.get(service, signal), signal)
       cached.value = requirementsOf(record)
       cached.readAt = performance.now()
-      cached.ttlMs = this.ttlMs
+      cached.ttlMs = REQUIREMENTS_TTL_MS
       this.downAt = undefined
       this.init.metrics?.registryReads.inc({ result: 'found' })
     } catch (err) {

@@ -225,9 +225,10 @@ export class ServiceEndpoint {
   }
 
   /**
-   * Keeps the service's provider record in the DHT: announced as soon as a peer is
-   * connected, again after 1 s, 2 s, 4 s... (so a record made while the DHT was still
-   * forming gets spread) up to every PROVIDE_INTERVAL_MS; failures back off.
+   * Keeps the service's provider record in the DHT: announced as soon as a DHT server is
+   * connected (until then provide() fails at once and the loop backs off), again after
+   * 1 s, 2 s, 4 s... (so a record made while the DHT was still forming gets spread) up
+   * to every PROVIDE_INTERVAL_MS; failures back off.
    */
   private async announce(signal: AbortSignal): Promise<void> {
     const { libp2p, service } = this.init
@@ -235,10 +236,6 @@ export class ServiceEndpoint {
     let interval = PROVIDE_FIRST_INTERVAL_MS
     let announced = false
     while (!signal.aborted) {
-      if (libp2p.getPeers().length === 0) {
-        if (!(await backoff.wait(signal))) return
-        continue
-      }
       try {
         await provide(libp2p, 'service', service, {
           signal: AbortSignal.any([AbortSignal.timeout(PROVIDE_TIMEOUT_MS), signal]),

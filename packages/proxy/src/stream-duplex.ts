@@ -1,7 +1,7 @@
 import { Duplex } from 'node:stream'
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { STREAM_HIGH_WATER_MARK, STREAM_MAX_READ_BUFFER_BYTES } from './constants.ts'
+import { STREAM_HIGH_WATER_MARK } from './constants.ts'
 
 export interface StreamDuplexOptions {
   /**
@@ -9,7 +9,6 @@ export interface StreamDuplexOptions {
    * or end it then (false, like the sockets Node's HTTP client and server use).
    */
   allowHalfOpen?: boolean
-  highWaterMark?: number
 }
 
 /** The error a StreamDuplex is destroyed with when its stream closed under it. */
@@ -23,7 +22,9 @@ export class StreamClosedError extends Error {
  * under Node's HTTP client and server:
  *
  * - backpressure both ways: the libp2p stream is paused while the Node side is full
- *   (yamux then stops granting window, so the remote stops sending), and a write
+ *   (yamux then stops granting window, so the remote stops sending; what the window
+ *   already allowed still arrives, and MeshNode's streams have room for a whole window:
+ *   p2pnode's STREAM_MAX_READ_BUFFER_BYTES), and a write
  *   completes only once `send()` accepted it or, when it returned false, after 'drain';
  * - half-close: `end()` closes the stream for writing once everything was sent; the
  *   remote's close-write ends the readable side once everything buffered was read;
@@ -42,17 +43,12 @@ export class StreamDuplex extends Duplex {
   constructor(stream: Stream, options: StreamDuplexOptions = {}) {
     super({
       allowHalfOpen: options.allowHalfOpen ?? true,
-      highWaterMark: options.highWaterMark ?? STREAM_HIGH_WATER_MARK,
+      highWaterMark: STREAM_HIGH_WATER_MARK,
       // The stream's own 'close' decides when we are done; see onClose.
       emitClose: true,
       autoDestroy: true,
     })
     this.stream = stream
-    // While paused, yamux stops granting window but what the window already allowed
-    // still arrives: make room for a whole window so a pause never resets the stream.
-    if (stream.maxReadBufferLength < STREAM_MAX_READ_BUFFER_BYTES) {
-      stream.maxReadBufferLength = STREAM_MAX_READ_BUFFER_BYTES
-    }
     stream.addEventListener('message', this.onMessage)
     stream.addEventListener('end', this.onEnd)
     stream.addEventListener('close', this.onClose)
