@@ -6,27 +6,25 @@
  * burst of 50 concurrent first requests. Needs dockerd (scripts/dockerd.sh).
  * Run: node bench/src/coldstart.ts [--trials 20] [--fetch-trials 5]
  */
-import { execFile } from 'node:child_process'
-import { rm, writeFile } from 'node:fs/promises'
+import { mkdir, rm } from 'node:fs/promises'
 import { request } from 'node:http'
 import { join } from 'node:path'
-import { parseArgs, promisify } from 'node:util'
-import { formatSwarmKey, generatePsk, loadOrCreateKey } from '@mtc/p2pnode'
+import { parseArgs } from 'node:util'
+import { loadOrCreateKey } from '@mtc/p2pnode'
 import {
+  docker,
   freePort,
   REPO_ROOT,
+  removeContainers,
   runToEnd,
-  startBootstrap,
   startDaemon,
   stopAll,
   tempDir,
   waitFor,
 } from '@mtc/testkit'
 import { ms, report, summary, withCleanup } from './stats.ts'
+import { startSwarm } from './swarm.ts'
 
-const exec = promisify(execFile)
-const docker = async (...args: string[]) =>
-  (await exec('docker', args, { maxBuffer: 64 << 20 })).stdout.trim()
 const IMAGE = 'mtc/hello-world-server:1.0'
 const BURST = 50
 /** Issue #7's targets for a cold start with the image on the host. */
@@ -60,15 +58,10 @@ async function main(): Promise<void> {
   const label = `mtc.bench=${process.pid}`
   let allocPeer: string | undefined
   const cleanup = async () => {
-    const ids = await docker('ps', '-aq', '--filter', `label=${label}`).catch(() => '')
-    if (ids !== '') await docker('rm', '-f', ...ids.split('\n')).catch(() => {})
+    await removeContainers(label).catch(() => 0)
     await stopAll()
     // The instances this run's allocator left (an allocator leaves them running on stop).
-    const left =
-      allocPeer != null
-        ? await docker('ps', '-aq', '--filter', `label=mtc.managed-by=${allocPeer}`).catch(() => '')
-        : ''
-    if (left !== '') await docker('rm', '-f', ...left.split('\n')).catch(() => {})
+    if (allocPeer != null) await removeContainers(`mtc.managed-by=${allocPeer}`).catch(() => 0)
     await dir.remove()
   }
   await withCleanup(cleanup, async () => {
@@ -79,21 +72,8 @@ async function main(): Promise<void> {
     )
     if (build.code !== 0) throw new Error(`building images failed: ${build.stderr}`)
     const tar = join(dir.path, 'hello-world-server.tar')
-    const imageId = await docker('image', 'inspect', '-f', '{{.Id}}', IMAGE)
-    const psk = generatePsk()
-    const pskFile = join(dir.path, 'swarm.key')
-    await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
-    const pm = await startBootstrap(pskFile, dir.path)
-    const joined = [
-      '--psk-file',
-      pskFile,
-      '--bootstrap',
-      pm.addr,
-      '--listen',
-      '/ip4/127.0.0.1/tcp/0',
-      '--metrics',
-      '127.0.0.1:0',
-    ]
+    const imageId = (await docker(['image', 'inspect', '-f', '{{.Id}}', IMAGE])).stdout.trim()
+    const { pskFile, bootstrap: pm, joined } = await startSwarm(dir.path)
     const hl = await startDaemon(
       'hl-service',
       [
@@ -135,10 +115,7 @@ async function main(): Promise<void> {
     }
     await must(cli(['add', '--file', tar, IMAGE, 'hello-world-server']))
     await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${port}/`)).status > 0)
-    const cleanInstances = async () => {
-      const ids = await docker('ps', '-aq', '--filter', `label=mtc.managed-by=${alloc.peerId}`)
-      if (ids !== '') await docker('rm', '-f', ...ids.split('\n'))
-    }
+    const cleanInstances = () => removeContainers(`mtc.managed-by=${alloc.peerId}`)
 
     const progress = (s: string) => process.stderr.write(`[coldstart] ${s}\n`)
     let proxyLogShown = false
@@ -198,18 +175,14 @@ async function main(): Promise<void> {
       )
       const t0 = performance.now()
       await before?.()
-      await docker(...args)
+      await docker(args)
       const url = `http://127.0.0.1:${servicePort}/`
       await waitFor('docker run answers', async () => (await fetch(url)).status === 200, {
         timeoutMs: 30_000,
         intervalMs: 5,
       })
       const dt = performance.now() - t0
-      await docker(
-        'rm',
-        '-f',
-        ...(await docker('ps', '-aq', '--filter', `label=${label}`)).split('\n'),
-      )
+      await removeContainers(label)
       return dt
     }
     const dockerRun: number[] = []
@@ -222,16 +195,16 @@ async function main(): Promise<void> {
     const loadRun: number[] = []
     for (let i = 0; i < fetchTrials; i++) {
       await cleanInstances()
-      await docker('rmi', '-f', IMAGE)
+      await docker(['rmi', '-f', IMAGE])
       await rm(join(allocData, 'blobs', 'sha256'), { recursive: true, force: true })
-      await exec('mkdir', ['-p', join(allocData, 'blobs', 'sha256')])
+      await mkdir(join(allocData, 'blobs', 'sha256'), { recursive: true })
       await must(cli(['add', '--file', tar, IMAGE, `fetch-${i}`]))
       const url = `http://127.0.0.1:${port}/fetch-${i}/`
       if (!(await firstByteInto(fetched, url, 120_000))) fetchFailed++
       // Baseline: docker load of the tarball, then docker run to the first response.
       await cleanInstances()
-      await docker('rmi', '-f', imageId)
-      loadRun.push(await dockerRunToFirstResponse(() => docker('load', '-q', '-i', tar)))
+      await docker(['rmi', '-f', imageId])
+      loadRun.push(await dockerRunToFirstResponse(() => docker(['load', '-q', '-i', tar])))
     }
 
     progress(`burst of ${BURST}`)
@@ -243,15 +216,15 @@ async function main(): Promise<void> {
     )
     const failed = burst.filter((r) => r.status === 'rejected').length
     const burstContainers = (
-      await docker(
+      await docker([
         'ps',
         '-q',
         '--filter',
         `label=mtc.managed-by=${alloc.peerId}`,
         '--filter',
         'label=mtc.service=burst',
-      )
-    )
+      ])
+    ).stdout
       .split('\n')
       .filter((l) => l !== '').length
     await cleanInstances()

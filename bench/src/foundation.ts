@@ -3,13 +3,12 @@
  * libp2p's ping), and the memory of an idle ping-monitor with 10 connected peers.
  * Run: node bench/src/foundation.ts
  */
-import { writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { formatSwarmKey, generatePsk, MeshNode, type Psk } from '@mtc/p2pnode'
-import { startBootstrap, stopAll, tempDir, waitFor } from '@mtc/testkit'
+import { generatePsk, MeshNode, type Psk } from '@mtc/p2pnode'
+import { stopAll, tempDir, waitFor } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import { ms, report, rssBytes, summary, timeEach, withCleanup } from './stats.ts'
+import { startSwarm } from './swarm.ts'
 
 const TRIALS = 20
 const PROBES = 500
@@ -67,9 +66,7 @@ async function main(): Promise<void> {
     await dir.remove()
   }
   const rssKb = await withCleanup(cleanup, async () => {
-    const pskFile = join(dir.path, 'swarm.key')
-    await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
-    const { proc: pm, addr: pmAddr } = await startBootstrap(pskFile, dir.path)
+    const { proc: pm, addr: pmAddr } = (await startSwarm(dir.path, psk)).bootstrap
     for (let i = 0; i < IDLE_PEERS; i++) peers.push(await node(psk, [pmAddr]))
     await waitFor('peers connected', () => peers.every((p) => p.connectedBootstraps().length === 1))
     await sleep(IDLE_SETTLE_MS)

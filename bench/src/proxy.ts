@@ -11,18 +11,15 @@
  * BENCH_LOG=LEVEL sets the proxies' log level; BENCH_PROFILE=DIR writes CPU profiles of
  * the client proxy there (node --cpu-prof).
  */
-import { writeFile } from 'node:fs/promises'
 import { get } from 'node:http'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { formatSwarmKey, generatePsk } from '@mtc/p2pnode'
 import {
   freePort,
   type Proc,
   REPO_ROOT,
   run,
-  startBootstrap,
   startDaemon,
   stopAll,
   tempDir,
@@ -31,6 +28,7 @@ import {
 import { fixedRate } from './fixed-rate.ts'
 import { startNginxChain } from './nginx.ts'
 import { quantile, report, rssBytes, withCleanup } from './stats.ts'
+import { startSwarm } from './swarm.ts'
 import { type Load, wrk } from './wrk.ts'
 
 const HELLO_BIN = join(REPO_ROOT, 'demos/helloworld/bin/hello-world-server.js')
@@ -112,15 +110,11 @@ async function main(): Promise<void> {
       await dir.remove()
     },
     async () => {
-      const pskFile = join(dir.path, 'swarm.key')
-      await writeFile(pskFile, formatSwarmKey(generatePsk()), { mode: 0o600 })
-      const pm = await startBootstrap(pskFile, dir.path)
+      const { joined } = await startSwarm(dir.path)
       const helloPort = await freePort()
       const hello = run(HELLO_BIN, [String(helloPort)], { env: { SERVICE_HOST: '127.0.0.1' } })
       await waitFor('hello listening', () => hello.stdout().includes('listening'))
-      const common = ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0']
-      common.push('--bootstrap', pm.addr, '--log-level', process.env.BENCH_LOG ?? 'error')
-      common.push('--metrics', '127.0.0.1:0')
+      const common = [...joined, '--log-level', process.env.BENCH_LOG ?? 'error']
       const service = await startDaemon(
         'proxy',
         [...common, String(await freePort()), SERVICE, `127.0.0.1:${helloPort}`],

@@ -9,7 +9,7 @@ import { open, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createEtcdClient, EtcdSupervisor, HashLookupClient } from '@mtc/hash-lookup'
 import { formatSwarmKey, generatePsk, MeshNode } from '@mtc/p2pnode'
-import { freePort, readLinesWhenReady, run, stopAll, tempDir } from '@mtc/testkit'
+import { freePort, startDaemon, stopAll, tempDir } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import tar from 'tar-stream'
 import { ms, report, summary, timeEach, withCleanup } from './stats.ts'
@@ -66,22 +66,22 @@ async function main(): Promise<void> {
   const psk = generatePsk()
   const pskFile = join(dir.path, 'swarm.key')
   await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
-  const addrFile = join(dir.path, 'hl.addr')
-  run('hl-service', [
-    '--psk-file',
-    pskFile,
-    '--listen',
-    '/ip4/127.0.0.1/tcp/0',
-    '--metrics',
-    '127.0.0.1:0',
-    '--addr-file',
-    addrFile,
-    '--etcd',
-    etcd.endpoints.join(','),
-    '--data-dir',
-    join(dir.path, 'hl-data'),
-  ])
-  const hlAddr = (await readLinesWhenReady(addrFile, 30_000))[0]
+  const { addr: hlAddr } = await startDaemon(
+    'hl-service',
+    [
+      '--psk-file',
+      pskFile,
+      '--listen',
+      '/ip4/127.0.0.1/tcp/0',
+      '--metrics',
+      '127.0.0.1:0',
+      '--etcd',
+      etcd.endpoints.join(','),
+      '--data-dir',
+      join(dir.path, 'hl-data'),
+    ],
+    dir.path,
+  )
   const node = await MeshNode.create({
     role: 'bench',
     version: '0',

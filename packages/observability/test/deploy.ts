@@ -87,6 +87,11 @@ export async function loadDashboards(): Promise<Map<string, Dashboard>> {
   return out
 }
 
+/** The PromQL of every dashboard in deploy/grafana (see {@link dashboardQueries}). */
+export async function loadDashboardQueries(): Promise<Query[]> {
+  return [...(await loadDashboards())].flatMap(([file, d]) => dashboardQueries(file, d))
+}
+
 /** Every panel, rows' nested panels (collapsed rows keep theirs inside) included. */
 export function allPanels(d: Dashboard): Panel[] {
   const out: Panel[] = []

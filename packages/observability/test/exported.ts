@@ -5,6 +5,7 @@ import { AllocatorMetrics } from '../../allocator/src/metrics.ts'
 import { HashLookupMetrics } from '../../hash-lookup/src/metrics.ts'
 import { PingMonitor, type PingMonitorInit } from '../../ping-monitor/src/monitor.ts'
 import { ProxyMetrics } from '../../proxy/src/metrics.ts'
+import { metricNames, type Query } from './deploy.ts'
 
 type PingMonitorNode = ConstructorParameters<typeof PingMonitor>[0]
 
@@ -58,4 +59,16 @@ export function exportingMetric(
   const type = exported.get(m[1])
   if (type === 'histogram' || (type === 'summary' && m[2] !== 'bucket')) return m[1]
   return undefined
+}
+
+/** The exported metrics `queries` select (a histogram's series count as the histogram). */
+export function usedMetrics(queries: Query[], exported: Map<string, MetricType>): Set<string> {
+  const used = new Set<string>()
+  for (const q of queries) {
+    for (const n of metricNames(q.expr)) {
+      const m = exportingMetric(n, exported)
+      if (m != null) used.add(m)
+    }
+  }
+  return used
 }

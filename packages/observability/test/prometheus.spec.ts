@@ -15,23 +15,15 @@ import {
 } from '@mtc/testkit'
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
 import {
-  dashboardQueries,
   type JobName,
-  loadDashboards,
-  metricNames,
+  loadDashboardQueries,
   PROMETHEUS_BIN,
   PROMETHEUS_YML,
-  type Query,
   RULES_YML,
   requireBinary,
   substituteGrafanaMacros,
 } from './deploy.ts'
-import {
-  COMPONENT_PREFIXES,
-  exportedMetrics,
-  exportingMetric,
-  type MetricType,
-} from './exported.ts'
+import { COMPONENT_PREFIXES, exportedMetrics, type MetricType, usedMetrics } from './exported.ts'
 
 /**
  * A small real mesh on loopback (ping-monitor, hl-service with its own etcd, a client
@@ -281,16 +273,7 @@ describe('Prometheus with deploy/prometheus.yml on a live mesh', () => {
     // prom-client writes # HELP/# TYPE even for a metric without samples yet, and
     // Prometheus keeps that metadata per target: every family a running daemon exports.
     const exported = await exportedMetrics()
-    const dashboards = await loadDashboards()
-    const used = new Set<string>()
-    for (const [file, d] of dashboards) {
-      for (const q of dashboardQueries(file, d)) {
-        for (const n of metricNames(q.expr)) {
-          const m = exportingMetric(n, exported)
-          if (m != null) used.add(m)
-        }
-      }
-    }
+    const used = usedMetrics(await loadDashboardQueries(), exported)
     const prefixes = [...targets.keys()].map((job) => COMPONENT_PREFIXES[job])
     const expected = [...used].filter((n) => prefixes.some((p) => n.startsWith(p))).sort()
     assert.ok(expected.length > 0)
@@ -354,10 +337,8 @@ describe('Prometheus with deploy/prometheus.yml on a live mesh', () => {
   })
 
   it('runs every dashboard query', async () => {
-    const queries: Query[] = []
-    for (const [file, d] of await loadDashboards()) queries.push(...dashboardQueries(file, d))
     const failed: string[] = []
-    for (const q of queries) {
+    for (const q of await loadDashboardQueries()) {
       // Grafana's substitution: macros become durations, $service (All) becomes .*
       const expr = substituteGrafanaMacros(q.expr).replaceAll('$service', '.*')
       await query(expr).catch((err: Error) => failed.push(`${q.where}: ${err.message}`))

@@ -57,8 +57,8 @@ if (once) {
     )
     if (answer.status !== 200) code = 1
   }
-  await (mesh ?? topo).destroy()
-  if (mesh != null) await topo.destroy()
+  await mesh?.destroy()
+  await topo.destroy()
   process.exit(code)
 } else {
   console.log('running; Ctrl-C removes it')

@@ -11,6 +11,7 @@ import {
   DOCKERD_STOP_GRACE_MS,
   MESH_DIR_PREFIX,
 } from './constants.ts'
+import { killQuietly, ofDeadRun } from './processes.ts'
 
 /**
  * A Docker daemon of its own inside one simulated host: started with `nsenter --net` (not
@@ -148,15 +149,6 @@ export function unmountAndRemove(dir: string): void {
   if (existsSync(dir)) rmSync(dir, { recursive: true, force: true })
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
 /** The mesh directories (`/tmp/mtc-m-<pid>-…`) are named after the process that made them. */
 export function meshDirPrefix(): string {
   return join(tmpdir(), MESH_DIR_PREFIX)
@@ -168,18 +160,13 @@ export function meshDirPrefix(): string {
  * undone. The processes inside a dead run's namespaces go with `Topology`'s own sweep.
  */
 export function sweepStaleMeshDirs(): string[] {
-  const removed: string[] = []
   const base = tmpdir()
-  const prefix = MESH_DIR_PREFIX
-  for (const name of readdirSync(base)) {
-    const m = new RegExp(`^${prefix}(\\d+)-`).exec(name)
-    if (m == null) continue
-    const pid = Number(m[1])
-    if (pid === process.pid || pidAlive(pid)) continue
-    const dir = join(base, name)
+  const removed = readdirSync(base)
+    .filter((name) => ofDeadRun(name, MESH_DIR_PREFIX))
+    .map((name) => join(base, name))
+  for (const dir of removed) {
     killDockerdsUnder(dir)
     unmountAndRemove(dir)
-    removed.push(dir)
   }
   return removed
 }
@@ -203,12 +190,6 @@ function killDockerdsUnder(dir: string): void {
     } catch {
       continue // gone
     }
-    if (cmdline.includes(dir)) {
-      try {
-        process.kill(pid, 'SIGKILL')
-      } catch {
-        // gone meanwhile
-      }
-    }
+    if (cmdline.includes(dir)) killQuietly(pid, 'SIGKILL')
   }
 }

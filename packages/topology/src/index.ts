@@ -13,6 +13,7 @@ export {
 } from './mesh.ts'
 export {
   type HttpAnswer,
+  listNetns,
   parseSpec,
   type RttMeasurement,
   rttWithinTolerance,

@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
@@ -23,6 +22,7 @@ import {
   STOP_GRACE_MS,
 } from './constants.ts'
 import { HostDockerd, meshDirPrefix, sweepStaleMeshDirs, unmountAndRemove } from './dockerd.ts'
+import { onExitAndSignals, pidsIn } from './processes.ts'
 import { type HttpAnswer, sweepStale, Topology, type TopologySpec } from './topology.ts'
 
 /** The demo service every scenario runs (built by scripts/build-images.sh). */
@@ -124,19 +124,10 @@ function installExitHandlers(): void {
   handlersInstalled = true
   // Topology's handlers (installed earlier) have killed everything in the namespaces by
   // then; what is left are the dockerds' mounts and directories.
-  process.on('exit', () => {
+  onExitAndSignals(() => {
     for (const m of live) m.destroySync()
     rmSync(imageDir(), { recursive: true, force: true })
   })
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const onSignal = () => {
-      for (const m of live) m.destroySync()
-      rmSync(imageDir(), { recursive: true, force: true })
-      process.removeListener(signal, onSignal)
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
-    }
-    process.on(signal, onSignal)
-  }
 }
 
 /** `docker save` tarballs, once per process and image (removed at exit). */
@@ -532,8 +523,7 @@ export class Mesh {
   /** Stops a component if it runs, then starts it again with the same identity and flags. */
   async restart(host: string, component: Component): Promise<void> {
     await this.stop(host, component)
-    if (component === 'dockerd') await this.dockerd(host).start()
-    else await this.startDaemon(host, component)
+    await this.start(host, component)
   }
 
   /** Starts a component stopped or killed before (no-op if it runs). */
@@ -557,14 +547,10 @@ export class Mesh {
 
   /** SIGKILLs processes in the host whose command line names `marker` (orphans of a kill). */
   private killStrays(host: string, marker: string): void {
-    const r = spawnSync('ip', ['netns', 'pids', this.topo.netns(host)], {
-      encoding: 'utf8',
-      timeout: COMMAND_TIMEOUT_MS,
-    })
-    for (const pid of (r.stdout ?? '').split('\n').filter((l) => /^\d+$/.test(l))) {
+    for (const pid of pidsIn(this.topo.netns(host))) {
       try {
         if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(marker))
-          process.kill(Number(pid), 'SIGKILL')
+          process.kill(pid, 'SIGKILL')
       } catch {
         // gone
       }
@@ -592,16 +578,10 @@ export class Mesh {
     path: string,
     {
       client = this.spec.clients[0],
-      intervalMs = 50,
-      durationMs = 10_000,
-      timeoutMs = 30_000,
+      ...options
     }: { client?: string; intervalMs?: number; durationMs?: number; timeoutMs?: number } = {},
   ) {
-    return this.topo.fetchStream(client, '127.0.0.1', GATEWAY_PORT, path, {
-      intervalMs,
-      durationMs,
-      timeoutMs,
-    })
+    return this.topo.fetchStream(client, '127.0.0.1', GATEWAY_PORT, path, options)
   }
 
   /** One GET through a client proxy (see {@link requests}). */

@@ -21,6 +21,7 @@ import {
   SUBNET_PREFIX,
   WAN_IF_PREFIX,
 } from './constants.ts'
+import { killQuietly, ofDeadRun, onExitAndSignals, pidsIn } from './processes.ts'
 
 /** The package root, from src/ (run from source) or dist/src/ (built). */
 const PKG_ROOT = resolve(
@@ -136,31 +137,13 @@ function sh(cmd: string, args: string[]): string {
   return r.stdout
 }
 
-function listNetns(): string[] {
+/** The network namespaces on the machine (`ip netns list`). */
+export function listNetns(): string[] {
   const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8', timeout: COMMAND_TIMEOUT_MS })
   return (r.stdout ?? '')
     .split('\n')
     .map((l) => l.split(' ')[0])
     .filter((n) => n !== '')
-}
-
-function pidsIn(netns: string): number[] {
-  const r = spawnSync('ip', ['netns', 'pids', netns], {
-    encoding: 'utf8',
-    timeout: COMMAND_TIMEOUT_MS,
-  })
-  return (r.stdout ?? '')
-    .split('\n')
-    .filter((l) => /^\d+$/.test(l))
-    .map(Number)
-}
-
-function killQuietly(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(pid, signal)
-  } catch {
-    // already gone
-  }
 }
 
 /** Kills every process left in a namespace and deletes it (synchronous: usable at exit). */
@@ -169,29 +152,13 @@ function removeNetns(netns: string): void {
   spawnSync('ip', ['netns', 'delete', netns], { timeout: COMMAND_TIMEOUT_MS })
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
 /**
  * Removes the namespaces (and the processes in them) of harness runs whose process is
  * gone, e.g. one killed with SIGKILL. Returns the names removed.
  */
 export function sweepStale(): string[] {
-  const removed: string[] = []
-  for (const name of listNetns()) {
-    const m = new RegExp(`^${NETNS_PREFIX}(\\d+)-`).exec(name)
-    if (m == null) continue
-    const pid = Number(m[1])
-    if (pid === process.pid || pidAlive(pid)) continue
-    removeNetns(name)
-    removed.push(name)
-  }
+  const removed = listNetns().filter((name) => ofDeadRun(name, NETNS_PREFIX))
+  for (const name of removed) removeNetns(name)
   return removed
 }
 
@@ -202,18 +169,9 @@ let handlersInstalled = false
 function installExitHandlers(): void {
   if (handlersInstalled) return
   handlersInstalled = true
-  process.on('exit', () => {
+  onExitAndSignals(() => {
     for (const t of live) t.destroySync()
   })
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const onSignal = () => {
-      for (const t of live) t.destroySync()
-      process.removeListener(signal, onSignal)
-      // With nobody else listening, die of the signal as the default action would.
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
-    }
-    process.on(signal, onSignal)
-  }
 }
 
 let topologySeq = 0

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { runToEnd } from '@mtc/testkit'
+import { listNetns } from '../src/index.ts'
 import { missing } from './scenario-helpers.ts'
 
 const PKG = join(import.meta.dirname, '..')
@@ -10,13 +10,6 @@ const CLI = join(PKG, 'src', 'cli.ts')
 const EXAMPLE = join(PKG, 'examples', 'four-hosts-mesh.json')
 /** Topology, dockerds and daemons up (~10 s here), one cold request, teardown. */
 const CLI_TIMEOUT_MS = 120_000
-
-function netnsNames(): string[] {
-  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .map((l) => l.split(' ')[0])
-    .filter((n) => n !== '')
-}
 
 describe('topology CLI', { skip: missing(), timeout: CLI_TIMEOUT_MS + 10_000 }, () => {
   it('runs a service across the hosts of a small file, and removes everything', async () => {
@@ -28,7 +21,7 @@ describe('topology CLI', { skip: missing(), timeout: CLI_TIMEOUT_MS + 10_000 }, 
     const ns = /ip netns exec (mtc-t-\d+-\d+)-client/.exec(r.stdout)?.[1]
     assert.ok(ns != null, r.stdout)
     assert.deepEqual(
-      netnsNames().filter((n) => n.startsWith(ns)),
+      listNetns().filter((n) => n.startsWith(ns)),
       [],
     )
   })

@@ -7,25 +7,17 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { formatSwarmKey, generatePsk } from '@mtc/p2pnode'
 import { type Proc, readLinesWhenReady, tempDir, waitFor } from '@mtc/testkit'
 import {
+  listNetns,
   parseSpec,
   type RttMeasurement,
   rttWithinTolerance,
   Topology,
   type TopologySpec,
 } from '../src/index.ts'
+import { fourHosts } from './scenario-helpers.ts'
 
 /** The issue's four hosts: RTTs from the client 5 (near), 40 (far) and 10 ms (registry). */
-const SPEC: TopologySpec = {
-  hosts: ['client', 'near', 'far', 'registry'],
-  rtt: {
-    'client-near': 5,
-    'client-far': 40,
-    'client-registry': 10,
-    'near-far': 40,
-    'near-registry': 12,
-    'far-registry': 30,
-  },
-}
+const SPEC: TopologySpec = fourHosts()
 
 /**
  * In the mesh scenario the bootstrap probes its peers this often and /peers is sampled this
@@ -47,13 +39,6 @@ function table(rows: RttMeasurement[]): string {
         `max ${r.maxMs.toFixed(2)}, lost ${r.lost})${r.ok ? '' : '  OUT OF TOLERANCE'}`,
     )
     .join('\n')
-}
-
-function netnsNames(): string[] {
-  return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .map((l) => l.split(' ')[0])
-    .filter((n) => n !== '')
 }
 
 describe('topology spec', () => {
@@ -99,7 +84,7 @@ describe('topology', { timeout: 60_000 }, () => {
   it('gives each host its own namespace and address', async () => {
     assert.equal(topo.address('client'), '10.99.0.1')
     assert.equal(topo.address('registry'), '10.99.0.4')
-    const names = netnsNames()
+    const names = listNetns()
     for (const ns of topo.allNetns()) assert.ok(names.includes(ns), `${ns} missing`)
     const r = await topo.exec('near', 'ip', ['-4', '-o', 'addr', 'show', 'dev', 'wan-1'])
     assert.equal(r.code, 0, r.stderr)
@@ -237,7 +222,7 @@ describe('topology', { timeout: 60_000 }, () => {
     await topo.destroy()
     await topo.destroy()
     assert.notEqual(await echo.exited, 0) // stopped by destroy
-    const left = netnsNames()
+    const left = listNetns()
     for (const ns of names) assert.ok(!left.includes(ns), `${ns} still there`)
     const links = spawnSync('ip', ['-o', 'link'], { encoding: 'utf8' }).stdout
     assert.doesNotMatch(links, /wan-\d/)

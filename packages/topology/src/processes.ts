@@ -1,0 +1,60 @@
+import { spawnSync } from 'node:child_process'
+import { COMMAND_TIMEOUT_MS } from './constants.ts'
+
+/**
+ * Process helpers shared by the topology, the mesh and the per-host dockerds: synchronous,
+ * so that they also work at exit and in signal handlers.
+ */
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+export function killQuietly(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal)
+  } catch {
+    // already gone
+  }
+}
+
+/** The processes in a network namespace. */
+export function pidsIn(netns: string): number[] {
+  const r = spawnSync('ip', ['netns', 'pids', netns], {
+    encoding: 'utf8',
+    timeout: COMMAND_TIMEOUT_MS,
+  })
+  return (r.stdout ?? '')
+    .split('\n')
+    .filter((l) => /^\d+$/.test(l))
+    .map(Number)
+}
+
+/** Whether `name` (`<prefix><pid>-…`) was made by a harness run whose process is gone. */
+export function ofDeadRun(name: string, prefix: string): boolean {
+  const m = new RegExp(`^${prefix}(\\d+)-`).exec(name)
+  if (m == null) return false
+  const pid = Number(m[1])
+  return pid !== process.pid && !pidAlive(pid)
+}
+
+/**
+ * Runs `cleanup` (synchronous) at exit and on SIGINT, SIGTERM and SIGHUP; after a signal,
+ * with nobody else listening, the process dies of it as the default action would.
+ */
+export function onExitAndSignals(cleanup: () => void): void {
+  process.on('exit', cleanup)
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const onSignal = () => {
+      cleanup()
+      process.removeListener(signal, onSignal)
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+    }
+    process.on(signal, onSignal)
+  }
+}
