@@ -16,6 +16,7 @@ import {
   LABEL_PEER_ID,
   LABEL_PORTS,
   LABEL_SERVICE,
+  PORTS_PER_INSTANCE,
   READY_POLL_INITIAL_MS,
   READY_POLL_MAX_MS,
 } from './constants.ts'
@@ -88,10 +89,6 @@ export class InstanceManager {
 
   get startingCount(): number {
     return this.starting.size
-  }
-
-  instances(): Instance[] {
-    return [...this.running.values()]
   }
 
   /** An instance of `service`: a ready one of this host, the start in flight, or a new one. */
@@ -233,7 +230,7 @@ export class InstanceManager {
       const ports = (c.labels[LABEL_PORTS] ?? '').split(',').map(Number)
       const service = c.labels[LABEL_SERVICE]
       const peer = c.labels[LABEL_PEER_ID]
-      if (!c.running || service == null || peer == null || ports.length !== 4) {
+      if (!c.running || service == null || peer == null || ports.length !== PORTS_PER_INSTANCE) {
         await this.remove(c.id, c.name)
         continue
       }

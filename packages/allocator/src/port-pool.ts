@@ -18,11 +18,6 @@ export class PortPool {
     this.host = host
   }
 
-  /** How many blocks the range holds. */
-  get capacity(): number {
-    return Math.floor((this.last - this.first + 1) / PORTS_PER_INSTANCE)
-  }
-
   /** Marks a block as taken (a re-adopted container's ports). */
   claim(ports: number[]): void {
     for (const p of ports) this.taken.add(p)

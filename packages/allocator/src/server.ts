@@ -1,4 +1,5 @@
 import type { Libp2p, Logger } from '@libp2p/interface'
+import { isServiceName } from '@mtc/hash-lookup'
 import { handleRpc } from '@mtc/p2pnode'
 import { AllocationError } from './errors.ts'
 import type { InstanceManager } from './instances.ts'
@@ -9,8 +10,6 @@ import {
   type AllocateRequest,
   type AllocatorStatusReply,
 } from './protocol.ts'
-
-const SERVICE_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/
 
 /** Serves allocation and status requests over the overlay. */
 export class AllocatorServer {
@@ -39,7 +38,7 @@ export class AllocatorServer {
     await handleRpc(this.libp2p, ALLOCATE_PROTOCOL, async (rpc, conn) => {
       const req = await rpc.readJson<AllocateRequest>()
       const service = req?.service
-      if (typeof service !== 'string' || !SERVICE_NAME.test(service)) {
+      if (!isServiceName(service)) {
         throw new AllocationError(
           'ERR_INVALID_NAME',
           `invalid service name ${JSON.stringify(service)}`,

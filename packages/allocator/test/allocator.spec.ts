@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
@@ -11,6 +11,7 @@ import {
   metricValue,
   type Proc,
   REPO_ROOT,
+  removeContainers,
   run,
   runToEnd,
   startBootstrap,
@@ -102,8 +103,11 @@ async function allocate(a: Alloc, service: string) {
   return await requestAllocation(node.libp2p, conn.remotePeer, service, { timeoutMs: 60_000 })
 }
 
+/** The label on every container `a` manages. */
+const managedBy = (a: Alloc) => `${LABEL_MANAGED_BY}=${a.peerId}`
+
 async function containers(a: Alloc, service?: string): Promise<string[]> {
-  const filters = ['--filter', `label=${LABEL_MANAGED_BY}=${a.peerId}`]
+  const filters = ['--filter', `label=${managedBy(a)}`]
   if (service != null) filters.push('--filter', `label=${LABEL_SERVICE}=${service}`)
   const out = await docker('ps', '-q', ...filters)
   return out === '' ? [] : out.split('\n')
@@ -163,10 +167,7 @@ before(async () => {
 after(async () => {
   await node?.stop()
   await stopAll()
-  const leftovers = await docker('ps', '-aq', '--filter', `label=${LABEL_MANAGED_BY}`).catch(
-    () => '',
-  )
-  if (leftovers !== '') await docker('rm', '-f', ...leftovers.split('\n')).catch(() => {})
+  await removeContainers(LABEL_MANAGED_BY).catch(() => {})
   await dir?.remove()
 })
 
@@ -242,7 +243,7 @@ describe('allocator', () => {
     assert.equal(replies.filter((r) => r.started).length, 1)
     assert.equal((await containers(b, 'hello-world-server')).length, 1)
     await b.proc.stop()
-    for (const id of await containers(b)) await docker('rm', '-f', id)
+    await removeContainers(managedBy(b))
   })
 
   it('refuses an unknown service and an invalid name', async () => {
@@ -300,14 +301,14 @@ describe('allocator', () => {
     )
     assert.equal((await containers(c)).length, 1)
     await c.proc.stop()
-    for (const id of await containers(c)) await docker('rm', '-f', id)
+    await removeContainers(managedBy(c))
   })
 
   it('the proxy answers 503 ERR_NO_CAPACITY when every allocator is full', async () => {
     // The only allocator left in the mesh is one already at its limit: the others and
     // their instances go first (the DHT spans every node of this PSK).
     await a.proc.stop()
-    for (const id of await containers(a)) await docker('rm', '-f', id)
+    await removeContainers(managedBy(a))
     const full = await startAllocator(['--max-instances', '1'])
     await allocate(full, 'hello-world-server')
     const port = await startClientProxy()
@@ -317,7 +318,7 @@ describe('allocator', () => {
     assert.ok(Number(res.headers.get('retry-after')) > 0)
     assert.equal((await containers(full)).length, 1)
     await full.proc.stop()
-    for (const id of await containers(full)) await docker('rm', '-f', id)
+    await removeContainers(managedBy(full))
   })
 
   it('stops instances idle longer than --idle-timeout', async () => {
@@ -336,7 +337,7 @@ describe('allocator', () => {
   it('fetches a missing image over the overlay, verifies it, and refuses a corrupted one', async () => {
     // A distinct image (its own ID), registered with its tarball, then removed from Docker.
     const ctx = join(dir.path, 'variant')
-    await exec('mkdir', ['-p', ctx])
+    await mkdir(ctx, { recursive: true })
     await writeFile(
       join(ctx, 'Dockerfile'),
       'FROM mtc/hello-world-server:1.0\nLABEL mtc.test.variant=1\n',
@@ -358,7 +359,7 @@ describe('allocator', () => {
     const { body } = await httpGet(`${e.metrics}/metrics`)
     assert.ok((metricValue(body, 'mtc_allocator_image_cache_bytes') ?? 0) > 0)
     await e.proc.stop()
-    for (const id of await containers(e)) await docker('rm', '-f', id)
+    await removeContainers(managedBy(e))
 
     // Now the stored tarball is corrupted on hl-service's disk, and the image is gone again.
     await docker('rmi', '-f', 'mtc-test/variant:1')

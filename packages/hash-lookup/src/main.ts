@@ -15,6 +15,7 @@ import { Registry } from 'prom-client'
 import { BlobStore } from './blob-store.ts'
 import {
   DEFAULT_ETCD_CLIENT_PORT,
+  DEFAULT_ETCD_HOST,
   DEFAULT_ETCD_PEER_PORT,
   DEFAULT_MAX_BLOB_BYTES,
   ETCD_HEALTH_CHECK_INTERVAL_MS,
@@ -48,7 +49,7 @@ export const COMMAND: CommandSpec = {
     'etcd-ip': {
       type: 'string',
       arg: 'IP',
-      help: 'address the local etcd listens on (default 127.0.0.1)',
+      help: `address the local etcd listens on (default ${DEFAULT_ETCD_HOST})`,
     },
     'etcd-client-port': {
       type: 'string',
@@ -131,7 +132,7 @@ function hlConfig(values: Record<string, unknown>): HlConfig {
     etcd: {
       supervise: {
         dataDir: resolve((values['etcd-data-dir'] as string | undefined) ?? `${dataDir}/etcd`),
-        host: (values['etcd-ip'] as string | undefined) ?? '127.0.0.1',
+        host: (values['etcd-ip'] as string | undefined) ?? DEFAULT_ETCD_HOST,
         clientPort: port('etcd-client-port', DEFAULT_ETCD_CLIENT_PORT),
         peerPort: port('etcd-peer-port', DEFAULT_ETCD_PEER_PORT),
       },

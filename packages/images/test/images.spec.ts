@@ -14,10 +14,10 @@ import {
   httpGet,
   IMAGE_BUILD_TIMEOUT_MS,
   type Proc,
-  readLinesWhenReady,
   removeContainers,
   run,
   runToEnd,
+  startDaemon,
   stopAll,
   tempDir,
   waitFor,
@@ -75,6 +75,18 @@ async function startInstance(
   return { id, proxyPort, metricsPort }
 }
 
+/** The first 200 answer of `service` through the client proxy (its instance may still be joining). */
+async function firstAnswer(service: string): Promise<{ status: number; body: string }> {
+  return await waitFor(
+    `${service} through the client proxy`,
+    async () => {
+      const r = await httpGet(`http://127.0.0.1:${clientPort}/${service}/`)
+      return r.status === 200 ? r : undefined
+    },
+    { timeoutMs: FIRST_ANSWER_TIMEOUT_MS, intervalMs: 500 },
+  )
+}
+
 let hello: { id: string; proxyPort: number; metricsPort: number }
 
 before(
@@ -87,20 +99,20 @@ before(
     await keygen(['swarm-key', '--out', pskFile])
     peerId = await keygen(['identity', '--key-file', identityFile])
     pingMetricsPort = await freePort()
-    const addrFile = join(dir.path, 'pm.addr')
-    procs.push(
-      run('ping-monitor', [
+    const pm = await startDaemon(
+      'ping-monitor',
+      [
         '--psk-file',
         pskFile,
         '--listen',
         '/ip4/127.0.0.1/tcp/0',
         '--metrics',
         `127.0.0.1:${pingMetricsPort}`,
-        '--addr-file',
-        addrFile,
-      ]),
+      ],
+      dir.path,
     )
-    bootstrap = (await readLinesWhenReady(addrFile))[0]
+    procs.push(pm.proc)
+    bootstrap = pm.addr
     clientPort = await freePort()
     const clientMetrics = await freePort()
     procs.push(
@@ -129,14 +141,7 @@ after(async () => {
 test('hello-world-server answers through the overlay from its container', {
   timeout: TEST_TIMEOUT_MS,
 }, async () => {
-  const answer = await waitFor(
-    'Hello, world through the client proxy',
-    async () => {
-      const r = await httpGet(`http://127.0.0.1:${clientPort}/hello-world-server/`)
-      return r.status === 200 ? r : undefined
-    },
-    { timeoutMs: FIRST_ANSWER_TIMEOUT_MS, intervalMs: 500 },
-  )
+  const answer = await firstAnswer('hello-world-server')
   assert.equal(answer.body, 'Hello, world\n')
 })
 
@@ -190,14 +195,7 @@ test('hello-caller calls hello-world-server through its own proxy (service to se
   timeout: TEST_TIMEOUT_MS,
 }, async () => {
   await startInstance('mtc/hello-caller:1.0', 'hello-caller')
-  const answer = await waitFor(
-    'hello-caller through the client proxy',
-    async () => {
-      const r = await httpGet(`http://127.0.0.1:${clientPort}/hello-caller/`)
-      return r.status === 200 ? r : undefined
-    },
-    { timeoutMs: FIRST_ANSWER_TIMEOUT_MS, intervalMs: 500 },
-  )
+  const answer = await firstAnswer('hello-caller')
   assert.equal(answer.body, 'hello-caller asked hello-world-server: 200 Hello, world\n')
 })
 
