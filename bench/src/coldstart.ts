@@ -10,6 +10,7 @@ import { mkdir, rm } from 'node:fs/promises'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { LABEL_MANAGED_BY } from '@mtc/allocator/client'
 import { loadOrCreateKey } from '@mtc/p2pnode'
 import {
   docker,
@@ -61,7 +62,7 @@ async function main(): Promise<void> {
     await removeContainers(label).catch(() => 0)
     await stopAll()
     // The instances this run's allocator left (an allocator leaves them running on stop).
-    if (allocPeer != null) await removeContainers(`mtc.managed-by=${allocPeer}`).catch(() => 0)
+    if (allocPeer != null) await removeContainers(`${LABEL_MANAGED_BY}=${allocPeer}`).catch(() => 0)
     await dir.remove()
   }
   await withCleanup(cleanup, async () => {
@@ -115,7 +116,7 @@ async function main(): Promise<void> {
     }
     await must(cli(['add', '--file', tar, IMAGE, 'hello-world-server']))
     await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${port}/`)).status > 0)
-    const cleanInstances = () => removeContainers(`mtc.managed-by=${alloc.peerId}`)
+    const cleanInstances = () => removeContainers(`${LABEL_MANAGED_BY}=${alloc.peerId}`)
 
     const progress = (s: string) => process.stderr.write(`[coldstart] ${s}\n`)
     let proxyLogShown = false
@@ -220,7 +221,7 @@ async function main(): Promise<void> {
         'ps',
         '-q',
         '--filter',
-        `label=mtc.managed-by=${alloc.peerId}`,
+        `label=${LABEL_MANAGED_BY}=${alloc.peerId}`,
         '--filter',
         'label=mtc.service=burst',
       ])

@@ -11,9 +11,6 @@ export const HTTP_PROTOCOL = `/${PROTOCOL_PREFIX}/http/1.0.0`
 export const DEFAULT_METRICS = '0.0.0.0:9103'
 /** The gateway listens on loopback only: it is the local entry of this host. */
 export const GATEWAY_HOST = '127.0.0.1'
-/** Service names, as hash-lookup records them (a DNS label). */
-export const SERVICE_NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/
-
 // ---------------------------------------------------------------- gateway limits
 
 /**

@@ -1,3 +1,4 @@
+import { isServiceName } from '@mtc/hash-lookup/client'
 import {
   type CommandSpec,
   type DaemonSpec,
@@ -25,7 +26,6 @@ import { MeshProxy } from './mesh-proxy.ts'
 import { ProxyMetrics } from './metrics.ts'
 import { RegistryRequirements } from './registry-requirements.ts'
 import { type Requirements, readRequirementsFile } from './requirements.ts'
-import { isServiceName } from './service-name.ts'
 
 export const COMMAND: CommandSpec = {
   name: 'proxy',

@@ -1,14 +1,10 @@
-import { SERVICE_NAME_PATTERN } from './constants.ts'
+import { isServiceName } from '@mtc/hash-lookup/client'
 import { ProxyError } from './errors.ts'
 
 export interface GatewayTarget {
   service: string
   /** The path on the instance: what followed the service name, query string kept. */
   path: string
-}
-
-export function isServiceName(name: string): boolean {
-  return SERVICE_NAME_PATTERN.test(name)
 }
 
 /** `/<service>/<rest>?<query>` → `{service, path: '/<rest>?<query>'}`; `/<service>` → `/`. */

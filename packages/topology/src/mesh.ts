@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
+import { LABEL_MANAGED_BY, LABEL_PEER_ID, LABEL_PORTS, LABEL_SERVICE } from '@mtc/allocator/client'
 import { formatSwarmKey, generatePsk, loadOrCreateKey } from '@mtc/p2pnode'
 import {
   docker,
@@ -27,12 +28,6 @@ import { type HttpAnswer, sweepStale, Topology, type TopologySpec } from './topo
 
 /** The demo service every scenario runs (built by scripts/build-images.sh). */
 export const HELLO_IMAGE = 'mtc/hello-world-server:1.0'
-
-/** Labels the allocator puts on its containers (packages/allocator/src/constants.ts). */
-const LABEL_MANAGED_BY = 'mtc.managed-by'
-const LABEL_SERVICE = 'mtc.service'
-const LABEL_PEER_ID = 'mtc.peer-id'
-const LABEL_PORTS = 'mtc.ports'
 
 /** The mtc daemons of a mesh; `dockerd` is each allocator host's own Docker daemon. */
 export type Daemon = 'bootstrap' | 'hl-service' | 'allocator' | 'proxy'
