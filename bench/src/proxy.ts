@@ -29,7 +29,7 @@ import { fixedRate } from './fixed-rate.ts'
 import { startNginxChain } from './nginx.ts'
 import { quantile, report, rssBytes, withCleanup } from './stats.ts'
 import { startSwarm } from './swarm.ts'
-import { type Load, wrk } from './wrk.ts'
+import { type Load, warmUp, wrk } from './wrk.ts'
 
 const HELLO_BIN = join(REPO_ROOT, 'demos/helloworld/bin/hello-world-server.js')
 const SERVICE = 'hello-world-server'
@@ -39,6 +39,9 @@ const BULK_TRIALS = 3
 const MEMORY_RPS = 1000
 const MEMORY_LOAD_MS = 10_000
 const RSS_SAMPLE_MS = 250
+/** Unmeasured load on every path before the wrk figures (see warmUp). */
+const WARMUP_SECONDS = 20
+const WARMUP_CONNECTIONS = 32
 /** After start-up and the first request, before reading the idle RSS. */
 const IDLE_SETTLE_MS = 3000
 
@@ -150,6 +153,10 @@ async function main(): Promise<void> {
         fixedRate(`${base.mesh}${SMALL}`, MEMORY_RPS, MEMORY_LOAD_MS),
       )
 
+      progress(`warm-up: ${WARMUP_SECONDS} s of load per path`)
+      for (const url of Object.values(base)) {
+        await warmUp(`${url}${SMALL}`, WARMUP_CONNECTIONS, WARMUP_SECONDS)
+      }
       const each = async (connections: number): Promise<Record<keyof Paths, Load>> => {
         progress(`wrk, ${connections} connection(s), ${seconds} s per path`)
         return {

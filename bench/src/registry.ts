@@ -9,7 +9,7 @@ import { open, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createEtcdClient, EtcdSupervisor, HashLookupClient } from '@mtc/hash-lookup'
 import { formatSwarmKey, generatePsk, MeshNode } from '@mtc/p2pnode'
-import { freePort, startDaemon, stopAll, tempDir } from '@mtc/testkit'
+import { freePort, loopbackDaemonArgs, startDaemon, stopAll, tempDir } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import tar from 'tar-stream'
 import { ms, report, summary, timeEach, withCleanup } from './stats.ts'
@@ -62,46 +62,37 @@ async function main(): Promise<void> {
     clientPort: await freePort(),
     peerPort: await freePort(),
   })
-  await etcd.start()
-  const psk = generatePsk()
-  const pskFile = join(dir.path, 'swarm.key')
-  await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
-  const { addr: hlAddr } = await startDaemon(
-    'hl-service',
-    [
-      '--psk-file',
-      pskFile,
-      '--listen',
-      '/ip4/127.0.0.1/tcp/0',
-      '--metrics',
-      '127.0.0.1:0',
-      '--etcd',
-      etcd.endpoints.join(','),
-      '--data-dir',
-      join(dir.path, 'hl-data'),
-    ],
-    dir.path,
-  )
-  const node = await MeshNode.create({
-    role: 'bench',
-    version: '0',
-    listen: [],
-    bootstraps: [],
-    psk,
-    dhtClient: true,
-  })
-  await node.start()
-  const client = new HashLookupClient(node.libp2p, multiaddr(hlAddr))
-  const etcdClient = createEtcdClient(etcd.endpoints)
+  let node: MeshNode | undefined
+  let etcdClient: ReturnType<typeof createEtcdClient> | undefined
+  // Whatever started before a failure is stopped too (etcd, hl-service, the node).
   const cleanup = async () => {
-    etcdClient.close()
-    await node.stop()
+    etcdClient?.close()
+    await node?.stop()
     await stopAll()
     await etcd.stop()
     await dir.remove()
   }
 
   await withCleanup(cleanup, async () => {
+    await etcd.start()
+    const psk = generatePsk()
+    const pskFile = join(dir.path, 'swarm.key')
+    await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
+    const { addr: hlAddr } = await startDaemon(
+      'hl-service',
+      [
+        ...loopbackDaemonArgs(pskFile),
+        '--etcd',
+        etcd.endpoints.join(','),
+        '--data-dir',
+        join(dir.path, 'hl-data'),
+      ],
+      dir.path,
+    )
+    node = await MeshNode.startClient({ role: 'bench', psk })
+    const client = new HashLookupClient(node.libp2p, multiaddr(hlAddr))
+    const etcd3 = createEtcdClient(etcd.endpoints)
+    etcdClient = etcd3
     const imageId = `sha256:${'ab'.repeat(32)}`
     const record = (i: number) => ({
       name: `bench-${i}`,
@@ -113,14 +104,14 @@ async function main(): Promise<void> {
     for (let i = 0; i < 50; i++) {
       await client.put({ record: record(i) })
       await client.get(`bench-${i}`)
-      await etcdClient.put(`/bench/${i}`).value(JSON.stringify(record(i)))
-      await etcdClient.get(`/bench/${i}`).string()
+      await etcd3.put(`/bench/${i}`).value(JSON.stringify(record(i)))
+      await etcd3.get(`/bench/${i}`).string()
     }
     const etcdPut = await timeEach(
       OPS,
-      async (i) => await etcdClient.put(`/bench/${i}`).value(JSON.stringify(record(i))),
+      async (i) => await etcd3.put(`/bench/${i}`).value(JSON.stringify(record(i))),
     )
-    const etcdGet = await timeEach(OPS, (i) => etcdClient.get(`/bench/${i}`).string())
+    const etcdGet = await timeEach(OPS, (i) => etcd3.get(`/bench/${i}`).string())
     const hlAdd = await timeEach(OPS, (i) => client.put({ record: record(i) }))
     const hlGet = await timeEach(OPS, (i) => client.get(`bench-${i}`))
 

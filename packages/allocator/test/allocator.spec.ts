@@ -153,15 +153,7 @@ before(async () => {
   ])
   assert.equal(add.code, 0, add.stderr)
 
-  node = await MeshNode.create({
-    role: 'test',
-    version: '0',
-    listen: [],
-    bootstraps: [],
-    psk,
-    dhtClient: true,
-  })
-  await node.start()
+  node = await MeshNode.startClient({ role: 'test', psk })
 })
 
 after(async () => {

@@ -100,16 +100,11 @@ before(async () => {
     writerId,
   ])
 
-  node = await MeshNode.create({
+  node = await MeshNode.startClient({
     role: 'test',
-    version: '0',
-    listen: [],
-    bootstraps: [],
     psk,
     privateKey: await loadOrCreateKey(writerKey),
-    dhtClient: true,
   })
-  await node.start()
   client = new HashLookupClient(node.libp2p, multiaddr(hl.addr))
 })
 

@@ -166,16 +166,13 @@ export async function main(
       )
     }
 
-    node = await MeshNode.create({
+    node = await MeshNode.startClient({
       role: 'hl-cli',
       version: MTC_VERSION,
-      listen: [],
       bootstraps: hl != null ? [] : config.bootstraps,
       psk: config.psk,
       privateKey: config.privateKey,
-      dhtClient: true,
     })
-    await node.start()
     const signal = AbortSignal.timeout(timeoutMs)
     if (hl == null) {
       const n = node

@@ -95,6 +95,30 @@ export class MeshNode {
     )
   }
 
+  /**
+   * A started node that only dials (no listen address, DHT client): CLIs, tools, tests
+   * and benches that ask the mesh something.
+   */
+  static async startClient(
+    init: Pick<MeshNodeInit, 'role' | 'psk' | 'privateKey'> &
+      Partial<Pick<MeshNodeInit, 'version' | 'bootstraps'>>,
+  ): Promise<MeshNode> {
+    const node = await MeshNode.create({
+      version: '0',
+      bootstraps: [],
+      ...init,
+      listen: [],
+      dhtClient: true,
+    })
+    try {
+      await node.start()
+    } catch (err) {
+      await node.stop().catch(() => {})
+      throw err
+    }
+    return node
+  }
+
   static async create(init: MeshNodeInit): Promise<MeshNode> {
     const registry = init.registry ?? new Registry()
     const libp2p = await createLibp2p({

@@ -208,19 +208,12 @@ export async function startDaemon(
   return { proc, addr: lines[0], peerId: lines[0].split('/p2p/')[1] }
 }
 
+/** A daemon's flags for loopback only: overlay and metrics on any free port. */
+export function loopbackDaemonArgs(pskFile: string): string[] {
+  return ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0', '--metrics', '127.0.0.1:0']
+}
+
 /** A ping-monitor on a random loopback port: the bootstrap most tests need. */
 export async function startBootstrap(pskFile: string, dir: string, extra: string[] = []) {
-  return await startDaemon(
-    'ping-monitor',
-    [
-      '--psk-file',
-      pskFile,
-      '--listen',
-      '/ip4/127.0.0.1/tcp/0',
-      '--metrics',
-      '127.0.0.1:0',
-      ...extra,
-    ],
-    dir,
-  )
+  return await startDaemon('ping-monitor', [...loopbackDaemonArgs(pskFile), ...extra], dir)
 }

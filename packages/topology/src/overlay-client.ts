@@ -37,15 +37,11 @@ const started = performance.now()
 const deadline = started + Number(timeoutText)
 const left = () => Math.max(1, Math.ceil(deadline - performance.now()))
 
-const node = await MeshNode.create({
+const node = await MeshNode.startClient({
   role: 'probe',
-  version: '0',
-  listen: [],
   bootstraps,
   psk: await readSwarmKeyFile(pskFile),
-  dhtClient: true,
 })
-await node.start()
 const ms = () => Math.round(performance.now() - started)
 let ok = false
 try {
