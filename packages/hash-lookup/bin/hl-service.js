@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Re-executes with the daemon's Node flags (smaller V8 young generation) before loading.
+// Re-executes with the daemon's memory settings (p2pnode/src/node-flags.ts) before loading.
 import { execWithDaemonFlags } from '@mtc/p2pnode/node-flags'
 
 execWithDaemonFlags()

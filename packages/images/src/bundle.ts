@@ -1,39 +1,27 @@
 /**
- * Bundles what goes into the images, each into one self-contained ESM file (no
- * node_modules in an image): the proxy, the entrypoint and the demo services.
+ * Puts what goes into the images into OUT_DIR, each program one self-contained ESM file
+ * (no node_modules in an image): the proxy, the entrypoint and the demo services.
  *
  *   node packages/images/src/bundle.ts OUT_DIR
  *
  * writes OUT_DIR/base/mtc/{proxy,entrypoint}.mjs, OUT_DIR/hello-world-server/app/
- * hello-world-server.mjs and OUT_DIR/hello-caller/app/hello-caller.mjs. The proxy and the
- * demos are bundled from their built output (dist/, made by `pnpm build`), so the images
- * carry exactly what the tests of those packages ran.
+ * hello-world-server.mjs and OUT_DIR/hello-caller/app/hello-caller.mjs. The proxy is the
+ * bundle `pnpm build` made (packages/proxy/dist/proxy.mjs, what `pnpm exec proxy` runs);
+ * the demos are bundled the same way (`bundle()` from `@mtc/proxy/bundle`) from their
+ * built output, so the images carry exactly what the tests of those packages ran.
  */
+
 import { existsSync } from 'node:fs'
-import { join, resolve } from 'node:path'
-import { build } from 'esbuild'
+import { copyFile, mkdir } from 'node:fs/promises'
+import { dirname, join, resolve } from 'node:path'
+import { bundle } from '@mtc/proxy/bundle'
 
 const REPO_ROOT = resolve(import.meta.dirname, '../../..')
 
-/** The oldest Node the bundles must run on (ARCHITECTURE: Node >= 22). */
-const TARGET = 'node22'
-
-/**
- * Some dependencies are CommonJS: they `require()` Node built-ins (prom-client...) and use
- * `__dirname` (ssh2, under dockerode), which an ESM bundle does not have. Paths made from
- * it point next to the bundle; files expected there are not in the image (see STUBS).
- */
-const CJS_SHIM = [
-  "import { createRequire as __mtcCreateRequire } from 'node:module'",
-  "import { dirname as __mtcDirname } from 'node:path'",
-  "import { fileURLToPath as __mtcFileURLToPath } from 'node:url'",
-  'const require = __mtcCreateRequire(import.meta.url)',
-  'const __filename = __mtcFileURLToPath(import.meta.url)',
-  'const __dirname = __mtcDirname(__filename)',
-].join('\n')
+/** Made by `pnpm build` in packages/proxy; copied as it is. */
+const PROXY_BUNDLE = 'packages/proxy/dist/proxy.mjs'
 
 const BUNDLES: { entry: string; out: string }[] = [
-  { entry: 'packages/proxy/dist/src/bin.js', out: 'base/mtc/proxy.mjs' },
   { entry: 'packages/images/src/entrypoint.ts', out: 'base/mtc/entrypoint.mjs' },
   {
     entry: 'demos/helloworld/dist/src/hello-world-server.js',
@@ -48,26 +36,17 @@ async function main(): Promise<number> {
     process.stderr.write('usage: bundle.ts OUT_DIR\n')
     return 2
   }
-  for (const { entry } of BUNDLES) {
-    if (!existsSync(join(REPO_ROOT, entry))) {
-      process.stderr.write(`bundle: ${entry} is missing; run \`pnpm build\` first\n`)
+  for (const file of [PROXY_BUNDLE, ...BUNDLES.map((b) => b.entry)]) {
+    if (!existsSync(join(REPO_ROOT, file))) {
+      process.stderr.write(`bundle: ${file} is missing; run \`pnpm build\` first\n`)
       return 1
     }
   }
+  const proxyOut = resolve(outDir, 'base/mtc/proxy.mjs')
+  await mkdir(dirname(proxyOut), { recursive: true })
+  await copyFile(join(REPO_ROOT, PROXY_BUNDLE), proxyOut)
   await Promise.all(
-    BUNDLES.map(({ entry, out }) =>
-      build({
-        entryPoints: [join(REPO_ROOT, entry)],
-        outfile: resolve(outDir, out),
-        bundle: true,
-        platform: 'node',
-        format: 'esm',
-        target: TARGET,
-        banner: { js: CJS_SHIM },
-        legalComments: 'none',
-        logLevel: 'warning',
-      }),
-    ),
+    BUNDLES.map(({ entry, out }) => bundle(join(REPO_ROOT, entry), resolve(outDir, out))),
   )
   return 0
 }

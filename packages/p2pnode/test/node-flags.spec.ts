@@ -5,18 +5,18 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { DAEMON_NODE_FLAGS, reexecArgv } from '../src/node-flags.ts'
+import { DAEMON_ENV, DAEMON_NODE_FLAGS, reexecPlan } from '../src/node-flags.ts'
 
-const proc = (execArgv: string[], nodeOptions?: string) => ({
+const proc = (execArgv: string[], env: NodeJS.ProcessEnv = {}) => ({
   execPath: '/usr/bin/node',
   execArgv,
   argv: ['/usr/bin/node', '/x/bin/proxy.js', '--psk-file', 'k', '4200'],
-  env: nodeOptions != null ? { NODE_OPTIONS: nodeOptions } : {},
+  env,
 })
 
 describe('daemon node flags', () => {
   it('re-executes the same script and arguments with the missing flags first', () => {
-    assert.deepEqual(reexecArgv(['--max-semi-space-size=1'], proc(['--cpu-prof'])), [
+    assert.deepEqual(reexecPlan(['--max-semi-space-size=1'], {}, proc(['--cpu-prof']))?.argv, [
       '/usr/bin/node',
       '--max-semi-space-size=1',
       '--cpu-prof',
@@ -28,13 +28,26 @@ describe('daemon node flags', () => {
   })
 
   it('leaves a flag the operator gave, with any value, on the command line or in NODE_OPTIONS', () => {
-    const f = ['--max-semi-space-size=1']
-    assert.equal(reexecArgv(f, proc(['--max-semi-space-size=1'])), undefined)
-    assert.equal(reexecArgv(f, proc(['--max_semi_space_size=16'])), undefined)
-    assert.equal(reexecArgv(f, proc([], '--inspect --max-semi-space-size=8')), undefined)
+    const f = ['--max-semi-space-size=1', '--memory-saver-mode']
+    const given = ['--max-semi-space-size=1', '--memory-saver-mode']
+    assert.equal(reexecPlan(f, {}, proc(given)), undefined)
+    assert.equal(
+      reexecPlan(f, {}, proc(['--max_semi_space_size=16', '--no-memory-saver-mode'])),
+      undefined,
+    )
+    const nodeOptions = { NODE_OPTIONS: '--inspect --max-semi-space-size=8 --memory_saver_mode' }
+    assert.equal(reexecPlan(f, {}, proc([], nodeOptions)), undefined)
   })
 
-  it('a bin really runs under the flags, in the same process', async () => {
+  it('adds a missing environment variable, keeping one the operator set', () => {
+    const env = { MALLOC_ARENA_MAX: '2' }
+    const plan = reexecPlan([], env, proc([], { HOME: '/root' }))
+    assert.deepEqual(plan?.env, { HOME: '/root', MALLOC_ARENA_MAX: '2' })
+    assert.deepEqual(plan?.argv, ['/usr/bin/node', '/x/bin/proxy.js', '--psk-file', 'k', '4200'])
+    assert.equal(reexecPlan([], env, proc([], { MALLOC_ARENA_MAX: '8' })), undefined)
+  })
+
+  it('a bin really runs under the flags and environment, in the same process', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'mtc-flags-'))
     try {
       const script = join(dir, 'bin.ts')
@@ -44,10 +57,12 @@ describe('daemon node flags', () => {
         [
           `import { execWithDaemonFlags } from '${module}'`,
           'execWithDaemonFlags()',
-          'console.log(JSON.stringify({ pid: process.pid, execArgv: process.execArgv, argv: process.argv.slice(2) }))',
+          'console.log(JSON.stringify({ pid: process.pid, execArgv: process.execArgv, argv: process.argv.slice(2), env: process.env }))',
         ].join('\n'),
       )
-      const child = execFile(process.execPath, [script, 'a', 'b'])
+      const env = { ...process.env }
+      for (const k of Object.keys(DAEMON_ENV)) delete env[k]
+      const child = execFile(process.execPath, [script, 'a', 'b'], { env })
       let out = ''
       child.stdout?.on('data', (d) => {
         out += d
@@ -58,6 +73,7 @@ describe('daemon node flags', () => {
       assert.equal(got.pid, child.pid)
       assert.deepEqual(got.argv, ['a', 'b'])
       for (const f of DAEMON_NODE_FLAGS) assert.ok(got.execArgv.includes(f), got.execArgv.join(' '))
+      for (const [k, v] of Object.entries(DAEMON_ENV)) assert.equal(got.env[k], v)
     } finally {
       await rm(dir, { recursive: true, force: true })
     }

@@ -1,2 +1,4 @@
 #!/usr/bin/env node
-import '../dist/src/bin.js'
+// The bundle `pnpm build` makes of dist/src/bin.js (scripts/bundle.ts says why); it
+// re-executes with the daemon's memory settings first thing.
+import '../dist/proxy.mjs'

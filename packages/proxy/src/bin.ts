@@ -1,5 +1,6 @@
-// Re-executes with the daemon's Node flags before the libp2p stack is loaded (the
-// container image runs a bundle of this file, so the shim in bin/ cannot do it).
+// Re-executes with the daemon's memory settings before the libp2p stack is loaded. What
+// runs is a bundle of this file (dist/proxy.mjs, for bin/proxy.js and the container image),
+// so it has to happen here, not in a shim.
 import { execWithDaemonFlags } from '@mtc/p2pnode/node-flags'
 
 execWithDaemonFlags()
