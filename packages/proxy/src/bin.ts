@@ -1,6 +1,6 @@
-// Re-executes with the daemon's memory settings before the libp2p stack is loaded. What
-// runs is a bundle of this file (dist/proxy.mjs, for bin/proxy.js and the container image),
-// so it has to happen here, not in a shim.
+// Re-executes with the daemon's memory settings before the libp2p stack is loaded. The
+// container image runs the bundle of this file directly, so it happens here; under
+// bin/proxy.js, which re-executes first, it finds the settings in effect and does nothing.
 import { execWithDaemonFlags } from '@mtc/p2pnode/node-flags'
 
 execWithDaemonFlags()

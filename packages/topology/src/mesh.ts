@@ -23,7 +23,7 @@ import {
   STOP_GRACE_MS,
 } from './constants.ts'
 import { HostDockerd, meshDirPrefix, sweepStaleMeshDirs, unmountAndRemove } from './dockerd.ts'
-import { onExitAndSignals, pidsIn } from './processes.ts'
+import { ExitReaper, pidsIn } from './processes.ts'
 import { type HttpAnswer, sweepStale, Topology, type TopologySpec } from './topology.ts'
 
 /** The demo service every scenario runs (built by scripts/build-images.sh). */
@@ -109,21 +109,13 @@ interface DaemonState {
   proc?: Proc
 }
 
-/** Meshes not yet destroyed, for the exit and signal handlers. */
-const live = new Set<Mesh>()
-let handlersInstalled = false
+/**
+ * Meshes not yet destroyed, removed at exit and on signals. Topology's handlers (installed
+ * earlier) have killed everything in the namespaces by then; what is left are the
+ * dockerds' mounts and directories, and the saved images.
+ */
+const live = new ExitReaper<Mesh>(() => rmSync(imageDir(), { recursive: true, force: true }))
 let meshSeq = 0
-
-function installExitHandlers(): void {
-  if (handlersInstalled) return
-  handlersInstalled = true
-  // Topology's handlers (installed earlier) have killed everything in the namespaces by
-  // then; what is left are the dockerds' mounts and directories.
-  onExitAndSignals(() => {
-    for (const m of live) m.destroySync()
-    rmSync(imageDir(), { recursive: true, force: true })
-  })
-}
 
 /** `docker save` tarballs, once per process and image (removed at exit). */
 function imageDir(): string {
@@ -208,7 +200,6 @@ export class Mesh {
     const dir = `${meshDirPrefix()}${process.pid}-${meshSeq++}`
     const mesh = new Mesh(topo, owns, spec, dir)
     mesh.startedAt = startedAt
-    installExitHandlers()
     live.add(mesh)
     try {
       await mesh.boot()

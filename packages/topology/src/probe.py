@@ -100,6 +100,13 @@ def http(url, timeout_ms):
 MAX_BODY_TEXT = 4096
 
 
+def get(conn, path):
+    """GET path on conn: the response and its whole body; raises what http.client raises."""
+    conn.request("GET", path)
+    res = conn.getresponse()
+    return res, res.read()
+
+
 def fetch(host, port, path, count, timeout_ms):
     conn = None
     for _ in range(count):
@@ -107,9 +114,7 @@ def fetch(host, port, path, count, timeout_ms):
             conn = httpclient.HTTPConnection(host, port, timeout=timeout_ms / 1000.0)
         started = time.monotonic()
         try:
-            conn.request("GET", path)
-            res = conn.getresponse()
-            body = res.read()
+            res, body = get(conn, path)
             answer = {
                 "status": res.status,
                 "headers": {k.lower(): v for k, v in res.getheaders()},
@@ -138,9 +143,7 @@ def stream(host, port, path, interval_ms, duration_ms, timeout_ms):
         started = time.monotonic()
         conn = httpclient.HTTPConnection(host, port, timeout=timeout_ms / 1000.0)
         try:
-            conn.request("GET", path)
-            res = conn.getresponse()
-            body = res.read()
+            res, body = get(conn, path)
             answer = {
                 "status": res.status,
                 "code": res.getheader("x-mtc-error") or "",

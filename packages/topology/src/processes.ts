@@ -47,7 +47,7 @@ export function ofDeadRun(name: string, prefix: string): boolean {
  * Runs `cleanup` (synchronous) at exit and on SIGINT, SIGTERM and SIGHUP; after a signal,
  * with nobody else listening, the process dies of it as the default action would.
  */
-export function onExitAndSignals(cleanup: () => void): void {
+function onExitAndSignals(cleanup: () => void): void {
   process.on('exit', cleanup)
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     const onSignal = () => {
@@ -56,5 +56,35 @@ export function onExitAndSignals(cleanup: () => void): void {
       if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
     }
     process.on(signal, onSignal)
+  }
+}
+
+/**
+ * What is not destroyed yet, torn down synchronously at exit or on a signal: `add` on
+ * creation (the handlers are installed with the first), `delete` once destroyed.
+ * `afterAll` runs after every member's destroySync.
+ */
+export class ExitReaper<T extends { destroySync(): void }> {
+  private readonly live = new Set<T>()
+  private readonly afterAll?: () => void
+  private installed = false
+
+  constructor(afterAll?: () => void) {
+    this.afterAll = afterAll
+  }
+
+  add(member: T): void {
+    if (!this.installed) {
+      this.installed = true
+      onExitAndSignals(() => {
+        for (const m of this.live) m.destroySync()
+        this.afterAll?.()
+      })
+    }
+    this.live.add(member)
+  }
+
+  delete(member: T): void {
+    this.live.delete(member)
   }
 }

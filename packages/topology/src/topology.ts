@@ -21,7 +21,7 @@ import {
   SUBNET_PREFIX,
   WAN_IF_PREFIX,
 } from './constants.ts'
-import { killQuietly, ofDeadRun, onExitAndSignals, pidsIn } from './processes.ts'
+import { ExitReaper, killQuietly, ofDeadRun, pidsIn } from './processes.ts'
 
 /** The package root, from src/ (run from source) or dist/src/ (built). */
 const PKG_ROOT = resolve(
@@ -162,17 +162,8 @@ export function sweepStale(): string[] {
   return removed
 }
 
-/** Topologies not yet destroyed, for the exit and signal handlers. */
-const live = new Set<Topology>()
-let handlersInstalled = false
-
-function installExitHandlers(): void {
-  if (handlersInstalled) return
-  handlersInstalled = true
-  onExitAndSignals(() => {
-    for (const t of live) t.destroySync()
-  })
-}
+/** Topologies not yet destroyed, removed at exit and on signals. */
+const live = new ExitReaper<Topology>()
 
 let topologySeq = 0
 
@@ -209,7 +200,6 @@ export class Topology {
   static async create(spec: TopologySpec): Promise<Topology> {
     sweepStale()
     const t = new Topology(spec)
-    installExitHandlers()
     live.add(t)
     try {
       await t.build()
