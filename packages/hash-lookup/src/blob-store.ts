@@ -6,6 +6,13 @@
  * complete, verified bytes. Writing is two-phase (`stage`, then `commit` or `discard`) so a
  * caller can check the content, e.g. the tarball's image, before it becomes visible.
  * One process owns a data directory: `start()` deletes whatever is left in `tmp/`.
+ *
+ * Space: a full disk is a StorageFullError (the temporary file is removed); with
+ * `maxStorageBytes`, stored blobs plus uploads in progress never exceed it (an upload
+ * reserves its declared size before its first byte, or grows its reservation as it is read)
+ * and QuotaExceededError refuses the rest. Garbage collection (blob-gc.ts) removes blobs no
+ * record references through `sweep()`; a blob committed under a `lease` is never collected
+ * before the lease is released, nor by a sweep that was running at any time it was held.
  */
 
 import { createHash, randomUUID } from 'node:crypto'
@@ -14,11 +21,19 @@ import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { DEFAULT_MAX_BLOB_BYTES } from './constants.ts'
-import { BlobNotFoundError, BlobTooLargeError, DigestMismatchError } from './errors.ts'
+import {
+  BlobNotFoundError,
+  BlobTooLargeError,
+  DigestMismatchError,
+  QuotaExceededError,
+  StorageFullError,
+} from './errors.ts'
 import { assertDigest } from './names.ts'
 
 export interface BlobStoreInit {
   dataDir: string
+  /** Cap on stored blob bytes plus uploads in progress (QuotaExceededError). Default: none. */
+  maxStorageBytes?: number
 }
 
 export interface StoredBlob {
@@ -31,8 +46,12 @@ export interface StoredBlob {
 export interface BlobWriteOptions {
   /** Size limit; BlobTooLargeError as soon as it is exceeded. Default `DEFAULT_MAX_BLOB_BYTES`. */
   maxSize?: number
+  /** Size the writer announced: reserved against the quota before the first byte is read. */
+  declaredSize?: number
   /** Digest the writer announced; DigestMismatchError if the bytes hash to another. */
   expectedDigest?: string
+  /** Keeps the committed blob from garbage collection until the lease is released. */
+  lease?: BlobLease
   signal?: AbortSignal
 }
 
@@ -45,22 +64,65 @@ export interface StagedBlob {
   discard(): Promise<void>
 }
 
+/** Blobs pinned against garbage collection, e.g. from commit until their record is written. */
+export interface BlobLease {
+  /** Pins `digest` (commit calls it before the blob becomes visible). */
+  pin(digest: string): void
+  /** Unpins every blob pinned under this lease; safe to call twice. */
+  release(): void
+}
+
+/** One garbage collection pass; see `BlobStore.sweep()`. */
+export interface BlobSweep {
+  /** Deletes `digest` unless it was leased at any time since the sweep began; its size if deleted. */
+  collect(digest: string): Promise<number | undefined>
+  end(): void
+}
+
 const HEX = /^[0-9a-f]{64}$/
 
 export class BlobStore {
   readonly #blobDir: string
   readonly #tmpDir: string
+  readonly #maxStorage: number
+  /** Size of every stored blob, so the quota needs no directory scan per upload. */
+  readonly #sizes = new Map<string, number>()
+  #stored = 0
+  #reserved = 0
+  /** Lease count per committed digest. */
+  readonly #pins = new Map<string, number>()
+  /** Per running sweep: the digests leased at any time since it began. */
+  readonly #sweeps = new Set<Set<string>>()
+  /** Renames into and unlinks from `blobs/` run one at a time: a lease check and the unlink it allows cannot interleave with a commit of the same digest. */
+  #mutations: Promise<unknown> = Promise.resolve()
 
   constructor(init: BlobStoreInit) {
     this.#blobDir = join(init.dataDir, 'blobs', 'sha256')
     this.#tmpDir = join(init.dataDir, 'tmp')
+    this.#maxStorage = init.maxStorageBytes ?? Number.POSITIVE_INFINITY
   }
 
-  /** Creates the directories and removes temporary files a previous run left behind. */
+  /** Creates the directories, removes temporary files a previous run left behind, sizes the blobs. */
   async start(): Promise<void> {
     await mkdir(this.#blobDir, { recursive: true })
     await mkdir(this.#tmpDir, { recursive: true })
     await this.removeStaleTempFiles()
+    this.#sizes.clear()
+    this.#stored = 0
+    for (const digest of await this.list()) {
+      const size = (await stat(this.#path(digest)).catch(() => undefined))?.size
+      if (size != null) this.#track(digest, size)
+    }
+  }
+
+  /** Bytes of the stored blobs. */
+  get storedBytes(): number {
+    return this.#stored
+  }
+
+  /** Bytes reserved by uploads in progress. */
+  get reservedBytes(): number {
+    return this.#reserved
   }
 
   /** Deletes everything in `tmp/`; returns how many files it removed. */
@@ -89,6 +151,8 @@ export class BlobStore {
     const maxSize = options.maxSize ?? DEFAULT_MAX_BLOB_BYTES
     const expectedDigest =
       options.expectedDigest === undefined ? undefined : assertDigest(options.expectedDigest)
+    // Refused before a byte is read when the announced size does not fit.
+    const reservation = this.#reserve(options.declaredSize ?? 0)
     const tmpPath = join(this.#tmpDir, `${randomUUID()}.part`)
     const hash = createHash('sha256')
     let size = 0
@@ -99,6 +163,7 @@ export class BlobStore {
           for await (const chunk of chunks) {
             size += chunk.byteLength
             if (size > maxSize) throw new BlobTooLargeError(`Blob exceeds ${maxSize} bytes`)
+            reservation.grow(size)
             hash.update(chunk)
             yield chunk
           }
@@ -108,17 +173,63 @@ export class BlobStore {
         { signal: options.signal },
       )
     } catch (err) {
+      reservation.release()
       await rm(tmpPath, { force: true })
       // pipeline reports an abort as a generic AbortError; the reason says why.
-      throw options.signal?.aborted ? options.signal.reason : err
+      throw options.signal?.aborted ? options.signal.reason : storageError(err)
     }
 
     const digest = `sha256:${hash.digest('hex')}`
     if (expectedDigest !== undefined && digest !== expectedDigest) {
+      reservation.release()
       await rm(tmpPath, { force: true })
       throw new DigestMismatchError(`Blob hashes to ${digest}, not ${expectedDigest}`)
     }
-    return this.#staged(tmpPath, digest, size)
+    return this.#staged(tmpPath, digest, size, reservation, options.lease)
+  }
+
+  /** A lease to pass to `stage()`/`write()`; release it once the blob is referenced (or not needed). */
+  lease(): BlobLease {
+    const held: string[] = []
+    let released = false
+    return {
+      pin: (digest) => {
+        if (released) return
+        held.push(digest)
+        this.#pins.set(digest, (this.#pins.get(digest) ?? 0) + 1)
+        for (const touched of this.#sweeps) touched.add(digest)
+      },
+      release: () => {
+        if (released) return
+        released = true
+        for (const digest of held) {
+          const n = (this.#pins.get(digest) ?? 1) - 1
+          if (n > 0) this.#pins.set(digest, n)
+          else this.#pins.delete(digest)
+        }
+      },
+    }
+  }
+
+  /**
+   * Starts a garbage collection pass. List the candidates and the referenced digests after
+   * this call; `collect()` then refuses every digest leased at any moment since, so a blob
+   * whose record was written after the references were read is never deleted.
+   */
+  sweep(): BlobSweep {
+    const touched = new Set(this.#pins.keys())
+    this.#sweeps.add(touched)
+    return {
+      collect: (digest) =>
+        this.#mutate(async () => {
+          if (touched.has(digest) || this.#pins.has(digest)) return undefined
+          const size = this.#sizes.get(digest) ?? 0
+          return (await this.delete(digest)) ? size : undefined
+        }),
+      end: () => {
+        this.#sweeps.delete(touched)
+      },
+    }
   }
 
   async has(digest: string): Promise<boolean> {
@@ -153,6 +264,7 @@ export class BlobStore {
   async delete(digest: string): Promise<boolean> {
     try {
       await unlink(this.#path(digest))
+      this.#untrack(digest)
       return true
     } catch (err) {
       if (isNotFound(err)) return false
@@ -173,7 +285,53 @@ export class BlobStore {
     return join(this.#blobDir, assertDigest(digest).slice('sha256:'.length))
   }
 
-  #staged(tmpPath: string, digest: string, size: number): StagedBlob {
+  #track(digest: string, size: number): void {
+    this.#stored += size - (this.#sizes.get(digest) ?? 0)
+    this.#sizes.set(digest, size)
+  }
+
+  #untrack(digest: string): void {
+    this.#stored -= this.#sizes.get(digest) ?? 0
+    this.#sizes.delete(digest)
+  }
+
+  #mutate<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#mutations.then(fn, fn)
+    this.#mutations = run.catch(() => {})
+    return run
+  }
+
+  /** Holds `bytes` of the quota; `grow()` raises the hold as an upload without a declared size is read. */
+  #reserve(bytes: number): { grow(total: number): void; release(): void } {
+    let held = 0
+    const grow = (total: number) => {
+      if (total <= held) return
+      const free = this.#maxStorage - this.#stored - this.#reserved
+      if (total - held > free) {
+        throw new QuotaExceededError(
+          `storing ${total} more bytes would exceed the ${this.#maxStorage}-byte storage quota (${this.#stored} stored, ${this.#reserved} being uploaded)`,
+        )
+      }
+      this.#reserved += total - held
+      held = total
+    }
+    grow(bytes)
+    return {
+      grow,
+      release: () => {
+        this.#reserved -= held
+        held = 0
+      },
+    }
+  }
+
+  #staged(
+    tmpPath: string,
+    digest: string,
+    size: number,
+    reservation: { release(): void },
+    lease: BlobLease | undefined,
+  ): StagedBlob {
     let settled = false
     return {
       digest,
@@ -181,19 +339,29 @@ export class BlobStore {
       commit: async () => {
         if (settled) throw new Error('Staged blob already committed or discarded')
         settled = true
+        // Pinned before the rename is queued: a sweep cannot delete it between the two.
+        lease?.pin(digest)
         const path = this.#path(digest)
         try {
-          await rename(tmpPath, path)
+          await this.#mutate(async () => {
+            await rename(tmpPath, path)
+            this.#track(digest, size)
+          })
         } catch (err) {
           await rm(tmpPath, { force: true })
-          throw err
+          throw storageError(err)
+        } finally {
+          reservation.release()
         }
-        await syncDirectory(this.#blobDir) // makes the rename itself durable
+        await syncDirectory(this.#blobDir).catch((err: unknown) => {
+          throw storageError(err)
+        }) // makes the rename itself durable
         return { digest, size, path }
       },
       discard: async () => {
         if (settled) return
         settled = true
+        reservation.release()
         await rm(tmpPath, { force: true })
       },
     }
@@ -207,6 +375,16 @@ async function syncDirectory(path: string): Promise<void> {
   } finally {
     await dir.close()
   }
+}
+
+/** A full disk (or filesystem quota) becomes StorageFullError; anything else is unchanged. */
+function storageError(err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  if (code !== 'ENOSPC' && code !== 'EDQUOT') return err
+  return new StorageFullError(
+    `hl-service's disk is full (${code} writing the blob); the upload was discarded`,
+    { cause: err },
+  )
 }
 
 function isNotFound(err: unknown): boolean {

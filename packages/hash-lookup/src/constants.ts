@@ -118,6 +118,16 @@ export const MAX_OCI_INDEX_DEPTH = 4
  */
 export const DEFAULT_MAX_BLOB_BYTES = 2 * 1024 * 1024 * 1024
 
+/**
+ * Period of the background sweep for unreferenced blobs. Deletes through this hl-service
+ * sweep at once; this catches records changed through another hl-service on the same etcd.
+ * One sweep reads every record (a few hundred bytes each), so every 10 min costs nothing.
+ */
+export const BLOB_GC_INTERVAL_MS = 10 * 60_000
+
+/** Record pages (of MAX_LIST_LIMIT) a sweep reads at most: a million records; beyond, it deletes nothing. */
+export const BLOB_GC_MAX_RECORD_PAGES = 1_000
+
 // --- overlay service -------------------------------------------------------------------------
 
 /** How long an upload waits for its blob's DHT announcement before writing the record anyway (re-announced in the background). */

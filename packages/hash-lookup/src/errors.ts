@@ -96,6 +96,20 @@ export const ERRORS = [
     meaning: 'No blob with this digest is stored here',
   },
   {
+    code: 'ERR_STORAGE_FULL',
+    name: 'StorageFullError',
+    message: 'Blob storage full',
+    meaning:
+      "hl-service's disk has no room for the upload (ENOSPC/EDQUOT); it was discarded, nothing else changed",
+  },
+  {
+    code: 'ERR_QUOTA_EXCEEDED',
+    name: 'QuotaExceededError',
+    message: 'Blob storage quota exceeded',
+    meaning:
+      'The upload would take the stored tarballs over --max-storage; refused before or while it was read',
+  },
+  {
     code: 'ERR_FORBIDDEN',
     name: 'ForbiddenError',
     message: 'Not a writer',
@@ -218,6 +232,22 @@ export class BlobNotFoundError extends HashLookupError {
   }
 }
 
+export class StorageFullError extends HashLookupError {
+  override readonly name = 'StorageFullError'
+  readonly code = 'ERR_STORAGE_FULL'
+  constructor(message = defaultMessage('ERR_STORAGE_FULL'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+export class QuotaExceededError extends HashLookupError {
+  override readonly name = 'QuotaExceededError'
+  readonly code = 'ERR_QUOTA_EXCEEDED'
+  constructor(message = defaultMessage('ERR_QUOTA_EXCEEDED'), options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
 export class ForbiddenError extends HashLookupError {
   override readonly name = 'ForbiddenError'
   readonly code = 'ERR_FORBIDDEN'
@@ -240,6 +270,8 @@ const CLASSES: Record<ErrorCode, new (message?: string) => HashLookupError> = {
   ERR_BLOB_TOO_LARGE: BlobTooLargeError,
   ERR_DIGEST_MISMATCH: DigestMismatchError,
   ERR_UNKNOWN_BLOB: BlobNotFoundError,
+  ERR_STORAGE_FULL: StorageFullError,
+  ERR_QUOTA_EXCEEDED: QuotaExceededError,
   ERR_FORBIDDEN: ForbiddenError,
 }
 

@@ -12,6 +12,7 @@ import {
   UsageError,
 } from '@mtc/p2pnode'
 import { Registry } from 'prom-client'
+import { BlobCollector } from './blob-gc.ts'
 import { BlobStore } from './blob-store.ts'
 import {
   DEFAULT_ETCD_CLIENT_PORT,
@@ -71,6 +72,11 @@ export const COMMAND: CommandSpec = {
       arg: 'BYTES',
       help: 'largest tarball accepted, e.g. 500M, 2G (default 2G)',
     },
+    'max-storage': {
+      type: 'string',
+      arg: 'BYTES',
+      help: 'quota on stored tarballs plus uploads in progress, e.g. 20G (default: the disk)',
+    },
     writer: {
       type: 'string',
       multiple: true,
@@ -88,6 +94,7 @@ interface HlConfig {
   etcd: { endpoints: string[] } | { supervise: ConstructorParameters<typeof EtcdSupervisor>[0] }
   dataDir: string
   maxBlobSize: number
+  maxStorage: number | undefined
   writers: string[]
 }
 
@@ -112,10 +119,12 @@ function hlConfig(values: Record<string, unknown>): HlConfig {
     }
   })
   const maxBlob = values['max-blob-size'] as string | undefined
+  const maxStorage = values['max-storage'] as string | undefined
   const common = {
     dataDir,
     writers,
     maxBlobSize: maxBlob != null ? parseByteSize('max-blob-size', maxBlob) : DEFAULT_MAX_BLOB_BYTES,
+    maxStorage: maxStorage != null ? parseByteSize('max-storage', maxStorage) : undefined,
   }
   if (etcd != null) {
     const endpoints = etcd.split(',').map((u) => u.trim())
@@ -168,25 +177,42 @@ export const HL_SERVICE: DaemonSpec = {
       const etcd = createEtcdClient(endpoints)
       undo.push(async () => etcd.close())
       const records = new RecordStore({ etcd })
-      const blobs = new BlobStore({ dataDir: config.dataDir })
+      const blobs = new BlobStore({ dataDir: config.dataDir, maxStorageBytes: config.maxStorage })
       await blobs.start()
 
       const registry = new Registry()
-      const metrics = new HashLookupMetrics(registry)
+      const metrics = new HashLookupMetrics(registry, () => ({
+        stored: blobs.storedBytes,
+        reserved: blobs.reservedBytes,
+        quota: config.maxStorage,
+      }))
       const mesh = await MeshDaemon.start(ctx, { role: 'hl-service', registry })
       undo.push(() => mesh.stop())
       const announcer = new Announcer(
         mesh.node.libp2p,
         ctx.logger.forComponent('mtc:hl-service:announce'),
       )
+      const collector = new BlobCollector({
+        blobs,
+        records,
+        log,
+        onCollected: (digest, bytes) => {
+          announcer.remove('blob', digest)
+          metrics.blobsCollected.inc()
+          metrics.blobBytesCollected.inc(bytes)
+        },
+        onSweep: (outcome) => metrics.blobSweeps.inc({ outcome }),
+      })
       const server = new HashLookupServer(
-        { libp2p: mesh.node.libp2p, records, blobs, announcer, metrics, log },
+        { libp2p: mesh.node.libp2p, records, blobs, announcer, metrics, log, collector },
         { writers: config.writers, maxBlobSize: config.maxBlobSize },
       )
       await server.start()
       undo.push(() => server.stop())
       announcer.start()
       undo.push(() => announcer.stop())
+      collector.start() // the first sweep also removes what an interrupted put left behind
+      undo.push(() => collector.stop())
 
       const health = setInterval(() => {
         records

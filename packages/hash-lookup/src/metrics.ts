@@ -7,8 +7,19 @@ export class HashLookupMetrics {
   readonly etcdUp: Gauge
   readonly blobBytesStored: Counter
   readonly blobBytesServed: Counter
+  readonly blobStorage: Gauge<'kind'>
+  readonly blobsCollected: Counter
+  readonly blobSweeps: Counter<'outcome'>
+  readonly blobBytesCollected: Counter
 
-  constructor(registry: Registry) {
+  /** `storage` is read at each scrape for `mtc_hl_blob_storage_bytes`. */
+  constructor(
+    registry: Registry,
+    storage: () => { stored: number; reserved: number; quota?: number } = () => ({
+      stored: 0,
+      reserved: 0,
+    }),
+  ) {
     const registers = [registry]
     this.requests = new Counter({
       name: 'mtc_hl_requests_total',
@@ -36,6 +47,34 @@ export class HashLookupMetrics {
     this.blobBytesServed = new Counter({
       name: 'mtc_hl_blob_served_bytes_total',
       help: 'Bytes of image tarballs sent to peers',
+      registers,
+    })
+    this.blobStorage = new Gauge({
+      name: 'mtc_hl_blob_storage_bytes',
+      help: 'Blob storage: stored (tarballs on disk), reserved (uploads in progress), quota (--max-storage; absent without one)',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const { stored, reserved, quota } = storage()
+        this.set({ kind: 'stored' }, stored)
+        this.set({ kind: 'reserved' }, reserved)
+        if (quota != null) this.set({ kind: 'quota' }, quota)
+      },
+    })
+    this.blobSweeps = new Counter({
+      name: 'mtc_hl_blob_sweeps_total',
+      help: 'Garbage collection passes over the stored tarballs, by outcome (ok, failed: records unreadable, nothing deleted)',
+      labelNames: ['outcome'],
+      registers,
+    })
+    this.blobsCollected = new Counter({
+      name: 'mtc_hl_blob_collected_total',
+      help: 'Tarballs deleted because no record references them any more',
+      registers,
+    })
+    this.blobBytesCollected = new Counter({
+      name: 'mtc_hl_blob_collected_bytes_total',
+      help: 'Bytes of the tarballs garbage collection deleted',
       registers,
     })
   }

@@ -1,7 +1,8 @@
 import type { Connection, Libp2p, Logger } from '@libp2p/interface'
 import { type Announcer, handleRpc, provide, type RpcStream } from '@mtc/p2pnode'
+import type { BlobCollector } from './blob-gc.ts'
 import { serveBlobs } from './blob-service.ts'
-import type { BlobStore } from './blob-store.ts'
+import type { BlobLease, BlobStore } from './blob-store.ts'
 import { BLOB_ANNOUNCE_TIMEOUT_MS, DEFAULT_MAX_BLOB_BYTES } from './constants.ts'
 import {
   BlobTooLargeError,
@@ -33,6 +34,8 @@ export interface HashLookupServerComponents {
   announcer: Announcer
   metrics: HashLookupMetrics
   log: Logger
+  /** Asked for a sweep after each record write or delete (a replaced tarball becomes garbage). */
+  collector?: Pick<BlobCollector, 'request'>
 }
 
 export interface HashLookupServerInit {
@@ -105,6 +108,17 @@ export class HashLookupServer {
   }
 
   private async put(rpc: RpcStream, conn: Connection): Promise<void> {
+    // The uploaded blob is not garbage until its record is written (or the put failed).
+    const lease = this.c.blobs.lease()
+    try {
+      await this.putLeased(rpc, conn, lease)
+    } finally {
+      lease.release()
+      void this.c.collector?.request()
+    }
+  }
+
+  private async putLeased(rpc: RpcStream, conn: Connection, lease: BlobLease): Promise<void> {
     this.authorise(conn, 'add')
     const req = await rpc.readJson<PutRequest>()
     if (req == null || typeof req !== 'object' || req.record == null) {
@@ -126,6 +140,8 @@ export class HashLookupServer {
       const ingested = await ingestImageTarball(this.c.blobs, rpc.readChunks(), {
         reference: record.image,
         maxSize: upload.size,
+        declaredSize: upload.size,
+        lease,
       })
       const { blob, image } = ingested
       if (blob.size !== upload.size) {
@@ -165,6 +181,7 @@ export class HashLookupServer {
       expectedVersion: req.expectedVersion,
     })
     this.c.log('deleted %s', req.name)
+    void this.c.collector?.request()
     await rpc.writeJson({ ok: true })
   }
 

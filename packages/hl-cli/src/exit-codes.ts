@@ -18,6 +18,16 @@ export const EXIT_CODES = [
     code: 'ERR_REGISTRY_UNAVAILABLE',
     meaning: 'no hl-service reachable, or its etcd is down',
   },
+  {
+    exit: 6,
+    code: 'ERR_STORAGE_FULL',
+    meaning: "hl-service's disk is full: the tarball was discarded; free space or delete services",
+  },
+  {
+    exit: 6,
+    code: 'ERR_QUOTA_EXCEEDED',
+    meaning: "the tarball does not fit in hl-service's --max-storage; delete services or raise it",
+  },
 ] as const
 
 export function exitCodeFor(code: string | undefined): number {
