@@ -165,7 +165,9 @@ async function main(): Promise<void> {
         SERVICE_NAME: 'baseline',
         P2P_BOOTSTRAPS: pm.addr,
       }
-      const args = ['run', '-d', '--network', 'host', '--label', label]
+      // As the allocator runs instances (mtc/base's entrypoint requires no-new-privileges).
+      const args = ['run', '-d', '--network', 'host', '--security-opt', 'no-new-privileges']
+      args.push('--label', label)
       for (const [k, v] of Object.entries(env)) args.push('-e', `${k}=${v}`)
       args.push(
         '-v',

@@ -73,6 +73,9 @@ export class DockerRuntime implements ContainerRuntime {
       HostConfig: {
         NetworkMode: 'host',
         Binds: spec.binds,
+        // No binary of the image (setuid, file capabilities) may regain the privileges the
+        // entrypoint drops for the service: it could read the swarm key (mtc/base requires it).
+        SecurityOpt: ['no-new-privileges'],
         RestartPolicy: { Name: 'no' },
         ...(spec.cpus != null ? { NanoCpus: Math.round(spec.cpus * 1e9) } : {}),
         ...(spec.memoryBytes != null ? { Memory: spec.memoryBytes } : {}),

@@ -197,6 +197,8 @@ describe('allocator', () => {
     assert.ok(!env.some((e) => /PSK/i.test(e) && !e.startsWith('P2P_PSK_FILE=')), env.join(' '))
     const mounts = JSON.parse(inspect)[0].Mounts as Array<{ Destination: string; RW: boolean }>
     assert.ok(mounts.some((m) => m.Destination === '/run/mtc/swarm.key' && m.RW === false))
+    // mtc/base's entrypoint refuses to run without it (see packages/images).
+    assert.deepEqual(JSON.parse(inspect)[0].HostConfig.SecurityOpt, ['no-new-privileges'])
   })
 
   it('20 concurrent first requests through a client proxy start one container and all succeed', async () => {

@@ -5,11 +5,19 @@
  * forwards SIGTERM/SIGINT to both; when either child ends it stops the other and exits
  * with the code of the child that ended first (or the first non-zero one after a signal).
  * One line per child start and exit on stderr; a bad configuration: one line, exit 2.
+ *
+ * The swarm key is for the proxy alone: the entrypoint (root) copies the key files into a
+ * tmpfs directory only the proxy's user may enter, runs the proxy as that user and the
+ * service as another unprivileged one (plan.ts says which, and refuses what could read
+ * the mounted files), with no_new_privs required so no binary of the image can regain
+ * privileges.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { chownSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { constants } from 'node:os'
-import { type Command, PlanError, plan } from './plan.ts'
+import { join } from 'node:path'
+import { type Command, type FileOwner, PlanError, PROXY_UID, plan, SECRETS_PARENT } from './plan.ts'
 
 /**
  * Once stopping (a signal came, or one child ended), children still running after this
@@ -58,18 +66,56 @@ function start(name: string, cmd: Command, shown: string[]): Child {
   return child
 }
 
+function owner(path: string): FileOwner | undefined {
+  try {
+    const { uid, gid, mode } = statSync(path)
+    return { uid, gid, mode }
+  } catch {
+    return undefined
+  }
+}
+
+function noNewPrivs(): boolean {
+  try {
+    return /^NoNewPrivs:\s*1$/m.test(readFileSync('/proc/self/status', 'utf8'))
+  } catch {
+    return false
+  }
+}
+
+/** Copies the key files (readable by root) into `dir`, which only the proxy's user may enter. */
+function copySecrets(dir: string, secrets: { from: string; to: string }[]): void {
+  mkdirSync(dir, { mode: 0o700 }) // fails if it exists: nobody prepared it for us
+  for (const { from, to } of secrets) {
+    writeFileSync(to, readFileSync(from), { mode: 0o600, flag: 'wx' })
+    chownSync(to, PROXY_UID, PROXY_UID)
+  }
+  chownSync(dir, PROXY_UID, PROXY_UID)
+}
+
 async function main(): Promise<number> {
+  const secretsDir = join(SECRETS_PARENT, `mtc-proxy-${randomBytes(6).toString('hex')}`)
   let p: ReturnType<typeof plan>
   try {
     p = plan(process.env, {
       command: process.argv.slice(2),
       execPath: process.execPath,
-      exists: existsSync,
+      stat: owner,
       uid: process.getuid?.() ?? -1,
+      noNewPrivs: noNewPrivs(),
+      secretsDir,
     })
   } catch (err) {
     if (!(err instanceof PlanError)) throw err
     log(err.message)
+    return 2
+  }
+  for (const notice of p.notices) log(notice)
+  try {
+    copySecrets(secretsDir, p.secrets)
+  } catch (err) {
+    log(`cannot give the proxy its keys in ${SECRETS_PARENT}: ${(err as Error).message}`)
+    rmSync(secretsDir, { recursive: true, force: true })
     return 2
   }
 
@@ -106,6 +152,7 @@ async function main(): Promise<number> {
   }
   await Promise.all(children.map((c) => c.done))
   clearTimeout(killTimer)
+  rmSync(secretsDir, { recursive: true, force: true })
   return exitCode ?? 0
 }
 

@@ -23,11 +23,23 @@ export const REQUIRED_ENV = [
   'P2P_BOOTSTRAPS',
 ] as const
 /**
- * The service runs as this user unless MTC_SERVICE_USER says otherwise ("UID[:GID]", or
- * "0" to keep root): nobody/nogroup cannot read the root-owned 0600 key files, so the
- * service's own code cannot read the PSK or the instance's private key.
+ * The service runs as this user unless MTC_SERVICE_USER names another ("UID[:GID]"); never
+ * as root (uid 0 falls back to this one) nor as the proxy's user, and never as a user the
+ * key files' owner and mode let read them.
  */
 export const DEFAULT_SERVICE_USER = '65534:65534'
+/**
+ * The proxy's own user: not root (it faces the network) and not the service's, so the
+ * service can neither read its key copies nor its memory (/proc/<pid>/mem, environ, fd
+ * need the same uid). 65533 is unassigned in Debian and in distroless (nonroot is 65532).
+ */
+export const PROXY_UID = 65533
+/**
+ * Where the entrypoint puts the proxy's copies of the key files: a tmpfs present in every
+ * container (the keys never reach the container's disk), in a directory only the proxy's
+ * user may enter.
+ */
+export const SECRETS_PARENT = '/dev/shm'
 /** Variables that must not reach the service (a PSK never should; the proxy gets a file). */
 const SECRET_ENV = ['P2P_PSK', 'P2P_PSK_FILE']
 
@@ -45,6 +57,17 @@ export interface Command {
 export interface Plan {
   proxy: Command
   service: Command
+  /** Key files the entrypoint copies (as root) into the proxy's private directory. */
+  secrets: { from: string; to: string }[]
+  /** Lines for the log, e.g. why the service does not run as the user the image asked for. */
+  notices: string[]
+}
+
+/** Owner and mode of a file, as `fs.statSync` gives them. */
+export interface FileOwner {
+  uid: number
+  gid: number
+  mode: number
 }
 
 export interface PlanOptions {
@@ -52,9 +75,14 @@ export interface PlanOptions {
   command: string[]
   /** The node binary that runs the proxy. */
   execPath: string
-  exists: (path: string) => boolean
-  /** The entrypoint's uid: privileges are dropped only when it is root. */
+  /** Owner and mode of a file; undefined when it does not exist. */
+  stat: (path: string) => FileOwner | undefined
+  /** The entrypoint's uid: it must be root to give the proxy and the service their users. */
   uid: number
+  /** Whether no_new_privs is set (`NoNewPrivs: 1` in /proc/self/status). */
+  noNewPrivs: boolean
+  /** The proxy's private directory for the key copies (created by the entrypoint). */
+  secretsDir: string
 }
 
 function port(env: NodeJS.ProcessEnv, name: string): string {
@@ -66,12 +94,60 @@ function port(env: NodeJS.ProcessEnv, name: string): string {
   return String(n)
 }
 
-function user(spec: string): { uid?: number; gid?: number } {
-  const m = /^(\d+)(?::(\d+))?$/.exec(spec)
-  if (m == null) throw new PlanError(`MTC_SERVICE_USER="${spec}" is not UID[:GID]`)
-  const uid = Number(m[1])
-  const gid = Number(m[2] ?? m[1])
-  return uid === 0 && gid === 0 ? {} : { uid, gid }
+function user(spec: string): { uid: number; gid: number } {
+  const m = /^(\d{1,10})(?::(\d{1,10}))?$/.exec(spec)
+  const uid = Number(m?.[1])
+  const gid = Number(m?.[2] ?? m?.[1])
+  if (m == null || uid > 0xfffffffe || gid > 0xfffffffe) {
+    throw new PlanError(`MTC_SERVICE_USER="${spec}" is not UID[:GID]`)
+  }
+  return { uid, gid }
+}
+
+/** Whether the kernel's owner/group/other check lets uid:gid (no other groups) read the file. */
+function canRead(file: FileOwner, uid: number, gid: number): boolean {
+  if (file.uid === uid) return (file.mode & 0o400) !== 0
+  if (file.gid === gid) return (file.mode & 0o040) !== 0
+  return (file.mode & 0o004) !== 0
+}
+
+const octal = (mode: number): string => (mode & 0o7777).toString(8)
+
+/**
+ * The service's user: never root (uid 0 means the default user), never the proxy's, and
+ * never one that could read a key file where the allocator mounted it (a read-only bind
+ * mount that cannot be hidden without CAP_SYS_ADMIN).
+ */
+function serviceUser(
+  env: NodeJS.ProcessEnv,
+  keyFiles: [string, FileOwner][],
+  notices: string[],
+): { uid: number; gid: number } {
+  const spec = env.MTC_SERVICE_USER?.trim() || DEFAULT_SERVICE_USER
+  let u = user(spec)
+  if (u.uid === 0) {
+    u = user(DEFAULT_SERVICE_USER)
+    notices.push(
+      `MTC_SERVICE_USER="${spec}" asks for root; the service runs as ${DEFAULT_SERVICE_USER} instead (it may never read the swarm key)`,
+    )
+  }
+  if (u.uid === PROXY_UID) {
+    throw new PlanError(
+      `MTC_SERVICE_USER="${spec}" is the proxy's user (${PROXY_UID}); choose another uid`,
+    )
+  }
+  for (const [path, file] of keyFiles) {
+    if (!canRead(file, u.uid, u.gid)) continue
+    if ((file.mode & 0o004) !== 0) {
+      throw new PlanError(
+        `${path} is readable by every user (mode ${octal(file.mode)}): make it 0600 on the host`,
+      )
+    }
+    throw new PlanError(
+      `the service's user ${u.uid}:${u.gid} could read ${path} (owner ${file.uid}:${file.gid}, mode ${octal(file.mode)}): set MTC_SERVICE_USER to another user`,
+    )
+  }
+  return u
 }
 
 export function plan(env: NodeJS.ProcessEnv, options: PlanOptions): Plan {
@@ -82,9 +158,23 @@ export function plan(env: NodeJS.ProcessEnv, options: PlanOptions): Plan {
   if (options.command.length === 0) {
     throw new PlanError('no service command: give the image a CMD (exec form)')
   }
-  if (!options.exists(PSK_FILE)) {
+  const psk = options.stat(PSK_FILE)
+  if (psk == null) {
     throw new PlanError(`${PSK_FILE} is missing: mount the swarm key there (read-only)`)
   }
+  if (options.uid !== 0) {
+    throw new PlanError(
+      `the entrypoint runs as uid ${options.uid}, not root: it must start as root to run the proxy and the service as separate users (remove USER from the image, --user from docker run)`,
+    )
+  }
+  if (!options.noNewPrivs) {
+    throw new PlanError(
+      'no_new_privs is off, so a setuid or file-capability binary in the image could give the service the swarm key: run the container with --security-opt no-new-privileges (the allocator does)',
+    )
+  }
+  const identity = options.stat(IDENTITY_FILE)
+  const keyFiles: [string, FileOwner][] = [[PSK_FILE, psk]]
+  if (identity != null) keyFiles.push([IDENTITY_FILE, identity])
   const proxyPort = port(env, 'PROXY_PORT')
   const servicePort = port(env, 'SERVICE_PORT')
   const ip = env.PROXY_IP!.trim()
@@ -92,8 +182,13 @@ export function plan(env: NodeJS.ProcessEnv, options: PlanOptions): Plan {
   if (family === 0) throw new PlanError(`PROXY_IP="${ip}" is not an IP address`)
   const serviceHost = env.SERVICE_HOST?.trim() || '127.0.0.1'
 
-  const args = [PROXY_SCRIPT, '--psk-file', PSK_FILE]
-  if (options.exists(IDENTITY_FILE)) args.push('--key-file', IDENTITY_FILE)
+  // The proxy reads its own copies: the mounted files may belong to any host user.
+  const secrets = keyFiles.map(([from]) => ({
+    from,
+    to: `${options.secretsDir}/${from.slice(from.lastIndexOf('/') + 1)}`,
+  }))
+  const args = [PROXY_SCRIPT, '--psk-file', secrets[0].to]
+  if (secrets[1] != null) args.push('--key-file', secrets[1].to)
   if ((env.METRICS_PORT ?? '').trim() !== '') {
     args.push('--metrics', `0.0.0.0:${port(env, 'METRICS_PORT')}`)
   }
@@ -109,9 +204,17 @@ export function plan(env: NodeJS.ProcessEnv, options: PlanOptions): Plan {
     if (v != null && !SECRET_ENV.includes(k)) base[k] = v
   }
   const serviceEnv = { ...base, SERVICE_HOST: serviceHost }
-  const drop = options.uid === 0 ? user(env.MTC_SERVICE_USER?.trim() || DEFAULT_SERVICE_USER) : {}
+  const notices: string[] = []
+  const service = serviceUser(env, keyFiles, notices)
   return {
-    proxy: { file: options.execPath, args, env: base },
-    service: { file: options.command[0], args: options.command.slice(1), env: serviceEnv, ...drop },
+    proxy: { file: options.execPath, args, env: base, uid: PROXY_UID, gid: PROXY_UID },
+    service: {
+      file: options.command[0],
+      args: options.command.slice(1),
+      env: serviceEnv,
+      ...service,
+    },
+    secrets,
+    notices,
   }
 }

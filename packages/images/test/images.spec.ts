@@ -4,7 +4,7 @@
  * through a ping-monitor bootstrap on loopback.
  */
 import assert from 'node:assert/strict'
-import { readFile } from 'node:fs/promises'
+import { chmod, copyFile, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import {
@@ -47,6 +47,13 @@ async function keygen(args: string[]): Promise<string> {
   return r.stdout.trim()
 }
 
+const NO_NEW_PRIVS = ['--security-opt', 'no-new-privileges']
+const FAIL_WHEN_PROXY_UP = `const net = require('node:net')
+const up = (n) => net.connect(Number(process.env.PROXY_PORT), '127.0.0.1')
+  .on('connect', () => process.exit(3))
+  .on('error', () => (n > 0 ? setTimeout(up, 100, n - 1) : process.exit(4)))
+up(300)`
+
 /** `docker run -d` of an instance as the allocator would; returns the container ID. */
 async function startInstance(
   image: string,
@@ -67,7 +74,8 @@ async function startInstance(
     P2P_BOOTSTRAPS: bootstrap,
     ...extraEnv,
   }
-  const args = ['run', '-d', '--label', LABEL, '--network', 'host']
+  // As the allocator runs instances: no binary of the image may regain privileges.
+  const args = ['run', '-d', '--label', LABEL, '--network', 'host', ...NO_NEW_PRIVS]
   for (const [k, v] of Object.entries(env)) args.push('-e', `${k}=${v}`)
   args.push('-v', `${pskFile}:/run/mtc/swarm.key:ro`)
   if (service === 'hello-world-server') args.push('-v', `${identityFile}:/run/mtc/identity.key:ro`)
@@ -133,6 +141,7 @@ before(
 
 after(async () => {
   await removeContainers(LABEL).catch(() => {})
+  await docker(['rmi', '-f', 'mtc-test/key-thief:1'], { allowFail: true }).catch(() => {})
   await Promise.all(procs.map((p) => p.stop(5000)))
   await stopAll()
   await dir?.remove()
@@ -178,9 +187,10 @@ test('the PSK is nowhere in docker inspect, and the service cannot read the key 
   assert.ok(!inspect.toLowerCase().includes(hex), 'the PSK appears in docker inspect')
   const [info] = JSON.parse(inspect) as { Config: { Env: string[] } }[]
   assert.ok(!info.Config.Env.some((e) => e.startsWith('P2P_PSK')), info.Config.Env.join(' '))
-  // The service runs as nobody; the proxy (root) alone reads the 0600 key files.
+  // The service runs as nobody, the proxy as its own user; neither is root.
   const top = (await docker(['top', hello.id, '-eo', 'pid,uid,args'])).stdout
   assert.match(top, /^\d+\s+65534\s+node \/app\/hello-world-server\.mjs$/m)
+  assert.match(top, /^\d+\s+65533\s+\S*node .*\/mtc\/proxy\.mjs --psk-file \/dev\/shm\/mtc-proxy-/m)
   for (const file of ['/run/mtc/swarm.key', '/run/mtc/identity.key']) {
     const read = await docker(
       ['exec', '-u', '65534', hello.id, 'node', '-e', `require('fs').readFileSync('${file}')`],
@@ -189,6 +199,122 @@ test('the PSK is nowhere in docker inspect, and the service cannot read the key 
     assert.notEqual(read.code, 0)
     assert.match(read.stderr, /EACCES/)
   }
+})
+
+test('an image asking for root (MTC_SERVICE_USER=0) gets a service that cannot reach the key, while its proxy joins the mesh', {
+  timeout: IMAGE_BUILD_TIMEOUT_MS + TEST_TIMEOUT_MS,
+}, async () => {
+  // The image: FROM mtc/base, MTC_SERVICE_USER=0, a setuid-root copy of node, and a
+  // service that tries every way to the key (test/fixtures/key-thief.mjs).
+  const ctx = join(dir.path, 'thief')
+  await runToEnd('mkdir', ['-p', ctx])
+  await copyFile(new URL('./fixtures/key-thief.mjs', import.meta.url), join(ctx, 'key-thief.mjs'))
+  // COPY drops the setuid bit; ADD of a tarball keeps the modes it holds.
+  await runToEnd('mkdir', ['-p', join(ctx, 'suid')])
+  await copyFile(process.execPath, join(ctx, 'suid', 'suid-node'))
+  await chmod(join(ctx, 'suid', 'suid-node'), 0o4755)
+  const tar = await runToEnd('tar', [
+    ...['--owner=0', '--group=0', '-C', join(ctx, 'suid'), '-cf', join(ctx, 'suid.tar')],
+    'suid-node',
+  ])
+  assert.equal(tar.code, 0, tar.stderr)
+  await rm(join(ctx, 'suid'), { recursive: true })
+  await writeFile(
+    join(ctx, 'Dockerfile'),
+    [
+      'FROM mtc/base:0.1.0',
+      'ENV MTC_SERVICE_USER=0',
+      'COPY key-thief.mjs /app/',
+      'ADD suid.tar /app/',
+      'CMD ["node", "/app/key-thief.mjs"]',
+      '',
+    ].join('\n'),
+  )
+  process.env.DOCKER_BUILDKIT = '0'
+  await docker(['build', '-q', '-t', 'mtc-test/key-thief:1', ctx], {
+    timeoutMs: IMAGE_BUILD_TIMEOUT_MS,
+  })
+  const mode = await docker([
+    'run',
+    '--rm',
+    '--entrypoint',
+    '/usr/local/bin/node',
+    'mtc-test/key-thief:1',
+    '-p',
+    'fs.statSync("/app/suid-node").mode.toString(8)',
+  ])
+  assert.equal(mode.stdout.trim(), '104755', 'the image holds a setuid-root binary')
+
+  const thief = await startInstance('mtc-test/key-thief:1', 'key-thief')
+  const answer = await firstAnswer('key-thief') // through the overlay: the proxy joined the mesh
+  const tries = JSON.parse(answer.body) as {
+    what: string
+    ok: boolean
+    value?: string
+    error?: string
+  }[]
+  const pskText = (await readFile(pskFile, 'utf8')).trim()
+  const hex = pskText.split('\n').at(-1)!
+  assert.ok(!answer.body.includes(hex), `the service got the PSK: ${answer.body}`)
+  const identityHex = (await readFile(identityFile)).toString('hex')
+  assert.ok(!answer.body.includes(identityHex.slice(0, 40)), 'the service got the identity key')
+
+  assert.deepEqual(tries[0], { what: 'user', ok: true, value: '65534:65534' })
+  const processes = tries.filter((t) => t.what.startsWith('process '))
+  assert.ok(
+    processes.some((t) => /\/mtc\/entrypoint\.mjs/.test(t.value!)),
+    JSON.stringify(processes),
+  )
+  assert.ok(
+    processes.some((t) => /\/mtc\/proxy\.mjs/.test(t.value!)),
+    JSON.stringify(processes),
+  )
+  const attacks = tries.filter((t) => t.what !== 'user' && !t.what.startsWith('process '))
+  for (const what of [
+    'read /run/mtc/swarm.key',
+    'read /run/mtc/identity.key',
+    'setuid(0)',
+    'setuid binary',
+  ]) {
+    assert.ok(
+      attacks.some((t) => t.what === what),
+      `${what} not tried`,
+    )
+  }
+  assert.ok(attacks.some((t) => /^read \/dev\/shm\/mtc-proxy-\w+\/swarm\.key$/.test(t.what)))
+  assert.ok(attacks.some((t) => /^open \/proc\/\d+\/mem$/.test(t.what)))
+  const succeeded = attacks.filter((t) => t.ok)
+  assert.deepEqual(succeeded, [], JSON.stringify(succeeded, null, 1))
+
+  const logs = (await docker(['logs', thief.id])).stderr
+  assert.match(
+    logs,
+    /mtc-entrypoint: MTC_SERVICE_USER="0" asks for root; the service runs as 65534:65534 instead/,
+  )
+  await docker(['rm', '-f', thief.id])
+})
+
+test('without no-new-privileges, or started as another user than root, the entrypoint refuses: one line, exit 2', {
+  timeout: TEST_TIMEOUT_MS,
+}, async () => {
+  const env = ['-e', 'PROXY_PORT=4999', '-e', 'PROXY_IP=127.0.0.1', '-e', 'SERVICE_PORT=4998']
+  env.push('-e', 'SERVICE_NAME=x', '-e', `P2P_BOOTSTRAPS=${bootstrap}`)
+  const key = ['-v', `${pskFile}:/run/mtc/swarm.key:ro`]
+  const base = ['run', '--rm', '--label', LABEL, '--network', 'host', ...env, ...key]
+  const noNnp = await docker([...base, 'mtc/base:0.1.0', 'true'], { allowFail: true })
+  assert.equal(noNnp.code, 2, noNnp.stderr)
+  assert.match(
+    noNnp.stderr,
+    /^mtc-entrypoint: no_new_privs is off[^\n]*--security-opt no-new-privileges[^\n]*\n$/,
+  )
+  const user = await docker(
+    [...base, ...NO_NEW_PRIVS, '--user', '1000', 'mtc/base:0.1.0', 'true'],
+    {
+      allowFail: true,
+    },
+  )
+  assert.equal(user.code, 2, user.stderr)
+  assert.match(user.stderr, /^mtc-entrypoint: the entrypoint runs as uid 1000, not root/)
 })
 
 test('hello-caller calls hello-world-server through its own proxy (service to service)', {
@@ -224,6 +350,7 @@ test('a missing variable: one clear line and exit code 2', {
       LABEL,
       '--network',
       'host',
+      ...NO_NEW_PRIVS,
       '-e',
       'PROXY_PORT=1',
       '-e',
@@ -253,11 +380,14 @@ test('when the service fails, the proxy is stopped and the container exits with 
       LABEL,
       '--network',
       'host',
+      ...NO_NEW_PRIVS,
       ...['-e', `PROXY_PORT=${await freePort()}`, '-e', 'PROXY_IP=127.0.0.1'],
       ...['-e', `SERVICE_PORT=${await freePort()}`, '-e', 'SERVICE_NAME=failing'],
       ...['-e', `P2P_BOOTSTRAPS=${bootstrap}`, '-v', `${pskFile}:/run/mtc/swarm.key:ro`],
       'mtc/base:0.1.0',
-      ...['node', '-e', 'setTimeout(() => process.exit(3), 500)'],
+      // Fails once the proxy's gateway answers (its SIGTERM handler is in place by then;
+      // a fixed delay lost that race on a loaded machine), or with 4 after 30 s.
+      ...['node', '-e', FAIL_WHEN_PROXY_UP],
     ],
     { allowFail: true },
   )
