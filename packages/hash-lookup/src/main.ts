@@ -7,6 +7,7 @@ import {
   MeshDaemon,
   NODE_ENV_HELP,
   NODE_FLAGS,
+  parseDurationFlag,
   parsePortNumber,
   runDaemon,
   UsageError,
@@ -15,6 +16,7 @@ import { Registry } from 'prom-client'
 import { BlobCollector } from './blob-gc.ts'
 import { BlobStore } from './blob-store.ts'
 import {
+  BLOB_GC_INTERVAL_MS,
   DEFAULT_ETCD_CLIENT_PORT,
   DEFAULT_ETCD_HOST,
   DEFAULT_ETCD_PEER_PORT,
@@ -77,6 +79,11 @@ export const COMMAND: CommandSpec = {
       arg: 'BYTES',
       help: 'quota on stored tarballs plus uploads in progress, e.g. 20G (default: the disk)',
     },
+    'gc-interval': {
+      type: 'string',
+      arg: 'DURATION',
+      help: 'period of the sweep for tarballs no record references (default 10m)',
+    },
     writer: {
       type: 'string',
       multiple: true,
@@ -95,6 +102,7 @@ interface HlConfig {
   dataDir: string
   maxBlobSize: number
   maxStorage: number | undefined
+  gcIntervalMs: number
   writers: string[]
 }
 
@@ -125,6 +133,10 @@ function hlConfig(values: Record<string, unknown>): HlConfig {
     writers,
     maxBlobSize: maxBlob != null ? parseByteSize('max-blob-size', maxBlob) : DEFAULT_MAX_BLOB_BYTES,
     maxStorage: maxStorage != null ? parseByteSize('max-storage', maxStorage) : undefined,
+    gcIntervalMs:
+      values['gc-interval'] != null
+        ? parseDurationFlag('gc-interval', values['gc-interval'] as string)
+        : BLOB_GC_INTERVAL_MS,
   }
   if (etcd != null) {
     const endpoints = etcd.split(',').map((u) => u.trim())
@@ -192,17 +204,20 @@ export const HL_SERVICE: DaemonSpec = {
         mesh.node.libp2p,
         ctx.logger.forComponent('mtc:hl-service:announce'),
       )
-      const collector = new BlobCollector({
-        blobs,
-        records,
-        log,
-        onCollected: (digest, bytes) => {
-          announcer.remove('blob', digest)
-          metrics.blobsCollected.inc()
-          metrics.blobBytesCollected.inc(bytes)
+      const collector = new BlobCollector(
+        {
+          blobs,
+          records,
+          log,
+          onCollected: (digest, bytes) => {
+            announcer.remove('blob', digest)
+            metrics.blobsCollected.inc()
+            metrics.blobBytesCollected.inc(bytes)
+          },
+          onSweep: (outcome) => metrics.blobSweeps.inc({ outcome }),
         },
-        onSweep: (outcome) => metrics.blobSweeps.inc({ outcome }),
-      })
+        { intervalMs: config.gcIntervalMs },
+      )
       const server = new HashLookupServer(
         { libp2p: mesh.node.libp2p, records, blobs, announcer, metrics, log, collector },
         { writers: config.writers, maxBlobSize: config.maxBlobSize },

@@ -280,3 +280,27 @@ describe('garbage collection of tarballs', () => {
     assert.deepEqual((await files(hl.dataDir)).blobs, kept)
   })
 })
+
+describe('garbage collection with two hl-services on one etcd', () => {
+  it('a service deleted through one frees its tarball on the other at its next sweep', async () => {
+    const a = await startHl(['--gc-interval', '1s'])
+    const b = await startHl([])
+    const tar = await tarballFile('shared-gc', 'mtc/shared-gc:1')
+    assert.equal(
+      (await cli(a, ['add', '--file', tar.path, 'mtc/shared-gc:1', 'shared-gc'])).code,
+      0,
+    )
+    const sweeps = await sweepCount(a)
+    await waitFor('a periodic sweep on a', async () =>
+      (await sweepCount(a)) > sweeps ? true : undefined,
+    )
+    assert.deepEqual((await files(a.dataDir)).blobs, [tar.hex]) // referenced: kept
+
+    assert.equal((await cli(b, ['delete', 'shared-gc'])).code, 0)
+    await waitFor('a collects the tarball b made garbage', async () =>
+      (await files(a.dataDir)).blobs.length === 0 ? true : undefined,
+    )
+    await a.proc.stop()
+    await b.proc.stop()
+  })
+})
