@@ -5,7 +5,6 @@ import type { ComponentLogger, Libp2p, PeerId, PrivateKey } from '@libp2p/interf
 import { type KadDHT, kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { defaultLogger } from '@libp2p/logger'
 import { type Ping, ping } from '@libp2p/ping'
-import { preSharedKey } from '@libp2p/pnet'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { tcp } from '@libp2p/tcp'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -21,7 +20,9 @@ import {
   STREAM_MAX_READ_BUFFER_BYTES,
   YAMUX_MAX_STREAM_WINDOW_BYTES,
 } from './constants.ts'
-import { formatSwarmKey, type Psk } from './psk.ts'
+import { meshNoiseCrypto } from './noise-crypto.ts'
+import { pskProtector } from './pnet.ts'
+import type { Psk } from './psk.ts'
 import { probeRtt } from './rtt.ts'
 import { coalescingMuxer } from './write-coalescing.ts'
 
@@ -132,7 +133,8 @@ export class MeshNode {
         maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS,
       },
       transports: [tcp()],
-      connectionEncrypters: [noise()],
+      // One KeyObject per session key instead of a key import per message.
+      connectionEncrypters: [noise({ crypto: meshNoiseCrypto })],
       streamMuxers: [
         // Frames written in one event-loop turn leave as one encrypted message.
         coalescingMuxer(
@@ -146,10 +148,7 @@ export class MeshNode {
       ],
       connectionProtector:
         init.psk != null
-          ? preSharedKey({
-              psk: new TextEncoder().encode(formatSwarmKey(init.psk)),
-              timeout: PSK_HANDSHAKE_TIMEOUT_MS,
-            })
+          ? pskProtector({ psk: init.psk, timeout: PSK_HANDSHAKE_TIMEOUT_MS })
           : undefined,
       metrics: prometheusMetrics({ registry, collectDefaultMetrics: true }),
       services: {
