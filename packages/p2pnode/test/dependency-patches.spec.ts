@@ -75,7 +75,7 @@ function yamuxStream(window: number) {
     stream.handleData({
       header: { type: YAMUX_DATA, flag: 0, streamID: 1, length: bytes },
       data: new Uint8ArrayList(new Uint8Array(bytes)),
-    } as Parameters<YamuxStream['handleData']>[0])
+    } as unknown as Parameters<YamuxStream['handleData']>[0])
   const updates = (): FrameHeader[] => sent.filter((h) => h.type === YAMUX_WINDOW_UPDATE)
   return { stream, receive, updates }
 }

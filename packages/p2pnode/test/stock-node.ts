@@ -103,7 +103,7 @@ export async function startStockNode(psk: Psk, counts: FrameCounts): Promise<Sto
     transports: [tcp()],
     connectionProtector: preSharedKey({ psk: new TextEncoder().encode(formatSwarmKey(psk)) }),
     connectionEncrypters: [noise()],
-    streamMuxers: [(c) => perFrameWindowUpdates(yamux()(c), counts)],
+    streamMuxers: [() => perFrameWindowUpdates(yamux()(), counts)],
     services: { identify: identify(), ping: ping() },
   })
 }
