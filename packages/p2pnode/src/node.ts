@@ -9,7 +9,7 @@ import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { tcp } from '@libp2p/tcp'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import { Registry } from 'prom-client'
+import { Gauge, Registry } from 'prom-client'
 import { writeFileAtomic } from './atomic-file.ts'
 import { BootstrapKeeper } from './bootstrap.ts'
 import {
@@ -25,6 +25,7 @@ import { pskProtector } from './pnet.ts'
 import type { Psk } from './psk.ts'
 import { probeRtt } from './rtt.ts'
 import { coalescingMuxer } from './write-coalescing.ts'
+import { xorBackend } from './xsalsa20.ts'
 
 // A type alias, not an interface: libp2p's ServiceMap needs an index signature.
 export type MeshServices = {
@@ -67,6 +68,19 @@ export function agentVersion(role: string, version: string): string {
 export function roleFromAgentVersion(agent: string | undefined): string | undefined {
   const m = /^mtc\/([a-z0-9-]+)\//.exec(agent ?? '')
   return m?.[1]
+}
+
+/** Which XSalsa20 the PSK layer runs on, as a metric: 1 on the backend's label. */
+export const XOR_BACKEND_METRIC = 'mtc_psk_xor_backend_info'
+
+function registerXorBackend(registry: Registry): void {
+  if (registry.getSingleMetric(XOR_BACKEND_METRIC) != null) return
+  new Gauge({
+    name: XOR_BACKEND_METRIC,
+    help: 'XSalsa20 backend of the PSK layer: sodium-native (libsodium) or js (the pure fallback)',
+    labelNames: ['backend'],
+    registers: [registry],
+  }).set({ backend: xorBackend().name }, 1)
 }
 
 /**
@@ -122,6 +136,7 @@ export class MeshNode {
 
   static async create(init: MeshNodeInit): Promise<MeshNode> {
     const registry = init.registry ?? new Registry()
+    registerXorBackend(registry)
     const libp2p = await createLibp2p({
       start: false,
       privateKey: init.privateKey,

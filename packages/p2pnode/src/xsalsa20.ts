@@ -46,16 +46,22 @@ export const SODIUM_ADDON_FILE = 'sodium-native.node'
 
 const require = createRequire(import.meta.url)
 
-/** Where the addon may be, first found wins: beside this module (a bundle), the package. */
-export function sodiumAddonCandidates(): string[] {
-  const found: string[] = [join(dirname(fileURLToPath(import.meta.url)), SODIUM_ADDON_FILE)]
+/** The installed sodium-native's prebuilt addon for this platform, if there is one. */
+export function installedSodiumAddon(): string | undefined {
   try {
     const pkg = dirname(require.resolve('sodium-native/package.json'))
-    found.push(join(pkg, 'prebuilds', `${process.platform}-${process.arch}`, SODIUM_ADDON_FILE))
+    const path = join(pkg, 'prebuilds', `${process.platform}-${process.arch}`, SODIUM_ADDON_FILE)
+    return existsSync(path) ? path : undefined
   } catch {
-    // not installed (a bundle): only the copy beside it counts
+    return undefined // not installed (a bundle): only a copy beside it counts
   }
-  return found
+}
+
+/** Where the addon may be, first found wins: beside this module (a bundle), the package. */
+function sodiumAddonCandidates(): string[] {
+  const beside = join(dirname(fileURLToPath(import.meta.url)), SODIUM_ADDON_FILE)
+  const installed = installedSodiumAddon()
+  return installed != null ? [beside, installed] : [beside]
 }
 
 function loadSodium(): { binding: SodiumStreamBinding; path: string } | { error: string } {
