@@ -75,6 +75,13 @@ const decrypt: Decrypt = (ciphertext, nonce, ad, k) => {
   return output as unknown as NoiseList
 }
 
+/** Node's ChaCha20-Poly1305 with a cached KeyObject at every size (for measurements). */
+export const keyObjectCrypto: ICryptoInterface = {
+  ...defaultCrypto,
+  chaCha20Poly1305Encrypt: encrypt,
+  chaCha20Poly1305Decrypt: decrypt,
+}
+
 /**
  * `noise({ crypto: meshNoiseCrypto })`: Node's ChaCha20-Poly1305 with a cached KeyObject
  * from NOISE_NODE_CRYPTO_MIN_BYTES up, noise's default (WASM below 1,200 B) under it.
