@@ -20,6 +20,8 @@ const REPO_ROOT = resolve(import.meta.dirname, '../../..')
 
 /** Made by `pnpm build` in packages/proxy; copied as it is. */
 const PROXY_BUNDLE = 'packages/proxy/dist/proxy.mjs'
+/** The native addon the proxy bundle loads from beside itself (libsodium's XSalsa20). */
+const PROXY_ADDON = 'packages/proxy/dist/sodium-native.node'
 
 const BUNDLES: { entry: string; out: string }[] = [
   { entry: 'packages/images/src/entrypoint.ts', out: 'base/mtc/entrypoint.mjs' },
@@ -45,6 +47,9 @@ async function main(): Promise<number> {
   const proxyOut = resolve(outDir, 'base/mtc/proxy.mjs')
   await mkdir(dirname(proxyOut), { recursive: true })
   await copyFile(join(REPO_ROOT, PROXY_BUNDLE), proxyOut)
+  if (existsSync(join(REPO_ROOT, PROXY_ADDON))) {
+    await copyFile(join(REPO_ROOT, PROXY_ADDON), resolve(outDir, 'base/mtc/sodium-native.node'))
+  }
   await Promise.all(
     BUNDLES.map(({ entry, out }) => bundle(join(REPO_ROOT, entry), resolve(outDir, out))),
   )

@@ -165,6 +165,15 @@ test('the image serves /bytes/:n, the answers of the benchmarks (1 KB and bulk)'
   }
 })
 
+test("the image's proxy runs the PSK layer on libsodium (the addon beside its bundle)", {
+  timeout: TEST_TIMEOUT_MS,
+}, async () => {
+  await firstAnswer('hello-world-server')
+  const metrics = await httpGet(`http://127.0.0.1:${hello.metricsPort}/metrics`)
+  assert.equal(metrics.status, 200)
+  assert.match(metrics.body, /^mtc_psk_xor_backend_info\{backend="sodium-native"\} 1$/m)
+})
+
 test("the instance's peer ID is the mounted identity's", { timeout: TEST_TIMEOUT_MS }, async () => {
   const peers = await waitFor('the instance in the ping-monitor table', async () => {
     const list = (await (await fetch(`http://127.0.0.1:${pingMetricsPort}/peers`)).json()) as {

@@ -108,3 +108,9 @@ export const STATUS_PROTOCOL = `/${PROTOCOL_PREFIX}/instance-status/1.0.0`
 export const MAX_STATUS_BYTES = 4 * 1024
 /** A status query unanswered this long has failed. */
 export const STATUS_TIMEOUT_MS = 5_000
+
+/**
+ * Noise messages from this size up are sealed by Node's ChaCha20-Poly1305 with a cached
+ * KeyObject (noise-crypto.ts), smaller ones by noise's default (WASM below 1,200 B).
+ */
+export const NOISE_NODE_CRYPTO_MIN_BYTES = 512

@@ -51,6 +51,7 @@ export {
   type MeshNodeInit,
   type MeshServices,
   roleFromAgentVersion,
+  XOR_BACKEND_METRIC,
 } from './node.ts'
 export {
   LOG_LEVELS,
@@ -62,6 +63,7 @@ export {
   resolveNodeConfig,
 } from './node-config.ts'
 export { http } from './node-http.ts'
+export { pskProtector } from './pnet.ts'
 export {
   derivePsk,
   formatSwarmKey,
@@ -83,3 +85,4 @@ export {
 } from './rpc.ts'
 export { probeRtt } from './rtt.ts'
 export { waitUntil } from './wait.ts'
+export { installedSodiumAddon, SODIUM_ADDON_FILE, xorBackend } from './xsalsa20.ts'

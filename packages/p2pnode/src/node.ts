@@ -5,12 +5,11 @@ import type { ComponentLogger, Libp2p, PeerId, PrivateKey } from '@libp2p/interf
 import { type KadDHT, kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { defaultLogger } from '@libp2p/logger'
 import { type Ping, ping } from '@libp2p/ping'
-import { preSharedKey } from '@libp2p/pnet'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { tcp } from '@libp2p/tcp'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import { Registry } from 'prom-client'
+import { Gauge, Registry } from 'prom-client'
 import { writeFileAtomic } from './atomic-file.ts'
 import { BootstrapKeeper } from './bootstrap.ts'
 import {
@@ -21,9 +20,12 @@ import {
   STREAM_MAX_READ_BUFFER_BYTES,
   YAMUX_MAX_STREAM_WINDOW_BYTES,
 } from './constants.ts'
-import { formatSwarmKey, type Psk } from './psk.ts'
+import { meshNoiseCrypto } from './noise-crypto.ts'
+import { pskProtector } from './pnet.ts'
+import type { Psk } from './psk.ts'
 import { probeRtt } from './rtt.ts'
 import { coalescingMuxer } from './write-coalescing.ts'
+import { xorBackend } from './xsalsa20.ts'
 
 // A type alias, not an interface: libp2p's ServiceMap needs an index signature.
 export type MeshServices = {
@@ -66,6 +68,19 @@ export function agentVersion(role: string, version: string): string {
 export function roleFromAgentVersion(agent: string | undefined): string | undefined {
   const m = /^mtc\/([a-z0-9-]+)\//.exec(agent ?? '')
   return m?.[1]
+}
+
+/** Which XSalsa20 the PSK layer runs on, as a metric: 1 on the backend's label. */
+export const XOR_BACKEND_METRIC = 'mtc_psk_xor_backend_info'
+
+function registerXorBackend(registry: Registry): void {
+  if (registry.getSingleMetric(XOR_BACKEND_METRIC) != null) return
+  new Gauge({
+    name: XOR_BACKEND_METRIC,
+    help: 'XSalsa20 backend of the PSK layer: sodium-native (libsodium) or js (the pure fallback)',
+    labelNames: ['backend'],
+    registers: [registry],
+  }).set({ backend: xorBackend().name }, 1)
 }
 
 /**
@@ -121,6 +136,7 @@ export class MeshNode {
 
   static async create(init: MeshNodeInit): Promise<MeshNode> {
     const registry = init.registry ?? new Registry()
+    registerXorBackend(registry)
     const libp2p = await createLibp2p({
       start: false,
       privateKey: init.privateKey,
@@ -132,7 +148,8 @@ export class MeshNode {
         maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS,
       },
       transports: [tcp()],
-      connectionEncrypters: [noise()],
+      // One KeyObject per session key instead of a key import per message.
+      connectionEncrypters: [noise({ crypto: meshNoiseCrypto })],
       streamMuxers: [
         // Frames written in one event-loop turn leave as one encrypted message.
         coalescingMuxer(
@@ -146,10 +163,7 @@ export class MeshNode {
       ],
       connectionProtector:
         init.psk != null
-          ? preSharedKey({
-              psk: new TextEncoder().encode(formatSwarmKey(init.psk)),
-              timeout: PSK_HANDSHAKE_TIMEOUT_MS,
-            })
+          ? pskProtector({ psk: init.psk, timeout: PSK_HANDSHAKE_TIMEOUT_MS })
           : undefined,
       metrics: prometheusMetrics({ registry, collectDefaultMetrics: true }),
       services: {

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import type { FrameHeader } from '@chainsafe/libp2p-yamux'
+import { StreamState, YamuxStream } from '@chainsafe/libp2p-yamux/stream'
+import { defaultLogger } from '@libp2p/logger'
 import { LengthPrefixedDecoder } from '@libp2p/utils'
-import type { Uint8ArrayList } from 'uint8arraylist'
+import { Uint8ArrayList } from 'uint8arraylist'
 
 /** Noise's frame length: 2 bytes big-endian; throws a RangeError when short, as Noise's does. */
 function uint16Length(calls: number[]) {
@@ -42,5 +45,78 @@ describe('LengthPrefixedDecoder (patched)', () => {
       for (const b of decoder.decode(part)) got.push([...b.subarray()])
     }
     assert.deepEqual(got, [[7, 8], [9]])
+  })
+})
+
+/** Yamux frame types (frame.js): only their numbers are exported as types. */
+const YAMUX_DATA = 0
+const YAMUX_WINDOW_UPDATE = 1
+const KIB = 1024
+
+/** An established yamux stream fed by hand, recording the frames it sends. */
+function yamuxStream(window: number) {
+  const sent: FrameHeader[] = []
+  const stream = new YamuxStream({
+    id: '1',
+    streamId: 1,
+    state: StreamState.Established,
+    direction: 'inbound',
+    log: defaultLogger().forComponent('test:yamux'),
+    getRTT: () => -1, // no window growth: the window stays `window`
+    initialStreamWindowSize: window,
+    maxStreamWindowSize: window,
+    sendFrame: (header) => {
+      sent.push(header)
+      return true
+    },
+  })
+  stream.addEventListener('message', () => {}) // consume, so nothing piles up unread
+  const receive = (bytes: number): void =>
+    stream.handleData({
+      header: { type: YAMUX_DATA, flag: 0, streamID: 1, length: bytes },
+      data: new Uint8ArrayList(new Uint8Array(bytes)),
+    } as unknown as Parameters<YamuxStream['handleData']>[0])
+  const updates = (): FrameHeader[] => sent.filter((h) => h.type === YAMUX_WINDOW_UPDATE)
+  return { stream, receive, updates }
+}
+
+// patches/@chainsafe__libp2p-yamux@8.0.1.patch: a window update per half window (go-yamux),
+// not one per data frame (and a Noise message and a syscall with each).
+describe('YamuxStream window updates (patched)', () => {
+  it('sends one window update per half window consumed, not one per data frame', () => {
+    const { receive, updates } = yamuxStream(256 * KIB)
+    for (let i = 0; i < 64; i++) receive(16 * KIB) // 1 MiB in 64 frames
+    // stock yamux: 64 updates of 16 KiB each
+    assert.equal(updates().length, 8)
+    for (const u of updates()) assert.equal(u.length, 128 * KIB)
+    assert.equal(
+      updates().reduce((sum, u) => sum + u.length, 0),
+      1024 * KIB,
+      'every byte is returned',
+    )
+  })
+
+  it('never lets the window run dry: the sender always has half of it left or more', () => {
+    const { receive, updates } = yamuxStream(256 * KIB)
+    let credit = 256 * KIB // what the sender may still send
+    for (let i = 0; i < 200; i++) {
+      const size = Math.min(credit, 1 + ((i * 7919) % (40 * KIB)))
+      receive(size)
+      credit -= size
+      credit += updates().reduce((sum, u) => sum + u.length, 0)
+      updates().splice(0)
+      assert.ok(credit >= 128 * KIB, `credit ${credit} after frame ${i}`)
+    }
+  })
+
+  it('returns what a paused stream held back when it resumes, however little', () => {
+    const { stream, receive, updates } = yamuxStream(256 * KIB)
+    receive(16 * KIB)
+    stream.pause()
+    receive(16 * KIB)
+    assert.equal(updates().length, 0)
+    stream.resume()
+    assert.equal(updates().length, 1)
+    assert.equal(updates()[0].length, 32 * KIB)
   })
 })

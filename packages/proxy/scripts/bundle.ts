@@ -11,8 +11,10 @@
  * against one 1.6 MB bundle, at the same CPU per request (measured side by side; see the
  * proxy README's "Memory").
  */
-import { resolve } from 'node:path'
+import { copyFile } from 'node:fs/promises'
+import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { installedSodiumAddon, SODIUM_ADDON_FILE } from '@mtc/p2pnode/xsalsa20'
 import { build } from 'esbuild'
 
 /** packages/proxy, seen from dist/scripts/. */
@@ -48,7 +50,7 @@ const CJS_SHIM = [
  * identifiers as well (`minify`) saved nothing measurable.
  */
 export async function bundle(entry: string, outfile: string): Promise<void> {
-  await build({
+  const result = await build({
     entryPoints: [entry],
     outfile,
     bundle: true,
@@ -59,7 +61,24 @@ export async function bundle(entry: string, outfile: string): Promise<void> {
     legalComments: 'none',
     minifyWhitespace: true,
     logLevel: 'warning',
+    metafile: true,
   })
+  await shipNativeAddons(Object.keys(result.metafile.inputs), outfile)
+}
+
+/**
+ * A bundle with the mesh node (its PSK layer's XSalsa20) gets sodium-native's prebuilt
+ * addon for this platform beside it, where p2pnode's loader looks first: a bundle has no
+ * node_modules. Without it the pure-JS fallback runs (slower, correct).
+ */
+async function shipNativeAddons(inputs: string[], outfile: string): Promise<void> {
+  if (!inputs.some((p) => /p2pnode\/dist\/src\/xsalsa20\.js$/.test(p))) return
+  const addon = installedSodiumAddon()
+  if (addon == null) {
+    process.stderr.write(`bundle: no sodium-native addon for ${process.platform}-${process.arch}\n`)
+    return
+  }
+  await copyFile(addon, join(dirname(outfile), SODIUM_ADDON_FILE))
 }
 
 if (process.argv[1] != null && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
