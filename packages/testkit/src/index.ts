@@ -185,6 +185,7 @@ export function metricValue(
 }
 
 export * from './docker.ts'
+export * from './needs.ts'
 
 let daemonSeq = 0
 
