@@ -3,7 +3,14 @@ import { createHash } from 'node:crypto'
 import { readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { formatSwarmKey, generatePsk, loadOrCreateKey, MeshNode, RpcStream } from '@mtc/p2pnode'
+import {
+  formatSwarmKey,
+  generatePsk,
+  loadOrCreateKey,
+  MeshNode,
+  RPC_IDLE_TIMEOUT_MS,
+  RpcStream,
+} from '@mtc/p2pnode'
 import {
   freePort,
   httpGet,
@@ -31,6 +38,17 @@ let hl: { proc: Proc; addr: string; metrics: string; dataDir: string }
 let etcdPorts: { client: number; peer: number }
 let client: HashLookupClient
 let node: MeshNode
+
+/** One data frame of the mtc RPC framing: the length as an unsigned LEB128 varint, then the bytes. */
+function dataFrame(bytes: Uint8Array): Uint8Array {
+  const length: number[] = []
+  let v = bytes.byteLength
+  do {
+    length.push((v & 0x7f) | (v >= 0x80 ? 0x80 : 0))
+    v = Math.floor(v / 128)
+  } while (v > 0)
+  return Buffer.concat([Uint8Array.from(length), bytes])
+}
 
 /** A tarball file on disk holding one fake image tagged `tag`. */
 async function tarballFile(name: string, tag: string, layout: 'classic' | 'oci' = 'classic') {
@@ -256,14 +274,24 @@ describe('hl-service and hl-cli', () => {
       record: { name: 'cut', image: 'mtc/cut:1' },
       upload: { size: tar.bytes.length },
     })
-    // Half the tarball, then the connection dies.
-    const half = tar.bytes.subarray(0, tar.bytes.length >> 1)
-    await rpc.writeChunks([half]).catch(() => {})
-    stream.abort(new Error('cut'))
-    await waitFor('the partial upload cleaned up', async () => {
+    // Half the tarball as data frames, without the end marker (RpcStream.writeChunks always
+    // sends it): the upload is in progress, staged in a temporary file.
+    stream.send(dataFrame(tar.bytes.subarray(0, tar.bytes.length >> 1)))
+    await waitFor('the upload staged in a temporary file', async () => {
       const now = await blobFiles(hl.dataDir)
-      return now.tmp.length === 0 && now.blobs.length === before.blobs.length
+      return now.tmp.length === 1 && now.tmp[0].endsWith('.part')
     })
+    // Then the connection dies. Cleaned up well before the 30 s idle timeout would.
+    stream.abort(new Error('cut'))
+    await waitFor(
+      'the partial upload cleaned up',
+      async () => {
+        const now = await blobFiles(hl.dataDir)
+        return now.tmp.length === 0 && now.blobs.length === before.blobs.length
+      },
+      { timeoutMs: RPC_IDLE_TIMEOUT_MS / 2 },
+    )
+    assert.deepEqual(await blobFiles(hl.dataDir), before)
     await assert.rejects(client.get('cut'), { name: 'NotFoundError' })
   })
 
