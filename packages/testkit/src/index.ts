@@ -212,8 +212,9 @@ export async function runToEnd(
  * Stops whatever a test left running, each as {@link Proc.stop} does: a daemon gets its
  * graceful-stop time, then its group is killed.
  */
-export async function stopAll(graceMs = DAEMON_STOP_GRACE_MS): Promise<void> {
-  await Promise.all([...running].map((p) => p.stop(graceMs)))
+export async function stopAll(): Promise<void> {
+  // No parameter: `after(stopAll)` passes the test context.
+  await Promise.all([...running].map((p) => p.stop(DAEMON_STOP_GRACE_MS)))
 }
 
 /** Waits until `path` exists and has at least one line; returns its lines. */
