@@ -32,8 +32,10 @@ export const STOP_GRACE_MS = 3_000
 export const PROBE_COUNT = 10
 export const PROBE_INTERVAL_MS = 30
 export const PROBE_TIMEOUT_MS = 1_000
+/** The RTT the forwarder gives base probes (twice forwarder.py's BASE_DELAY_MS). */
+export const BASE_PROBE_RTT_MS = 1
 /** Measurements of a pair at most, while out of tolerance (see MeasureOptions.attempts). */
-export const RTT_ATTEMPTS = 3
+export const RTT_ATTEMPTS = 5
 /** An echo server ends by itself after this long (s), should it ever be left behind. */
 export const ECHO_MAX_LIFETIME_S = 300
 

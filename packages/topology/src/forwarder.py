@@ -13,9 +13,10 @@ Control, one command per line on stdin, each answered by one line on stdout:
   cut I          drop every packet from or to host I (also those already queued)
   restore I      undo cut
   stats          JSON counters
-A UDP datagram whose payload starts with BASE_MARKER is forwarded at once, whatever the
-pair's delay and ahead of the pair's queue: the probes use such datagrams to measure what
-the emulation itself costs (TUN, this loop, the probe), the base the delay adds to.
+A UDP datagram whose payload starts with BASE_MARKER is held BASE_DELAY_MS only, whatever
+the pair's delay and outside the pair's queue: the probes use such datagrams to measure
+what the emulation itself costs (TUN, this loop and its timer waking late on a busy
+machine, the probe), the base the pair's delay adds to.
 An answer is "ok ..." or "error ...". EOF on stdin (the harness died) ends the program,
 which closes the TUN devices, so they vanish with it.
 """
@@ -50,6 +51,9 @@ IDLE_WAIT_S = 1.0
 NICENESS = -10
 # Marks the probes' undelayed base datagrams (src/probe.py sends the same bytes).
 BASE_MARKER = b"mtc-topology-base"
+# A base datagram's one-way delay: short, but through the same timer as every other packet,
+# so that it is late as they are. (src/constants.ts BASE_PROBE_RTT_MS is twice this.)
+BASE_DELAY_MS = 0.5
 UDP = 17
 
 
@@ -159,7 +163,7 @@ def main():
                     stats["dropped_full"] += 1
                     continue
                 if is_base_probe(packet):
-                    due = arrived
+                    due = arrived + BASE_DELAY_MS / 1000.0
                 else:
                     due = max(arrived + delay[src][dst], last_due[src][dst])
                     last_due[src][dst] = due

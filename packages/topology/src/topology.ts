@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { binPath, type Proc, run, runToEnd } from '@mtc/testkit'
 import {
+  BASE_PROBE_RTT_MS,
   COMMAND_TIMEOUT_MS,
   ECHO_MAX_LIFETIME_S,
   FORWARDER_TIMEOUT_MS,
@@ -49,9 +50,10 @@ export interface RttMeasurement {
   maxMs: number
   lost: number
   /**
-   * Median RTT of the base probes sent right after each probe on the same path but not
-   * delayed by the forwarder: what the emulation itself adds (TUN, forwarder, probe
-   * processes), ~0.3 ms on a quiet machine, more on a busy one (NaN if none answered).
+   * Median RTT of the base probes sent right after each probe on the same path, which the
+   * forwarder holds 0.5 ms each way instead of the pair's delay, less that 1 ms: what the
+   * emulation itself adds (TUN, the forwarder's timer waking late, the probe processes),
+   * ~0.3 ms on a quiet machine, several ms on a very busy one (NaN if none answered).
    */
   baseMs: number
   /** Measurements taken: a measurement out of tolerance is taken again, a bounded number of times. */
@@ -114,7 +116,7 @@ export interface MeasureOptions {
   /** Probes per measurement (default 10). */
   count?: number
   /**
-   * Measurements at most (default 3): a busy machine delays the forwarder's timers by
+   * Measurements at most (default 5): a busy machine delays the forwarder's timers by
    * several ms for a few hundred ms at a time, which one retry almost always misses. A
    * wrong delay is out of tolerance every time. 1 when loss is expected (a cut host).
    */
@@ -563,7 +565,8 @@ export class Topology {
     const got = answered(samples.rtts)
     const configuredMs = this.rtt(from, to)
     const medianMs = median(got)
-    const baseMs = median(answered(samples.base))
+    // What the base probes took beyond the RTT the forwarder gave them.
+    const baseMs = Math.max(0, median(answered(samples.base)) - BASE_PROBE_RTT_MS)
     return {
       a: from,
       b: to,

@@ -3,7 +3,7 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { formatSwarmKey, generatePsk } from '@mtc/p2pnode'
+import { formatSwarmKey, generatePsk, loadOrCreateKey } from '@mtc/p2pnode'
 import { metricValue, type Proc, readLinesWhenReady, waitFor } from '@mtc/testkit'
 import {
   type HttpAnswer,
@@ -37,8 +37,10 @@ const DEGRADED_RTT_MS = 80
 /** The bootstrap's probe interval here (the mesh default, 10 s, gives too few samples). */
 const PING_INTERVAL = '1s'
 
+/** A host with a node of another PSK (the isolation scenario). */
+const OUTSIDER = 'outsider'
 const topology = fourHosts()
-topology.hosts.push('outsider')
+topology.hosts.push(OUTSIDER)
 topology.rtt = { ...topology.rtt, 'outsider-registry': 10 }
 
 const SPEC: MeshSpec = {
@@ -238,11 +240,18 @@ async function promQuery(
 describe('scenarios: latency on a simulated WAN', { skip, timeout: 300_000 }, () => {
   let mesh: Mesh
   let prometheus: Proc | undefined
-  /** The outsider's peer ID, for the Prometheus scenario to check it never showed up. */
+  /**
+   * The outsider's identity, made before any test (the isolation test runs it): the
+   * Prometheus scenario checks it never showed up, whichever tests ran before.
+   */
   let outsiderPeer = ''
 
   before(async () => {
     mesh = await Mesh.start(SPEC)
+    await mkdir(join(mesh.dir, OUTSIDER), { recursive: true, mode: 0o700 })
+    outsiderPeer = (
+      await loadOrCreateKey(join(mesh.dir, OUTSIDER, 'identity.key'))
+    ).publicKey.toString()
     console.log(`mesh up: ${JSON.stringify(mesh.timings)} (ms after start)`)
     // Started first so the Prometheus scenario has samples of the whole run.
     const dir = join(mesh.dir, SPEC.registry, 'prometheus')
@@ -374,9 +383,8 @@ describe('scenarios: latency on a simulated WAN', { skip, timeout: 300_000 }, ()
   })
 
   it('isolation: a node with another PSK sees no one, is seen by no one, and the mesh works on', async () => {
-    const host = 'outsider'
+    const host = OUTSIDER
     const dir = join(mesh.dir, host)
-    await mkdir(dir, { recursive: true, mode: 0o700 })
     const pskFile = join(dir, 'other-swarm.key')
     await writeFile(pskFile, formatSwarmKey(generatePsk()), { mode: 0o600 })
     const encryptionFailed = (direction: 'inbound' | 'outbound') => {
@@ -407,7 +415,7 @@ describe('scenarios: latency on a simulated WAN', { skip, timeout: 300_000 }, ()
     ])
     try {
       const [addr] = await readLinesWhenReady(join(dir, 'addr'), 30_000)
-      outsiderPeer = addr.split('/p2p/')[1]
+      assert.equal(addr.split('/p2p/')[1], outsiderPeer)
       type Entry = { peerId: string }
       const peersOf = async (h: string) =>
         JSON.parse(
@@ -520,7 +528,8 @@ describe('scenarios: latency on a simulated WAN', { skip, timeout: 300_000 }, ()
     console.log(rows.sort().join('\n'))
     for (const p of daemons) assert.ok(lowQ.has(p), `no RTT series of ${byPeer.get(p)}`)
     assert.deepEqual(wrong, [], rows.join('\n'))
-    if (outsiderPeer !== '') assert.ok(!lowQ.has(outsiderPeer), 'a series of the outsider')
+    assert.match(outsiderPeer, /^12D3Koo/)
+    assert.ok(!lowQ.has(outsiderPeer), 'a series of the outsider')
   })
 })
 
