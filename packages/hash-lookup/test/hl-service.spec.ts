@@ -295,6 +295,57 @@ describe('hl-service and hl-cli', () => {
     await assert.rejects(client.get('cut'), { name: 'NotFoundError' })
   })
 
+  it('needs exactly one of --etcd and --new-etcd-cluster: exit 2 with one line', async () => {
+    for (const etcd of [
+      [],
+      ['--etcd', `http://127.0.0.1:${etcdPorts.client}`, '--new-etcd-cluster'],
+    ]) {
+      const dataDir = join(dir.path, `hl-bad-${seq++}`)
+      const r = await runToEnd('hl-service', [
+        '--psk-file',
+        pskFile,
+        '--listen',
+        '/ip4/127.0.0.1/tcp/0',
+        '--data-dir',
+        dataDir,
+        ...etcd,
+      ])
+      assert.equal(r.code, 2, `${etcd.join(' ')}: ${r.stderr}`)
+      assert.equal(
+        r.stderr,
+        'hl-service: give exactly one of --etcd URL[,URL...] and --new-etcd-cluster\n',
+      )
+    }
+  })
+
+  it('refuses an upload above --max-blob-size, leaving no record, blob or temp file', async (t) => {
+    // A second hl-service on the same etcd, with a 1 KiB limit.
+    const small = await startHl([
+      '--etcd',
+      `http://127.0.0.1:${etcdPorts.client}`,
+      '--max-blob-size',
+      '1K',
+    ])
+    t.after(() => small.proc.stop())
+    const tar = await tarballFile('big', 'mtc/big:1')
+    assert.ok(tar.bytes.length > 1024, `${tar.bytes.length} bytes`)
+    const r = await cli(['add', '--file', tar.path, 'mtc/big:1', 'too-big'], {
+      target: ['--hl', small.addr],
+    })
+    assert.equal(r.code, 1, r.stderr)
+    assert.match(r.stderr, /ERR_BLOB_TOO_LARGE/)
+    assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr)
+    await waitFor(
+      'no temporary file left',
+      async () => (await blobFiles(small.dataDir)).tmp.length === 0,
+    )
+    assert.deepEqual(await blobFiles(small.dataDir), { blobs: [], tmp: [] })
+    await assert.rejects(client.get('too-big'), { name: 'NotFoundError' })
+    // The same upload within the default limit is taken.
+    const ok = await cli(['add', '--file', tar.path, 'mtc/big:1', 'big-enough'])
+    assert.equal(ok.code, 0, ok.stderr)
+  })
+
   it('refuses an oversized protocol message', async () => {
     const stream = await node.libp2p.dialProtocol(multiaddr(hl.addr), HL_GET)
     const rpc = new RpcStream(stream, { maxMessageBytes: 1024 * 1024 })
