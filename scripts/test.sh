@@ -12,7 +12,7 @@ pnpm exec biome ci --colors=off --reporter=summary .
 if [ $# -gt 0 ]; then
   files=("$@")
 else
-  mapfile -t files < <(find packages demos -path '*/node_modules' -prune -o -path '*/test/*.spec.ts' -print | sort)
+  mapfile -t files < <(find packages demos bench -path '*/node_modules' -prune -o -path '*/test/*.spec.ts' -print | sort)
 fi
 echo "[test] ${#files[@]} test files" >&2
 # One file at a time: the suites start real daemons and share this 2-core machine.

@@ -1,6 +1,6 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { arch, cpus, loadavg, totalmem } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { REPO_ROOT } from '@mtc/testkit'
 
 /** The q-quantile (0..1) of samples, nearest-rank. */
@@ -60,7 +60,24 @@ export function table(rows: Row[]): string {
     .join('')
 }
 
+/** Where results are kept; git-ignored, so absent in a fresh clone: made by the writers. */
 export const RESULTS_DIR = join(REPO_ROOT, 'bench', 'results')
+
+/** Writes `text` to `dir/name`, making `dir` first; returns the file's path. */
+export async function writeResult(dir: string, name: string, text: string): Promise<string> {
+  await mkdir(dir, { recursive: true })
+  const file = join(dir, name)
+  await writeFile(file, text)
+  return file
+}
+
+/** Copies a results file into `dir` (made when missing) under its own name; returns the copy. */
+export async function keepResult(file: string, dir = RESULTS_DIR): Promise<string> {
+  await mkdir(dir, { recursive: true })
+  const copy = join(dir, basename(file))
+  await copyFile(file, copy)
+  return copy
+}
 
 export function machine() {
   return {
@@ -81,10 +98,9 @@ export function machine() {
  */
 export async function report(name: string, rows: Row[], raw: unknown): Promise<void> {
   process.stdout.write(`\n${name}\n${table(rows)}`)
-  const dir = process.env.BENCH_RESULTS_DIR ?? RESULTS_DIR
-  await mkdir(dir, { recursive: true })
-  await writeFile(
-    join(dir, `${name}.json`),
+  await writeResult(
+    process.env.BENCH_RESULTS_DIR ?? RESULTS_DIR,
+    `${name}.json`,
     `${JSON.stringify({ name, date: new Date().toISOString(), machine: machine(), rows, raw }, null, 2)}\n`,
   )
 }

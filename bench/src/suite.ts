@@ -8,10 +8,10 @@
  *   node bench/src/suite.ts
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { machine, RESULTS_DIR, type Row, table } from './stats.ts'
+import { keepResult, machine, RESULTS_DIR, type Row, table, writeResult } from './stats.ts'
 
 /** In the order they run; the summary lists the rows with a target in SUMMARY_ORDER. */
 const BENCHES = ['foundation', 'registry', 'proxy', 'coldstart'] as const
@@ -50,7 +50,7 @@ async function runBench(name: string, dir: string): Promise<Outcome> {
   const results = await readFile(file, 'utf8')
     .then((t) => JSON.parse(t) as Outcome['results'])
     .catch(() => undefined)
-  if (results != null) await copyFile(file, join(RESULTS_DIR, `${name}.json`))
+  if (results != null) await keepResult(file)
   return { name, code, seconds, results: code === 0 ? results : undefined }
 }
 
@@ -78,8 +78,9 @@ process.stdout.write(
     `load average ${load} on ${cpus().length} CPUs)\n${table(rows)}`,
 )
 const date = new Date().toISOString()
-await writeFile(
-  join(RESULTS_DIR, `${date.slice(0, 10)}.json`),
+await writeResult(
+  RESULTS_DIR,
+  `${date.slice(0, 10)}.json`,
   `${JSON.stringify({ date, machine: machine(), totalSeconds, summary: rows, benches: outcomes }, null, 2)}\n`,
 )
 process.exit(outcomes.every((o) => o.results != null) ? 0 : 1)

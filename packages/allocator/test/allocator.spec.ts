@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { after, before, describe, it } from 'node:test'
+import { after, before, describe, it, type TestContext } from 'node:test'
 import { promisify } from 'node:util'
 import { formatSwarmKey, generatePsk, MeshNode, type RemoteError } from '@mtc/p2pnode'
 import {
@@ -48,6 +48,30 @@ interface Alloc {
   args: string[]
 }
 
+/** Every allocator this file started: its containers, and only those, are removed at the end. */
+const allocators = new Set<Alloc>()
+/** A container of someone else's, which this file's clean-up must leave alone. */
+const FOREIGN = `${LABEL_MANAGED_BY}=not-this-test-${process.pid}`
+let foreignId = ''
+/** The image the fetch test builds, removed at the end whatever happens. */
+const VARIANT_IMAGE = 'mtc-test/variant:1'
+
+/** Stops an allocator and removes the containers it manages. */
+async function stopAllocator(a: Alloc): Promise<void> {
+  await a.proc.stop()
+  await removeContainers(managedBy(a))
+}
+
+/**
+ * An allocator for one test, stopped (and its containers removed) when the test ends,
+ * also when it fails.
+ */
+async function extraAllocator(t: TestContext, extra: string[] = []): Promise<Alloc> {
+  const x = await startAllocator(extra)
+  t.after(() => stopAllocator(x))
+  return x
+}
+
 let seq = 0
 async function startAllocator(extra: string[] = [], reuse?: Alloc): Promise<Alloc> {
   const n = seq++
@@ -78,7 +102,9 @@ async function startAllocator(extra: string[] = [], reuse?: Alloc): Promise<Allo
     [...args, '--metrics', `127.0.0.1:${metricsPort}`],
     dir.path,
   )
-  return { ...d, metrics: `http://127.0.0.1:${metricsPort}`, dataDir, args }
+  const started = { ...d, metrics: `http://127.0.0.1:${metricsPort}`, dataDir, args }
+  allocators.add(started)
+  return started
 }
 
 /** A client-mode proxy (allocating on demand) on a free port; resolves once it answers. */
@@ -154,13 +180,20 @@ before(async () => {
   assert.equal(add.code, 0, add.stderr)
 
   node = await MeshNode.startClient({ role: 'test', psk })
+  foreignId = await docker('create', '--label', FOREIGN, 'mtc/hello-world-server:1.0')
 })
 
 after(async () => {
   await node?.stop()
   await stopAll()
-  await removeContainers(LABEL_MANAGED_BY).catch(() => {})
+  // Only what this file started: other runs' containers on the same daemon stay.
+  for (const a of allocators) await removeContainers(managedBy(a)).catch(() => {})
+  await docker('rmi', '-f', VARIANT_IMAGE).catch(() => {})
   await dir?.remove()
+  if (foreignId === '') return
+  const left = await docker('ps', '-aq', '--no-trunc', '--filter', `label=${FOREIGN}`)
+  await docker('rm', '-f', foreignId).catch(() => {})
+  assert.equal(left, foreignId, 'the clean-up removed a container it did not start')
 })
 
 describe('allocator', () => {
@@ -228,16 +261,14 @@ describe('allocator', () => {
     assert.equal((await containers(a, 'no-such-service')).length, 0)
   })
 
-  it('shares one start among 20 concurrent requests', async () => {
-    const b = await startAllocator()
+  it('shares one start among 20 concurrent requests', async (t) => {
+    const b = await extraAllocator(t)
     const replies = await Promise.all(
       Array.from({ length: 20 }, () => allocate(b, 'hello-world-server')),
     )
     assert.equal(new Set(replies.map((r) => r.peerId)).size, 1)
     assert.equal(replies.filter((r) => r.started).length, 1)
     assert.equal((await containers(b, 'hello-world-server')).length, 1)
-    await b.proc.stop()
-    await removeContainers(managedBy(b))
   })
 
   it('refuses an unknown service and an invalid name', async () => {
@@ -278,8 +309,8 @@ describe('allocator', () => {
     assert.equal((await containers(a, 'hello-world-server')).length, 1)
   })
 
-  it('answers ERR_NO_CAPACITY at --max-instances', async () => {
-    const c = await startAllocator(['--max-instances', '1'])
+  it('answers ERR_NO_CAPACITY at --max-instances', async (t) => {
+    const c = await extraAllocator(t, ['--max-instances', '1'])
     await allocate(c, 'hello-world-server')
     const add = await cli([
       'add',
@@ -294,16 +325,13 @@ describe('allocator', () => {
       (e: RemoteError) => e.code === 'ERR_NO_CAPACITY',
     )
     assert.equal((await containers(c)).length, 1)
-    await c.proc.stop()
-    await removeContainers(managedBy(c))
   })
 
-  it('the proxy answers 503 ERR_NO_CAPACITY when every allocator is full', async () => {
+  it('the proxy answers 503 ERR_NO_CAPACITY when every allocator is full', async (t) => {
     // The only allocator left in the mesh is one already at its limit: the others and
     // their instances go first (the DHT spans every node of this PSK).
-    await a.proc.stop()
-    await removeContainers(managedBy(a))
-    const full = await startAllocator(['--max-instances', '1'])
+    await stopAllocator(a)
+    const full = await extraAllocator(t, ['--max-instances', '1'])
     await allocate(full, 'hello-world-server')
     const port = await startClientProxy()
     const res = await fetch(`http://127.0.0.1:${port}/burst/`)
@@ -311,12 +339,10 @@ describe('allocator', () => {
     assert.equal(res.headers.get('x-mtc-error'), 'ERR_NO_CAPACITY')
     assert.ok(Number(res.headers.get('retry-after')) > 0)
     assert.equal((await containers(full)).length, 1)
-    await full.proc.stop()
-    await removeContainers(managedBy(full))
   })
 
-  it('stops instances idle longer than --idle-timeout', async () => {
-    const d = await startAllocator(['--idle-timeout', '2s'])
+  it('stops instances idle longer than --idle-timeout', async (t) => {
+    const d = await extraAllocator(t, ['--idle-timeout', '2s'])
     await allocate(d, 'hello-world-server')
     assert.equal((await containers(d)).length, 1)
     await waitFor('idle instance reaped', async () => (await containers(d)).length === 0, {
@@ -325,10 +351,10 @@ describe('allocator', () => {
     })
     const { body } = await httpGet(`${d.metrics}/metrics`)
     assert.equal(metricValue(body, 'mtc_allocator_instances_reaped_total', { reason: 'idle' }), 1)
-    await d.proc.stop()
   })
 
-  it('fetches a missing image over the overlay, verifies it, and refuses a corrupted one', async () => {
+  it('fetches a missing image over the overlay, verifies it, and refuses a corrupted one', async (t) => {
+    t.after(() => docker('rmi', '-f', VARIANT_IMAGE).catch(() => {}))
     // A distinct image (its own ID), registered with its tarball, then removed from Docker.
     const ctx = join(dir.path, 'variant')
     await mkdir(ctx, { recursive: true })
@@ -336,34 +362,30 @@ describe('allocator', () => {
       join(ctx, 'Dockerfile'),
       'FROM mtc/hello-world-server:1.0\nLABEL mtc.test.variant=1\n',
     )
-    await exec('docker', ['build', '--network=host', '-q', '-t', 'mtc-test/variant:1', ctx], {
+    await exec('docker', ['build', '--network=host', '-q', '-t', VARIANT_IMAGE, ctx], {
       env: { ...process.env, DOCKER_BUILDKIT: '0' },
     })
     const variantTar = join(dir.path, 'variant.tar')
-    await docker('save', '-o', variantTar, 'mtc-test/variant:1')
-    assert.equal(
-      (await cli(['add', '--file', variantTar, 'mtc-test/variant:1', 'variant'])).code,
-      0,
-    )
-    await docker('rmi', '-f', 'mtc-test/variant:1')
+    await docker('save', '-o', variantTar, VARIANT_IMAGE)
+    assert.equal((await cli(['add', '--file', variantTar, VARIANT_IMAGE, 'variant'])).code, 0)
+    await docker('rmi', '-f', VARIANT_IMAGE)
 
-    const e = await startAllocator()
+    const e = await extraAllocator(t)
     const instance = await allocate(e, 'variant')
     assert.equal(instance.started, true)
     const { body } = await httpGet(`${e.metrics}/metrics`)
     assert.ok((metricValue(body, 'mtc_allocator_image_cache_bytes') ?? 0) > 0)
-    await e.proc.stop()
-    await removeContainers(managedBy(e))
+    await stopAllocator(e)
 
     // Now the stored tarball is corrupted on hl-service's disk, and the image is gone again.
-    await docker('rmi', '-f', 'mtc-test/variant:1')
+    await docker('rmi', '-f', VARIANT_IMAGE)
     const blobDir = join(hl.dataDir, 'blobs', 'sha256')
     const record = JSON.parse((await cli(['--json', 'get', 'variant'])).stdout)
     const blobPath = join(blobDir, record.blob.digest.slice('sha256:'.length))
     const bytes = await readFile(blobPath)
     bytes[bytes.length >> 1] ^= 0xff
     await writeFile(blobPath, bytes)
-    const f = await startAllocator()
+    const f = await extraAllocator(t)
     await assert.rejects(allocate(f, 'variant'), (err: RemoteError) => {
       assert.equal(err.code, 'ERR_IMAGE_UNAVAILABLE')
       assert.match(err.message, /digest|hashes to/i)
@@ -371,6 +393,5 @@ describe('allocator', () => {
     })
     assert.equal((await containers(f)).length, 0, 'nothing runs')
     assert.deepEqual(await readdir(join(f.dataDir, 'tmp')), [])
-    await f.proc.stop()
   })
 })

@@ -3,7 +3,14 @@ import { createHash } from 'node:crypto'
 import { readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { formatSwarmKey, generatePsk, loadOrCreateKey, MeshNode, RpcStream } from '@mtc/p2pnode'
+import {
+  formatSwarmKey,
+  generatePsk,
+  loadOrCreateKey,
+  MeshNode,
+  RPC_IDLE_TIMEOUT_MS,
+  RpcStream,
+} from '@mtc/p2pnode'
 import {
   freePort,
   httpGet,
@@ -31,6 +38,17 @@ let hl: { proc: Proc; addr: string; metrics: string; dataDir: string }
 let etcdPorts: { client: number; peer: number }
 let client: HashLookupClient
 let node: MeshNode
+
+/** One data frame of the mtc RPC framing: the length as an unsigned LEB128 varint, then the bytes. */
+function dataFrame(bytes: Uint8Array): Uint8Array {
+  const length: number[] = []
+  let v = bytes.byteLength
+  do {
+    length.push((v & 0x7f) | (v >= 0x80 ? 0x80 : 0))
+    v = Math.floor(v / 128)
+  } while (v > 0)
+  return Buffer.concat([Uint8Array.from(length), bytes])
+}
 
 /** A tarball file on disk holding one fake image tagged `tag`. */
 async function tarballFile(name: string, tag: string, layout: 'classic' | 'oci' = 'classic') {
@@ -256,15 +274,76 @@ describe('hl-service and hl-cli', () => {
       record: { name: 'cut', image: 'mtc/cut:1' },
       upload: { size: tar.bytes.length },
     })
-    // Half the tarball, then the connection dies.
-    const half = tar.bytes.subarray(0, tar.bytes.length >> 1)
-    await rpc.writeChunks([half]).catch(() => {})
-    stream.abort(new Error('cut'))
-    await waitFor('the partial upload cleaned up', async () => {
+    // Half the tarball as data frames, without the end marker (RpcStream.writeChunks always
+    // sends it): the upload is in progress, staged in a temporary file.
+    stream.send(dataFrame(tar.bytes.subarray(0, tar.bytes.length >> 1)))
+    await waitFor('the upload staged in a temporary file', async () => {
       const now = await blobFiles(hl.dataDir)
-      return now.tmp.length === 0 && now.blobs.length === before.blobs.length
+      return now.tmp.length === 1 && now.tmp[0].endsWith('.part')
     })
+    // Then the connection dies. Cleaned up well before the 30 s idle timeout would.
+    stream.abort(new Error('cut'))
+    await waitFor(
+      'the partial upload cleaned up',
+      async () => {
+        const now = await blobFiles(hl.dataDir)
+        return now.tmp.length === 0 && now.blobs.length === before.blobs.length
+      },
+      { timeoutMs: RPC_IDLE_TIMEOUT_MS / 2 },
+    )
+    assert.deepEqual(await blobFiles(hl.dataDir), before)
     await assert.rejects(client.get('cut'), { name: 'NotFoundError' })
+  })
+
+  it('needs exactly one of --etcd and --new-etcd-cluster: exit 2 with one line', async () => {
+    for (const etcd of [
+      [],
+      ['--etcd', `http://127.0.0.1:${etcdPorts.client}`, '--new-etcd-cluster'],
+    ]) {
+      const dataDir = join(dir.path, `hl-bad-${seq++}`)
+      const r = await runToEnd('hl-service', [
+        '--psk-file',
+        pskFile,
+        '--listen',
+        '/ip4/127.0.0.1/tcp/0',
+        '--data-dir',
+        dataDir,
+        ...etcd,
+      ])
+      assert.equal(r.code, 2, `${etcd.join(' ')}: ${r.stderr}`)
+      assert.equal(
+        r.stderr,
+        'hl-service: give exactly one of --etcd URL[,URL...] and --new-etcd-cluster\n',
+      )
+    }
+  })
+
+  it('refuses an upload above --max-blob-size, leaving no record, blob or temp file', async (t) => {
+    // A second hl-service on the same etcd, with a 1 KiB limit.
+    const small = await startHl([
+      '--etcd',
+      `http://127.0.0.1:${etcdPorts.client}`,
+      '--max-blob-size',
+      '1K',
+    ])
+    t.after(() => small.proc.stop())
+    const tar = await tarballFile('big', 'mtc/big:1')
+    assert.ok(tar.bytes.length > 1024, `${tar.bytes.length} bytes`)
+    const r = await cli(['add', '--file', tar.path, 'mtc/big:1', 'too-big'], {
+      target: ['--hl', small.addr],
+    })
+    assert.equal(r.code, 1, r.stderr)
+    assert.match(r.stderr, /ERR_BLOB_TOO_LARGE/)
+    assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr)
+    await waitFor(
+      'no temporary file left',
+      async () => (await blobFiles(small.dataDir)).tmp.length === 0,
+    )
+    assert.deepEqual(await blobFiles(small.dataDir), { blobs: [], tmp: [] })
+    await assert.rejects(client.get('too-big'), { name: 'NotFoundError' })
+    // The same upload within the default limit is taken.
+    const ok = await cli(['add', '--file', tar.path, 'mtc/big:1', 'big-enough'])
+    assert.equal(ok.code, 0, ok.stderr)
   })
 
   it('refuses an oversized protocol message', async () => {

@@ -31,6 +31,8 @@ const FIRST_ANSWER_TIMEOUT_MS = 30_000
 const STOP_LIMIT_MS = 5_000
 /** Per test: container start, overlay join, one or two requests. */
 const TEST_TIMEOUT_MS = 60_000
+/** The entrypoint's SIGTERM→SIGKILL grace (src/entrypoint.ts STOP_GRACE_MS). */
+const ENTRYPOINT_GRACE_MS = 9_000
 
 let dir: { path: string; remove: () => Promise<void> }
 let pskFile: string
@@ -403,4 +405,53 @@ test('when the service fails, the proxy is stopped and the container exits with 
   assert.equal(r.code, 3, r.stderr)
   assert.match(r.stderr, /mtc-entrypoint: service exited with code 3\n/)
   assert.match(r.stderr, /mtc-entrypoint: proxy exited with code 0\n/)
+})
+
+test('a child that ignores SIGTERM gets SIGKILL after the 9 s grace, before docker stop gives up', {
+  timeout: TEST_TIMEOUT_MS,
+}, async (t) => {
+  const proxyPort = await freePort()
+  const id = (
+    await docker([
+      'run',
+      '-d',
+      '--label',
+      LABEL,
+      '--network',
+      'host',
+      ...['-e', `PROXY_PORT=${proxyPort}`, '-e', 'PROXY_IP=127.0.0.1'],
+      ...['-e', `SERVICE_PORT=${await freePort()}`, '-e', 'SERVICE_NAME=stubborn'],
+      ...['-e', `P2P_BOOTSTRAPS=${bootstrap}`, '-v', `${pskFile}:/run/mtc/swarm.key:ro`],
+      'mtc/base:0.1.0',
+      ...[
+        'node',
+        '-e',
+        "process.on('SIGTERM', () => {}); console.log('ignoring SIGTERM'); setInterval(() => {}, 1000)",
+      ],
+    ])
+  ).stdout.trim()
+  t.after(() => docker(['rm', '-f', id], { allowFail: true }))
+  await waitFor(
+    'the service ignoring SIGTERM',
+    async () => /ignoring SIGTERM/.test((await docker(['logs', id])).stdout),
+    { timeoutMs: 20_000, intervalMs: 200 },
+  )
+  // The proxy up too (its gateway answers), so that it stops gracefully: exit code 0.
+  await waitFor(
+    'the proxy gateway',
+    async () => (await fetch(`http://127.0.0.1:${proxyPort}/`)).status > 0,
+    { timeoutMs: 30_000, intervalMs: 200 },
+  )
+  // docker's own SIGKILL would come after 30 s: the entrypoint's comes after 9 s.
+  const started = Date.now()
+  await docker(['stop', '-t', '30', id], { timeoutMs: 60_000 })
+  const took = Date.now() - started
+  const logs = (await docker(['logs', id])).stderr
+  assert.ok(took >= ENTRYPOINT_GRACE_MS - 500, `stopped after ${took} ms:\n${logs}`)
+  assert.ok(took < ENTRYPOINT_GRACE_MS + 8_000, `stopped after ${took} ms:\n${logs}`)
+  assert.match(logs, /mtc-entrypoint: service still running after 9000 ms: SIGKILL\n/)
+  assert.match(logs, /mtc-entrypoint: service exited with code 137 \(SIGKILL\)\n/)
+  assert.match(logs, /mtc-entrypoint: proxy exited with code 0\n/)
+  const code = (await docker(['inspect', '-f', '{{.State.ExitCode}}', id])).stdout.trim()
+  assert.equal(code, '137')
 })

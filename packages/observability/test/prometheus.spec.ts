@@ -8,6 +8,7 @@ import {
   type Proc,
   run,
   runToEnd,
+  skipUnlessCi,
   startDaemon,
   stopAll,
   tempDir,
@@ -150,8 +151,11 @@ async function startMesh(): Promise<void> {
     { timeoutMs: GATEWAY_TIMEOUT_MS },
   )
 
-  // An allocator runs instances in Docker: part of the mesh only where a daemon answers.
+  // An allocator runs instances in Docker: part of the mesh only where a daemon answers,
+  // and always in CI (set-up starts one): there a missing daemon fails the suite.
   withAllocator = await dockerAvailable()
+  const skipped = skipUnlessCi(withAllocator ? undefined : 'no Docker daemon answers')
+  if (skipped != null) console.log(`# the allocator is left out of the mesh: ${skipped}`)
   if (withAllocator) {
     const first = 40000 + Math.floor(Math.random() * 200) * 100
     await startDaemon(

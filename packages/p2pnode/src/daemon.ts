@@ -21,6 +21,11 @@ export interface DaemonContext {
   config: NodeConfig
   logger: ComponentLogger
   log: Logger
+  /**
+   * Aborted when SIGINT/SIGTERM arrives, before the daemon's own stop begins (which may
+   * drain for seconds first): /healthz answers 503 from then on.
+   */
+  stopping?: AbortSignal
 }
 
 export interface DaemonSpec {
@@ -54,6 +59,7 @@ export async function runDaemon(
   io: IO = defaultIO,
 ): Promise<number> {
   const name = spec.command.name
+  const stopping = new AbortController()
   let ctx: DaemonContext
   try {
     const parsed = parseCommandLine(spec.command, argv)
@@ -75,6 +81,7 @@ export async function runDaemon(
       config,
       logger,
       log: logger.forComponent(`mtc:${spec.role}`),
+      stopping: stopping.signal,
     }
   } catch (err) {
     if (err instanceof UsageError) {
@@ -93,6 +100,7 @@ export async function runDaemon(
     return err instanceof UsageError ? 2 : 1
   }
   const received = await signal
+  stopping.abort()
   ctx.log('%s received, stopping', received)
   const timeout = setTimeout(() => {
     io.stderr(`${name}: did not stop within ${SHUTDOWN_TIMEOUT_MS} ms, exiting\n`)
@@ -160,7 +168,7 @@ export class MeshDaemon implements Daemon {
         ? new MetricsServer({
             ...config.metrics,
             registry: node.registry,
-            healthy: () => daemon != null && !daemon.stopping,
+            healthy: () => daemon != null && !daemon.stopping && ctx.stopping?.aborted !== true,
             routes: init.routes,
           })
         : undefined

@@ -57,17 +57,19 @@ describe('daemon node flags', () => {
         [
           `import { execWithDaemonFlags } from '${module}'`,
           'execWithDaemonFlags()',
-          'console.log(JSON.stringify({ pid: process.pid, execArgv: process.execArgv, argv: process.argv.slice(2), env: process.env }))',
+          // Padded to 2 MB: the output arrives in many chunks, some after the 'exit' event.
+          "console.log(JSON.stringify({ pid: process.pid, execArgv: process.execArgv, argv: process.argv.slice(2), env: process.env, pad: 'x'.repeat(2 << 20) }))",
         ].join('\n'),
       )
       const env = { ...process.env }
       for (const k of Object.keys(DAEMON_ENV)) delete env[k]
-      const child = execFile(process.execPath, [script, 'a', 'b'], { env })
+      const child = execFile(process.execPath, [script, 'a', 'b'], { env, maxBuffer: 16 << 20 })
       let out = ''
       child.stdout?.on('data', (d) => {
         out += d
       })
-      const [code] = await once(child, 'exit')
+      // 'close', not 'exit': only then has all of stdout been read.
+      const [code] = await once(child, 'close')
       assert.equal(code, 0)
       const got = JSON.parse(out)
       assert.equal(got.pid, child.pid)

@@ -199,13 +199,14 @@ describe('proxy: instances on demand', () => {
     assert.equal(near.count('not-registered') + far.count('not-registered'), 1)
   })
 
-  it('does not use an instance above the hard RTT limit of the registry record', async () => {
+  it('does not use an instance above the hard RTT limit of the registry record', async (t) => {
     const strict = farInstances.get(STRICT)!
     // Without allocation: the far instance is found, measured, and refused.
     const fixed = await mesh.proxy(
       [String(await freePort())],
       ['--no-allocate', ...farBootstraps()],
     )
+    t.after(() => fixed.proc.stop())
     const refused = await http(fixed.port, `/${STRICT}/`)
     assert.equal(refused.status, 503, refused.body.toString())
     assert.equal(refused.headers['x-mtc-error'], 'ERR_INSTANCES_TOO_FAR')
@@ -214,7 +215,7 @@ describe('proxy: instances on demand', () => {
       instance: strict.peerId,
     })
     assert.ok(rtt * 1000 > STRICT_HARD_RTT_MS, `far instance measured at ${rtt * 1000} ms`)
-    await fixed.proc.stop()
+    await fixed.proc.stop() // not part of the mesh the rest of this test measures
 
     // With allocation: a new instance is started and used instead. The far instance may
     // still answer if its own DHT traffic opened a direct connection to the client (no
@@ -276,8 +277,9 @@ describe('proxy: instances on demand', () => {
     assert.equal(near.count(SOFT) + far.count(SOFT), 1)
   })
 
-  it('503 ERR_ALLOCATION_TIMEOUT with Retry-After when the allocator never answers', async () => {
+  it('503 ERR_ALLOCATION_TIMEOUT with Retry-After when the allocator never answers', async (t) => {
     const impatient = await mesh.proxy([String(await freePort())], ['--allocation-timeout', '2s'])
+    t.after(() => impatient.proc.stop())
     const started = performance.now()
     const res = await http(impatient.port, '/never-answers/', { timeoutMs: 30_000 })
     const waited = performance.now() - started

@@ -12,6 +12,12 @@ import { StreamDuplex } from '../src/stream-duplex.ts'
 import { randomBody } from './fixture.ts'
 
 const PROTOCOL = '/mtc-test/duplex/1.0.0'
+/** A writer has stalled when this many checks this far apart saw no new byte. */
+const STALL_CHECKS = 5
+const STALL_CHECK_MS = 100
+/** setTimeout's idle time in the timeout test, and the timer slack allowed below it. */
+const IDLE_MS = 150
+const TIMER_SLACK_MS = 10
 const MB = 1024 * 1024
 const psk = generatePsk()
 let a: MeshNode
@@ -104,10 +110,20 @@ describe('StreamDuplex (libp2p stream as a Node Duplex)', () => {
       produced += c.byteLength
     })
     const sink = hashingSink()
-    // The server does not read at all for a while.
+    // The server does not read at all until the writer has stalled: no byte for 0.5 s
+    // (however long the machine takes to get there; bounded by 60 s).
     const sending = pipeline(up.stream, client)
-    await sleep(1500)
-    const heldBack = produced
+    let last = -1
+    let still = 0
+    const heldBack = await waitFor(
+      'the writer to stall',
+      () => {
+        still = produced === last ? still + 1 : 0
+        last = produced
+        return still >= STALL_CHECKS ? produced : undefined
+      },
+      { timeoutMs: 60_000, intervalMs: STALL_CHECK_MS },
+    )
     // Buffered at most: the Node buffers on both sides and one (grown) yamux window.
     assert.ok(heldBack < 20 * MB, `${heldBack} bytes left the writer while nobody read`)
     assert.ok(client.stream.status === 'open' && server.stream.status === 'open')
@@ -180,14 +196,23 @@ describe('StreamDuplex (libp2p stream as a Node Duplex)', () => {
 
   it('emits timeout after idling, like net.Socket.setTimeout', async () => {
     const { client, server } = await pair()
-    let timedOut = false
-    client.setTimeout(150, () => {
-      timedOut = true
+    let firedAt: number | undefined
+    let lastDataAt = performance.now()
+    client.on('data', () => {
+      lastDataAt = performance.now()
     })
+    client.setTimeout(IDLE_MS, () => {
+      firedAt ??= performance.now()
+    })
+    // Activity during the idle time starts it again: the timeout comes IDLE_MS after the
+    // last byte, not after setTimeout (judged from when the byte came, not from sleeps).
+    await sleep(IDLE_MS * 0.6)
     server.write('x')
-    await sleep(100)
-    assert.equal(timedOut, false)
-    await waitFor('idle timeout', () => timedOut, { timeoutMs: 2000, intervalMs: 20 })
+    await waitFor('idle timeout', () => firedAt, { timeoutMs: 10_000, intervalMs: 20 })
+    assert.ok(
+      firedAt! - lastDataAt >= IDLE_MS - TIMER_SLACK_MS,
+      `timeout ${(firedAt! - lastDataAt).toFixed(0)} ms after the last byte`,
+    )
     client.setTimeout(0)
     client.destroy()
     server.destroy()

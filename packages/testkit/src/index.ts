@@ -56,19 +56,68 @@ export async function tempDir(
 }
 
 export interface Proc {
+  /** The process, leader of a process group of its own (with what it starts). */
   child: ChildProcess
   /** Everything written to stdout/stderr so far. */
   stdout(): string
   stderr(): string
   /** Resolves with the exit code (or 128+signal) when the process ends. */
   exited: Promise<number>
-  /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code. */
+  /**
+   * SIGTERM to the process (it stops what it started, as a daemon does), SIGKILL to its
+   * whole group after `graceMs` (default {@link DAEMON_STOP_GRACE_MS}), and once it has
+   * ended, SIGKILL to whatever it left in its group (an hl-service's etcd, a script's
+   * background jobs); resolves with the exit code.
+   */
   stop(graceMs?: number): Promise<number>
+  /** SIGKILL to the whole group. */
   kill(): Promise<number>
 }
 
+/**
+ * SIGTERM→SIGKILL grace for a daemon: they stop gracefully within 10 s
+ * (SHUTDOWN_TIMEOUT_MS of @mtc/p2pnode) and then exit by themselves; 2 s more for a busy
+ * machine.
+ */
+export const DAEMON_STOP_GRACE_MS = 12_000
+
 /** Every process spawned and not yet ended, so `stopAll` can end strays after a test. */
 const running = new Set<Proc>()
+
+/** Signals the process group led by `child` (spawned detached); quiet if it is gone. */
+function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid == null) return
+  try {
+    process.kill(-child.pid, signal)
+  } catch {
+    // the group is empty
+  }
+}
+
+let reaperInstalled = false
+
+/**
+ * The groups are detached from the terminal's, so a Ctrl-C no longer reaches them: at
+ * exit and on SIGINT/SIGTERM/SIGHUP, SIGTERM to every group still running (a daemon then
+ * stops gracefully by itself). After a signal, with nobody else listening, this process
+ * dies of it as the default action would.
+ */
+function installReaper(): void {
+  if (reaperInstalled) return
+  reaperInstalled = true
+  const reap = () => {
+    for (const p of running) signalGroup(p.child, 'SIGTERM')
+  }
+  process.on('exit', reap)
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const onSignal = () => {
+      reap()
+      process.removeListener(signal, onSignal)
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+    }
+    process.on(signal, onSignal)
+  }
+}
 
 /** Spawns a binary (a path, a name under node_modules/.bin, or on PATH) with captured output. */
 export function run(
@@ -78,10 +127,13 @@ export function run(
 ): Proc {
   // An mtc binary by name, as `pnpm exec` finds it; anything else from PATH.
   const file = cmd.includes('/') || !existsSync(binPath(cmd)) ? cmd : binPath(cmd)
+  installReaper()
+  // A process group of its own: stop/kill/runToEnd reach what it starts too.
   const child = spawn(file, args, {
     cwd: options.cwd ?? REPO_ROOT,
     env: { ...process.env, ...options.env },
     stdio: [options.stdin != null ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    detached: true,
   })
   if (options.stdin != null) child.stdin?.end(options.stdin)
   let out = ''
@@ -103,20 +155,25 @@ export function run(
     stdout: () => out,
     stderr: () => err,
     exited,
-    async stop(graceMs = 10_000) {
-      if (child.exitCode == null && child.signalCode == null) {
-        child.kill('SIGTERM')
-        const t = setTimeout(() => child.kill('SIGKILL'), graceMs)
-        try {
-          return await exited
-        } finally {
-          clearTimeout(t)
-        }
+    async stop(graceMs = DAEMON_STOP_GRACE_MS) {
+      // Once the process has ended, what it left in its group goes too (it may hold the
+      // output pipes open, which would keep `exited` waiting).
+      const sweep = () => signalGroup(child, 'SIGKILL')
+      if (child.exitCode != null || child.signalCode != null) {
+        sweep()
+        return await exited
       }
-      return await exited
+      child.once('exit', sweep)
+      child.kill('SIGTERM')
+      const t = setTimeout(sweep, graceMs)
+      try {
+        return await exited
+      } finally {
+        clearTimeout(t)
+      }
     },
     async kill() {
-      if (child.exitCode == null && child.signalCode == null) child.kill('SIGKILL')
+      signalGroup(child, 'SIGKILL')
       return await exited
     },
   }
@@ -124,14 +181,25 @@ export function run(
   return proc
 }
 
-/** Runs a command to its end and returns its code and output. */
+/**
+ * Runs a command to its end and returns its code and output. After `timeoutMs` it is
+ * stopped as {@link Proc.stop} does (SIGTERM, so that it can remove what it made — the
+ * topology CLI its namespaces, the quickstart its containers —, SIGKILL to its whole
+ * group after `graceMs`).
+ */
 export async function runToEnd(
   cmd: string,
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string; stdin?: string; timeoutMs?: number } = {},
+  options: {
+    env?: NodeJS.ProcessEnv
+    cwd?: string
+    stdin?: string
+    timeoutMs?: number
+    graceMs?: number
+  } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const p = run(cmd, args, options)
-  const timer = setTimeout(() => p.child.kill('SIGKILL'), options.timeoutMs ?? 30_000)
+  const timer = setTimeout(() => void p.stop(options.graceMs), options.timeoutMs ?? 30_000)
   try {
     const code = await p.exited
     return { code, stdout: p.stdout(), stderr: p.stderr() }
@@ -140,9 +208,13 @@ export async function runToEnd(
   }
 }
 
-/** Kills whatever a test left running. */
+/**
+ * Stops whatever a test left running, each as {@link Proc.stop} does: a daemon gets its
+ * graceful-stop time, then its group is killed.
+ */
 export async function stopAll(): Promise<void> {
-  await Promise.all([...running].map((p) => p.stop(2000)))
+  // No parameter: `after(stopAll)` passes the test context.
+  await Promise.all([...running].map((p) => p.stop(DAEMON_STOP_GRACE_MS)))
 }
 
 /** Waits until `path` exists and has at least one line; returns its lines. */
@@ -185,6 +257,7 @@ export function metricValue(
 }
 
 export * from './docker.ts'
+export * from './needs.ts'
 
 let daemonSeq = 0
 

@@ -34,7 +34,8 @@ for (const h of topo.hosts) {
 for (const r of await topo.measureMatrix()) {
   console.log(
     `${`${r.a}-${r.b}`.padEnd(24)} configured ${String(r.configuredMs).padStart(5)} ms` +
-      `  measured ${r.medianMs.toFixed(2).padStart(8)} ms${r.ok ? '' : '  (out of tolerance)'}`,
+      `  measured ${r.medianMs.toFixed(2).padStart(8)} ms (base ${r.baseMs.toFixed(2)} ms)` +
+      `${r.ok ? '' : '  (out of tolerance)'}`,
   )
 }
 // Measured before the mesh starts: its start-up load would show in the probes.

@@ -14,6 +14,7 @@ export {
 export {
   type HttpAnswer,
   listNetns,
+  type MeasureOptions,
   parseSpec,
   type RttMeasurement,
   rttWithinTolerance,

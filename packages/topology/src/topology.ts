@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { binPath, type Proc, run, runToEnd } from '@mtc/testkit'
 import {
+  BASE_PROBE_RTT_MS,
   COMMAND_TIMEOUT_MS,
   ECHO_MAX_LIFETIME_S,
   FORWARDER_TIMEOUT_MS,
@@ -15,6 +16,7 @@ import {
   PROBE_COUNT,
   PROBE_INTERVAL_MS,
   PROBE_TIMEOUT_MS,
+  RTT_ATTEMPTS,
   RTT_TOLERANCE_FLOOR_MS,
   RTT_TOLERANCE_RATIO,
   STOP_GRACE_MS,
@@ -47,6 +49,15 @@ export interface RttMeasurement {
   minMs: number
   maxMs: number
   lost: number
+  /**
+   * Median RTT of the base probes sent right after each probe on the same path, which the
+   * forwarder holds 0.5 ms each way instead of the pair's delay, less that 1 ms: what the
+   * emulation itself adds (TUN, the forwarder's timer waking late, the probe processes),
+   * ~0.3 ms on a quiet machine, several ms on a very busy one (NaN if none answered).
+   */
+  baseMs: number
+  /** Measurements taken: a measurement out of tolerance is taken again, a bounded number of times. */
+  attempts: number
   ok: boolean
 }
 
@@ -80,10 +91,36 @@ export interface StreamAnswer {
   error?: string
 }
 
-/** Whether a measured RTT agrees with the configured one (20 %, or 1 ms for small values). */
-export function rttWithinTolerance(measuredMs: number, configuredMs: number): boolean {
+/**
+ * Whether a measured RTT agrees with the configured one: within 20 % (or 1 ms for small
+ * values) of it, above it by at most `baseMs` more, what the harness itself adds to every
+ * round trip (measured alongside: {@link RttMeasurement.baseMs}). A packet is never
+ * delivered early, so the lower bound is not widened.
+ */
+export function rttWithinTolerance(measuredMs: number, configuredMs: number, baseMs = 0): boolean {
   const tolerance = Math.max(configuredMs * RTT_TOLERANCE_RATIO, RTT_TOLERANCE_FLOOR_MS)
-  return Math.abs(measuredMs - configuredMs) <= tolerance
+  const base = Number.isFinite(baseMs) && baseMs > 0 ? baseMs : 0
+  return measuredMs >= configuredMs - tolerance && measuredMs <= configuredMs + base + tolerance
+}
+
+function median(sorted: number[]): number {
+  return sorted.length > 0 ? sorted[Math.floor(sorted.length / 2)] : Number.NaN
+}
+
+function answered(samples: Array<number | null>): number[] {
+  return samples.filter((s): s is number => s != null).sort((x, y) => x - y)
+}
+
+/** How many probes per measurement, and how often one out of tolerance is taken again. */
+export interface MeasureOptions {
+  /** Probes per measurement (default 10). */
+  count?: number
+  /**
+   * Measurements at most (default 5): a busy machine delays the forwarder's timers by
+   * several ms for a few hundred ms at a time, which one retry almost always misses. A
+   * wrong delay is out of tolerance every time. 1 when loss is expected (a cut host).
+   */
+  attempts?: number
 }
 
 /** Validates a spec and returns the RTT matrix (ms) indexed by host index. */
@@ -521,10 +558,15 @@ export class Topology {
       String(PROBE_TIMEOUT_MS),
     ])
     if (r.code !== 0) throw new Error(`probe ${from}→${to} failed: ${r.stderr}`)
-    const samples = JSON.parse(r.stdout) as Array<number | null>
-    const got = samples.filter((s): s is number => s != null).sort((x, y) => x - y)
+    const samples = JSON.parse(r.stdout) as {
+      rtts: Array<number | null>
+      base: Array<number | null>
+    }
+    const got = answered(samples.rtts)
     const configuredMs = this.rtt(from, to)
-    const medianMs = got.length > 0 ? got[Math.floor(got.length / 2)] : Number.NaN
+    const medianMs = median(got)
+    // What the base probes took beyond the RTT the forwarder gave them.
+    const baseMs = Math.max(0, median(answered(samples.base)) - BASE_PROBE_RTT_MS)
     return {
       a: from,
       b: to,
@@ -532,23 +574,42 @@ export class Topology {
       medianMs,
       minMs: got[0] ?? Number.NaN,
       maxMs: got.at(-1) ?? Number.NaN,
-      lost: samples.length - got.length,
-      ok: got.length > 0 && rttWithinTolerance(medianMs, configuredMs),
+      lost: samples.rtts.length - got.length,
+      baseMs,
+      attempts: 1,
+      ok: got.length > 0 && rttWithinTolerance(medianMs, configuredMs, baseMs),
     }
   }
 
-  /** Measures the RTT between two hosts with `count` UDP probes (median, min, max, lost). */
-  async measureRtt(a: string, b: string, count = PROBE_COUNT): Promise<RttMeasurement> {
+  /** Probes until in tolerance, {@link MeasureOptions.attempts} times at most. */
+  private async probeUntilOk(
+    from: string,
+    to: string,
+    port: number,
+    { count = PROBE_COUNT, attempts = RTT_ATTEMPTS }: MeasureOptions,
+  ): Promise<RttMeasurement> {
+    let m = await this.probe(from, to, port, count)
+    for (let i = 2; i <= attempts && !m.ok; i++) {
+      m = { ...(await this.probe(from, to, port, count)), attempts: i }
+    }
+    return m
+  }
+
+  /**
+   * Measures the RTT between two hosts with UDP probes (median, min, max, lost, base),
+   * again when out of tolerance (see {@link MeasureOptions}); the last measurement.
+   */
+  async measureRtt(a: string, b: string, options: MeasureOptions = {}): Promise<RttMeasurement> {
     const echo = await this.startEcho(b)
     try {
-      return await this.probe(a, b, echo.port, count)
+      return await this.probeUntilOk(a, b, echo.port, options)
     } finally {
       await echo.stop()
     }
   }
 
   /** Measures every pair (in parallel) and compares each with the configured matrix. */
-  async measureMatrix(count = PROBE_COUNT): Promise<RttMeasurement[]> {
+  async measureMatrix(options: MeasureOptions = {}): Promise<RttMeasurement[]> {
     const echoes = new Map<string, { port: number; stop: () => Promise<void> }>()
     try {
       for (const h of this.hosts) echoes.set(h, await this.startEcho(h))
@@ -556,7 +617,9 @@ export class Topology {
       for (const [i, a] of this.hosts.entries()) {
         for (const b of this.hosts.slice(i + 1)) pairs.push([a, b])
       }
-      return await Promise.all(pairs.map(([a, b]) => this.probe(a, b, echoes.get(b)!.port, count)))
+      return await Promise.all(
+        pairs.map(([a, b]) => this.probeUntilOk(a, b, echoes.get(b)!.port, options)),
+      )
     } finally {
       await Promise.all([...echoes.values()].map((e) => e.stop()))
     }

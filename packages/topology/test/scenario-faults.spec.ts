@@ -2,7 +2,6 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import {
-  MAX_ATTEMPTS,
   OPEN_STREAM_TIMEOUT_MS,
   PROBE_INTERVAL_MS,
   PROBE_TIMEOUT_MS,
@@ -256,7 +255,10 @@ describe('scenarios: faults', { skip, timeout: 360_000 }, () => {
       [],
       'no GET may fail',
     )
-    assert.ok(MAX_ATTEMPTS >= 2)
+    // Requests sent after the cut and before a failed probe took near out went to near and
+    // were held (at 50 ms apart, ~20 in the first second): each was retried on far.
+    assert.ok(held.length >= 1, 'the cut held no request on near')
+    assert.ok(retries >= 1, `held requests were retried: ${retries} retries`)
     assert.ok(before.length >= 20 && afterCut.length >= 200, 'the stream ran')
     // New requests leave near once a probe fails: a round starts every PROBE_INTERVAL_MS
     // and fails after PROBE_TIMEOUT_MS.
@@ -268,7 +270,6 @@ describe('scenarios: faults', { skip, timeout: 360_000 }, () => {
     const heldBound =
       LIBP2P_PING_INTERVAL_MS + 2 * LIBP2P_PING_MIN_TIMEOUT_MS + OPEN_STREAM_TIMEOUT_MS + NOISE_MS
     assert.ok(lastHeldDone <= heldBound, `a held request ended ${lastHeldDone} ms after the cut`)
-    if (held.length > 0) assert.ok(retries >= 1, 'held requests were retried')
   })
 
   it('hl-service and its etcd restart: lookups resume by themselves', async () => {

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { type Proc, run, waitFor } from '@mtc/testkit'
+import { listNetns, sweepStale } from '../src/index.ts'
+import { missing } from './scenario-helpers.ts'
+
+/**
+ * A topology removes itself when its process is signalled (SIGINT, SIGTERM, SIGHUP), and
+ * what a SIGKILLed run left is removed by sweepStale() (README "Clean-up", issue 19.8):
+ * real topologies in child processes.
+ */
+const INDEX = fileURLToPath(new URL('../src/index.ts', import.meta.url))
+const CHILD = `
+import { Topology } from ${JSON.stringify(INDEX)}
+const topo = await Topology.create({ hosts: ['a', 'b'], rtt: { 'a-b': 4 } })
+console.log(JSON.stringify({ netns: topo.allNetns(), forwarder: topo.forwarderPid }))
+setInterval(() => {}, 1000)
+`
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+async function childTopology(): Promise<{ proc: Proc; netns: string[]; forwarder: number }> {
+  const proc = run(process.execPath, ['--input-type=module', '-e', CHILD])
+  const line = await waitFor(
+    'the child topology',
+    () => proc.stdout().split('\n')[0] || undefined,
+    {
+      timeoutMs: 30_000,
+      intervalMs: 50,
+    },
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}\n${proc.stderr()}`)
+  })
+  const { netns, forwarder } = JSON.parse(line) as { netns: string[]; forwarder: number }
+  const present = listNetns()
+  for (const ns of netns) assert.ok(present.includes(ns), `${ns} not created`)
+  return { proc, netns, forwarder }
+}
+
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+
+describe('topology clean-up', { skip: missing(), timeout: 120_000 }, () => {
+  for (const signal of SIGNALS) {
+    it(`${signal}: the process removes its namespaces and forwarder, then dies of it`, async (t) => {
+      const { proc, netns, forwarder } = await childTopology()
+      t.after(() => proc.kill())
+      proc.child.kill(signal)
+      const code = await proc.exited
+      assert.equal(proc.child.signalCode, signal, `exit ${code}: ${proc.stderr()}`)
+      const left = listNetns()
+      for (const ns of netns) assert.ok(!left.includes(ns), `${ns} left after ${signal}`)
+      await waitFor('the forwarder to end', () => !alive(forwarder), { timeoutMs: 5_000 })
+    })
+  }
+
+  it('sweepStale removes what a SIGKILLed run left', async () => {
+    const { proc, netns } = await childTopology()
+    await proc.kill()
+    const left = listNetns()
+    for (const ns of netns) assert.ok(left.includes(ns), `${ns} gone without a sweep`)
+    const removed = sweepStale()
+    for (const ns of netns) assert.ok(removed.includes(ns), `${ns} not swept`)
+    const after = listNetns()
+    for (const ns of netns) assert.ok(!after.includes(ns), `${ns} still there`)
+  })
+})
