@@ -7,6 +7,7 @@ export class HashLookupMetrics {
   readonly etcdUp: Gauge
   readonly blobBytesStored: Counter
   readonly blobBytesServed: Counter
+  private watchers: () => number = () => 0
 
   constructor(registry: Registry) {
     const registers = [registry]
@@ -38,6 +39,20 @@ export class HashLookupMetrics {
       help: 'Bytes of image tarballs sent to peers',
       registers,
     })
+    const metrics = this
+    new Gauge({
+      name: 'mtc_hl_watchers',
+      help: 'Proxies and allocators subscribed to change notices',
+      registers,
+      collect() {
+        this.set(metrics.watchers())
+      },
+    })
+  }
+
+  /** Where `mtc_hl_watchers` reads the number of subscribers. */
+  setWatcherSource(source: () => number): void {
+    this.watchers = source
   }
 
   /** Times `fn` and counts its outcome under `op`. */

@@ -82,4 +82,5 @@ export {
   RpcStream,
 } from './rpc.ts'
 export { probeRtt } from './rtt.ts'
+export { encodeVarint } from './stream-io.ts'
 export { waitUntil } from './wait.ts'
