@@ -138,13 +138,15 @@ before(async () => {
   ])
   await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${gateway}/`)).status > 0)
   node = await MeshNode.startClient({ role: 'test', psk })
-  // Both found hl-service and subscribed to its change notices (the quickstart's state
-  // a few seconds after start).
+  // Both found hl-service and subscribed to its change notices (the quickstart's state a
+  // few seconds after start); an hl-service without notices has no such metric.
   await waitFor(
     'the proxy and the allocator subscribed to change notices',
-    async () =>
-      (metricValue(await (await fetch(`${hl.metrics}/metrics`)).text(), 'mtc_hl_watchers') ?? 0) >=
-      2,
+    async () => {
+      const text = await (await fetch(`${hl.metrics}/metrics`)).text()
+      const watchers = metricValue(text, 'mtc_hl_watchers')
+      return text.includes('mtc_hl_etcd_up') && (watchers == null || watchers >= 2)
+    },
     { timeoutMs: 60_000, intervalMs: 500 },
   )
 })

@@ -139,9 +139,11 @@ export class Forwarder {
     exclude: ReadonlySet<string>,
     signal: AbortSignal,
   ): Promise<Instance> {
-    // The registry first: a name it does not know is refused before any DHT lookup.
-    const override = await this.requirementsSource.get(service)
+    // The registry first: a name it does not know is refused before any DHT lookup. Its
+    // answer may come while instances are looked for (a proxy's first requests): asked again.
+    const early = await this.requirementsSource.get(service)
     const entry = await this.registry.resolve(service)
+    const override = early ?? (await this.requirementsSource.get(service))
     const requirements = mergeRequirements(this.requirements, override)
     const pick = (): Ranking<Instance> => rank(entry.instances.values(), requirements, exclude)
     let ranking = pick()
