@@ -31,7 +31,8 @@ export interface RegistryRequirementsInit {
  *   change notice names it (without notices: for REQUIREMENTS_NEGATIVE_TTL_MS);
  * - a known one gets its record's RTT limits (`perf.softRttMs/hardRttMs`).
  * A request waits for a read at most REQUIREMENTS_FIRST_WAIT_MS after that read began
- * (later ones of the same read do not wait), and not at all while the registry is down:
+ * (REQUIREMENTS_FETCH_TIMEOUT_MS while change notices flow: the registry answers, if
+ * slowly), later ones of the same read no longer, and not at all while the registry is down:
  * then the last record read stays in use, or `--config`'s limits apply (undefined), and
  * the request goes on as if the registry did not exist. Without change notices a record
  * is used for REQUIREMENTS_TTL_MS, then while a fresh one is read in the background.
@@ -85,7 +86,10 @@ export class RegistryRequirements implements RequirementsSource {
     const now = performance.now()
     let deadline = this.deadlines.get(reading)
     if (deadline == null) {
-      deadline = now + REQUIREMENTS_FIRST_WAIT_MS
+      // A registry whose notices flow answers: a slow read (a loaded host, a burst of
+      // names) is still far cheaper to wait for than looking for instances of a name that
+      // may not exist. Otherwise the request goes on after a short wait.
+      deadline = now + (cache.live ? REQUIREMENTS_FETCH_TIMEOUT_MS : REQUIREMENTS_FIRST_WAIT_MS)
       this.deadlines.set(reading, deadline)
     }
     if (deadline <= now) {
