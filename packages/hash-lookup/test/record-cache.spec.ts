@@ -11,11 +11,12 @@ import { HashLookupClient } from '../src/client.ts'
 import { MAX_WATCH_STREAMS_PER_CONNECTION } from '../src/constants.ts'
 import { createEtcdClient } from '../src/etcd-client.ts'
 import { RecordStore } from '../src/etcd-store.ts'
+import { EtcdSupervisor } from '../src/etcd-supervisor.ts'
 import { HashLookupMetrics } from '../src/metrics.ts'
 import { HL_WATCH } from '../src/protocol.ts'
 import { RecordCache } from '../src/record-cache.ts'
 import { HashLookupServer } from '../src/server.ts'
-import { type EtcdFixture, startEtcd } from './fixtures/etcd.ts'
+import { type EtcdFixture, eventually, startEtcd } from './fixtures/etcd.ts'
 
 /**
  * RecordCache against a real hl-service (HashLookupServer on a real etcd, in process) over
@@ -219,5 +220,37 @@ describe('the change-notice protocol against misbehaving subscribers', () => {
     } finally {
       await node.stop()
     }
+  })
+})
+
+// Last: it restarts the shared etcd.
+describe('change notices across an etcd restart', () => {
+  it('hl-service tells its subscribers to forget what they cached, and notifies later writes again', async () => {
+    const cache = await started()
+    assert.equal(await cache.get('after-restart'), null)
+    await etcd.supervisor.stop()
+    etcd.supervisor = new EtcdSupervisor(etcd.init)
+    await etcd.supervisor.start()
+    // Changes made while its watch was cut could be lost: a reset.
+    await waitFor('the reset', () => cache.peek('after-restart') === undefined, {
+      timeoutMs: 20_000,
+      intervalMs: 50,
+    })
+    assert.equal(await eventually(() => cache.get('after-restart'), 10_000), null)
+    // The watch is back: a write by another hl-service is notified.
+    await eventually(
+      () =>
+        new RecordStore({ etcd: etcdClient }).put({
+          name: 'after-restart',
+          image: 'acme/after-restart:1',
+          imageId: IMAGE_ID,
+        }),
+      10_000,
+    )
+    await waitFor('the notice', () => cache.peek('after-restart') === undefined, {
+      timeoutMs: 10_000,
+      intervalMs: 20,
+    })
+    assert.equal((await cache.get('after-restart'))?.name, 'after-restart')
   })
 })
