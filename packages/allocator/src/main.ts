@@ -200,7 +200,12 @@ export const ALLOCATOR: DaemonSpec = {
     const mesh = await MeshDaemon.start(ctx, { role: 'allocator', registry })
     const libp2p = mesh.node.libp2p
     const announcer = new Announcer(libp2p, ctx.logger.forComponent('mtc:allocator:announce'))
-    const registryAccess = new RegistryAccess(libp2p, hl)
+    const registryAccess = new RegistryAccess(
+      libp2p,
+      hl,
+      ctx.logger.forComponent('mtc:allocator:registry'),
+    )
+    registryAccess.start()
     const runtime = new DockerRuntime(docker)
     const ports = new PortPool(range, hostIp)
     const images = new ImageProvider({
@@ -269,6 +274,7 @@ export const ALLOCATOR: DaemonSpec = {
         reaper.abort()
         await server.stop()
         await announcer.stop()
+        await registryAccess.stop()
         await mesh.stop()
         await reaping
       },

@@ -1,41 +1,71 @@
-import type { Libp2p, PeerId } from '@libp2p/interface'
+import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
 import {
-  findHashLookup,
-  HashLookupClient,
+  NotFoundError,
+  RecordCache,
   RegistryUnavailableError,
   type ServiceRecord,
 } from '@mtc/hash-lookup'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 /**
+ * After a failed registry read, allocations fail at once (ERR_REGISTRY_UNAVAILABLE) for this
+ * long instead of each waiting for a dead hl-service; short, as an allocation is rare and
+ * worth a new try.
+ */
+const REGISTRY_RETRY_MS = 1_000
+
+/**
  * The registry as the allocator uses it: a given hl-service (--hl) or one found through
- * the DHT, remembered until it stops answering.
+ * the DHT. Records come from a RecordCache kept exact by hl-service's change notices, so
+ * a flood of allocation requests for made-up names reads each name once, and a
+ * registration or deletion takes effect for the next allocation.
  */
 export class RegistryAccess {
   private readonly libp2p: Libp2p
   private readonly fixed?: Multiaddr
-  private found?: PeerId
+  private readonly cache: RecordCache
 
-  constructor(libp2p: Libp2p, fixed?: Multiaddr) {
+  constructor(libp2p: Libp2p, fixed?: Multiaddr, log?: Logger) {
     this.libp2p = libp2p
     this.fixed = fixed
+    // A failed read keeps the registry "down" only briefly: an allocation is worth a retry.
+    this.cache = new RecordCache(libp2p, { hl: fixed, log, retryMs: REGISTRY_RETRY_MS })
   }
 
-  /** The hl-service's peer ID, when known. */
+  /** Finds the registry and subscribes to its change notices. */
+  start(): void {
+    this.cache.start()
+  }
+
+  async stop(): Promise<void> {
+    await this.cache.stop()
+  }
+
+  /** The hl-service's peer ID, when known (it holds the tarballs it registered). */
   async peer(signal?: AbortSignal): Promise<PeerId | undefined> {
     if (this.fixed != null) return (await this.libp2p.dial(this.fixed, { signal })).remotePeer
-    this.found ??= await findHashLookup(this.libp2p, signal)
-    return this.found
+    const target = this.cache.registryTarget()
+    // Not fixed: the target is the peer found in the DHT.
+    return (await (signal != null ? raceAbort(target, signal) : target)) as PeerId | undefined
   }
 
+  /** The record of `service`; NotFoundError when the registry has none. */
   async get(service: string, signal: AbortSignal): Promise<ServiceRecord> {
-    const client = new HashLookupClient(this.libp2p, this.fixed ?? (await this.peer(signal))!)
-    try {
-      return await client.get(service, signal)
-    } catch (err) {
-      // A vanished hl-service: look for another one next time.
-      if (err instanceof RegistryUnavailableError) this.found = undefined
-      throw err
-    }
+    signal.throwIfAborted()
+    const record = await raceAbort(this.cache.get(service), signal)
+    if (record == null) throw new NotFoundError(`Unknown service "${service}"`)
+    return record
+  }
+}
+
+/** `promise`, or the signal's reason once it aborts (the read itself is shared: it goes on). */
+async function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  const { promise: aborted, reject } = Promise.withResolvers<never>()
+  const onAbort = (): void => reject(signal.reason ?? new RegistryUnavailableError('aborted'))
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    return await Promise.race([promise, aborted])
+  } finally {
+    signal.removeEventListener('abort', onAbort)
   }
 }

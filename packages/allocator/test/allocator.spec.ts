@@ -332,7 +332,19 @@ describe('allocator', () => {
     // their instances go first (the DHT spans every node of this PSK).
     await stopAllocator(a)
     const full = await extraAllocator(t, ['--max-instances', '1'])
-    await allocate(full, 'hello-world-server')
+    // The allocator writes its address before it serves allocations.
+    await waitFor('the allocator serving allocations', () =>
+      allocate(full, 'hello-world-server').then(() => true),
+    )
+    // A registered service without instances (the proxy refuses names the registry lacks).
+    const add = await cli([
+      'add',
+      '--image-id',
+      helloImageId,
+      'mtc/hello-world-server:1.0',
+      'burst',
+    ])
+    assert.equal(add.code, 0, add.stderr)
     const port = await startClientProxy()
     const res = await fetch(`http://127.0.0.1:${port}/burst/`)
     assert.equal(res.status, 503, await res.text())

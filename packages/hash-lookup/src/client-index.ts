@@ -6,4 +6,10 @@ export { findHashLookup, HashLookupClient, type Upload } from './client.ts'
 export * from './errors.ts'
 export * from './names.ts'
 export * from './protocol.ts'
+export {
+  RecordCache,
+  type RecordCacheInit,
+  type RegistryAnswer,
+  type RegistryReadResult,
+} from './record-cache.ts'
 export type { BlobRef, PerfRequirements, ServiceRecord, ServiceRecordInput } from './records.ts'

@@ -138,3 +138,65 @@ export const ETCD_HEALTH_CHECK_INTERVAL_MS = 5_000
 
 /** How long a client looks for a reachable hl-service through the DHT. */
 export const HL_LOOKUP_TIMEOUT_MS = 15_000
+
+// --- change notices (HL_WATCH) and the client's record cache ---------------------------------
+
+/**
+ * hl-service sends a heartbeat on every change-notice stream this often, so a client notices
+ * a silent registry (a partition, a hung process) within WATCH_IDLE_TIMEOUT_MS and stops
+ * trusting its cache; the bytes are negligible (a 3-byte frame per subscriber).
+ */
+export const WATCH_HEARTBEAT_MS = 10_000
+
+/** A change-notice stream silent this long (three heartbeats missed) is given up. */
+export const WATCH_IDLE_TIMEOUT_MS = 3 * WATCH_HEARTBEAT_MS
+
+/**
+ * Change-notice streams hl-service serves at once: one per proxy or allocator process, so
+ * this is the mesh size it keeps informed; beyond it clients fall back to short TTLs.
+ */
+export const MAX_WATCHERS = 10_000
+
+/** Change-notice streams per connection: one per client process, with room for a reconnection and a tool. */
+export const MAX_WATCH_STREAMS_PER_CONNECTION = 4
+
+/**
+ * Names per change notice; a larger batch (a bulk import, an etcd watch burst) is sent as a
+ * reset instead. 256 names of at most 63 characters keep a notice far below the 64 KiB
+ * message limit of the overlay protocols.
+ */
+export const MAX_NAMES_PER_NOTICE = 256
+
+/**
+ * Answers (a record, or "no such service") a client caches: a proxy or allocator uses a few
+ * hundred services; the cap bounds what a client that makes up names can make it keep
+ * (~1 KiB per record).
+ */
+export const RECORD_CACHE_MAX_ENTRIES = 10_000
+
+/**
+ * Reads of one client in flight at once; more wait their turn. Below the 32 streams per
+ * connection hl-service accepts per protocol, so a burst of new names is served, not refused.
+ */
+export const RECORD_CACHE_MAX_READS = 16
+
+/**
+ * Without change notices (the stream is down, or an older hl-service), a "no such service"
+ * answer is trusted this long: a registration takes effect within it.
+ */
+export const RECORD_CACHE_NEGATIVE_TTL_MS = 1_000
+
+/** Without change notices, a record is trusted this long. */
+export const RECORD_CACHE_POSITIVE_TTL_MS = 30_000
+
+/** One read from hl-service. */
+export const RECORD_CACHE_READ_TIMEOUT_MS = 5_000
+
+/** After a failed read or lookup, the registry counts as down (not asked) this long. */
+export const RECORD_CACHE_RETRY_MS = 10_000
+
+/** hl-service opens its etcd watch again this long after etcd cancelled it. */
+export const WATCH_REOPEN_DELAY_MS = 1_000
+
+/** A lost change-notice stream is opened again after this, doubling up to 10 s. */
+export const WATCH_BACKOFF = { initialMs: 250, maxMs: 10_000, factor: 2 }

@@ -7,7 +7,7 @@
  * and re-created meanwhile. Writes are transactions comparing it.
  */
 
-import type { Etcd3, IKeyValue } from 'etcd3'
+import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from 'etcd3'
 import {
   ClientClosedError,
   GRPCCancelledError,
@@ -20,6 +20,7 @@ import {
   DEFAULT_LIST_LIMIT,
   MAX_LIST_LIMIT,
   MAX_PUT_ATTEMPTS,
+  WATCH_REOPEN_DELAY_MS,
 } from './constants.ts'
 import {
   ConflictError,
@@ -68,6 +69,14 @@ export interface ListPage {
   records: ServiceRecord[]
   /** Present when more records follow; pass it as `after`. */
   next?: string
+}
+
+/** What a watch of the records reports. */
+export interface RecordChangeListener {
+  /** Records written or deleted, each with the etcd revision of that write. */
+  changed(changes: Array<{ name: string; revision: number }>): void
+  /** Changes may have been missed: the watch was cut (etcd restarted, history compacted). */
+  reset(): void
 }
 
 interface StoredRecord extends ServiceRecordFields {
@@ -161,14 +170,15 @@ export class RecordStore {
     })
   }
 
-  async delete(name: string, options: WriteOptions = {}): Promise<void> {
+  /** Deletes the record; resolves with the etcd revision of the deletion. */
+  async delete(name: string, options: WriteOptions = {}): Promise<number> {
     const key = this.#key(assertServiceName(name))
     const expected = checkVersion(options.expectedVersion)
-    await this.#call(async (callOptions) => {
+    return await this.#call(async (callOptions) => {
       if (expected === undefined) {
         const response = await this.#etcd.kv.deleteRange({ key }, callOptions)
         if (Number(response.deleted) === 0) throw notFound(name)
-        return
+        return Number(response.header.revision)
       }
       const txn = await this.#etcd.kv.txn(
         {
@@ -180,12 +190,70 @@ export class RecordStore {
       )
       if (txn.succeeded) {
         if (Number(txn.responses[0]?.response_delete_range.deleted) === 0) throw notFound(name)
-        return
+        return Number(txn.header.revision)
       }
       const current = txn.responses[0]?.response_range.kvs[0]
       if (current === undefined) throw notFound(name)
       throw conflict(name, expected, Number(current.mod_revision))
     })
+  }
+
+  /**
+   * Watches every record (an etcd watch on the prefix, resumed by the etcd3 client after a
+   * reconnection). `reset` follows anything that may have lost changes: a reconnection, or
+   * a watch etcd cancelled (history compacted), which is then opened again.
+   */
+  watch(listener: RecordChangeListener): { stop(): Promise<void> } {
+    let watcher: Watcher | undefined
+    let reopen: NodeJS.Timeout | undefined
+    let stopped = false
+    const prefix = this.#prefix
+    const onData = (res: IWatchResponse): void => {
+      const changes: Array<{ name: string; revision: number }> = []
+      for (const ev of res.events) {
+        const key = ev.kv.key.toString()
+        if (key.startsWith(prefix)) {
+          changes.push({ name: key.slice(prefix.length), revision: Number(ev.kv.mod_revision) })
+        }
+      }
+      if (changes.length > 0) listener.changed(changes)
+    }
+    const open = (): void => {
+      if (stopped) return
+      let disconnected = false
+      const w = this.#etcd.watch().prefix(prefix).watcher()
+      watcher = w
+      // etcd3 calls these from its stream handlers and rethrows what they throw on a later
+      // tick, where nothing would catch it: they must not throw.
+      w.on('data', (res) => {
+        try {
+          onData(res)
+        } catch {
+          listener.reset()
+        }
+      })
+      w.on('disconnected', () => {
+        disconnected = true
+      })
+      w.on('connected', () => {
+        if (disconnected) listener.reset()
+        disconnected = false
+      })
+      w.on('error', () => {
+        // Cancelled by etcd (e.g. compacted history): a new watch from now on.
+        void w.cancel().catch(() => {})
+        listener.reset()
+        if (!stopped) reopen = setTimeout(open, WATCH_REOPEN_DELAY_MS)
+      })
+    }
+    open()
+    return {
+      async stop() {
+        stopped = true
+        clearTimeout(reopen)
+        await watcher?.cancel().catch(() => {})
+      },
+    }
   }
 
   #key(name: string): Buffer {

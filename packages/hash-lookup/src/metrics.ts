@@ -11,6 +11,7 @@ export class HashLookupMetrics {
   readonly blobsCollected: Counter
   readonly blobSweeps: Counter<'outcome'>
   readonly blobBytesCollected: Counter
+  private watchers: () => number = () => 0
 
   /** `storage` is read at each scrape for `mtc_hl_blob_storage_bytes`. */
   constructor(
@@ -77,6 +78,20 @@ export class HashLookupMetrics {
       help: 'Bytes of the tarballs garbage collection deleted',
       registers,
     })
+    const metrics = this
+    new Gauge({
+      name: 'mtc_hl_watchers',
+      help: 'Proxies and allocators subscribed to change notices',
+      registers,
+      collect() {
+        this.set(metrics.watchers())
+      },
+    })
+  }
+
+  /** Where `mtc_hl_watchers` reads the number of subscribers. */
+  setWatcherSource(source: () => number): void {
+    this.watchers = source
   }
 
   /** Times `fn` and counts its outcome under `op`. */

@@ -13,6 +13,11 @@ export const HL_GET = `/${PROTOCOL_PREFIX}/hl/get/1.0.0`
 export const HL_LIST = `/${PROTOCOL_PREFIX}/hl/list/1.0.0`
 export const HL_PUT = `/${PROTOCOL_PREFIX}/hl/put/1.0.0`
 export const HL_DELETE = `/${PROTOCOL_PREFIX}/hl/delete/1.0.0`
+/**
+ * Change notices: the client sends `{}`; hl-service answers `{ok:true}` once subscribed (a
+ * write after that is notified), then sends WatchNotices for as long as the stream lives.
+ */
+export const HL_WATCH = `/${PROTOCOL_PREFIX}/hl/watch/1.0.0`
 /** Served by hl-service and by any node that keeps blobs (allocators) */
 export const BLOB_GET = `/${PROTOCOL_PREFIX}/blob/get/1.0.0`
 
@@ -51,6 +56,17 @@ export interface DeleteRequest {
   expectedVersion?: number
 }
 export type DeleteReply = Record<string, never>
+
+export type WatchRequest = Record<string, never>
+/**
+ * One notice: `changed` names records written or deleted since the last notice; `reset`
+ * says changes may have been missed (forget every cached answer); `{}` is a heartbeat.
+ * Each write is notified before the writer gets its reply.
+ */
+export interface WatchNotice {
+  changed?: string[]
+  reset?: true
+}
 
 export interface BlobRequest {
   digest: string

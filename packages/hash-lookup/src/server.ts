@@ -3,6 +3,7 @@ import { type Announcer, handleRpc, provide, type RpcStream } from '@mtc/p2pnode
 import type { BlobCollector } from './blob-gc.ts'
 import { serveBlobs } from './blob-service.ts'
 import type { BlobLease, BlobStore } from './blob-store.ts'
+import { ChangeFeed } from './change-feed.ts'
 import { BLOB_ANNOUNCE_TIMEOUT_MS, DEFAULT_MAX_BLOB_BYTES } from './constants.ts'
 import {
   BlobTooLargeError,
@@ -47,16 +48,23 @@ export interface HashLookupServerInit {
 /** A stand-in image ID to validate a record before its tarball told the real one. */
 const PENDING_IMAGE_ID = `sha256:${'0'.repeat(64)}`
 
-/** Serves the registry protocols over the overlay. */
+/**
+ * Serves the registry protocols over the overlay, and change notices (HL_WATCH) fed by its
+ * own writes and by an etcd watch of every record.
+ */
 export class HashLookupServer {
   private readonly c: HashLookupServerComponents
   private readonly writers: Set<string>
   private readonly maxBlobSize: number
+  private readonly feed: ChangeFeed
+  private watch?: { stop(): Promise<void> }
 
   constructor(components: HashLookupServerComponents, init: HashLookupServerInit = {}) {
     this.c = components
     this.writers = new Set(init.writers ?? [])
     this.maxBlobSize = init.maxBlobSize ?? DEFAULT_MAX_BLOB_BYTES
+    this.feed = new ChangeFeed({ libp2p: components.libp2p, log: components.log })
+    components.metrics.setWatcherSource(() => this.feed.size)
   }
 
   async start(): Promise<void> {
@@ -70,6 +78,8 @@ export class HashLookupServer {
     await serve(HL_LIST, 'list', (rpc) => this.list(rpc))
     await serve(HL_PUT, 'put', (rpc, conn) => this.put(rpc, conn))
     await serve(HL_DELETE, 'delete', (rpc, conn) => this.delete(rpc, conn))
+    await this.feed.start()
+    this.watch = this.c.records.watch(this.feed)
     await serveBlobs(libp2p, this.c.blobs, {
       observe: (fn) => metrics.observe('blob', fn),
       served: (bytes) => metrics.blobBytesServed.inc(bytes),
@@ -79,6 +89,9 @@ export class HashLookupServer {
   }
 
   async stop(): Promise<void> {
+    await this.watch?.stop()
+    this.watch = undefined
+    await this.feed.stop()
     for (const p of [HL_GET, HL_LIST, HL_PUT, HL_DELETE, BLOB_GET]) await this.c.libp2p.unhandle(p)
   }
 
@@ -164,6 +177,7 @@ export class HashLookupServer {
       fields = validateRecordInput(record)
     }
     const saved = await this.c.records.put(fields, { expectedVersion: req.expectedVersion })
+    this.feed.published(saved.name, saved.version)
     this.c.log(
       '%s %s -> %s (version %d)',
       upload != null ? 'added with tarball' : 'added',
@@ -177,10 +191,10 @@ export class HashLookupServer {
   private async delete(rpc: RpcStream, conn: Connection): Promise<void> {
     this.authorise(conn, 'delete')
     const req = await rpc.readJson<DeleteRequest>()
-    await this.c.records.delete(assertServiceName(req?.name), {
-      expectedVersion: req.expectedVersion,
-    })
-    this.c.log('deleted %s', req.name)
+    const name = assertServiceName(req?.name)
+    const revision = await this.c.records.delete(name, { expectedVersion: req.expectedVersion })
+    this.feed.published(name, revision)
+    this.c.log('deleted %s', name)
     void this.c.collector?.request()
     await rpc.writeJson({ ok: true })
   }

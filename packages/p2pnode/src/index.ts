@@ -84,5 +84,6 @@ export {
   RpcStream,
 } from './rpc.ts'
 export { probeRtt } from './rtt.ts'
+export { encodeVarint } from './stream-io.ts'
 export { waitUntil } from './wait.ts'
 export { installedSodiumAddon, SODIUM_ADDON_FILE, xorBackend } from './xsalsa20.ts'

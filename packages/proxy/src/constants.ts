@@ -185,12 +185,13 @@ export const ALLOCATOR_NEGATIVE_CACHE_MS = 1_000
 
 // ---------------------------------------------------------------- requirements from the registry
 
-/** A service's record (its RTT limits) is read again after this; meanwhile it is served
- * from the cache, and once stale while a fresh one is read in the background. */
+/** Without hl-service's change notices, a service's record (its RTT limits) is read again
+ * after this; meanwhile it is served from the cache, and once stale while a fresh one is
+ * read in the background. With notices it is read again only after a change. */
 export const REQUIREMENTS_TTL_MS = 30_000
-/** A service the registry does not know is asked about again after this (it may be
- * registered any moment; it then gets `--config`'s limits). */
-export const REQUIREMENTS_NEGATIVE_TTL_MS = 5_000
+/** Without hl-service's change notices, "no such service" is trusted this long (a
+ * registration takes effect within it); with them, until a notice names the service. */
+export const REQUIREMENTS_NEGATIVE_TTL_MS = 1_000
 /** The first request of a service waits this long for its record, then uses `--config`'s
  * limits (the record is still read and used from then on). */
 export const REQUIREMENTS_FIRST_WAIT_MS = 1_000

@@ -139,11 +139,12 @@ export class Forwarder {
     exclude: ReadonlySet<string>,
     signal: AbortSignal,
   ): Promise<Instance> {
+    // The registry first: a name it does not know is refused before any DHT lookup. Its
+    // answer may come while instances are looked for (a proxy's first requests): asked again.
+    const early = await this.requirementsSource.get(service)
     const entry = await this.registry.resolve(service)
-    const requirements = mergeRequirements(
-      this.requirements,
-      await this.requirementsSource.get(service),
-    )
+    const override = early ?? (await this.requirementsSource.get(service))
+    const requirements = mergeRequirements(this.requirements, override)
     const pick = (): Ranking<Instance> => rank(entry.instances.values(), requirements, exclude)
     let ranking = pick()
     if (ranking.ranked.length === 0 && exclude.size === 0) {

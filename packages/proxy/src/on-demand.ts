@@ -172,7 +172,9 @@ export class OnDemand {
             : new ProxyError('ERR_ALLOCATION_FAILED', (err as Error).message)
       label = error.code
       a.result = { error }
-      if (reason === 'no-instance') {
+      // "Unknown service" is not held: the registry's answers (RegistryRequirements) are,
+      // and exactly until a registration; holding it here would hide one for seconds.
+      if (reason === 'no-instance' && error.code !== 'ERR_UNKNOWN_SERVICE') {
         this.failures.set(service, { error, at: performance.now() })
         this.forgetOld(this.failures, ALLOCATION_FAILURE_HOLD_MS, (f) => f.at)
       }

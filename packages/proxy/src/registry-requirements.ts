@@ -1,5 +1,5 @@
 import type { Libp2p, Logger } from '@libp2p/interface'
-import { findHashLookup, HashLookupClient, type ServiceRecord } from '@mtc/hash-lookup/client'
+import { RecordCache, type RegistryAnswer, type ServiceRecord } from '@mtc/hash-lookup/client'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { raceSignal } from './abort.ts'
 import {
@@ -11,6 +11,7 @@ import {
   REQUIREMENTS_NEGATIVE_TTL_MS,
   REQUIREMENTS_TTL_MS,
 } from './constants.ts'
+import { ProxyError } from './errors.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import type { Requirements, RequirementsSource } from './requirements.ts'
 
@@ -22,162 +23,92 @@ export interface RegistryRequirementsInit {
   hl?: Multiaddr
 }
 
-interface Cached {
-  /** What the record says; undefined: no record (or none read yet). */
-  value?: Requirements
-  /** When `value` was read; never: nothing read yet. */
-  readAt: number
-  /** How long `value` is fresh. */
-  ttlMs: number
-  reading?: Promise<void>
-  /** A request already waited for the first read: later ones never do. */
-  waited?: boolean
-}
-
-/** The registry's code for a name without a record. */
-const UNKNOWN_SERVICE = 'ERR_UNKNOWN_SERVICE'
-
 /**
- * Per-service requirements from the hash-lookup record (`perf.softRttMs/hardRttMs`),
- * cached per service for REQUIREMENTS_TTL_MS, unknown services for
- * REQUIREMENTS_NEGATIVE_TTL_MS. On the request path: a cached answer is returned at once
- * (a stale one while a fresh one is read in the background); only a service's first
- * request waits, at most REQUIREMENTS_FIRST_WAIT_MS. A registry that cannot be reached
- * never fails a request: the last record read stays in use, or `--config`'s limits apply
- * (undefined), and requests do not wait for it until it answers again.
+ * The registry's word on each service, from hash-lookup records (RecordCache: cached,
+ * one read per name at a time, kept exact by hl-service's change notices):
+ * - a service the registry does not know is refused at once (ERR_UNKNOWN_SERVICE), with
+ *   no DHT lookup and no allocation, and stays refused without asking again until a
+ *   change notice names it (without notices: for REQUIREMENTS_NEGATIVE_TTL_MS);
+ * - a known one gets its record's RTT limits (`perf.softRttMs/hardRttMs`).
+ * A request waits for a read at most REQUIREMENTS_FIRST_WAIT_MS after that read began
+ * (REQUIREMENTS_FETCH_TIMEOUT_MS while change notices flow: the registry answers, if
+ * slowly), later ones of the same read no longer, and not at all while the registry is down:
+ * then the last record read stays in use, or `--config`'s limits apply (undefined), and
+ * the request goes on as if the registry did not exist. Without change notices a record
+ * is used for REQUIREMENTS_TTL_MS, then while a fresh one is read in the background.
  */
 export class RegistryRequirements implements RequirementsSource {
-  private readonly init: RegistryRequirementsInit
-  private readonly log: Logger
-  private readonly cache = new Map<string, Cached>()
-  private readonly controller = new AbortController()
-  private client?: HashLookupClient
-  private finding?: Promise<HashLookupClient | undefined>
-  /** When the registry last failed to answer (undefined: it answers). */
-  private downAt?: number
+  private readonly cache: RecordCache
+  /** When waiting for each read in flight ends. */
+  private readonly deadlines = new WeakMap<Promise<RegistryAnswer>, number>()
 
   constructor(init: RegistryRequirementsInit) {
-    this.init = init
-    this.log = init.log
-    if (init.hl != null) this.client = new HashLookupClient(init.libp2p, init.hl)
+    this.cache = new RecordCache(init.libp2p, {
+      hl: init.hl,
+      log: init.log,
+      maxEntries: MAX_TRACKED_SERVICES,
+      positiveTtlMs: REQUIREMENTS_TTL_MS,
+      negativeTtlMs: REQUIREMENTS_NEGATIVE_TTL_MS,
+      readTimeoutMs: REQUIREMENTS_FETCH_TIMEOUT_MS,
+      lookupTimeoutMs: REGISTRY_LOOKUP_TIMEOUT_MS,
+      retryMs: REGISTRY_RETRY_MS,
+      onRead: (result) => init.metrics?.registryReads.inc({ result }),
+    })
   }
 
-  /** Looks for an hl-service at once, so that the first requests find it known. */
+  /** Looks for an hl-service at once and subscribes to its change notices. */
   start(): void {
-    void this.registry()
+    this.cache.start()
   }
 
   async stop(): Promise<void> {
-    this.controller.abort()
-    await Promise.allSettled([this.finding, ...[...this.cache.values()].map((c) => c.reading)])
+    await this.cache.stop()
+  }
+
+  /** Names whose answer is held (bounded by MAX_TRACKED_SERVICES). */
+  get size(): number {
+    return this.cache.size
   }
 
   async get(service: string): Promise<Requirements | undefined> {
-    let cached = this.cache.get(service)
-    if (cached == null) {
-      cached = { readAt: Number.NEGATIVE_INFINITY, ttlMs: 0 }
-      this.remember(service, cached)
+    const cache = this.cache
+    const valid = cache.peek(service)
+    if (valid !== undefined) return answer(service, valid)
+    const last = cache.last(service)
+    const fallback = last != null ? requirementsOf(last) : undefined
+    if (cache.stopped || !cache.available) return fallback
+    const reading = cache.get(service)
+    // Without notices a record may be stale, not wrong: use it, refresh it behind.
+    if (last != null && !cache.live) {
+      reading.catch(() => {})
+      return fallback
     }
-    const age = performance.now() - cached.readAt
-    if (age < cached.ttlMs) return cached.value
-    if (this.controller.signal.aborted) return cached.value
-    const reading = cached.reading ?? this.read(service, cached)
-    // Stale, or the registry is known down: answer now, the read goes on behind.
-    if (cached.readAt > Number.NEGATIVE_INFINITY || this.isDown() || cached.waited === true) {
-      return cached.value
+    const now = performance.now()
+    let deadline = this.deadlines.get(reading)
+    if (deadline == null) {
+      // A registry whose notices flow answers: a slow read (a loaded host, a burst of
+      // names) is still far cheaper to wait for than looking for instances of a name that
+      // may not exist. Otherwise the request goes on after a short wait.
+      deadline = now + (cache.live ? REQUIREMENTS_FETCH_TIMEOUT_MS : REQUIREMENTS_FIRST_WAIT_MS)
+      this.deadlines.set(reading, deadline)
     }
-    cached.waited = true
-    await raceSignal(reading, AbortSignal.timeout(REQUIREMENTS_FIRST_WAIT_MS)).catch(() => {})
-    return cached.value
-  }
-
-  private remember(service: string, cached: Cached): void {
-    if (this.cache.size >= MAX_TRACKED_SERVICES) {
-      // Maps iterate in insertion order: the first key is the oldest.
-      const oldest = this.cache.keys().next().value
-      if (oldest != null) this.cache.delete(oldest)
+    if (deadline <= now) {
+      reading.catch(() => {})
+      return fallback
     }
-    this.cache.set(service, cached)
+    const read = await raceSignal(reading, AbortSignal.timeout(Math.ceil(deadline - now))).catch(
+      () => undefined,
+    )
+    return read !== undefined ? answer(service, read) : fallback
   }
+}
 
-  private isDown(): boolean {
-    return this.downAt != null && performance.now() - this.downAt < REGISTRY_RETRY_MS
+/** The requirements of a record; "no such service" is refused. */
+function answer(service: string, read: RegistryAnswer): Requirements {
+  if (read == null) {
+    throw new ProxyError('ERR_UNKNOWN_SERVICE', `the registry has no service ${service}`)
   }
-
-  private read(service: string, cached: Cached): Promise<void> {
-    cached.reading = this.fetch(service, cached).finally(() => {
-      cached.reading = undefined
-    })
-    return cached.reading
-  }
-
-  private async fetch(service: string, cached: Cached): Promise<void> {
-    const client = await this.registry()
-    if (client == null) return
-    const signal = AbortSignal.any([
-      this.controller.signal,
-      AbortSignal.timeout(REQUIREMENTS_FETCH_TIMEOUT_MS),
-    ])
-    try {
-      const record = await raceSignal(client.get(service, signal), signal)
-      cached.value = requirementsOf(record)
-      cached.readAt = performance.now()
-      cached.ttlMs = REQUIREMENTS_TTL_MS
-      this.downAt = undefined
-      this.init.metrics?.registryReads.inc({ result: 'found' })
-    } catch (err) {
-      if (this.controller.signal.aborted) return
-      const code = (err as { code?: unknown }).code
-      if (code === UNKNOWN_SERVICE) {
-        cached.value = undefined
-        cached.readAt = performance.now()
-        cached.ttlMs = REQUIREMENTS_NEGATIVE_TTL_MS
-        this.downAt = undefined
-        this.init.metrics?.registryReads.inc({ result: 'unknown' })
-        return
-      }
-      // Keep what was read before; ask again after REGISTRY_RETRY_MS.
-      this.markDown(`reading ${service}: ${(err as Error).message}`)
-      this.init.metrics?.registryReads.inc({ result: 'unavailable' })
-      if (this.init.hl == null) this.client = undefined
-    }
-  }
-
-  /** The hl-service client: `--hl`'s, or one found in the DHT (looked for once at a time,
-   * and not again for REGISTRY_RETRY_MS after finding none). */
-  private async registry(): Promise<HashLookupClient | undefined> {
-    if (this.client != null) return this.client
-    if (this.finding != null) return await this.finding
-    if (this.isDown()) return undefined
-    this.finding = this.find().finally(() => {
-      this.finding = undefined
-    })
-    return await this.finding
-  }
-
-  private async find(): Promise<HashLookupClient | undefined> {
-    const { libp2p } = this.init
-    const signal = AbortSignal.any([
-      this.controller.signal,
-      AbortSignal.timeout(REGISTRY_LOOKUP_TIMEOUT_MS),
-    ])
-    try {
-      const peer = await findHashLookup(libp2p, signal)
-      this.log('reading service requirements from hl-service %p', peer)
-      this.client = new HashLookupClient(libp2p, peer)
-      return this.client
-    } catch (err) {
-      if (!this.controller.signal.aborted) this.markDown((err as Error).message)
-      return undefined
-    }
-  }
-
-  private markDown(why: string): void {
-    if (this.downAt == null) {
-      this.log('registry unavailable, using cached or --config requirements: %s', why)
-    }
-    this.downAt = performance.now()
-  }
+  return requirementsOf(read)
 }
 
 /** The record's RTT limits; anything not a positive number is ignored. */

@@ -13,9 +13,15 @@ export interface Requirements {
 
 /**
  * Per-service requirements that override `--config` (the hash-lookup record's). Called
- * on the request path: an implementation answers from a cache.
+ * on the request path, before any instance is looked for: an implementation answers from
+ * a cache.
  */
 export interface RequirementsSource {
+  /**
+   * The service's requirements (undefined: `--config`'s). Rejects with a ProxyError
+   * `ERR_UNKNOWN_SERVICE` when the source knows that no such service exists: the request
+   * is answered 404 without looking for instances or asking allocators.
+   */
   get(service: string): Promise<Requirements | undefined>
   /** Background work begins (e.g. finding the registry); called with the proxy's start. */
   start?(): void

@@ -24,6 +24,11 @@ const STRICT = 'hello-strict'
 const STRICT_HARD_RTT_MS = 20
 const SOFT = 'hello-soft'
 const SOFT_RTT_MS = 20
+/** Registered, yet every allocator answers ERR_UNKNOWN_SERVICE (its registry lags). */
+const ALLOCATOR_UNKNOWN = 'allocator-unknown'
+/** Services the tests ask for, registered without requirements: the proxy refuses names
+ * the registry does not know before asking any allocator. */
+const PLAIN_SERVICES = ['cold-hello', 'crowd', 'full-svc', 'never-answers', ALLOCATOR_UNKNOWN]
 
 /** The allocator asked first for `full-svc` (whichever it is) is full. */
 let fullFirstAsked: string | undefined
@@ -31,7 +36,7 @@ let fullFirstAsked: string | undefined
 function behaviour(allocator: 'near' | 'far'): (service: string) => Behaviour {
   return (service) => {
     if (service === 'never-answers') return { kind: 'hang' }
-    if (service === 'not-registered') return { kind: 'error', code: 'ERR_UNKNOWN_SERVICE' }
+    if (service === ALLOCATOR_UNKNOWN) return { kind: 'error', code: 'ERR_UNKNOWN_SERVICE' }
     if (service === 'full-svc' && fullFirstAsked == null) {
       fullFirstAsked = allocator
       return { kind: 'error', code: 'ERR_NO_CAPACITY', message: 'this host is full' }
@@ -104,6 +109,7 @@ before(async () => {
   const hl = await startHlService()
   await register(hl, STRICT, ['--hard-rtt', String(STRICT_HARD_RTT_MS)])
   await register(hl, SOFT, ['--soft-rtt', String(SOFT_RTT_MS)])
+  for (const service of PLAIN_SERVICES) await register(hl, service, [])
   await near.start()
   await far.start()
   for (const service of [STRICT, SOFT]) await startFarInstance(service)
@@ -192,11 +198,18 @@ describe('proxy: instances on demand', () => {
   })
 
   it('404 ERR_UNKNOWN_SERVICE when the allocator does not know the service', async () => {
-    const res = await http(client.port, '/not-registered/x')
+    const res = await http(client.port, `/${ALLOCATOR_UNKNOWN}/x`)
     assert.equal(res.status, 404, res.body.toString())
     assert.equal(res.headers['x-mtc-error'], 'ERR_UNKNOWN_SERVICE')
     // Every allocator would say the same: only one is asked.
-    assert.equal(near.count('not-registered') + far.count('not-registered'), 1)
+    assert.equal(near.count(ALLOCATOR_UNKNOWN) + far.count(ALLOCATOR_UNKNOWN), 1)
+  })
+
+  it('404 ERR_UNKNOWN_SERVICE without asking any allocator when the registry does not know the service', async () => {
+    const res = await http(client.port, '/not-registered/x')
+    assert.equal(res.status, 404, res.body.toString())
+    assert.equal(res.headers['x-mtc-error'], 'ERR_UNKNOWN_SERVICE')
+    assert.equal(near.count('not-registered') + far.count('not-registered'), 0)
   })
 
   it('does not use an instance above the hard RTT limit of the registry record', async (t) => {

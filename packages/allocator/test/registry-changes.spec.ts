@@ -1,0 +1,191 @@
+import assert from 'node:assert/strict'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { formatSwarmKey, generatePsk, MeshNode, RemoteError } from '@mtc/p2pnode'
+import {
+  freePort,
+  metricValue,
+  type Proc,
+  REPO_ROOT,
+  removeContainers,
+  run,
+  runToEnd,
+  startBootstrap,
+  startDaemon,
+  stopAll,
+  tempDir,
+  waitFor,
+} from '@mtc/testkit'
+import { multiaddr } from '@multiformats/multiaddr'
+import { requestAllocation } from '../src/client.ts'
+import { LABEL_MANAGED_BY } from '../src/constants.ts'
+
+/**
+ * Issue 12 item 15 with the real daemons of the quickstart (Docker, hl-service on its
+ * own etcd, an allocator and a client proxy, both finding hl-service through the DHT):
+ * a registration or a deletion takes effect for the next request, in the proxy and in
+ * the allocator's own registry cache.
+ */
+const psk = generatePsk()
+let dir: { path: string; remove: () => Promise<void> }
+let pskFile: string
+let pm: { proc: Proc; addr: string }
+let hl: { proc: Proc; addr: string; metrics: string }
+let alloc: { proc: Proc; addr: string; peerId: string }
+let node: MeshNode
+let gateway: number
+let helloTar: string
+
+async function cli(args: string[]): Promise<void> {
+  const r = await runToEnd('hl-cli', ['--psk-file', pskFile, '--hl', hl.addr, ...args])
+  assert.equal(r.code, 0, r.stderr)
+}
+
+/** An allocation asked of the allocator directly: the instance, or the error code. */
+async function allocate(service: string): Promise<string> {
+  const conn = await node.libp2p.dial(multiaddr(alloc.addr))
+  try {
+    const instance = await requestAllocation(node.libp2p, conn.remotePeer, service, {
+      timeoutMs: 60_000,
+    })
+    return instance.started ? 'started' : 'reused'
+  } catch (err) {
+    if (err instanceof RemoteError) return err.code
+    throw err
+  }
+}
+
+/** hl-service's `get` requests served so far. */
+async function registryReads(): Promise<number> {
+  const text = await (await fetch(`${hl.metrics}/metrics`)).text()
+  let sum = 0
+  for (const line of text.split('\n')) {
+    if (line.startsWith('mtc_hl_requests_total{') && line.includes('op="get"')) {
+      sum += Number(line.split(' ').at(-1))
+    }
+  }
+  return sum
+}
+
+async function get(service: string): Promise<{ status: number; code: string | null }> {
+  const res = await fetch(`http://127.0.0.1:${gateway}/${service}/`, {
+    signal: AbortSignal.timeout(90_000),
+  })
+  await res.text()
+  return { status: res.status, code: res.headers.get('x-mtc-error') }
+}
+
+before(async () => {
+  dir = await tempDir('mtc-registry-changes-')
+  pskFile = join(dir.path, 'swarm.key')
+  await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
+  const build = await runToEnd(
+    'bash',
+    [join(REPO_ROOT, 'scripts/build-images.sh'), '--save', dir.path],
+    { timeoutMs: 300_000 },
+  )
+  assert.equal(build.code, 0, build.stderr)
+  helloTar = join(dir.path, 'hello-world-server.tar')
+
+  pm = await startBootstrap(pskFile, dir.path)
+  const joined = ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0', '--bootstrap', pm.addr]
+  const hlMetrics = await freePort()
+  hl = {
+    ...(await startDaemon(
+      'hl-service',
+      [
+        ...joined,
+        '--metrics',
+        `127.0.0.1:${hlMetrics}`,
+        '--data-dir',
+        join(dir.path, 'hl-data'),
+        '--new-etcd-cluster',
+        '--etcd-client-port',
+        String(await freePort()),
+        '--etcd-peer-port',
+        String(await freePort()),
+      ],
+      dir.path,
+    )),
+    metrics: `http://127.0.0.1:${hlMetrics}`,
+  }
+  // Below the ephemeral port range (32768+), away from allocator.spec's ranges.
+  const portBase = 30_000 + Math.floor(Math.random() * 20) * 100
+  alloc = await startDaemon(
+    'allocator',
+    [
+      ...joined,
+      '--metrics',
+      '127.0.0.1:0',
+      '--host-ip',
+      '127.0.0.1',
+      '--port-range',
+      `${portBase}-${portBase + 99}`,
+      '--data-dir',
+      join(dir.path, 'alloc'),
+    ],
+    dir.path,
+  )
+  gateway = await freePort()
+  run('proxy', [
+    ...joined,
+    '--metrics',
+    '127.0.0.1:0',
+    '--allocation-timeout',
+    '60s',
+    String(gateway),
+  ])
+  await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${gateway}/`)).status > 0)
+  node = await MeshNode.startClient({ role: 'test', psk })
+  // Both found hl-service and subscribed to its change notices (the quickstart's state a
+  // few seconds after start); an hl-service without notices has no such metric.
+  await waitFor(
+    'the proxy and the allocator subscribed to change notices',
+    async () => {
+      const text = await (await fetch(`${hl.metrics}/metrics`)).text()
+      const watchers = metricValue(text, 'mtc_hl_watchers')
+      return text.includes('mtc_hl_etcd_up') && (watchers == null || watchers >= 2)
+    },
+    { timeoutMs: 60_000, intervalMs: 500 },
+  )
+})
+
+after(async () => {
+  await node?.stop()
+  await stopAll()
+  await removeContainers(LABEL_MANAGED_BY).catch(() => {})
+  await dir?.remove()
+})
+
+describe('registry changes reach the proxy and the allocator at once', () => {
+  it('request → 404; hl-cli add; the very next request is served by an instance started for it', async () => {
+    const early = await get('hello-world-server')
+    assert.deepEqual(early, { status: 404, code: 'ERR_UNKNOWN_SERVICE' })
+    await cli(['add', '--file', helloTar, 'mtc/hello-world-server:1.0', 'hello-world-server'])
+    const next = await get('hello-world-server')
+    assert.deepEqual(next, { status: 200, code: null })
+  })
+
+  it("the allocator's cache: an unknown name is read once, and its registration is seen by the next allocation", async () => {
+    const reads0 = await registryReads()
+    assert.equal(await allocate('hello-late'), 'ERR_UNKNOWN_SERVICE')
+    assert.equal(await allocate('hello-late'), 'ERR_UNKNOWN_SERVICE')
+    assert.equal(await registryReads(), reads0 + 1, 'the second allocation used the cached answer')
+    await cli(['add', '--file', helloTar, 'mtc/hello-world-server:1.0', 'hello-late'])
+    assert.equal(await allocate('hello-late'), 'started')
+  })
+
+  it("the allocator's cache: a deleted record is not used by the next allocation", async () => {
+    // A record whose image no host has: the allocation reads it, then fails on the image.
+    await cli(['add', '--image-id', `sha256:${'cd'.repeat(32)}`, 'acme/nowhere:1', 'hello-gone'])
+    assert.equal(await allocate('hello-gone'), 'ERR_IMAGE_UNAVAILABLE')
+    await cli(['delete', 'hello-gone'])
+    assert.equal(await allocate('hello-gone'), 'ERR_UNKNOWN_SERVICE')
+  })
+
+  it('`hl-cli delete` makes the next request through the proxy 404', async () => {
+    await cli(['delete', 'hello-world-server'])
+    assert.deepEqual(await get('hello-world-server'), { status: 404, code: 'ERR_UNKNOWN_SERVICE' })
+  })
+})
