@@ -51,6 +51,36 @@ export const RTT_PROBE_BYTES = 32
 export const RTT_PROBE_TIMEOUT_MS = 5_000
 /** Upper bound of pings in one RTT probe (a caller's `samples`). */
 export const MAX_RTT_SAMPLES = 10
+/**
+ * The mesh's own echo protocol for RTT probes and liveness pings. libp2p's ping protocol
+ * allows one outbound stream per connection, and libp2p's connection monitor aborted the
+ * whole connection when its ping met a probe of ours there.
+ */
+export const RTT_PROTOCOL = `/${PROTOCOL_PREFIX}/rtt/1.0.0`
+/** Concurrent echo streams per connection and direction (probes of several callers + liveness). */
+export const RTT_MAX_STREAMS_PER_CONNECTION = 16
+/** An echo stream is reset after this long, whatever the prober does (probes give up at 5 s). */
+export const RTT_ECHO_LIFETIME_MS = 2 * RTT_PROBE_TIMEOUT_MS
+/**
+ * Outbound `/ipfs/ping/1.0.0` streams per connection (libp2p's default is 1): probes of a
+ * peer of an older release fall back to that protocol, and two callers may probe at once.
+ */
+export const PING_MAX_OUTBOUND_STREAMS = 4
+/** Inbound ping streams per connection (libp2p's default 2): an older peer's monitor and probes. */
+export const PING_MAX_INBOUND_STREAMS = 4
+
+/**
+ * Liveness: every connection is pinged this often on RTT_PROTOCOL (libp2p's own
+ * connection monitor, every 10 s, is replaced: it aborted connections when its ping failed
+ * for a local reason such as a stream limit).
+ */
+export const LIVENESS_INTERVAL_MS = 10_000
+/**
+ * A connection whose peer sends nothing back for this long after a liveness ping is
+ * aborted, so that its streams fail instead of hanging. Only silence counts: a ping that
+ * cannot start here (stream limits) or that the peer refuses or resets proves nothing dead.
+ */
+export const LIVENESS_TIMEOUT_MS = 10_000
 
 /** The mtc release every binary reports with --version and in its agent version. */
 export const MTC_VERSION = '0.1.0'

@@ -17,18 +17,23 @@ import {
   DHT_PROTOCOL,
   INBOUND_CONNECTIONS_PER_HOST_PER_SECOND,
   MAX_INCOMING_PENDING_CONNECTIONS,
+  PING_MAX_INBOUND_STREAMS,
+  PING_MAX_OUTBOUND_STREAMS,
   PSK_HANDSHAKE_TIMEOUT_MS,
   STREAM_MAX_READ_BUFFER_BYTES,
   YAMUX_MAX_STREAM_WINDOW_BYTES,
 } from './constants.ts'
+import { type LivenessInit, type LivenessMonitor, livenessMonitor } from './liveness.ts'
 import { formatSwarmKey, type Psk } from './psk.ts'
-import { probeRtt } from './rtt.ts'
+import { probeRtt, type RttService, rttService } from './rtt.ts'
 import { coalescingMuxer } from './write-coalescing.ts'
 
 // A type alias, not an interface: libp2p's ServiceMap needs an index signature.
 export type MeshServices = {
   identify: Identify
   ping: Ping
+  rtt: RttService
+  liveness: LivenessMonitor
   dht: KadDHT
 }
 
@@ -53,6 +58,8 @@ export interface MeshNodeInit {
   /** A short-lived node (a CLI) is a DHT client: it asks, it does not serve. */
   dhtClient?: boolean
   logger?: ComponentLogger
+  /** Liveness ping interval and timeout (defaults in constants.ts), for tests. */
+  liveness?: Pick<LivenessInit, 'intervalMs' | 'timeoutMs'>
   /** Bootstrap redial backoff, for tests. */
   bootstrapBackoffMs?: { initial: number; max: number }
 }
@@ -131,6 +138,9 @@ export class MeshNode {
         inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_HOST_PER_SECOND,
         maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS,
       },
+      // Replaced by the `liveness` service: libp2p's monitor aborts a connection whenever
+      // its ping fails, even for a local reason (a stream limit), cutting every stream.
+      connectionMonitor: { enabled: false },
       transports: [tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [
@@ -154,7 +164,12 @@ export class MeshNode {
       metrics: prometheusMetrics({ registry, collectDefaultMetrics: true }),
       services: {
         identify: identify(),
-        ping: ping(),
+        ping: ping({
+          maxInboundStreams: PING_MAX_INBOUND_STREAMS,
+          maxOutboundStreams: PING_MAX_OUTBOUND_STREAMS,
+        }),
+        rtt: rttService(),
+        liveness: livenessMonitor({ ...init.liveness, registry }),
         dht: kadDHT({
           protocol: DHT_PROTOCOL,
           clientMode: init.dhtClient === true,
