@@ -115,8 +115,22 @@ export const ANNOUNCE_MIN_GAP_MS = 2_000
  * networking), so a burst of cold starts would be refused by the bootstrap.
  */
 export const INBOUND_CONNECTIONS_PER_HOST_PER_SECOND = 200
-/** Connections being upgraded at once (libp2p's default is 10; same reason). */
+/**
+ * Inbound connections in their handshake (not yet past PSK + Noise) at once (libp2p's
+ * default is 10; same reason). Past it the oldest pending one is evicted (HandshakeGuard).
+ */
 export const MAX_INCOMING_PENDING_CONNECTIONS = 128
+/**
+ * Inbound connections in their handshake at once from one IP; past it that IP's oldest
+ * pending one is evicted. A burst of instances on one host dialling together stays under
+ * it (their handshakes take milliseconds); an outsider's idle sockets push out each other.
+ */
+export const MAX_PENDING_HANDSHAKES_PER_HOST = 32
+/**
+ * Whole inbound handshake (PSK nonces, Noise, muxer selection): three round trips and
+ * some CPU, well under a second on a WAN; an outsider's socket is closed after this.
+ */
+export const INBOUND_HANDSHAKE_TIMEOUT_MS = 5_000
 
 /** Unread bytes a stream reader holds before it pauses the stream (and so the sender). */
 export const STREAM_READ_HIGH_WATER_BYTES = 1024 * 1024

@@ -16,13 +16,16 @@ import { BootstrapKeeper } from './bootstrap.ts'
 import {
   DHT_PROTOCOL,
   INBOUND_CONNECTIONS_PER_HOST_PER_SECOND,
+  INBOUND_HANDSHAKE_TIMEOUT_MS,
   MAX_INCOMING_PENDING_CONNECTIONS,
+  MAX_PENDING_HANDSHAKES_PER_HOST,
   PING_MAX_INBOUND_STREAMS,
   PING_MAX_OUTBOUND_STREAMS,
   PSK_HANDSHAKE_TIMEOUT_MS,
   STREAM_MAX_READ_BUFFER_BYTES,
   YAMUX_MAX_STREAM_WINDOW_BYTES,
 } from './constants.ts'
+import { HandshakeGuard } from './handshake-guard.ts'
 import { type LivenessInit, type LivenessMonitor, livenessMonitor } from './liveness.ts'
 import { formatSwarmKey, type Psk } from './psk.ts'
 import { probeRtt, type RttService, rttService } from './rtt.ts'
@@ -136,8 +139,16 @@ export class MeshNode {
       addresses: { listen: init.listen },
       connectionManager: {
         inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_HOST_PER_SECOND,
-        maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS,
+        // HandshakeGuard enforces the real caps by evicting the oldest pending
+        // connection; libp2p's own cap (which refuses newcomers) only backs it up.
+        maxIncomingPendingConnections: 2 * MAX_INCOMING_PENDING_CONNECTIONS,
+        inboundUpgradeTimeout: INBOUND_HANDSHAKE_TIMEOUT_MS,
       },
+      connectionGater: new HandshakeGuard({
+        maxPending: MAX_INCOMING_PENDING_CONNECTIONS,
+        maxPendingPerHost: MAX_PENDING_HANDSHAKES_PER_HOST,
+        registry,
+      }).gater(),
       // Replaced by the `liveness` service: libp2p's monitor aborts a connection whenever
       // its ping fails, even for a local reason (a stream limit), cutting every stream.
       connectionMonitor: { enabled: false },
