@@ -70,17 +70,25 @@ export const PING_MAX_OUTBOUND_STREAMS = 4
 export const PING_MAX_INBOUND_STREAMS = 4
 
 /**
- * Liveness: every connection is pinged this often on RTT_PROTOCOL (libp2p's own
- * connection monitor, every 10 s, is replaced: it aborted connections when its ping failed
- * for a local reason such as a stream limit).
+ * Liveness (LivenessMonitor, replacing libp2p's connection monitor, which aborted
+ * connections when its ping failed for a local reason such as a stream limit): a
+ * connection with open streams is pinged on RTT_PROTOCOL every second, so that requests
+ * in flight to a host that died fail within ~3 s (libp2p's monitor: 10 s + ≥ 5 s timeout).
  */
-export const LIVENESS_INTERVAL_MS = 10_000
+export const LIVENESS_BUSY_INTERVAL_MS = 1_000
+/** A connection without streams (DHT, bootstrap links) is pinged this often. */
+export const LIVENESS_IDLE_INTERVAL_MS = 10_000
 /**
- * A connection whose peer sends nothing back for this long after a liveness ping is
- * aborted, so that its streams fail instead of hanging. Only silence counts: a ping that
- * cannot start here (stream limits) or that the peer refuses or resets proves nothing dead.
+ * A connection is aborted when a liveness ping is unanswered and not one byte arrived on
+ * it for this long. Bytes of any kind count, so a ping queued behind a bulk transfer on a
+ * slow link does not cut a busy connection; only a peer gone silent is cut. 2 s is ~15
+ * WAN round trips and longer than a daemon's GC pauses.
  */
-export const LIVENESS_TIMEOUT_MS = 10_000
+export const LIVENESS_TIMEOUT_MS = 2_000
+/** How often a pending liveness ping looks at the connection's received bytes. */
+export const LIVENESS_POLL_MS = 250
+/** A ping still unanswered after this long while bytes keep arriving is given up (busy, alive). */
+export const LIVENESS_MAX_WAIT_MS = 30_000
 
 /** The mtc release every binary reports with --version and in its agent version. */
 export const MTC_VERSION = '0.1.0'

@@ -61,8 +61,8 @@ export interface MeshNodeInit {
   /** A short-lived node (a CLI) is a DHT client: it asks, it does not serve. */
   dhtClient?: boolean
   logger?: ComponentLogger
-  /** Liveness ping interval and timeout (defaults in constants.ts), for tests. */
-  liveness?: Pick<LivenessInit, 'intervalMs' | 'timeoutMs'>
+  /** Liveness ping intervals and silence timeout (defaults in constants.ts), for tests. */
+  liveness?: Pick<LivenessInit, 'busyIntervalMs' | 'idleIntervalMs' | 'timeoutMs'>
   /** Bootstrap redial backoff, for tests. */
   bootstrapBackoffMs?: { initial: number; max: number }
 }
