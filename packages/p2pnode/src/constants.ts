@@ -51,6 +51,44 @@ export const RTT_PROBE_BYTES = 32
 export const RTT_PROBE_TIMEOUT_MS = 5_000
 /** Upper bound of pings in one RTT probe (a caller's `samples`). */
 export const MAX_RTT_SAMPLES = 10
+/**
+ * The mesh's own echo protocol for RTT probes and liveness pings. libp2p's ping protocol
+ * allows one outbound stream per connection, and libp2p's connection monitor aborted the
+ * whole connection when its ping met a probe of ours there.
+ */
+export const RTT_PROTOCOL = `/${PROTOCOL_PREFIX}/rtt/1.0.0`
+/** Concurrent echo streams per connection and direction (probes of several callers + liveness). */
+export const RTT_MAX_STREAMS_PER_CONNECTION = 16
+/** An echo stream is reset after this long, whatever the prober does (probes give up at 5 s). */
+export const RTT_ECHO_LIFETIME_MS = 2 * RTT_PROBE_TIMEOUT_MS
+/**
+ * Outbound `/ipfs/ping/1.0.0` streams per connection (libp2p's default is 1): probes of a
+ * peer of an older release fall back to that protocol, and two callers may probe at once.
+ */
+export const PING_MAX_OUTBOUND_STREAMS = 4
+/** Inbound ping streams per connection (libp2p's default 2): an older peer's monitor and probes. */
+export const PING_MAX_INBOUND_STREAMS = 4
+
+/**
+ * Liveness (LivenessMonitor, replacing libp2p's connection monitor, which aborted
+ * connections when its ping failed for a local reason such as a stream limit): a
+ * connection with open streams is pinged on RTT_PROTOCOL every second, so that requests
+ * in flight to a host that died fail within ~3 s (libp2p's monitor: 10 s + ≥ 5 s timeout).
+ */
+export const LIVENESS_BUSY_INTERVAL_MS = 1_000
+/** A connection without streams (DHT, bootstrap links) is pinged this often. */
+export const LIVENESS_IDLE_INTERVAL_MS = 10_000
+/**
+ * A connection is aborted when a liveness ping is unanswered and not one byte arrived on
+ * it for this long. Bytes of any kind count, so a ping queued behind a bulk transfer on a
+ * slow link does not cut a busy connection; only a peer gone silent is cut. 2 s is ~15
+ * WAN round trips and longer than a daemon's GC pauses.
+ */
+export const LIVENESS_TIMEOUT_MS = 2_000
+/** How often a pending liveness ping looks at the connection's received bytes. */
+export const LIVENESS_POLL_MS = 250
+/** A ping still unanswered after this long while bytes keep arriving is given up (busy, alive). */
+export const LIVENESS_MAX_WAIT_MS = 30_000
 
 /** The mtc release every binary reports with --version and in its agent version. */
 export const MTC_VERSION = '0.1.0'
@@ -85,8 +123,22 @@ export const ANNOUNCE_MIN_GAP_MS = 2_000
  * networking), so a burst of cold starts would be refused by the bootstrap.
  */
 export const INBOUND_CONNECTIONS_PER_HOST_PER_SECOND = 200
-/** Connections being upgraded at once (libp2p's default is 10; same reason). */
+/**
+ * Inbound connections in their handshake (not yet past PSK + Noise) at once (libp2p's
+ * default is 10; same reason). Past it the oldest pending one is evicted (HandshakeGuard).
+ */
 export const MAX_INCOMING_PENDING_CONNECTIONS = 128
+/**
+ * Inbound connections in their handshake at once from one IP; past it that IP's oldest
+ * pending one is evicted. A burst of instances on one host dialling together stays under
+ * it (their handshakes take milliseconds); an outsider's idle sockets push out each other.
+ */
+export const MAX_PENDING_HANDSHAKES_PER_HOST = 32
+/**
+ * Whole inbound handshake (PSK nonces, Noise, muxer selection): three round trips and
+ * some CPU, well under a second on a WAN; an outsider's socket is closed after this.
+ */
+export const INBOUND_HANDSHAKE_TIMEOUT_MS = 5_000
 
 /** Unread bytes a stream reader holds before it pauses the stream (and so the sender). */
 export const STREAM_READ_HIGH_WATER_BYTES = 1024 * 1024

@@ -15,15 +15,21 @@ import { BootstrapKeeper } from './bootstrap.ts'
 import {
   DHT_PROTOCOL,
   INBOUND_CONNECTIONS_PER_HOST_PER_SECOND,
+  INBOUND_HANDSHAKE_TIMEOUT_MS,
   MAX_INCOMING_PENDING_CONNECTIONS,
+  MAX_PENDING_HANDSHAKES_PER_HOST,
+  PING_MAX_INBOUND_STREAMS,
+  PING_MAX_OUTBOUND_STREAMS,
   PSK_HANDSHAKE_TIMEOUT_MS,
   STREAM_MAX_READ_BUFFER_BYTES,
   YAMUX_MAX_STREAM_WINDOW_BYTES,
 } from './constants.ts'
+import { HandshakeGuard } from './handshake-guard.ts'
+import { type LivenessInit, type LivenessMonitor, livenessMonitor } from './liveness.ts'
 import { meshNoiseCrypto } from './noise-crypto.ts'
 import { pskProtector } from './pnet.ts'
 import type { Psk } from './psk.ts'
-import { probeRtt } from './rtt.ts'
+import { probeRtt, type RttService, rttService } from './rtt.ts'
 import { coalescingMuxer } from './write-coalescing.ts'
 import { xorBackend } from './xsalsa20.ts'
 
@@ -31,6 +37,8 @@ import { xorBackend } from './xsalsa20.ts'
 export type MeshServices = {
   identify: Identify
   ping: Ping
+  rtt: RttService
+  liveness: LivenessMonitor
   dht: KadDHT
 }
 
@@ -55,6 +63,8 @@ export interface MeshNodeInit {
   /** A short-lived node (a CLI) is a DHT client: it asks, it does not serve. */
   dhtClient?: boolean
   logger?: ComponentLogger
+  /** Liveness ping intervals and silence timeout (defaults in constants.ts), for tests. */
+  liveness?: Pick<LivenessInit, 'busyIntervalMs' | 'idleIntervalMs' | 'timeoutMs'>
   /** Bootstrap redial backoff, for tests. */
   bootstrapBackoffMs?: { initial: number; max: number }
 }
@@ -145,8 +155,19 @@ export class MeshNode {
       addresses: { listen: init.listen },
       connectionManager: {
         inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_HOST_PER_SECOND,
-        maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS,
+        // HandshakeGuard enforces the real caps by evicting the oldest pending
+        // connection; libp2p's own cap (which refuses newcomers) only backs it up.
+        maxIncomingPendingConnections: 2 * MAX_INCOMING_PENDING_CONNECTIONS,
+        inboundUpgradeTimeout: INBOUND_HANDSHAKE_TIMEOUT_MS,
       },
+      connectionGater: new HandshakeGuard({
+        maxPending: MAX_INCOMING_PENDING_CONNECTIONS,
+        maxPendingPerHost: MAX_PENDING_HANDSHAKES_PER_HOST,
+        registry,
+      }).gater(),
+      // Replaced by the `liveness` service: libp2p's monitor aborts a connection whenever
+      // its ping fails, even for a local reason (a stream limit), cutting every stream.
+      connectionMonitor: { enabled: false },
       transports: [tcp()],
       // One KeyObject per session key instead of a key import per message.
       connectionEncrypters: [noise({ crypto: meshNoiseCrypto })],
@@ -168,7 +189,12 @@ export class MeshNode {
       metrics: prometheusMetrics({ registry, collectDefaultMetrics: true }),
       services: {
         identify: identify(),
-        ping: ping(),
+        ping: ping({
+          maxInboundStreams: PING_MAX_INBOUND_STREAMS,
+          maxOutboundStreams: PING_MAX_OUTBOUND_STREAMS,
+        }),
+        rtt: rttService(),
+        liveness: livenessMonitor({ ...init.liveness, registry }),
         dht: kadDHT({
           protocol: DHT_PROTOCOL,
           clientMode: init.dhtClient === true,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { PING_PROTOCOL } from '@libp2p/ping'
+import { RTT_PROTOCOL } from '../src/constants.ts'
 import type { MeshNode } from '../src/node.ts'
 import { probeRtt } from '../src/rtt.ts'
 import { loopbackPair, stopPair } from './loopback-pair.ts'
@@ -14,8 +14,8 @@ after(async () => {
 /** The first echo on each stream comes `firstDelayMs` late, the others at once. */
 async function slowFirstEcho(node: MeshNode, firstDelayMs: number): Promise<{ pings: number }> {
   const seen = { pings: 0 }
-  await node.libp2p.unhandle(PING_PROTOCOL)
-  await node.libp2p.handle(PING_PROTOCOL, async (stream) => {
+  await node.libp2p.unhandle(RTT_PROTOCOL)
+  await node.libp2p.handle(RTT_PROTOCOL, async (stream) => {
     let first = true
     for await (const buf of stream) {
       seen.pings++

@@ -1,0 +1,204 @@
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { afterEach, describe, it } from 'node:test'
+import type { Stream } from '@libp2p/interface'
+import { RTT_MAX_STREAMS_PER_CONNECTION, RTT_PROTOCOL } from '../src/constants.ts'
+import { pingConnection, receivedBytes } from '../src/liveness.ts'
+import { MeshNode, type MeshNodeInit } from '../src/node.ts'
+import { generatePsk } from '../src/psk.ts'
+import { probeRtt } from '../src/rtt.ts'
+import { sendWithBackpressure } from '../src/stream-io.ts'
+
+const SINK_PROTOCOL = '/mtc/test-sink/1.0.0'
+
+let nodes: MeshNode[] = []
+afterEach(async () => {
+  await Promise.all(nodes.map((n) => n.stop()))
+  nodes = []
+})
+
+/** Two started nodes on loopback with one connection from `a` to `b`. */
+async function pair(
+  liveness: MeshNodeInit['liveness'],
+  livenessOfB = liveness,
+): Promise<[MeshNode, MeshNode]> {
+  const psk = generatePsk()
+  const make = async (liveness: MeshNodeInit['liveness']): Promise<MeshNode> => {
+    const node = await MeshNode.create({
+      role: 'test',
+      version: '0.0.0',
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      bootstraps: [],
+      psk,
+      liveness,
+    })
+    nodes.push(node)
+    await node.start()
+    return node
+  }
+  const a = await make(liveness)
+  const b = await make(livenessOfB)
+  await a.libp2p.dial(b.libp2p.getMultiaddrs()[0])
+  return [a, b]
+}
+
+/** `b` counts what arrives on SINK_PROTOCOL streams; resolves each stream's total at its end. */
+async function sink(b: MeshNode): Promise<{ totals: Promise<number>[] }> {
+  const out = { totals: [] as Promise<number>[] }
+  await b.libp2p.handle(SINK_PROTOCOL, (stream) => {
+    out.totals.push(
+      (async () => {
+        let n = 0
+        for await (const chunk of stream) n += chunk.byteLength
+        await stream.close()
+        return n
+      })(),
+    )
+  })
+  return out
+}
+
+/** A stream handler that never answers and keeps the stream until the other side ends it. */
+function holdOpen(stream: Stream): Promise<void> {
+  return new Promise((resolve) => stream.addEventListener('close', () => resolve()))
+}
+
+describe('liveness and RTT probes', () => {
+  it('a transfer survives RTT probes running while the connection is pinged', async () => {
+    // A liveness ping every 50 ms and probes back to back from both sides: before the
+    // fix, libp2p's monitor pinged on the probes' protocol (one outbound stream per
+    // connection) and aborted the connection when the two collided.
+    const [a, b] = await pair({ busyIntervalMs: 50, timeoutMs: 5_000 })
+    const received = await sink(b)
+    const conn = a.libp2p.getConnections(b.peerId)[0]
+    const stop = AbortSignal.timeout(3_000)
+    let probes = 0
+    let probeErrors = 0
+    const prober = async (from: MeshNode, to: MeshNode): Promise<void> => {
+      while (!stop.aborted && conn.status === 'open') {
+        try {
+          await probeRtt(from.libp2p, to.peerId, { samples: 3 })
+          probes++
+        } catch {
+          probeErrors++
+        }
+      }
+    }
+    const transfer = async (): Promise<number> => {
+      const stream: Stream = await a.libp2p.dialProtocol(b.peerId, SINK_PROTOCOL)
+      const chunk = randomBytes(64 * 1024)
+      let sent = 0
+      while (!stop.aborted) {
+        await sendWithBackpressure(stream, chunk)
+        sent += chunk.byteLength
+      }
+      await stream.close()
+      return sent
+    }
+    const [sent] = await Promise.all([transfer(), prober(a, b), prober(a, b), prober(b, a)])
+    assert.equal(conn.status, 'open', 'the connection was not aborted')
+    assert.equal(await received.totals[0], sent, 'every byte sent arrived')
+    assert.ok(sent > 1024 * 1024, `the transfer ran: ${sent} bytes`)
+    assert.ok(probes > 3, `probes ran alongside: ${probes} (${probeErrors} failed)`)
+    assert.equal(probeErrors, 0)
+    console.log(`# ${sent} bytes sent, ${probes} probes of 3 pings alongside`)
+  })
+
+  it('a ping that cannot start for a local stream limit leaves the connection open', async () => {
+    const [a, b] = await pair({ busyIntervalMs: 60_000 })
+    // `b` holds every echo stream open without answering.
+    await b.libp2p.unhandle(RTT_PROTOCOL)
+    await b.libp2p.handle(RTT_PROTOCOL, holdOpen, { maxInboundStreams: 1_000 })
+    const conn = a.libp2p.getConnections(b.peerId)[0]
+    // One after the other: yamux resets streams opened faster than the peer acknowledges.
+    const held: Stream[] = []
+    for (let i = 0; i < RTT_MAX_STREAMS_PER_CONNECTION; i++) {
+      held.push(await conn.newStream(RTT_PROTOCOL, { runOnLimitedConnection: true }))
+    }
+    const stop = new AbortController()
+    const result = await pingConnection(conn, { silenceMs: 2_000 }, stop.signal)
+    assert.equal(result.verdict, 'skipped', `${result.error?.name}: ${result.error?.message}`)
+    assert.equal(result.error?.name, 'TooManyOutboundProtocolStreamsError')
+    assert.equal(conn.status, 'open')
+    for (const s of held) s.abort(new Error('test over'))
+  })
+
+  it('a connection on which nothing arrives after a ping is aborted after the timeout', async () => {
+    // `b` sends nothing of its own (its pings are an hour apart) and swallows a's pings.
+    const [a, b] = await pair(
+      { busyIntervalMs: 100, idleIntervalMs: 100, timeoutMs: 500 },
+      { busyIntervalMs: 3_600_000 },
+    )
+    const conn = a.libp2p.getConnections(b.peerId)[0]
+    // `b` accepts liveness pings and never echoes them (a hung peer).
+    await b.libp2p.unhandle(RTT_PROTOCOL)
+    await b.libp2p.handle(RTT_PROTOCOL, holdOpen, { maxInboundStreams: 1_000 })
+    const t0 = performance.now()
+    const deadline = AbortSignal.timeout(10_000)
+    while (conn.status === 'open' && !deadline.aborted) {
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    const ms = performance.now() - t0
+    assert.notEqual(conn.status, 'open', 'the silent connection was aborted')
+    assert.ok(ms >= 400, `not before the timeout: ${ms.toFixed(0)} ms`)
+  })
+
+  it('a peer without the echo protocol (an older release) is probed over ping and kept', async () => {
+    const [a, b] = await pair({ busyIntervalMs: 50, timeoutMs: 2_000 })
+    await b.libp2p.unhandle(RTT_PROTOCOL)
+    const conn = a.libp2p.getConnections(b.peerId)[0]
+    const rtt = await probeRtt(a.libp2p, b.peerId, { samples: 2 })
+    assert.ok(rtt > 0 && rtt < 1, `rtt over /ipfs/ping: ${rtt} s`)
+    const result = await pingConnection(conn, { silenceMs: 2_000 }, new AbortController().signal)
+    assert.equal(result.verdict, 'alive', 'a refused protocol proves the peer is there')
+    await new Promise((r) => setTimeout(r, 300))
+    assert.equal(conn.status, 'open')
+  })
+
+  it('sees the bytes received on a connection (the counter liveness relies on)', async () => {
+    const [a, b] = await pair({ busyIntervalMs: 3_600_000 })
+    const conn = a.libp2p.getConnections(b.peerId)[0]
+    const before = receivedBytes(conn)
+    assert.equal(typeof before, 'number', 'libp2p still exposes the TCP socket of a connection')
+    await probeRtt(a.libp2p, b.peerId)
+    const after = receivedBytes(conn) ?? 0
+    assert.ok(after > (before ?? 0), `${before} → ${after} bytes`)
+  })
+
+  it('a busy connection whose echo is late is kept while bytes keep arriving', async () => {
+    // `b` echoes a's liveness pings 1.5 s late and sends nothing of its own but the
+    // window updates of a transfer from `a`: a ping queued behind bulk data on a slow
+    // link looks like this. Silence of 500 ms would cut it; bytes keep arriving.
+    const [a, b] = await pair(
+      { busyIntervalMs: 100, timeoutMs: 500 },
+      { busyIntervalMs: 3_600_000 },
+    )
+    await b.libp2p.unhandle(RTT_PROTOCOL)
+    await b.libp2p.handle(
+      RTT_PROTOCOL,
+      async (stream) => {
+        for await (const chunk of stream) {
+          await new Promise((r) => setTimeout(r, 1_500))
+          stream.send(chunk)
+        }
+        await stream.close().catch(() => {})
+      },
+      { maxInboundStreams: 1_000 },
+    )
+    const received = await sink(b)
+    const conn = a.libp2p.getConnections(b.peerId)[0]
+    const stream = await a.libp2p.dialProtocol(b.peerId, SINK_PROTOCOL)
+    const chunk = randomBytes(64 * 1024)
+    const stop = AbortSignal.timeout(3_000)
+    let sent = 0
+    while (!stop.aborted) {
+      await sendWithBackpressure(stream, chunk)
+      sent += chunk.byteLength
+      // A steady flow, not a burst: window updates come back all along.
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    await stream.close()
+    assert.equal(conn.status, 'open')
+    assert.equal(await received.totals[0], sent)
+  })
+})
