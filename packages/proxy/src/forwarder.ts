@@ -95,26 +95,23 @@ export class Forwarder {
     const tried = new Set<string>()
     // A client that goes away stops waiting for an instance being started.
     const gone = new AbortController()
-    const onClose = (): void => gone.abort()
-    res.once('close', onClose)
-    let inst: Instance
-    try {
-      inst = await this.choose(service, tried, gone.signal)
-    } finally {
-      res.off('close', onClose)
-    }
+    res.once('close', () => gone.abort())
+    let inst: Instance = await this.choose(service, tried, gone.signal)
     for (let attempt = 1; ; attempt++) {
       const outcome = await this.attempt(inst, method, path, headers, body, res)
       if (outcome.kind === 'relayed') return
       tried.add(inst.id)
-      if (!outcome.delivered) this.registry.suspect(service, inst)
+      // A reset stream or a failed dial: the instance may have died. It is not used until a
+      // probe says otherwise, and a retry that finds no other may wait for a new one.
+      const lost = outcome.error.code === 'ERR_INSTANCE_UNREACHABLE'
+      if (!outcome.delivered || lost) this.registry.suspect(service, inst)
       const retry =
         attempt < MAX_ATTEMPTS &&
         body.replayable &&
         !res.destroyed &&
         (!outcome.delivered || IDEMPOTENT.has(method))
       const next = retry
-        ? await this.choose(service, tried, gone.signal).catch(() => undefined)
+        ? await this.choose(service, tried, gone.signal, lost).catch(() => undefined)
         : undefined
       if (next == null) {
         this.log('%s %s/%s failed on %s: %s', method, service, path, inst.id, outcome.error.message)
@@ -131,13 +128,15 @@ export class Forwarder {
 
   /**
    * The best usable instance not in `exclude`, or the 404/503 error saying why not. When
-   * none qualifies (first attempt only), an instance is allocated and waited for; when the
-   * best is above the soft limit, a nearer one is allocated in the background.
+   * none qualifies (on the first attempt, or after the connection to an instance was
+   * lost: `afterLoss`), an instance is allocated and waited for; when the best is above
+   * the soft limit, a nearer one is allocated in the background.
    */
   private async choose(
     service: string,
     exclude: ReadonlySet<string>,
     signal: AbortSignal,
+    afterLoss = false,
   ): Promise<Instance> {
     const entry = await this.registry.resolve(service)
     const requirements = mergeRequirements(
@@ -146,7 +145,7 @@ export class Forwarder {
     )
     const pick = (): Ranking<Instance> => rank(entry.instances.values(), requirements, exclude)
     let ranking = pick()
-    if (ranking.ranked.length === 0 && exclude.size === 0) {
+    if (ranking.ranked.length === 0 && (exclude.size === 0 || afterLoss)) {
       const inst = await this.onDemand.waitFor(entry, () => pick().ranked[0], signal)
       ranking = inst != null ? { ranked: [inst], tooFar: 0, aboveSoft: false } : pick()
     } else if (ranking.aboveSoft) {
