@@ -34,8 +34,14 @@ const GAP_MS = 20
 const REQUESTS = 250
 /** The kill comes after this many requests were sent (0.5 s of healthy traffic). */
 const KILL_AFTER = 25
-/** Longest any request of the flow may take: "a few seconds", generous for 2 busy cores. */
+/**
+ * Longest any request of the flow may take: "a few seconds". The outage cannot be shorter
+ * than the start of a new instance, which on 2 cores shared with other suites took up to
+ * 4.4 s (load average 26): the bound is this, or 4 cold starts measured in the same run.
+ * Before the fix requests waited out the 60 s --allocation-timeout.
+ */
 const MAX_DELAY_MS = 10_000
+const MAX_DELAY_COLD_STARTS = 4
 
 const psk = generatePsk()
 let dir: { path: string; remove: () => Promise<void> }
@@ -52,11 +58,12 @@ interface Alloc {
   peerId: string
 }
 
-/** An allocator on `dataDir` with the identity in `keyFile`. */
-async function startAllocator(dataDir: string, keyFile: string, extra: string[] = []) {
+/** An allocator on `dataDir`; a fresh identity at each start unless `keyFile` is given. */
+async function startAllocator(dataDir: string, keyFile?: string, extra: string[] = []) {
   const args = ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0']
   args.push('--bootstrap', pm.addr, '--hl', hl.addr, '--host-ip', '127.0.0.1')
-  args.push('--port-range', `${portBase}-${portBase + 99}`, '--key-file', keyFile)
+  args.push('--port-range', `${portBase}-${portBase + 99}`)
+  if (keyFile != null) args.push('--key-file', keyFile)
   args.push('--data-dir', dataDir, '--metrics', '127.0.0.1:0', ...extra)
   return (await startDaemon('allocator', args, dir.path)) as Alloc
 }
@@ -153,14 +160,16 @@ describe('instance lifecycle on real Docker', () => {
     const args = ['--psk-file', pskFile, '--bootstrap', pm.addr, '--listen', '/ip4/127.0.0.1/tcp/0']
     const proxy = run('proxy', [...args, '--metrics', '127.0.0.1:0', String(port)])
     t.after(() => proxy.stop())
-    await waitFor(
+    // The first answer comes from an instance started for it: the harness's cold start.
+    const cold = await waitFor(
       'a first answer (cold start)',
-      async () => (await get(port, `/${SERVICE}/`)).status === 200,
-      {
-        timeoutMs: 60_000,
-        intervalMs: 500,
+      async () => {
+        const r = await get(port, `/${SERVICE}/`)
+        return r.status === 200 ? r.ms : undefined
       },
+      { timeoutMs: 60_000, intervalMs: 500 },
     )
+    const bound = Math.max(MAX_DELAY_MS, MAX_DELAY_COLD_STARTS * cold)
     const [victim] = await running()
     assert.ok(victim != null, 'an instance runs')
 
@@ -187,10 +196,10 @@ describe('instance lifecycle on real Docker', () => {
     t.diagnostic(
       `${answers.length} GETs ${GAP_MS} ms apart, instance killed after ${killedAt.toFixed(0)} ms: ` +
         `${failed.length} failed (${codes || 'none'}), max delay ${maxMs.toFixed(0)} ms, ` +
-        `${slow} took over 1 s`,
+        `${slow} took over 1 s (cold start ${cold.toFixed(0)} ms, bound ${bound.toFixed(0)} ms)`,
     )
     assert.equal(failed.length, 0, `failed: ${codes}`)
-    assert.ok(maxMs <= MAX_DELAY_MS, `a request waited ${maxMs.toFixed(0)} ms`)
+    assert.ok(maxMs <= bound, `a request waited ${maxMs.toFixed(0)} ms`)
     const now = await running()
     assert.equal(now.length, 1, 'one instance runs again')
     assert.notEqual(now[0].id, victim.id)
@@ -202,24 +211,20 @@ describe('instance lifecycle on real Docker', () => {
     )
   })
 
-  it('an allocator restarted with a new identity re-adopts its instance: served, counted, reaped when idle', async () => {
+  it('an allocator restarted with a new identity re-adopts its instance: served, counted, reaped when idle', async (t) => {
     const before = await running()
     assert.equal(before.length, 1)
     const instancePeer = before[0].labels['mtc.peer-id']
     assert.equal(await first.proc.stop(), 0)
     assert.equal((await running()).length, 1, 'instances outlive the allocator')
 
-    // No --key-file of its own: a fresh identity, as the quickstart used to run it.
-    const second = await startAllocator(dataDir(), join(dir.path, 'alloc-2.key'), [
-      '--max-instances',
-      '1',
-      '--idle-timeout',
-      '4s',
-    ])
+    // No --key-file: a fresh identity, as the quickstart used to run it.
+    const second = await startAllocator(dataDir(), undefined, ['--max-instances', '1'])
+    t.after(() => second.proc.stop())
     assert.notEqual(second.peerId, first.peerId)
     // Counted against --max-instances.
     const st = await status(second)
-    assert.equal(st.running, 1, JSON.stringify(st))
+    assert.equal(st.running, 1, `${JSON.stringify(st)}\n${second.proc.stderr()}`)
     await assert.rejects(
       allocate(second, `${SERVICE}-2`),
       (e: RemoteError) => e.code === 'ERR_NO_CAPACITY',
@@ -228,11 +233,16 @@ describe('instance lifecycle on real Docker', () => {
     const served = await allocate(second, SERVICE)
     assert.equal(served.peerId, instancePeer)
     assert.equal(served.started, false)
-    // Reaped once idle.
+
+    // Once more with a fresh identity, now with a short idle timeout: reaped (the
+    // instance has been idle since the previous test, so at the first round).
+    assert.equal(await second.proc.stop(), 0)
+    const third = await startAllocator(dataDir(), undefined, ['--idle-timeout', '1s'])
+    t.after(() => third.proc.stop())
     await waitFor('the idle instance reaped', async () => (await running()).length === 0, {
       timeoutMs: 30_000,
       intervalMs: 500,
     })
-    await second.proc.stop()
+    assert.match(third.proc.stderr(), /idle for \d+ s; stopping/)
   })
 })
