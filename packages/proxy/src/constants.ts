@@ -180,6 +180,12 @@ export const NEARER_ALLOCATION_INTERVAL_MS = 30_000
 export const MAX_ALLOCATION_REASKS = 3
 /** Docker reports a container's death within milliseconds; 250 ms leaves it room. */
 export const ALLOCATION_REASK_DELAY_MS = 250
+/**
+ * Before an allocation replaces instances whose connection was just lost, their new probe
+ * gets this long: a live instance answers within it (as FIRST_PROBE_TIMEOUT_MS), a dead
+ * one is refused in milliseconds.
+ */
+export const REPROBE_WAIT_MS = 1_000
 /** Allocators asked in turn for one allocation (the nearest with room first). */
 export const MAX_ALLOCATION_ATTEMPTS = 3
 /** Allocators probed (RTT + capacity) per allocation: the first found in the DHT. */

@@ -100,10 +100,11 @@ export class Forwarder {
     for (let attempt = 1; ; attempt++) {
       const outcome = await this.attempt(inst, method, path, headers, body, res)
       if (outcome.kind === 'relayed') return
-      tried.add(inst.id)
       // A reset stream or a failed dial: the instance may have died. It is not used until a
-      // probe says otherwise, and a retry that finds no other may wait for a new one.
+      // probe says it lives (then a retry may go to it again), and a retry that finds no
+      // other may wait for a new one.
       const lost = outcome.error.code === 'ERR_INSTANCE_UNREACHABLE'
+      if (!lost) tried.add(inst.id)
       if (!outcome.delivered || lost) this.registry.suspect(service, inst)
       const retry =
         attempt < MAX_ATTEMPTS &&

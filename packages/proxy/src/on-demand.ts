@@ -10,6 +10,7 @@ import {
   MAX_TRACKED_SERVICES,
   MAX_WAITING_PER_SERVICE,
   NEARER_ALLOCATION_INTERVAL_MS,
+  REPROBE_WAIT_MS,
 } from './constants.ts'
 import { ProxyError } from './errors.ts'
 import type { Instance, InstanceRegistry, ServiceEntry } from './instance-registry.ts'
@@ -118,9 +119,23 @@ export class OnDemand {
     pick: () => Instance | undefined,
     signal: AbortSignal,
   ): Promise<Instance | undefined> {
-    let allocation = this.running.get(entry.name) ?? this.start(entry.name, 'no-instance')
     const deadline = AbortSignal.timeout(this.waitTimeoutMs)
     const stop = AbortSignal.any([deadline, signal, this.controller.signal])
+    if (!this.running.has(entry.name)) {
+      // An instance that was up is being probed again (its connection was just lost): a
+      // live one answers within a second and is used rather than replaced.
+      const reprobes = [...entry.instances.values()].flatMap((i) =>
+        i.everUp && i.probing != null ? [i.probing] : [],
+      )
+      if (reprobes.length > 0) {
+        const settled = Promise.race([Promise.allSettled(reprobes), entry.changed()])
+        const bound = AbortSignal.any([stop, AbortSignal.timeout(REPROBE_WAIT_MS)])
+        await raceSignal(settled, bound).catch(() => {})
+        const inst = pick()
+        if (inst != null) return inst
+      }
+    }
+    let allocation = this.running.get(entry.name) ?? this.start(entry.name, 'no-instance')
     let reasks = 0
     while (true) {
       const inst = pick()
