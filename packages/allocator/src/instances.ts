@@ -325,15 +325,29 @@ export class InstanceManager {
    * meanwhile the reaping rounds notice exits.
    */
   async watch(signal: AbortSignal): Promise<void> {
+    let failing = false
     while (!signal.aborted) {
       try {
         for await (const exit of this.c.runtime.exits(LABEL_MANAGED_BY, signal)) {
+          failing = false
           this.booting.get(exit.id)?.abort()
           const instance = [...this.running.values()].find((i) => i.containerId === exit.id)
-          if (instance != null) await this.retire(instance, 'exited', exit.action)
+          // Not awaited: the next exit is not held up by this one's removal.
+          if (instance != null) {
+            this.retire(instance, 'exited', exit.action).catch((err: Error) => {
+              this.c.log.error('retiring %s failed: %s', instance.name, err.message)
+            })
+          }
         }
       } catch (err) {
-        if (!signal.aborted) this.c.log.error('Docker events: %s', (err as Error).message)
+        // Once per outage, not once a second.
+        if (!signal.aborted && !failing) {
+          this.c.log.error(
+            'Docker events: %s (reaping rounds notice exits)',
+            (err as Error).message,
+          )
+        }
+        failing = true
       }
       await sleep(EVENTS_RETRY_MS, undefined, { signal }).catch(() => {})
     }
