@@ -104,9 +104,11 @@ export class InstanceManager {
   /** An instance of `service`: a ready one of this host, the start in flight, or a new one. */
   async allocate(service: string, signal: AbortSignal): Promise<AllocatedInstance> {
     // An exit can be reported after the instance's clients noticed it (and asked for a
-    // new one): the container is checked before it is handed out. Each round retires one.
+    // new one): the container is checked before it is handed out (when Docker does not
+    // answer, it is handed out as before). Each round retires one.
     for (let existing = this.find(service); existing != null; existing = this.find(service)) {
-      if (await this.c.runtime.isRunning(existing.containerId)) return describe(existing, false)
+      const id = existing.containerId
+      if (await this.c.runtime.isRunning(id).catch(() => true)) return describe(existing, false)
       await this.retire(existing, 'exited')
     }
     const inFlight = this.starting.get(service)
