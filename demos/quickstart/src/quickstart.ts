@@ -28,6 +28,10 @@ const IMAGE = 'mtc/hello-world-server:1.0'
 /** Start-up of each daemon, and the first (cold) request, are bounded. */
 const DAEMON_START_TIMEOUT_MS = 30_000
 const FIRST_REQUEST_TIMEOUT_MS = 90_000
+/** A daemon stops within its own 10 s shutdown bound; then it is killed. */
+const DAEMON_STOP_TIMEOUT_MS = 12_000
+/** The label that marks the containers of one allocator (its data directory's ID). */
+const OWNER_LABEL = 'mtc.owner'
 
 const say = (s: string): void => {
   process.stdout.write(`${s}\n`)
@@ -54,7 +58,8 @@ async function main(): Promise<number> {
 
   const dir = await mkdtemp(join(tmpdir(), 'mtc-quickstart-'))
   const children: Array<{ name: string; child: ChildProcess }> = []
-  let allocatorId: string | undefined
+  /** The ID on the containers of the demo's allocator, once it runs. */
+  let owner: string | undefined
   let interrupted = false
   const onSignal = (): void => {
     interrupted = true
@@ -89,17 +94,21 @@ async function main(): Promise<number> {
     throw new Error(interrupted ? 'interrupted' : `timed out waiting for ${what}`)
   }
 
-  try {
+  const scenario = async (): Promise<number> => {
     await exec('docker', ['info']).catch(() => {
       throw new Error('Docker is not running (scripts/dockerd.sh starts it)')
     })
     const psk = join(dir, 'swarm.key')
     await writeFile(psk, formatSwarmKey(generatePsk()), { mode: 0o600 })
     const common = ['--psk-file', psk]
+    // Each daemon keeps its identity across a restart: an allocator restarted by hand
+    // still finds its instances (it would anyway: they are its data directory's).
+    const key = (name: string): string[] => ['--key-file', join(dir, `${name}.key`)]
 
     say('1. bootstrap: ping-monitor on :4001 (metrics :9100)')
     start('ping-monitor', 'ping-monitor', [
       ...common,
+      ...key('ping-monitor'),
       '--listen',
       `/ip4/127.0.0.1/tcp/${PORTS.bootstrap}`,
       '--metrics',
@@ -113,6 +122,7 @@ async function main(): Promise<number> {
     say('2. registry: hl-service with a local etcd (metrics :9102)')
     start('hl-service', 'hl-service', [
       ...joined,
+      ...key('hl-service'),
       '--new-etcd-cluster',
       '--data-dir',
       join(dir, 'hl'),
@@ -126,6 +136,7 @@ async function main(): Promise<number> {
     say('3. allocator on the local Docker (metrics :9101)')
     start('allocator', 'allocator', [
       ...joined,
+      ...key('allocator'),
       '--host-ip',
       '127.0.0.1',
       '--data-dir',
@@ -135,11 +146,13 @@ async function main(): Promise<number> {
       '--addr-file',
       join(dir, 'alloc.addr'),
     ])
-    allocatorId = (await addr(join(dir, 'alloc.addr'), 'the allocator')).split('/p2p/')[1]
+    await addr(join(dir, 'alloc.addr'), 'the allocator')
+    owner = (await readFile(join(dir, 'allocator', 'allocator-id'), 'utf8')).trim()
 
     say('4. client proxy on :4200 (metrics :9103)')
     start('proxy', 'proxy', [
       ...joined,
+      ...key('proxy'),
       '--metrics',
       `127.0.0.1:${PORTS.proxy}`,
       String(PORTS.gateway),
@@ -185,7 +198,7 @@ async function main(): Promise<number> {
     const ps = await exec('docker', [
       'ps',
       '--filter',
-      `label=mtc.managed-by=${allocatorId}`,
+      `label=${OWNER_LABEL}=${owner}`,
       '--format',
       '{{.Names}}  {{.Image}}  {{.Status}}',
     ])
@@ -199,7 +212,7 @@ async function main(): Promise<number> {
       ],
       [`curl -s localhost:${PORTS.proxy}/metrics | grep mtc_proxy`, 'requests through the gateway'],
       [`curl -s localhost:${PORTS.hl}/metrics | grep mtc_hl`, 'registry requests'],
-      ['docker ps --filter label=mtc.managed-by', 'instances started on demand'],
+      [`docker ps --filter label=${OWNER_LABEL}=${owner}`, 'instances started on demand'],
       [`pnpm exec hl-cli --psk-file ${psk} --hl ${hl} list`, 'registered services'],
     ]
     say('\nWhere to look:')
@@ -208,32 +221,60 @@ async function main(): Promise<number> {
     say('\nRunning; Ctrl-C stops everything.')
     while (!interrupted) await sleep(500)
     return 0
-  } catch (err) {
-    process.stderr.write(`quickstart: ${(err as Error).message}\n`)
+  }
+
+  const code = await scenario().catch((err: Error) => {
+    process.stderr.write(`quickstart: ${err.message}\n`)
     return 1
-  } finally {
-    // Clients first, the bootstrap last; then the instances the allocator left running.
-    for (const { child } of children.reverse()) {
-      if (child.exitCode == null && child.signalCode == null) {
-        const closed = new Promise((ok) => child.once('close', ok))
-        child.kill('SIGTERM')
-        await Promise.race([closed, sleep(12_000)])
+  })
+  const left = await cleanUp(children, owner)
+  await rm(dir, { recursive: true, force: true }).catch((err: Error) => {
+    left.push(`${dir}: ${err.message}`)
+  })
+  if (left.length === 0) {
+    say('stopped everything the demo started')
+    return code
+  }
+  for (const what of left) process.stderr.write(`quickstart: left behind: ${what}\n`)
+  return code === 0 ? 1 : code
+}
+
+/**
+ * Stops the daemons (clients first, the bootstrap last; SIGKILL after
+ * DAEMON_STOP_TIMEOUT_MS), then removes the instances the allocator left running, and
+ * checks that they are gone. Returns what could not be stopped or removed.
+ */
+async function cleanUp(
+  children: Array<{ name: string; child: ChildProcess }>,
+  owner: string | undefined,
+): Promise<string[]> {
+  const left: string[] = []
+  for (const { name, child } of [...children].reverse()) {
+    if (child.exitCode != null || child.signalCode != null) continue
+    const closed = new Promise((ok) => child.once('close', ok))
+    child.kill('SIGTERM')
+    const stopped = await Promise.race([closed.then(() => true), sleep(DAEMON_STOP_TIMEOUT_MS)])
+    if (stopped !== true) {
+      child.kill('SIGKILL')
+      if ((await Promise.race([closed.then(() => true), sleep(2_000)])) !== true) {
+        left.push(`${name} (pid ${child.pid}) does not exit`)
       }
     }
-    if (allocatorId != null) {
-      const ids = (
-        await exec('docker', [
-          'ps',
-          '-aq',
-          '--filter',
-          `label=mtc.managed-by=${allocatorId}`,
-        ]).catch(() => ({ stdout: '' }))
-      ).stdout.trim()
-      if (ids !== '') await exec('docker', ['rm', '-f', ...ids.split('\n')]).catch(() => {})
-    }
-    await rm(dir, { recursive: true, force: true })
-    say('stopped everything the demo started')
   }
+  if (owner == null) return left
+  const containers = async (): Promise<string[]> =>
+    (await exec('docker', ['ps', '-aq', '--filter', `label=${OWNER_LABEL}=${owner}`])).stdout
+      .split('\n')
+      .filter((id) => id !== '')
+  try {
+    const ids = await containers()
+    if (ids.length > 0) await exec('docker', ['rm', '-f', '-v', ...ids])
+    const still = await containers()
+    if (still.length > 0) left.push(`containers ${still.join(' ')}`)
+  } catch (err) {
+    left.push(`the instances (label ${OWNER_LABEL}=${owner}): ${(err as Error).message}`)
+  }
+  return left
 }
 
 exitWith(await main())

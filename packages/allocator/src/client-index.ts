@@ -3,6 +3,7 @@ export { allocatorStatus, requestAllocation } from './client.ts'
 export {
   ALLOCATION_TIMEOUT_MS,
   LABEL_MANAGED_BY,
+  LABEL_OWNER,
   LABEL_PEER_ID,
   LABEL_PORTS,
   LABEL_SERVICE,

@@ -12,8 +12,13 @@ export const PORTS_PER_INSTANCE = 4
 export const DEFAULT_MAX_INSTANCES = 16
 /** The original stopped nothing; 10 minutes idle keeps warm what is used in bursts. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60_000
-/** How often idle instances are looked for and exited containers noticed. */
+/**
+ * How often idle instances are looked for; also the fallback that notices exited
+ * containers when Docker's event stream is down (it notices them at once otherwise).
+ */
 export const REAP_INTERVAL_MS = 5_000
+/** Docker's event stream is opened again this long after it ended or failed. */
+export const EVENTS_RETRY_MS = 1_000
 /** From container start to "answers through the overlay"; Node services start in < 1 s. */
 export const DEFAULT_START_TIMEOUT_MS = 30_000
 /** Readiness polling: first wait, and the cap it doubles up to. */
@@ -24,8 +29,13 @@ export const CONTAINER_STOP_TIMEOUT_S = 5
 /** Where an instance finds its PSK and identity (read-only bind mounts). */
 export const CONTAINER_PSK_PATH = '/run/mtc/swarm.key'
 export const CONTAINER_KEY_PATH = '/run/mtc/identity.key'
-/** Labels on every managed container. */
+/** Labels on every managed container. managed-by: the peer ID of the allocator that started it. */
 export const LABEL_MANAGED_BY = 'mtc.managed-by'
+/**
+ * The allocator that owns the container (re-adopts, counts and reaps it): the ID kept in
+ * its data directory (owner-id.ts), which outlives a change of peer identity.
+ */
+export const LABEL_OWNER = 'mtc.owner'
 export const LABEL_SERVICE = 'mtc.service'
 export const LABEL_PEER_ID = 'mtc.peer-id'
 export const LABEL_PORTS = 'mtc.ports'

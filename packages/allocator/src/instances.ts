@@ -11,8 +11,10 @@ import {
   CONTAINER_KEY_PATH,
   CONTAINER_PSK_PATH,
   CONTAINER_STOP_TIMEOUT_S,
+  EVENTS_RETRY_MS,
   LABEL_IMAGE_ID,
   LABEL_MANAGED_BY,
+  LABEL_OWNER,
   LABEL_PEER_ID,
   LABEL_PORTS,
   LABEL_SERVICE,
@@ -25,7 +27,7 @@ import type { ImageProvider } from './image-provider.ts'
 import type { AllocatorMetrics } from './metrics.ts'
 import type { PortPool } from './port-pool.ts'
 import type { AllocatedInstance } from './protocol.ts'
-import type { ContainerRuntime } from './runtime.ts'
+import type { ContainerInfo, ContainerRuntime } from './runtime.ts'
 
 /** What a running instance's proxy says about itself. */
 export interface InstanceProbe {
@@ -54,8 +56,13 @@ export interface InstanceManagerComponents {
 }
 
 export interface InstanceManagerInit {
-  /** This allocator's peer ID: the value of the managed-by label. */
+  /** This allocator's ID (its data directory's): the value of the owner label. */
   owner: string
+  /**
+   * This allocator's peer ID: the value of the managed-by label. Containers labelled with
+   * it but with no owner label (started before that label existed) are this allocator's too.
+   */
+  peerId: string
   hostIp: string
   bootstraps: string[]
   /** Host path of the swarm key file mounted into every instance (undefined: no PSK). */
@@ -69,14 +76,17 @@ export interface InstanceManagerInit {
 
 /**
  * The instances this host runs: starts them (one start per service at a time, shared
- * by concurrent requests), caps them, reaps idle and exited ones, and re-adopts running
- * ones after a restart.
+ * by concurrent requests), caps them, reaps idle and exited ones (exits are noticed at
+ * once through Docker's events), never hands out one whose container is gone, and
+ * re-adopts running ones after a restart whatever the allocator's identity.
  */
 export class InstanceManager {
   private readonly c: InstanceManagerComponents
   private readonly init: InstanceManagerInit
   private readonly running = new Map<string, Instance>()
   private readonly starting = new Map<string, Promise<Instance>>()
+  /** Containers being started, by ID: their exit ends the wait for readiness at once. */
+  private readonly booting = new Map<string, AbortController>()
 
   constructor(components: InstanceManagerComponents, init: InstanceManagerInit) {
     this.c = components
@@ -93,8 +103,14 @@ export class InstanceManager {
 
   /** An instance of `service`: a ready one of this host, the start in flight, or a new one. */
   async allocate(service: string, signal: AbortSignal): Promise<AllocatedInstance> {
-    const existing = [...this.running.values()].find((i) => i.service === service)
-    if (existing != null) return describe(existing, false)
+    // An exit can be reported after the instance's clients noticed it (and asked for a
+    // new one): the container is checked before it is handed out (when Docker does not
+    // answer, it is handed out as before). Each round retires one.
+    for (let existing = this.find(service); existing != null; existing = this.find(service)) {
+      const id = existing.containerId
+      if (await this.c.runtime.isRunning(id).catch(() => true)) return describe(existing, false)
+      await this.retire(existing, 'exited')
+    }
     const inFlight = this.starting.get(service)
     if (inFlight != null) return describe(await inFlight, false)
     if (this.running.size + this.starting.size >= this.init.maxInstances) {
@@ -106,6 +122,11 @@ export class InstanceManager {
     const start = this.start(service, signal).finally(() => this.starting.delete(service))
     this.starting.set(service, start)
     return describe(await start, true)
+  }
+
+  private find(service: string): Instance | undefined {
+    for (const i of this.running.values()) if (i.service === service) return i
+    return undefined
   }
 
   private async start(service: string, signal: AbortSignal): Promise<Instance> {
@@ -139,7 +160,8 @@ export class InstanceManager {
           P2P_BOOTSTRAPS: this.init.bootstraps.join(' '),
         },
         labels: {
-          [LABEL_MANAGED_BY]: this.init.owner,
+          [LABEL_MANAGED_BY]: this.init.peerId,
+          [LABEL_OWNER]: this.init.owner,
           [LABEL_SERVICE]: service,
           [LABEL_PEER_ID]: peerId.toString(),
           [LABEL_PORTS]: ports.join(','),
@@ -153,6 +175,7 @@ export class InstanceManager {
         memoryBytes: record.perf.memoryBytes,
       })
       metrics.phase.observe({ phase: 'start' }, (performance.now() - tStart) / 1000)
+      this.booting.set(containerId, new AbortController())
       const instance: Instance = {
         service,
         containerId,
@@ -183,6 +206,8 @@ export class InstanceManager {
       }
       await rm(keyDir, { recursive: true, force: true })
       throw err
+    } finally {
+      if (containerId != null) this.booting.delete(containerId)
     }
   }
 
@@ -192,7 +217,9 @@ export class InstanceManager {
     await libp2p.peerStore.merge(instance.peerId, {
       multiaddrs: instance.addrs.map((a) => multiaddr(a)),
     })
-    const deadline = AbortSignal.any([signal, AbortSignal.timeout(this.init.startTimeoutMs)])
+    const timeout = AbortSignal.timeout(this.init.startTimeoutMs)
+    const exited = this.booting.get(instance.containerId)?.signal ?? new AbortController().signal
+    const deadline = AbortSignal.any([signal, timeout, exited])
     let wait = READY_POLL_INITIAL_MS
     for (let i = 0; !deadline.aborted; i++) {
       try {
@@ -201,46 +228,61 @@ export class InstanceManager {
       } catch {
         // not listening yet
       }
-      // Every few polls: a container that exited will never become ready.
-      if (i % 8 === 7) {
-        const [info] = await runtime.list({ [LABEL_PEER_ID]: instance.peerId.toString() })
-        if (info == null || !info.running) {
-          const logs = await runtime.logTail(instance.containerId, 5)
-          throw new AllocationError(
-            'ERR_START_FAILED',
-            `instance ${instance.name} exited while starting${logs !== '' ? `: ${logs.trim().split('\n').join(' | ')}` : ''}`,
-          )
-        }
-      }
+      // Every few polls, in case an exit event was missed: an exited container never gets ready.
+      if (i % 8 === 7 && !(await runtime.isRunning(instance.containerId))) break
       await sleep(wait, undefined, { signal: deadline }).catch(() => {})
       wait = Math.min(wait * 2, READY_POLL_MAX_MS)
     }
     if (signal.aborted) throw signal.reason
+    if (!timeout.aborted) {
+      const logs = await runtime.logTail(instance.containerId, 5)
+      throw new AllocationError(
+        'ERR_START_FAILED',
+        `instance ${instance.name} exited while starting${logs !== '' ? `: ${logs.trim().split('\n').join(' | ')}` : ''}`,
+      )
+    }
     throw new AllocationError(
       'ERR_TIMEOUT',
       `instance ${instance.name} not ready within ${this.init.startTimeoutMs} ms`,
     )
   }
 
+  /**
+   * Whether a managed container is this allocator's: its owner label names this data
+   * directory's ID, or (started before that label existed) its managed-by label names
+   * this allocator's peer ID.
+   */
+  private mine(c: ContainerInfo): boolean {
+    const owner = c.labels[LABEL_OWNER]
+    return owner != null
+      ? owner === this.init.owner
+      : c.labels[LABEL_MANAGED_BY] === this.init.peerId
+  }
+
+  /** The managed containers of this Docker engine that are this allocator's. */
+  private async listMine(): Promise<ContainerInfo[]> {
+    return (await this.c.runtime.list([LABEL_MANAGED_BY])).filter((c) => this.mine(c))
+  }
+
   /** Re-adopts the managed containers still running; removes the managed ones that exited. */
   async adopt(): Promise<number> {
-    const containers = await this.c.runtime.list({ [LABEL_MANAGED_BY]: this.init.owner })
+    const containers = await this.listMine()
     let adopted = 0
     for (const c of containers) {
       const ports = (c.labels[LABEL_PORTS] ?? '').split(',').map(Number)
       const service = c.labels[LABEL_SERVICE]
       const peer = c.labels[LABEL_PEER_ID]
-      if (!c.running || service == null || peer == null || ports.length !== PORTS_PER_INSTANCE) {
+      const peerId = parsePeerId(peer)
+      if (!c.running || service == null || peerId == null || ports.length !== PORTS_PER_INSTANCE) {
         await this.remove(c.id, c.name)
         continue
       }
-      const peerId = peerIdFromString(peer)
       const instance: Instance = {
         service,
         containerId: c.id,
         name: c.name,
         peerId,
-        addrs: [`/ip4/${this.init.hostIp}/tcp/${ports[3]}/p2p/${peer}`],
+        addrs: [`/ip4/${this.init.hostIp}/tcp/${ports[3]}/p2p/${peerId.toString()}`],
         ports,
       }
       this.c.ports.claim(ports)
@@ -258,17 +300,11 @@ export class InstanceManager {
    * timeout, are stopped and removed (their ports and keys freed).
    */
   async reap(signal: AbortSignal): Promise<void> {
-    const alive = new Set(
-      (await this.c.runtime.list({ [LABEL_MANAGED_BY]: this.init.owner }))
-        .filter((c) => c.running)
-        .map((c) => c.name),
-    )
+    const alive = new Set((await this.listMine()).filter((c) => c.running).map((c) => c.name))
     for (const instance of [...this.running.values()]) {
       if (signal.aborted) return
       if (!alive.has(instance.name)) {
-        this.c.log('instance %s of %s exited; cleaning up', instance.name, instance.service)
-        this.c.metrics.reaped.inc({ reason: 'exited' })
-        await this.forget(instance)
+        await this.retire(instance, 'exited')
         continue
       }
       const status = await this.c.probe.status(instance.peerId, signal).catch(() => undefined)
@@ -279,14 +315,59 @@ export class InstanceManager {
           instance.service,
           status.idleSeconds,
         )
-        this.c.metrics.reaped.inc({ reason: 'idle' })
-        await this.forget(instance)
+        await this.retire(instance, 'idle')
       }
     }
   }
 
-  private async forget(instance: Instance): Promise<void> {
+  /**
+   * Follows Docker's events until `signal` aborts: a managed container that dies is
+   * retired at once (not at the next reaping round), and one still starting stops being
+   * waited for. The stream is opened again after EVENTS_RETRY_MS when it ends or fails;
+   * meanwhile the reaping rounds notice exits.
+   */
+  async watch(signal: AbortSignal): Promise<void> {
+    let failing = false
+    while (!signal.aborted) {
+      try {
+        for await (const exit of this.c.runtime.exits(LABEL_MANAGED_BY, signal)) {
+          failing = false
+          this.booting.get(exit.id)?.abort()
+          const instance = [...this.running.values()].find((i) => i.containerId === exit.id)
+          // Not awaited: the next exit is not held up by this one's removal.
+          if (instance != null) {
+            this.retire(instance, 'exited', exit.action).catch((err: Error) => {
+              this.c.log.error('retiring %s failed: %s', instance.name, err.message)
+            })
+          }
+        }
+      } catch (err) {
+        // Once per outage, not once a second.
+        if (!signal.aborted && !failing) {
+          this.c.log.error(
+            'Docker events: %s (reaping rounds notice exits)',
+            (err as Error).message,
+          )
+        }
+        failing = true
+      }
+      await sleep(EVENTS_RETRY_MS, undefined, { signal }).catch(() => {})
+    }
+  }
+
+  /** Stops and removes an instance (its ports and key freed); once per instance. */
+  private async retire(instance: Instance, reason: 'idle' | 'exited', how?: string): Promise<void> {
+    if (this.running.get(instance.name) !== instance) return
     this.running.delete(instance.name)
+    this.c.metrics.reaped.inc({ reason })
+    if (reason === 'exited') {
+      this.c.log(
+        'instance %s of %s exited%s; cleaning up',
+        instance.name,
+        instance.service,
+        how != null ? ` (${how})` : '',
+      )
+    }
     await this.remove(instance.containerId, instance.name)
     this.c.ports.release(instance.ports)
   }
@@ -298,6 +379,14 @@ export class InstanceManager {
         this.c.log.error('removing %s failed: %s', name, err.message)
       })
     await rm(join(this.init.stateDir, name), { recursive: true, force: true })
+  }
+}
+
+function parsePeerId(label: string | undefined): PeerId | undefined {
+  try {
+    return label != null ? peerIdFromString(label) : undefined
+  } catch {
+    return undefined
   }
 }
 

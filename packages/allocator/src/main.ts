@@ -31,6 +31,7 @@ import {
 import { ImageProvider } from './image-provider.ts'
 import { InstanceManager } from './instances.ts'
 import { AllocatorMetrics } from './metrics.ts'
+import { loadOrCreateOwnerId } from './owner-id.ts'
 import { PortPool } from './port-pool.ts'
 import { RegistryAccess } from './registry.ts'
 import { DockerRuntime } from './runtime.ts'
@@ -183,6 +184,7 @@ export const ALLOCATOR: DaemonSpec = {
     }
 
     await mkdir(join(dataDir, 'instances'), { recursive: true, mode: 0o700 })
+    const owner = await loadOrCreateOwnerId(dataDir)
     // Instances get the mesh key as a read-only file, never through their environment.
     const pskFile = ctx.config.psk != null ? join(dataDir, 'swarm.key') : undefined
     if (pskFile != null && ctx.config.psk != null)
@@ -228,7 +230,8 @@ export const ALLOCATOR: DaemonSpec = {
         log: ctx.log,
       },
       {
-        owner: mesh.node.peerId.toString(),
+        owner,
+        peerId: mesh.node.peerId.toString(),
         hostIp,
         bootstraps:
           ctx.config.bootstraps.length > 0
@@ -241,6 +244,9 @@ export const ALLOCATOR: DaemonSpec = {
         startTimeoutMs,
       },
     )
+    const reaper = new AbortController()
+    // Before adopting: an instance that dies meanwhile is noticed either way.
+    const watching = manager.watch(reaper.signal)
     const adopted = await manager.adopt()
     if (adopted > 0) ctx.log('re-adopted %d running instance(s)', adopted)
     const server = new AllocatorServer({ libp2p, manager, metrics, maxInstances, log: ctx.log })
@@ -250,7 +256,6 @@ export const ALLOCATOR: DaemonSpec = {
     announcer.add('allocator')
     announcer.start()
 
-    const reaper = new AbortController()
     const m = manager
     const reap = async (): Promise<void> => {
       while (!reaper.signal.aborted) {
@@ -277,6 +282,7 @@ export const ALLOCATOR: DaemonSpec = {
         await registryAccess.stop()
         await mesh.stop()
         await reaping
+        await watching
       },
     }
   },

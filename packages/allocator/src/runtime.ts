@@ -1,4 +1,6 @@
 import { createReadStream } from 'node:fs'
+import { createInterface } from 'node:readline'
+import type { Readable } from 'node:stream'
 import type Dockerode from 'dockerode'
 
 /** What the allocator asks of a container engine; Docker in production, a fake in unit tests. */
@@ -12,8 +14,15 @@ export interface ContainerRuntime {
   /** Creates and starts a container; returns its ID. */
   run(spec: ContainerSpec): Promise<string>
   stopAndRemove(id: string, timeoutSeconds: number): Promise<void>
-  /** Managed containers (matching every label given), running or not. */
-  list(labels: Record<string, string>): Promise<ContainerInfo[]>
+  /** Containers matching every label filter given (`key` or `key=value`), running or not. */
+  list(labels: string[]): Promise<ContainerInfo[]>
+  /** Whether the container runs (false when it exited or is gone). */
+  isRunning(id: string): Promise<boolean>
+  /**
+   * Containers carrying label `key` that end (die, OOM-killed, removed), as the engine
+   * reports them, until `signal` aborts or the engine closes the stream.
+   */
+  exits(key: string, signal: AbortSignal): AsyncIterable<ContainerExit>
   /** The last lines a container wrote, for error messages. */
   logTail(id: string, lines: number): Promise<string>
 }
@@ -27,6 +36,12 @@ export interface ContainerSpec {
   binds: string[]
   cpus?: number
   memoryBytes?: number
+}
+
+export interface ContainerExit {
+  id: string
+  /** die, oom or destroy. */
+  action: string
 }
 
 export interface ContainerInfo {
@@ -101,17 +116,43 @@ export class DockerRuntime implements ContainerRuntime {
     })
   }
 
-  async list(labels: Record<string, string>): Promise<ContainerInfo[]> {
-    const containers = await this.docker.listContainers({
-      all: true,
-      filters: { label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) },
-    })
+  async list(labels: string[]): Promise<ContainerInfo[]> {
+    const containers = await this.docker.listContainers({ all: true, filters: { label: labels } })
     return containers.map((c) => ({
       id: c.Id,
       name: (c.Names[0] ?? '').replace(/^\//, ''),
       labels: c.Labels,
       running: c.State === 'running',
     }))
+  }
+
+  async isRunning(id: string): Promise<boolean> {
+    try {
+      return (await this.docker.getContainer(id).inspect()).State.Running
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return false
+      throw err
+    }
+  }
+
+  async *exits(key: string, signal: AbortSignal): AsyncIterable<ContainerExit> {
+    const stream = (await this.docker.getEvents({
+      filters: { type: ['container'], event: ['die', 'oom', 'destroy'], label: [key] },
+      abortSignal: signal,
+    })) as unknown as Readable
+    // One JSON object per line (Docker's events endpoint streams them as they happen).
+    const lines = createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY })
+    try {
+      for await (const line of lines) {
+        if (line.trim() === '') continue
+        const e = JSON.parse(line) as { id?: string; Action?: string; Actor?: { ID?: string } }
+        const id = e.Actor?.ID ?? e.id
+        if (id != null && e.Action != null) yield { id, action: e.Action }
+      }
+    } finally {
+      lines.close()
+      stream.destroy()
+    }
   }
 
   async logTail(id: string, lines: number): Promise<string> {

@@ -1,7 +1,10 @@
 import type { PeerId } from '@libp2p/interface'
 
-/** Why an instance is asked for: none is usable, or the best is above the soft limit. */
-export type AllocationReason = 'no-instance' | 'above-soft-limit'
+/**
+ * Why an instance is asked for: none is usable, the best is above the soft limit, or the
+ * last allocation handed out an instance that does not answer.
+ */
+export type AllocationReason = 'no-instance' | 'above-soft-limit' | 'instance-unreachable'
 
 export interface AllocationRequest {
   service: string

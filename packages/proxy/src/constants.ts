@@ -170,6 +170,22 @@ export const ALLOCATION_FAILURE_HOLD_MS = 5_000
  * the soft limit) this often: an allocator may answer with the same far instance.
  */
 export const NEARER_ALLOCATION_INTERVAL_MS = 30_000
+/**
+ * An allocation that handed out an instance this proxy cannot reach (it died, and its
+ * allocator had not noticed yet) is asked again, at most this many times per waiting
+ * request, each after ALLOCATION_REASK_DELAY_MS; then the request waits out
+ * `--allocation-timeout` for the instance to answer. The allocator checks its container
+ * before handing it out, so one re-ask normally suffices.
+ */
+export const MAX_ALLOCATION_REASKS = 3
+/** Docker reports a container's death within milliseconds; 250 ms leaves it room. */
+export const ALLOCATION_REASK_DELAY_MS = 250
+/**
+ * Before an allocation replaces instances whose connection was just lost, their new probe
+ * gets this long: a live instance answers within it (as FIRST_PROBE_TIMEOUT_MS), a dead
+ * one is refused in milliseconds.
+ */
+export const REPROBE_WAIT_MS = 1_000
 /** Allocators asked in turn for one allocation (the nearest with room first). */
 export const MAX_ALLOCATION_ATTEMPTS = 3
 /** Allocators probed (RTT + capacity) per allocation: the first found in the DHT. */

@@ -95,26 +95,24 @@ export class Forwarder {
     const tried = new Set<string>()
     // A client that goes away stops waiting for an instance being started.
     const gone = new AbortController()
-    const onClose = (): void => gone.abort()
-    res.once('close', onClose)
-    let inst: Instance
-    try {
-      inst = await this.choose(service, tried, gone.signal)
-    } finally {
-      res.off('close', onClose)
-    }
+    res.once('close', () => gone.abort())
+    let inst: Instance = await this.choose(service, tried, gone.signal)
     for (let attempt = 1; ; attempt++) {
       const outcome = await this.attempt(inst, method, path, headers, body, res)
       if (outcome.kind === 'relayed') return
-      tried.add(inst.id)
-      if (!outcome.delivered) this.registry.suspect(service, inst)
+      // A reset stream or a failed dial: the instance may have died. It is not used until a
+      // probe says it lives (then a retry may go to it again), and a retry that finds no
+      // other may wait for a new one.
+      const lost = outcome.error.code === 'ERR_INSTANCE_UNREACHABLE'
+      if (!lost) tried.add(inst.id)
+      if (!outcome.delivered || lost) this.registry.suspect(service, inst)
       const retry =
         attempt < MAX_ATTEMPTS &&
         body.replayable &&
         !res.destroyed &&
         (!outcome.delivered || IDEMPOTENT.has(method))
       const next = retry
-        ? await this.choose(service, tried, gone.signal).catch(() => undefined)
+        ? await this.choose(service, tried, gone.signal, lost).catch(() => undefined)
         : undefined
       if (next == null) {
         this.log('%s %s/%s failed on %s: %s', method, service, path, inst.id, outcome.error.message)
@@ -131,13 +129,15 @@ export class Forwarder {
 
   /**
    * The best usable instance not in `exclude`, or the 404/503 error saying why not. When
-   * none qualifies (first attempt only), an instance is allocated and waited for; when the
-   * best is above the soft limit, a nearer one is allocated in the background.
+   * none qualifies (on the first attempt, or after the connection to an instance was
+   * lost: `afterLoss`), an instance is allocated and waited for; when the best is above
+   * the soft limit, a nearer one is allocated in the background.
    */
   private async choose(
     service: string,
     exclude: ReadonlySet<string>,
     signal: AbortSignal,
+    afterLoss = false,
   ): Promise<Instance> {
     // The registry first: a name it does not know is refused before any DHT lookup. Its
     // answer may come while instances are looked for (a proxy's first requests): asked again.
@@ -147,7 +147,7 @@ export class Forwarder {
     const requirements = mergeRequirements(this.requirements, override)
     const pick = (): Ranking<Instance> => rank(entry.instances.values(), requirements, exclude)
     let ranking = pick()
-    if (ranking.ranked.length === 0 && exclude.size === 0) {
+    if (ranking.ranked.length === 0 && (exclude.size === 0 || afterLoss)) {
       const inst = await this.onDemand.waitFor(entry, () => pick().ranked[0], signal)
       ranking = inst != null ? { ranked: [inst], tooFar: 0, aboveSoft: false } : pick()
     } else if (ranking.aboveSoft) {

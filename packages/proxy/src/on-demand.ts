@@ -1,12 +1,16 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '@libp2p/interface'
 import { raceSignal } from './abort.ts'
 import type { AllocationReason, Allocator } from './allocator.ts'
 import {
   ALLOCATION_FAILURE_HOLD_MS,
+  ALLOCATION_REASK_DELAY_MS,
   DEFAULT_ALLOCATION_TIMEOUT_MS,
+  MAX_ALLOCATION_REASKS,
   MAX_TRACKED_SERVICES,
   MAX_WAITING_PER_SERVICE,
   NEARER_ALLOCATION_INTERVAL_MS,
+  REPROBE_WAIT_MS,
 } from './constants.ts'
 import { ProxyError } from './errors.ts'
 import type { Instance, InstanceRegistry, ServiceEntry } from './instance-registry.ts'
@@ -26,12 +30,22 @@ interface Allocation {
   done: Promise<void>
   /** Set once `done` settled: the new instance (none: no allocator), or the failure. */
   result?: { instance?: Instance } | { error: ProxyError }
+  /** Asked after this one handed out an instance that does not answer; shared likewise. */
+  next?: Allocation
+}
+
+/** The allocation ended with an instance this proxy cannot reach (e.g. one that just died). */
+function unreachable(a: Allocation): boolean {
+  const r = a.result
+  return r != null && 'instance' in r && r.instance != null && !r.instance.up
 }
 
 /**
  * Instances on demand: at most one allocation per service at a time, shared by every
  * request that needs it; requests wait for the new instance (bounded in number and time)
- * and are never dropped while it boots. Allocations for a nearer instance (the best is
+ * and are never dropped while it boots. An allocation that hands out an instance which
+ * does not answer (its allocator has not noticed it died) is asked again, a bounded
+ * number of times, rather than waited out. Allocations for a nearer instance (the best is
  * above the soft limit) run in the background; traffic moves once the new instance is
  * probed nearer.
  */
@@ -105,12 +119,43 @@ export class OnDemand {
     pick: () => Instance | undefined,
     signal: AbortSignal,
   ): Promise<Instance | undefined> {
-    const allocation = this.running.get(entry.name) ?? this.start(entry.name, 'no-instance')
     const deadline = AbortSignal.timeout(this.waitTimeoutMs)
     const stop = AbortSignal.any([deadline, signal, this.controller.signal])
+    if (!this.running.has(entry.name)) {
+      // An instance that was up is being probed again (its connection was just lost): a
+      // live one answers within a second and is used rather than replaced.
+      const reprobes = [...entry.instances.values()].flatMap((i) =>
+        i.everUp && i.probing != null ? [i.probing] : [],
+      )
+      if (reprobes.length > 0) {
+        const settled = Promise.race([Promise.allSettled(reprobes), entry.changed()])
+        const bound = AbortSignal.any([stop, AbortSignal.timeout(REPROBE_WAIT_MS)])
+        await raceSignal(settled, bound).catch(() => {})
+        const inst = pick()
+        if (inst != null) return inst
+      }
+    }
+    let allocation = this.running.get(entry.name) ?? this.start(entry.name, 'no-instance')
+    let reasks = 0
     while (true) {
       const inst = pick()
       if (inst != null) return inst
+      if (unreachable(allocation) && !this.controller.signal.aborted) {
+        // Every waiter of this allocation follows the same next one.
+        if (allocation.next == null && reasks < MAX_ALLOCATION_REASKS) {
+          reasks++
+          // The one in flight, unless that is this one (its result is set just before it ends).
+          const inFlight = this.running.get(entry.name)
+          allocation.next =
+            inFlight != null && inFlight !== allocation
+              ? inFlight
+              : this.start(entry.name, 'instance-unreachable')
+        }
+        if (allocation.next != null) {
+          allocation = allocation.next
+          continue
+        }
+      }
       const result = allocation.result
       if (result != null && 'error' in result) throw result.error
       // Up yet refused (e.g. above the hard limit), or nothing to wait for.
@@ -136,7 +181,7 @@ export class OnDemand {
     const allocation: Allocation = { done: Promise.resolve() }
     this.running.set(service, allocation)
     allocation.done = this.run(service, reason, allocation).finally(() => {
-      this.running.delete(service)
+      if (this.running.get(service) === allocation) this.running.delete(service)
     })
     return allocation
   }
@@ -146,6 +191,10 @@ export class OnDemand {
     const started = performance.now()
     let label = 'ok'
     try {
+      if (reason === 'instance-unreachable') {
+        // Time for the allocator to notice the death it is about to be asked about again.
+        await sleep(ALLOCATION_REASK_DELAY_MS, undefined, { signal: this.controller.signal })
+      }
       this.log('service %s: asking for an instance (%s)', service, reason)
       const peer = await allocator.allocate({ service, reason, signal: this.controller.signal })
       if (peer == null) {
@@ -174,7 +223,7 @@ export class OnDemand {
       a.result = { error }
       // "Unknown service" is not held: the registry's answers (RegistryRequirements) are,
       // and exactly until a registration; holding it here would hide one for seconds.
-      if (reason === 'no-instance' && error.code !== 'ERR_UNKNOWN_SERVICE') {
+      if (reason !== 'above-soft-limit' && error.code !== 'ERR_UNKNOWN_SERVICE') {
         this.failures.set(service, { error, at: performance.now() })
         this.forgetOld(this.failures, ALLOCATION_FAILURE_HOLD_MS, (f) => f.at)
       }

@@ -16,15 +16,17 @@ import {
   queryStatus,
   readSwarmKeyFile,
 } from '@mtc/p2pnode'
-import { readLinesWhenReady, waitFor } from '@mtc/testkit'
+import { type Proc, readLinesWhenReady, waitFor } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
-import type { Mesh } from './fixture.ts'
+import type { Mesh, ProxyProc } from './fixture.ts'
 
 /** What the fake allocator does with a request for a service. */
 export type Behaviour =
   | { kind: 'start' }
   | { kind: 'hang' }
   | { kind: 'error'; code: string; message?: string }
+  /** Hands out this instance as is (e.g. one that died: an allocator that did not notice). */
+  | { kind: 'reply'; instance: AllocatedInstance }
 
 /** An error the RPC handler answers as `{ok:false, code, message}`. */
 class CodedError extends Error {
@@ -48,6 +50,11 @@ export class FakeAllocator {
   readonly requests = new Map<string, number>()
   /** When each started instance was handed out (performance.now()), by instance tag. */
   readonly repliedAt = new Map<string, number>()
+  /** The instances started, by tag: what was handed out and the processes behind it. */
+  readonly started = new Map<
+    string,
+    { instance: AllocatedInstance; proxy: ProxyProc; service: Proc }
+  >()
   private readonly mesh: Mesh
   private readonly behaviour: (service: string) => Behaviour
   private announcer?: Announcer
@@ -98,6 +105,10 @@ export class FakeAllocator {
         throw new CodedError('ERR_TIMEOUT', 'the test is over')
       }
       if (b.kind === 'error') throw new CodedError(b.code, b.message ?? b.code)
+      if (b.kind === 'reply') {
+        await rpc.writeJson({ ok: true, instance: b.instance })
+        return
+      }
       const instance = await this.startInstance(service)
       await rpc.writeJson({ ok: true, instance })
     })
@@ -140,6 +151,8 @@ export class FakeAllocator {
     )
     this.running++
     this.repliedAt.set(tag, performance.now())
-    return { service, peerId: peer.toString(), addrs, started: true }
+    const instance = { service, peerId: peer.toString(), addrs, started: true }
+    this.started.set(tag, { instance, proxy, service: hello.proc })
+    return instance
   }
 }

@@ -47,4 +47,39 @@ describe('on demand: waiting for a new instance', () => {
     assert.ok(picks <= 4, `${picks} wake-ups`)
     onDemand.stop()
   })
+
+  it('lets the new probe of an instance whose connection was lost answer before replacing it', async () => {
+    const entry = new ServiceEntry('hello')
+    // Up before; its connection was just lost: down until the probe in flight answers.
+    const inst = { id: PEER, usable: false, everUp: true } as unknown as Instance
+    ;(inst as { probing?: Promise<void> }).probing = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        ;(inst as { usable: boolean }).usable = true
+        entry.notify()
+        resolve()
+      }, 50),
+    )
+    entry.instances.set(inst.id, inst)
+    let asked = 0
+    const onDemand = new OnDemand({
+      allocator: {
+        allocate: async () => {
+          asked++
+          return undefined
+        },
+      },
+      registry: {} as InstanceRegistry,
+      metrics: new ProxyMetrics(new Registry()),
+      log: silent,
+      waitTimeoutMs: 5_000,
+    })
+    const got = await onDemand.waitFor(
+      entry,
+      () => (inst.usable ? inst : undefined),
+      new AbortController().signal,
+    )
+    assert.equal(got, inst)
+    assert.equal(asked, 0, 'a live instance is not replaced')
+    onDemand.stop()
+  })
 })
