@@ -3,7 +3,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { formatSwarmKey, generatePsk } from '@mtc/p2pnode'
+import { formatSwarmKey, generatePsk, XOR_BACKEND_METRIC } from '@mtc/p2pnode'
 import {
   docker,
   dockerAvailable,
@@ -150,6 +150,7 @@ describe('systemd units', async () => {
 
 describe('a mesh from the installed tree, started as the units start it', () => {
   let gateway: number
+  let proxyMetrics: number
   let hlAddr: string
 
   /** Runs `unit` with its unit's command line and environment files. */
@@ -169,8 +170,8 @@ describe('a mesh from the installed tree, started as the units start it', () => 
     return lines[0]
   }
 
-  const loopback = async (name: string) =>
-    `--listen /ip4/127.0.0.1/tcp/0 --metrics 127.0.0.1:${await freePort()} --addr-file ${join(dir.path, `${name}.addr`)}`
+  const loopback = async (name: string, metrics?: number) =>
+    `--listen /ip4/127.0.0.1/tcp/0 --metrics 127.0.0.1:${metrics ?? (await freePort())} --addr-file ${join(dir.path, `${name}.addr`)}`
 
   let echo: Server
 
@@ -191,7 +192,11 @@ describe('a mesh from the installed tree, started as the units start it', () => 
     hlAddr = await addrOf(hl, join(dir.path, 'hl-service.addr'))
 
     gateway = await freePort()
-    await writeFile(join(etc, 'proxy.env'), `MTC_ARGS=${await loopback('proxy')} ${gateway}\n`)
+    proxyMetrics = await freePort()
+    await writeFile(
+      join(etc, 'proxy.env'),
+      `MTC_ARGS=${await loopback('proxy', proxyMetrics)} ${gateway}\n`,
+    )
     const proxy = await startUnit('mtc-proxy')
     await addrOf(proxy, join(dir.path, 'proxy.addr'))
   })
@@ -259,6 +264,9 @@ describe('a mesh from the installed tree, started as the units start it', () => 
       throw new Error(`${err.message}\nsidecar: ${sidecar.stderr()}`)
     })
     assert.equal(body, 'echo /hi?x=1\n')
+    // sodium-native's addon was shipped beside the bundles, and found there.
+    const metrics = await (await fetch(`http://127.0.0.1:${proxyMetrics}/metrics`)).text()
+    assert.match(metrics, new RegExp(`^${XOR_BACKEND_METRIC}\\{backend="sodium-native"\\} 1$`, 'm'))
   })
 
   describe('with Docker', async () => {
