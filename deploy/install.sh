@@ -12,6 +12,8 @@
 #   --no-user       do not create the system user `mtc` (tests, or users managed otherwise)
 # Needs Node >= 22 on PATH (or $MTC_NODE). Starts nothing: see the printed next steps.
 set -eu
+# The tree must be readable by the service user whatever root's umask is.
+umask 022
 
 src=$(dirname "$(readlink -f "$0")")
 prefix=/opt/mtc

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { chmod, readdir, readFile, writeFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -106,6 +106,42 @@ test('install.sh again replaces the programs and keeps the settings', async () =
   const bad = await runToEnd(join(releaseDir, 'install.sh'), ['--prefix', 'relative/path'])
   assert.equal(bad.code, 1)
   assert.match(bad.stderr, /--prefix must be an absolute path/)
+})
+
+test("under root's umask 077, install.sh still leaves a tree the service user can run", {
+  skip: process.getuid?.() === 0 ? undefined : 'needs root (setpriv to another user)',
+}, async () => {
+  const other = join(dir.path, 'umask077')
+  const r = await runToEnd('sh', [
+    '-c',
+    'umask 077; exec "$@"',
+    'sh',
+    join(releaseDir, 'install.sh'),
+    '--prefix',
+    join(other, 'opt'),
+    '--etc-dir',
+    join(other, 'etc'),
+    '--unit-dir',
+    join(other, 'units'),
+    '--bin-dir',
+    '',
+    '--no-user',
+  ])
+  assert.equal(r.code, 0, r.stderr)
+  await chmod(dir.path, 0o755) // mkdtemp made it 0700; the install itself is the subject
+  try {
+    const asNobody = await runToEnd('setpriv', [
+      '--reuid=nobody',
+      '--regid=nogroup',
+      '--clear-groups',
+      join(other, 'opt/bin/proxy'),
+      '--version',
+    ])
+    assert.equal(asNobody.code, 0, asNobody.stderr)
+    assert.match(asNobody.stdout, /^proxy /)
+  } finally {
+    await chmod(dir.path, 0o700)
+  }
 })
 
 describe('systemd units', async () => {
