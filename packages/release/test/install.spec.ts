@@ -46,10 +46,13 @@ const unitDir = join(dir.path, 'systemd')
 const stateRoot = join(dir.path, 'var/lib')
 const pskFile = join(etc, 'swarm.key')
 
-async function install(release: string): Promise<{ code: number; stdout: string; stderr: string }> {
+async function install(
+  release: string,
+  binDir = '',
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return await runToEnd(
     join(release, 'install.sh'),
-    ['--prefix', prefix, '--etc-dir', etc, '--unit-dir', unitDir, '--bin-dir', '', '--no-user'],
+    ['--prefix', prefix, '--etc-dir', etc, '--unit-dir', unitDir, '--bin-dir', binDir, '--no-user'],
     { timeoutMs: 60_000 },
   )
 }
@@ -99,9 +102,13 @@ test('install.sh again replaces the programs and keeps the settings', async () =
   const edited = '# edited by the operator\nMTC_ARGS=--metrics 127.0.0.1:9999 4242\n'
   await writeFile(envFile, edited)
   await writeFile(join(prefix, 'lib', 'stale.mjs'), 'left from an older release\n')
-  const r = await install(releaseDir)
+  const binDir = join(dir.path, 'usr-local-bin')
+  const r = await install(releaseDir, binDir)
   assert.equal(r.code, 0, r.stderr)
   assert.equal(await readFile(envFile, 'utf8'), edited)
+  // The links in --bin-dir run the programs (the wrappers find lib/ through them).
+  const linked = await runToEnd(join(binDir, 'hl-cli'), ['--version'])
+  assert.equal(linked.code, 0, linked.stderr)
   assert.ok(!(await readdir(join(prefix, 'lib'))).includes('stale.mjs'))
   const bad = await runToEnd(join(releaseDir, 'install.sh'), ['--prefix', 'relative/path'])
   assert.equal(bad.code, 1)
