@@ -20,7 +20,7 @@ import {
   waitFor,
 } from '@mtc/testkit'
 import { PROGRAMS, packageVersion, packRelease } from '../src/release.ts'
-import { unitCommand } from './unit-command.ts'
+import { parseEnvFile, unitCommand } from './unit-command.ts'
 
 /**
  * The release as an operator gets it: packed (packages/release/src/release.ts), unpacked
@@ -95,6 +95,19 @@ test('the tarball is named for its version and platform and installs every progr
     assert.equal(r.stdout.trim(), `${name} ${await packageVersion()}`)
   }
   assert.deepEqual((await readdir(unitDir)).sort(), UNITS.map((u) => `${u}.service`).sort())
+})
+
+test('the example settings use only flags their programs know', async () => {
+  for (const name of ['ping-monitor', 'hl-service', 'allocator', 'proxy']) {
+    const env = parseEnvFile(await readFile(join(releaseDir, 'deploy/env', `${name}.env`), 'utf8'))
+    const flags = (env.MTC_ARGS ?? '').split(/\s+/).filter((w) => w.startsWith('--'))
+    assert.ok(flags.length > 0, name)
+    const help = await runToEnd(join(prefix, 'bin', name), ['--help'])
+    for (const flag of flags)
+      assert.match(help.stdout, new RegExp(`^  ${flag} `, 'm'), `${name} ${flag}`)
+  }
+  const mesh = parseEnvFile(await readFile(join(releaseDir, 'deploy/env/mesh.env'), 'utf8'))
+  assert.match(mesh.P2P_BOOTSTRAPS, /^\/ip4\/[\d.]+\/tcp\/4001\/p2p\//)
 })
 
 test('install.sh again replaces the programs and keeps the settings', async () => {
