@@ -47,9 +47,14 @@ const CJS_SHIM = [
  * source. Unminified, the proxy bundle is 2.7 MB and its comments hold a few non-Latin-1
  * characters (`⋅`, `—`), so V8 keeps the whole source as a two-byte string (5.4 MB of
  * heap); minified it is 1.6 MB of ASCII and the proxy's RSS ~3 MB lower. Renaming
- * identifiers as well (`minify`) saved nothing measurable.
+ * identifiers as well (`minify`) saved nothing measurable. `external`: imports left to
+ * run time, e.g. optional native addons a dependency `require()`s in a try (ssh2's).
  */
-export async function bundle(entry: string, outfile: string): Promise<void> {
+export async function bundle(
+  entry: string,
+  outfile: string,
+  { external = [] }: { external?: string[] } = {},
+): Promise<void> {
   const result = await build({
     entryPoints: [entry],
     outfile,
@@ -62,6 +67,7 @@ export async function bundle(entry: string, outfile: string): Promise<void> {
     minifyWhitespace: true,
     logLevel: 'warning',
     metafile: true,
+    external,
   })
   await shipNativeAddons(Object.keys(result.metafile.inputs), outfile)
 }
