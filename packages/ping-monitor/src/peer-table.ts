@@ -10,6 +10,13 @@ export interface PeerEntry {
   lastSeen: number
   connected: boolean
   probesFailed: number
+  /** The IP this monitor sees the peer connect from. */
+  host?: string
+  /** The peer's Prometheus target, `host:port`, from its metrics-info answer. */
+  metrics?: string
+  /** For a service-mode proxy: its service and whether the service answers. */
+  service?: string
+  ready?: boolean
 }
 
 /** RTT per peer, smoothed like TCP's SRTT, forgetting peers unheard for `expiryMs`. */
@@ -71,6 +78,15 @@ export class PeerTable {
       }
     }
     return removed
+  }
+
+  /** Merges what was learnt about a peer over the overlay (host, metrics, service). */
+  learn(
+    peerId: string,
+    info: Partial<Pick<PeerEntry, 'host' | 'metrics' | 'service' | 'ready'>>,
+  ): void {
+    const e = this.entries.get(peerId)
+    if (e != null) Object.assign(e, info)
   }
 
   get(peerId: string): PeerEntry | undefined {
