@@ -18,7 +18,8 @@ PREFIX=/usr/local
 # --no-install-recommends keeps out prometheus-node-exporter, which would take :9100.
 # nginx and wrk: the benchmarks' baseline (two nginx hops in series) and load generator;
 # nginx's packaged service is kept from starting too, the benchmarks run their own.
-APT_PACKAGES=(etcd-server iproute2 docker.io prometheus nginx wrk)
+# chromium and a font: the status page's test renders it headless (ping-monitor).
+APT_PACKAGES=(etcd-server iproute2 docker.io prometheus nginx wrk chromium fonts-dejavu-core)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 

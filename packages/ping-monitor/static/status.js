@@ -35,6 +35,13 @@ function ago(now, t) {
       : `${Math.floor(s / 3600)}h ago`
 }
 
+function roleBadge(role) {
+  const b = badge(role ?? 'unknown')
+  b.classList.add('role')
+  b.dataset.role = role ?? 'unknown'
+  return b
+}
+
 function readyBadge(ready) {
   if (ready === true) return badge('ready', 'ok')
   if (ready === false) return badge('not ready', 'bad')
@@ -98,7 +105,7 @@ function renderPeers(doc) {
     const tr = el(
       'tr',
       'peer',
-      cell(badge(p.role ?? 'unknown')),
+      cell(roleBadge(p.role)),
       cell(shortId(p.peerId)),
       cell(p.host ? el('code', '', p.host) : null),
       cell(p.service),
