@@ -44,7 +44,7 @@ export class PingMonitor {
   private readonly probes: Counter<'outcome'>
   private readonly probeDuration: Histogram
   /** Metrics-info and status queries under way, awaited by stop(). */
-  private readonly queries = new Set<Promise<void>>()
+  private readonly queries = new Map<string, Promise<void>>()
   private lastStatusRefresh = 0
 
   constructor(node: MeshNode, init: PingMonitorInit) {
@@ -125,7 +125,7 @@ export class PingMonitor {
     libp2p.removeEventListener('peer:disconnect', this.onDisconnect)
     libp2p.removeEventListener('peer:identify', this.onIdentify)
     await this.loop
-    await Promise.all(this.queries)
+    await Promise.all(this.queries.values())
   }
 
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
@@ -143,14 +143,18 @@ export class PingMonitor {
     const host = multiaddrHost(connection.remoteAddr)
     this.table.learn(id, { host })
     if (protocols.includes(METRICS_INFO_PROTOCOL)) {
-      this.track(this.learnMetrics(peerId, host))
+      this.track(`metrics ${id}`, () => this.learnMetrics(peerId, host))
     }
-    if (protocols.includes(STATUS_PROTOCOL)) this.track(this.learnStatus(peerId))
+    if (protocols.includes(STATUS_PROTOCOL)) {
+      this.track(`status ${id}`, () => this.learnStatus(peerId))
+    }
   }
 
-  private track(query: Promise<void>): void {
-    this.queries.add(query)
-    void query.finally(() => this.queries.delete(query))
+  /** Runs a query unless one of that kind is under way for the peer (identify can repeat). */
+  private track(key: string, query: () => Promise<void>): void {
+    if (this.queries.has(key)) return
+    const p = query().finally(() => this.queries.delete(key))
+    this.queries.set(key, p)
   }
 
   /** Where the peer's metrics are: its own host if it names one, else the one seen. */
