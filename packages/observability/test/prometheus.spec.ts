@@ -4,9 +4,13 @@ import { createServer, type Server } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import {
+  docker,
   dockerAvailable,
+  ensureImages,
   freePort,
+  IMAGE_BUILD_TIMEOUT_MS,
   type Proc,
+  removeContainers,
   run,
   runToEnd,
   startDaemon,
@@ -28,8 +32,8 @@ import { COMPONENT_PREFIXES, exportedMetrics, type MetricType, usedMetrics } fro
 
 /**
  * A small real mesh on loopback (ping-monitor, hl-service with its own etcd, a client
- * proxy, an allocator when Docker answers, and a service-mode proxy that joins once
- * Prometheus runs) scraped by the real Prometheus binary with deploy/prometheus.yml, in
+ * proxy, a service-mode proxy that joins once Prometheus runs, and where Docker answers
+ * an allocator and an instance container of mtc/hello-world-server) scraped by the real Prometheus binary with deploy/prometheus.yml, in
  * which only the bootstrap's address changes: every target comes from its /sd.
  */
 
@@ -64,6 +68,10 @@ let bootstrapAddr = ''
 const SERVICE = 'hello'
 let serviceProxy: { proc: Proc; metricsPort: number } | undefined
 let serviceBackend: Server | undefined
+/** Where Docker answers: an instance container as the allocator runs one, and its label. */
+const CONTAINER_LABEL = 'mtc.test=observability'
+const CONTAINER_SERVICE = 'hello-world-server'
+let containerMetricsPort: number | undefined
 
 async function api<T>(path: string): Promise<T> {
   const res = await fetch(`${promUrl}${path}`, { signal: AbortSignal.timeout(API_TIMEOUT_MS) })
@@ -214,6 +222,42 @@ async function startServiceProxy(): Promise<void> {
 }
 
 /**
+ * An instance of mtc/hello-world-server in Docker, started as the allocator starts one
+ * (host network, its environment, the swarm key and an identity mounted): its proxy
+ * serves metrics on METRICS_PORT.
+ */
+async function startInstanceContainer(): Promise<void> {
+  await ensureImages()
+  await removeContainers(CONTAINER_LABEL)
+  const identity = join(dir.path, 'instance.key')
+  const keygen = await runToEnd('mtc-keygen', ['identity', '--key-file', identity])
+  assert.equal(keygen.code, 0, keygen.stderr)
+  const [proxyPort, servicePort, metricsPort, p2pPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ]
+  const env = {
+    SERVICE_NAME: CONTAINER_SERVICE,
+    PROXY_IP: '127.0.0.1',
+    PROXY_PORT: String(proxyPort),
+    SERVICE_PORT: String(servicePort),
+    METRICS_PORT: String(metricsPort),
+    P2P_PORT: String(p2pPort),
+    P2P_BOOTSTRAPS: bootstrapAddr,
+  }
+  const args = ['run', '-d', '--label', CONTAINER_LABEL, '--network', 'host']
+  // As the allocator runs instances (the entrypoint refuses to start otherwise).
+  args.push('--security-opt', 'no-new-privileges')
+  for (const [k, v] of Object.entries(env)) args.push('-e', `${k}=${v}`)
+  args.push('-v', `${join(dir.path, 'swarm.key')}:/run/mtc/swarm.key:ro`)
+  args.push('-v', `${identity}:/run/mtc/identity.key:ro`)
+  await docker([...args, 'mtc/hello-world-server:1.0'])
+  containerMetricsPort = metricsPort
+}
+
+/**
  * deploy/prometheus.yml with the test's interval and an absolute rules path; of the
  * targets, only the bootstrap's address is given (its /sd lists the rest).
  */
@@ -264,15 +308,20 @@ async function startPrometheus(configFile: string): Promise<void> {
   })
 }
 
-before(async () => {
-  dir = await tempDir('mtc-prometheus-')
-  await startMesh()
-  await startPrometheus(await writePrometheusConfig())
-  // Joins once Prometheus runs: found with no change to its configuration.
-  await startServiceProxy()
-})
+before(
+  async () => {
+    dir = await tempDir('mtc-prometheus-')
+    await startMesh()
+    await startPrometheus(await writePrometheusConfig())
+    // Join once Prometheus runs: found with no change to its configuration.
+    await startServiceProxy()
+    if (withAllocator) await startInstanceContainer()
+  },
+  { timeout: IMAGE_BUILD_TIMEOUT_MS + 120_000 },
+)
 
 after(async () => {
+  if (withAllocator) await removeContainers(CONTAINER_LABEL).catch(() => {})
   await prometheus?.stop()
   await new Promise((resolve) => serviceBackend?.close(resolve) ?? resolve(undefined))
   await stopAll()
@@ -300,6 +349,9 @@ describe('Prometheus with deploy/prometheus.yml on a live mesh', () => {
     const expected = [
       ...[...targets].map(([job, port]) => `${job} ${port}`),
       `mtc-proxy ${serviceProxy?.metricsPort} ${SERVICE}`,
+      ...(containerMetricsPort != null
+        ? [`mtc-proxy ${containerMetricsPort} ${CONTAINER_SERVICE}`]
+        : []),
     ].sort()
     let seen: string[] = []
     await waitFor(
@@ -316,8 +368,11 @@ describe('Prometheus with deploy/prometheus.yml on a live mesh', () => {
       { timeoutMs: SERIES_TIMEOUT_MS, intervalMs: 250 },
     ).then(
       (up) => assert.deepEqual(up, expected),
-      (err: Error) => {
-        throw new Error(`${err.message}; targets: ${seen.join('; ')}`)
+      async (err: Error) => {
+        const containers = withAllocator
+          ? (await docker(['ps', '-a', '--filter', `label=${CONTAINER_LABEL}`])).stdout
+          : ''
+        throw new Error(`${err.message}; targets: ${seen.join('; ')}\n${containers}`)
       },
     )
     assert.ok(targets.size >= 3 && (!withAllocator || targets.has('mtc-allocator')))
