@@ -378,6 +378,28 @@ describe('Prometheus with deploy/prometheus.yml on a live mesh', () => {
     assert.ok(targets.size >= 3 && (!withAllocator || targets.has('mtc-allocator')))
   })
 
+  it('the bootstrap’s status API shows the service instances and the allocator’s load', async () => {
+    interface Status {
+      services: { name: string; instances: { host: string }[] }[]
+      allocators: { running: number; maxInstances: number }[]
+    }
+    const url = `http://127.0.0.1:${targets.get('mtc-ping-monitor')}/api/status`
+    const doc = await waitFor(
+      'services and allocators in /api/status',
+      async () => {
+        const d = (await (await fetch(url)).json()) as Status
+        const names = d.services.map((s) => s.name)
+        const ok =
+          names.includes(SERVICE) &&
+          (!withAllocator || (names.includes(CONTAINER_SERVICE) && d.allocators.length === 1))
+        return ok ? d : undefined
+      },
+      { timeoutMs: SERIES_TIMEOUT_MS, intervalMs: 250 },
+    )
+    assert.equal(doc.services.find((s) => s.name === SERVICE)?.instances[0].host, '127.0.0.1')
+    if (withAllocator) assert.ok(doc.allocators[0].maxInstances > 0)
+  })
+
   it('has the mesh’s key series', async () => {
     assert.equal(await sampleValue('up{job="mtc-proxy"}'), 1)
     assert.equal(await sampleValue('up{job="mtc-hl-service"}'), 1)

@@ -11,6 +11,7 @@ import {
   STATUS_PROTOCOL,
 } from '@mtc/p2pnode'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { ALLOCATOR_STATUS_PROTOCOL, queryAllocatorLoad } from './allocator-status.ts'
 import {
   DEFAULT_INTERVAL_MS,
   DEFAULT_PEER_EXPIRY_MS,
@@ -148,6 +149,9 @@ export class PingMonitor {
     if (protocols.includes(STATUS_PROTOCOL)) {
       this.track(`status ${id}`, () => this.learnStatus(peerId))
     }
+    if (protocols.includes(ALLOCATOR_STATUS_PROTOCOL)) {
+      this.track(`allocations ${id}`, () => this.learnAllocations(peerId))
+    }
   }
 
   /** Runs a query unless one of that kind is under way for the peer (identify can repeat). */
@@ -184,17 +188,30 @@ export class PingMonitor {
     }
   }
 
-  /** Instances' readiness changes: asked again every STATUS_REFRESH_MS. */
+  /** How many instances an allocator runs and starts, for the status page. */
+  private async learnAllocations(peer: PeerId): Promise<void> {
+    const signal = this.controller?.signal
+    const id = peer.toString()
+    try {
+      const allocations = await queryAllocatorLoad(this.node.libp2p, peer, { signal })
+      this.table.learn(id, { allocations })
+    } catch (err) {
+      if (signal?.aborted !== true) this.errors.add(id, `allocations: ${(err as Error).message}`)
+    }
+  }
+
+  /** Readiness and allocations change: asked again every STATUS_REFRESH_MS. */
   private async refreshStatuses(): Promise<void> {
     if (Date.now() - this.lastStatusRefresh < STATUS_REFRESH_MS) return
     this.lastStatusRefresh = Date.now()
-    const instances = this.node.libp2p
-      .getPeers()
-      .filter((p) => this.table.get(p.toString())?.service != null)
-    for (let i = 0; i < instances.length; i += MAX_CONCURRENT_PROBES) {
-      await Promise.all(
-        instances.slice(i, i + MAX_CONCURRENT_PROBES).map((p) => this.learnStatus(p)),
-      )
+    const queries: (() => Promise<void>)[] = []
+    for (const p of this.node.libp2p.getPeers()) {
+      const e = this.table.get(p.toString())
+      if (e?.service != null) queries.push(() => this.learnStatus(p))
+      if (e?.allocations != null) queries.push(() => this.learnAllocations(p))
+    }
+    for (let i = 0; i < queries.length; i += MAX_CONCURRENT_PROBES) {
+      await Promise.all(queries.slice(i, i + MAX_CONCURRENT_PROBES).map((q) => q()))
     }
   }
 

@@ -1,3 +1,4 @@
+import type { AllocatorLoad } from './allocator-status.ts'
 import { RTT_SMOOTHING } from './constants.ts'
 
 export interface PeerEntry {
@@ -17,6 +18,8 @@ export interface PeerEntry {
   /** For a service-mode proxy: its service and whether the service answers. */
   service?: string
   ready?: boolean
+  /** For an allocator: its instances running, starting and allowed. */
+  allocations?: AllocatorLoad
 }
 
 /** RTT per peer, smoothed like TCP's SRTT, forgetting peers unheard for `expiryMs`. */
@@ -83,7 +86,7 @@ export class PeerTable {
   /** Merges what was learnt about a peer over the overlay (host, metrics, service). */
   learn(
     peerId: string,
-    info: Partial<Pick<PeerEntry, 'host' | 'metrics' | 'service' | 'ready'>>,
+    info: Partial<Pick<PeerEntry, 'host' | 'metrics' | 'service' | 'ready' | 'allocations'>>,
   ): void {
     const e = this.entries.get(peerId)
     if (e != null) Object.assign(e, info)

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import { advertisedMetricsHost, hostPort } from '@mtc/p2pnode'
+import type { AllocatorLoad } from './allocator-status.ts'
 import type { PeerEntry } from './peer-table.ts'
 import type { RecentError } from './recent-errors.ts'
 
@@ -70,6 +71,7 @@ export interface PeerStatus {
   metrics: string | null
   service: string | null
   ready: boolean | null
+  allocations: AllocatorLoad | null
 }
 
 export interface ServiceStatus {
@@ -83,6 +85,8 @@ export interface StatusDocument {
   self: { peerId: string; role: string; version: string }
   peers: PeerStatus[]
   services: ServiceStatus[]
+  /** Connected allocators and their load. */
+  allocators: ({ peerId: string; host: string | null } & AllocatorLoad)[]
   errors: RecentError[]
 }
 
@@ -124,8 +128,14 @@ export function statusDocument(
       metrics: p.metrics ?? null,
       service: p.service ?? null,
       ready: p.ready ?? null,
+      allocations: p.allocations ?? null,
     })),
     services: [...services.values()].sort((a, b) => a.name.localeCompare(b.name)),
+    allocators: peers.flatMap((p) =>
+      p.connected && p.allocations != null
+        ? [{ peerId: p.peerId, host: p.host ?? null, ...p.allocations }]
+        : [],
+    ),
     errors,
   }
 }

@@ -62,6 +62,7 @@ function renderSummary(doc) {
       stat('peers connected', connected),
       stat('services', doc.services.length),
       stat('instances', instances),
+      stat('allocators', doc.allocators.length),
       stat('recent errors', doc.errors.length),
     )
 }
@@ -95,6 +96,28 @@ function renderServices(doc) {
           ),
         )
       }
+      return card
+    }),
+  )
+}
+
+function renderAllocators(doc) {
+  const box = document.getElementById('allocators')
+  if (doc.allocators.length === 0) {
+    box.replaceChildren(el('p', 'muted', 'No allocator connected.'))
+    return
+  }
+  box.replaceChildren(
+    ...doc.allocators.map((a) => {
+      const card = el(
+        'div',
+        'card allocator',
+        el('h3', '', 'on ', el('code', '', a.host ?? 'unknown host')),
+        el('div', 'muted', shortId(a.peerId)),
+        el('div', '', `${a.running} of ${a.maxInstances} instances running`),
+        el('div', 'muted', `${a.starting} starting`),
+      )
+      card.dataset.peerId = a.peerId
       return card
     }),
   )
@@ -149,6 +172,7 @@ async function refresh() {
       `${doc.self.role} ${doc.self.version} · ${doc.self.peerId}`
     renderSummary(doc)
     renderServices(doc)
+    renderAllocators(doc)
     renderPeers(doc)
     renderErrors(doc)
     updated.className = 'badge ok'

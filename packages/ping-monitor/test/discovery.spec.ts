@@ -24,6 +24,7 @@ import {
   waitFor,
 } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
+import { ALLOCATOR_STATUS_PROTOCOL } from '../src/allocator-status.ts'
 import type { SdGroup, StatusDocument } from '../src/status.ts'
 
 /**
@@ -109,9 +110,13 @@ describe('ping-monitor service discovery and status API', () => {
         answerStatus(stream, { service: 'hello', ready: true, idleSeconds: 0 }),
       )
     })
-    const named = await startPeer('allocator', (node) =>
-      serveMetricsInfo(node.libp2p, { port: 9101, host: 'metrics.example' }),
-    )
+    const named = await startPeer('allocator', async (node) => {
+      await serveMetricsInfo(node.libp2p, { port: 9101, host: 'metrics.example' })
+      await handleRpc(node.libp2p, ALLOCATOR_STATUS_PROTOCOL, async (rpc) => {
+        await rpc.readJson()
+        await rpc.writeJson({ ok: true, running: 2, maxInstances: 8, starting: 1 })
+      })
+    })
     const id = instance.peerId.toString()
     const groups = await waitFor('both peers in /sd', async () => {
       const g = await sd()
@@ -131,7 +136,19 @@ describe('ping-monitor service discovery and status API', () => {
     assert.deepEqual(byPeer(groups, pm.peerId)?.targets, [new URL(pm.url).host])
     assert.equal(byPeer(groups, pm.peerId)?.labels.__meta_mtc_role, 'ping-monitor')
 
-    const doc = await status()
+    const doc = await waitFor('the allocator’s load', async () => {
+      const d = await status()
+      return d.allocators.length > 0 ? d : undefined
+    })
+    assert.deepEqual(doc.allocators, [
+      {
+        peerId: named.peerId.toString(),
+        host: '127.0.0.1',
+        running: 2,
+        maxInstances: 8,
+        starting: 1,
+      },
+    ])
     assert.equal(doc.self.peerId, pm.peerId)
     const hello = doc.services.find((s) => s.name === 'hello')
     assert.deepEqual(

@@ -8,6 +8,7 @@ import {
   answerStatus,
   formatSwarmKey,
   generatePsk,
+  handleRpc,
   MeshNode,
   STATUS_PROTOCOL,
   serveMetricsInfo,
@@ -23,6 +24,7 @@ import {
   waitFor,
 } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
+import { ALLOCATOR_STATUS_PROTOCOL } from '../src/allocator-status.ts'
 import type { StatusDocument } from '../src/status.ts'
 
 /**
@@ -45,7 +47,7 @@ let dir: { path: string; remove: () => Promise<void> }
 let monitorUrl = ''
 let backend: Server | undefined
 const nodes: MeshNode[] = []
-const ids = { monitor: '', client: '', instance: '', hostile: '' }
+const ids = { monitor: '', client: '', instance: '', hostile: '', allocator: '' }
 
 async function chromium(args: string[], url: string): Promise<{ code: number; stdout: string }> {
   if (!existsSync(CHROMIUM)) {
@@ -120,13 +122,29 @@ before(async () => {
   nodes.push(hostile)
   ids.hostile = hostile.peerId.toString()
 
+  // An allocator's status as the real one answers it (its Docker is beside the point here).
+  const allocator = await MeshNode.create({
+    role: 'allocator',
+    version: '0.0.0',
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    bootstraps: [multiaddr(pm.addr)],
+    psk,
+  })
+  await handleRpc(allocator.libp2p, ALLOCATOR_STATUS_PROTOCOL, async (rpc) => {
+    await rpc.readJson()
+    await rpc.writeJson({ ok: true, running: 3, maxInstances: 16, starting: 1 })
+  })
+  await allocator.start()
+  nodes.push(allocator)
+  ids.allocator = allocator.peerId.toString()
+
   // The page shows what the API knows: wait until it knows every peer and its RTT.
   await waitFor(
     'the monitor knows every peer, their services and RTTs',
     async () => {
       const doc = JSON.parse((await httpGet(`${monitorUrl}api/status`)).body) as StatusDocument
       const peers = doc.peers.filter((p) => p.connected && p.rttMs != null)
-      return peers.length === 3 && doc.services.length === 2
+      return peers.length === 4 && doc.services.length === 2 && doc.allocators.length === 1
     },
     { timeoutMs: 30_000 },
   )
@@ -147,6 +165,7 @@ describe('the status page in headless Chromium', () => {
       [ids.client, 'proxy'],
       [ids.instance, 'proxy'],
       [ids.hostile, 'proxy'],
+      [ids.allocator, 'allocator'],
     ]) {
       const row = new RegExp(`<tr class="peer" data-peer-id="${id}">(.*?)</tr>`).exec(html)
       assert.ok(row != null, `no row for ${id}`)
@@ -165,6 +184,11 @@ describe('the status page in headless Chromium', () => {
     assert.match(text, /<code>127\.0\.0\.1<\/code>/)
     assert.match(text, new RegExp(`title="${ids.instance}"`))
     assert.match(text, /ready/)
+    const alloc = new RegExp(
+      `<div class="card allocator" data-peer-id="${ids.allocator}">(.*?)starting</div>`,
+    ).exec(html)
+    assert.ok(alloc != null, 'no card for the allocator')
+    assert.match(alloc[1], /3 of 16 instances running/)
     assert.match(html, /live · /, 'the page says it is live')
   })
 
