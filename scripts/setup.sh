@@ -19,7 +19,8 @@ PREFIX=/usr/local
 # nginx and wrk: the benchmarks' baseline (two nginx hops in series) and load generator;
 # nginx's packaged service is kept from starting too, the benchmarks run their own.
 # systemd: systemd-analyze, which checks the units in deploy/systemd (packages/release).
-APT_PACKAGES=(etcd-server iproute2 docker.io prometheus nginx wrk systemd)
+# chromium and a font: the status page's test renders it headless (ping-monitor).
+APT_PACKAGES=(etcd-server iproute2 docker.io prometheus nginx wrk systemd chromium fonts-dejavu-core)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 

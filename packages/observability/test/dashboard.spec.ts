@@ -199,16 +199,31 @@ describe('deploy/prometheus.yml', () => {
     assert.match(r.stdout + r.stderr, /1 rule files found/)
   })
 
-  it('scrapes each component under its job name on its metrics port', async () => {
+  it('discovers the targets through the bootstrap and names each job after the component', async () => {
     const config = parseYaml(await readFile(PROMETHEUS_YML, 'utf8')) as {
-      scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[]
+      scrape_configs: {
+        http_sd_configs?: { url: string }[]
+        relabel_configs?: {
+          source_labels?: string[]
+          target_label?: string
+          replacement?: string
+        }[]
+      }[]
     }
-    const jobs = new Map(config.scrape_configs.map((s) => [s.job_name, s]))
-    assert.deepEqual([...jobs.keys()].sort(), Object.keys(JOBS).sort())
-    for (const [job, port] of Object.entries(JOBS)) {
-      const targets = jobs.get(job)!.static_configs.flatMap((s) => s.targets)
-      assert.ok(targets.length > 0, `${job} has no target`)
-      for (const t of targets) assert.ok(t.endsWith(`:${port}`), `${job} target ${t}`)
+    assert.equal(config.scrape_configs.length, 1)
+    const [job] = config.scrape_configs
+    const sd = (job.http_sd_configs ?? []).map((c) => new URL(c.url))
+    assert.deepEqual(
+      sd.map((u) => [u.port, u.pathname]),
+      [[String(JOBS['mtc-ping-monitor']), '/sd']],
+      'the bootstrap’s /sd on its default metrics port',
+    )
+    // job = mtc-<role>: the names the rules and the dashboard select on.
+    const toJob = job.relabel_configs?.find((r) => r.target_label === 'job')
+    assert.deepEqual(toJob?.source_labels, ['__meta_mtc_role'])
+    for (const name of Object.keys(JOBS)) {
+      const role = name.replace(/^mtc-/, '')
+      assert.equal(toJob?.replacement?.replace('$1', role), name)
     }
   })
 })

@@ -1,11 +1,16 @@
 import assert from 'node:assert/strict'
 import { readFile, writeFile } from 'node:fs/promises'
+import { createServer, type Server } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import {
+  docker,
   dockerAvailable,
+  ensureImages,
   freePort,
+  IMAGE_BUILD_TIMEOUT_MS,
   type Proc,
+  removeContainers,
   run,
   runToEnd,
   skipUnlessCi,
@@ -28,8 +33,9 @@ import { COMPONENT_PREFIXES, exportedMetrics, type MetricType, usedMetrics } fro
 
 /**
  * A small real mesh on loopback (ping-monitor, hl-service with its own etcd, a client
- * proxy, and an allocator when Docker answers) scraped by the real Prometheus binary with
- * a config derived from deploy/prometheus.yml (same jobs and rules, the test's ports).
+ * proxy, a service-mode proxy that joins once Prometheus runs, and where Docker answers
+ * an allocator and an instance container of mtc/hello-world-server) scraped by the real Prometheus binary with deploy/prometheus.yml, in
+ * which only the bootstrap's address changes: every target comes from its /sd.
  */
 
 /** Scrape and rule evaluation interval of the test's Prometheus, so waits stay short. */
@@ -58,6 +64,15 @@ let gatewayPort = 0
 /** The metrics port of each component started, by job name. */
 const targets = new Map<JobName, number>()
 let withAllocator = false
+let bootstrapAddr = ''
+/** The service-mode proxy (METRICS_PORT set, as the allocator starts it) and its service. */
+const SERVICE = 'hello'
+let serviceProxy: { proc: Proc; metricsPort: number } | undefined
+let serviceBackend: Server | undefined
+/** Where Docker answers: an instance container as the allocator runs one, and its label. */
+const CONTAINER_LABEL = 'mtc.test=observability'
+const CONTAINER_SERVICE = 'hello-world-server'
+let containerMetricsPort: number | undefined
 
 async function api<T>(path: string): Promise<T> {
   const res = await fetch(`${promUrl}${path}`, { signal: AbortSignal.timeout(API_TIMEOUT_MS) })
@@ -110,6 +125,7 @@ async function startMesh(): Promise<void> {
     dir.path,
     opts,
   )
+  bootstrapAddr = pm.addr
   const joined = [...overlay, '--bootstrap', pm.addr]
   const hl = await startDaemon(
     'hl-service',
@@ -178,23 +194,96 @@ async function startMesh(): Promise<void> {
   }
 }
 
-/** deploy/prometheus.yml with the test's interval, ports and an absolute rules path. */
+/**
+ * A service-mode proxy as the allocator starts one in a container (METRICS_PORT, so its
+ * metrics listen on every interface and the bootstrap names the address it sees), in
+ * front of a plain HTTP server.
+ */
+async function startServiceProxy(): Promise<void> {
+  const backend = createServer((_req, res) => res.end('hello\n'))
+  serviceBackend = backend
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve))
+  const backendPort = (backend.address() as { port: number }).port
+  const metricsPort = await freePort()
+  const proxy = await startDaemon(
+    'proxy',
+    [
+      '--psk-file',
+      join(dir.path, 'swarm.key'),
+      '--listen',
+      '/ip4/127.0.0.1/tcp/0',
+      '--bootstrap',
+      bootstrapAddr,
+      '--no-allocate',
+      String(await freePort()),
+      SERVICE,
+      `127.0.0.1:${backendPort}`,
+    ],
+    dir.path,
+    { env: { METRICS_PORT: String(metricsPort) }, timeoutMs: DAEMON_START_TIMEOUT_MS },
+  )
+  serviceProxy = { proc: proxy.proc, metricsPort }
+}
+
+/**
+ * An instance of mtc/hello-world-server in Docker, started as the allocator starts one
+ * (host network, its environment, the swarm key and an identity mounted): its proxy
+ * serves metrics on METRICS_PORT.
+ */
+async function startInstanceContainer(): Promise<void> {
+  await ensureImages()
+  await removeContainers(CONTAINER_LABEL)
+  const identity = join(dir.path, 'instance.key')
+  const keygen = await runToEnd('mtc-keygen', ['identity', '--key-file', identity])
+  assert.equal(keygen.code, 0, keygen.stderr)
+  const [proxyPort, servicePort, metricsPort, p2pPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ]
+  const env = {
+    SERVICE_NAME: CONTAINER_SERVICE,
+    PROXY_IP: '127.0.0.1',
+    PROXY_PORT: String(proxyPort),
+    SERVICE_PORT: String(servicePort),
+    METRICS_PORT: String(metricsPort),
+    P2P_PORT: String(p2pPort),
+    P2P_BOOTSTRAPS: bootstrapAddr,
+  }
+  const args = ['run', '-d', '--label', CONTAINER_LABEL, '--network', 'host']
+  // As the allocator runs instances (the entrypoint refuses to start otherwise).
+  args.push('--security-opt', 'no-new-privileges')
+  for (const [k, v] of Object.entries(env)) args.push('-e', `${k}=${v}`)
+  args.push('-v', `${join(dir.path, 'swarm.key')}:/run/mtc/swarm.key:ro`)
+  args.push('-v', `${identity}:/run/mtc/identity.key:ro`)
+  await docker([...args, 'mtc/hello-world-server:1.0'])
+  containerMetricsPort = metricsPort
+}
+
+/**
+ * deploy/prometheus.yml with the test's interval and an absolute rules path; of the
+ * targets, only the bootstrap's address is given (its /sd lists the rest).
+ */
 async function writePrometheusConfig(): Promise<string> {
   const config = parseYaml(await readFile(PROMETHEUS_YML, 'utf8')) as {
     global: Record<string, string>
     rule_files: string[]
-    scrape_configs: { job_name: JobName; static_configs: { targets: string[] }[] }[]
+    scrape_configs: {
+      job_name: string
+      http_sd_configs: { url: string; refresh_interval?: string }[]
+    }[]
   }
   config.global.scrape_interval = SCRAPE_INTERVAL
   config.global.scrape_timeout = SCRAPE_INTERVAL
   config.global.evaluation_interval = SCRAPE_INTERVAL
   assert.deepEqual(config.rule_files, ['rules.yml'])
   config.rule_files = [RULES_YML]
-  config.scrape_configs = config.scrape_configs.filter((s) => targets.has(s.job_name))
-  for (const s of config.scrape_configs) {
-    s.static_configs = [{ targets: [`127.0.0.1:${targets.get(s.job_name)}`] }]
-  }
-  assert.equal(config.scrape_configs.length, targets.size, 'a component has no job')
+  assert.equal(config.scrape_configs.length, 1, 'one job, discovered through the bootstrap')
+  const [sd] = config.scrape_configs[0].http_sd_configs
+  assert.equal(new URL(sd.url).pathname, '/sd')
+  sd.url = `http://127.0.0.1:${targets.get('mtc-ping-monitor')}/sd`
+  sd.refresh_interval = SCRAPE_INTERVAL
   const file = join(dir.path, 'prometheus.yml')
   await writeFile(file, stringifyYaml(config))
   return file
@@ -223,40 +312,96 @@ async function startPrometheus(configFile: string): Promise<void> {
   })
 }
 
-before(async () => {
-  dir = await tempDir('mtc-prometheus-')
-  await startMesh()
-  await startPrometheus(await writePrometheusConfig())
-})
+before(
+  async () => {
+    dir = await tempDir('mtc-prometheus-')
+    await startMesh()
+    await startPrometheus(await writePrometheusConfig())
+    // Join once Prometheus runs: found with no change to its configuration.
+    await startServiceProxy()
+    if (withAllocator) await startInstanceContainer()
+  },
+  { timeout: IMAGE_BUILD_TIMEOUT_MS + 120_000 },
+)
 
 after(async () => {
+  if (withAllocator) await removeContainers(CONTAINER_LABEL).catch(() => {})
   await prometheus?.stop()
+  await new Promise((resolve) => serviceBackend?.close(resolve) ?? resolve(undefined))
   await stopAll()
   await dir?.remove()
 })
 
+interface Target {
+  labels: Record<string, string>
+  scrapeUrl: string
+  health: string
+  lastError: string
+}
+
+/** `job port [service]` of each target, and the labels the bootstrap gave it. */
+function describeTarget(t: Target): string {
+  const { job, mtc_role, mtc_peer_id, mtc_host, mtc_service } = t.labels
+  assert.equal(job, `mtc-${mtc_role}`, t.scrapeUrl)
+  assert.match(mtc_peer_id ?? '', /^12D3KooW/, t.scrapeUrl)
+  assert.equal(mtc_host, '127.0.0.1', t.scrapeUrl)
+  return [job, new URL(t.scrapeUrl).port, mtc_service].filter((x) => x != null).join(' ')
+}
+
 describe('Prometheus with deploy/prometheus.yml on a live mesh', () => {
-  it('scrapes every component under its job name, all up', async () => {
-    interface Target {
-      labels: { job: string }
-      health: string
-      lastError: string
-    }
-    const expected = [...targets.keys()].sort()
-    const active = await waitFor(
-      'every target up',
+  it('finds every component through the bootstrap and scrapes it under its job name, all up', async () => {
+    const expected = [
+      ...[...targets].map(([job, port]) => `${job} ${port}`),
+      `mtc-proxy ${serviceProxy?.metricsPort} ${SERVICE}`,
+      ...(containerMetricsPort != null
+        ? [`mtc-proxy ${containerMetricsPort} ${CONTAINER_SERVICE}`]
+        : []),
+    ].sort()
+    let seen: string[] = []
+    await waitFor(
+      'every target discovered and up',
       async () => {
         const { activeTargets } = await api<{ activeTargets: Target[] }>('/api/v1/targets')
-        const down = activeTargets.filter((t) => t.health !== 'up')
-        if (down.length > 0) {
-          throw new Error(down.map((t) => `${t.labels.job} ${t.health} ${t.lastError}`).join('; '))
-        }
-        return activeTargets.length === targets.size ? activeTargets : undefined
+        seen = activeTargets.map((t) => `${describeTarget(t)} ${t.health} ${t.lastError}`)
+        const up = activeTargets
+          .filter((t) => t.health === 'up')
+          .map(describeTarget)
+          .sort()
+        return up.length === expected.length ? up : undefined
+      },
+      { timeoutMs: SERIES_TIMEOUT_MS, intervalMs: 250 },
+    ).then(
+      (up) => assert.deepEqual(up, expected),
+      async (err: Error) => {
+        const containers = withAllocator
+          ? (await docker(['ps', '-a', '--filter', `label=${CONTAINER_LABEL}`])).stdout
+          : ''
+        throw new Error(`${err.message}; targets: ${seen.join('; ')}\n${containers}`)
+      },
+    )
+    assert.ok(targets.size >= 3 && (!withAllocator || targets.has('mtc-allocator')))
+  })
+
+  it('the bootstrap’s status API shows the service instances and the allocator’s load', async () => {
+    interface Status {
+      services: { name: string; instances: { host: string }[] }[]
+      allocators: { running: number; maxInstances: number }[]
+    }
+    const url = `http://127.0.0.1:${targets.get('mtc-ping-monitor')}/api/status`
+    const doc = await waitFor(
+      'services and allocators in /api/status',
+      async () => {
+        const d = (await (await fetch(url)).json()) as Status
+        const names = d.services.map((s) => s.name)
+        const ok =
+          names.includes(SERVICE) &&
+          (!withAllocator || (names.includes(CONTAINER_SERVICE) && d.allocators.length === 1))
+        return ok ? d : undefined
       },
       { timeoutMs: SERIES_TIMEOUT_MS, intervalMs: 250 },
     )
-    assert.deepEqual(active.map((t) => t.labels.job).sort(), expected)
-    assert.ok(expected.length >= 3 && (!withAllocator || expected.includes('mtc-allocator')))
+    assert.equal(doc.services.find((s) => s.name === SERVICE)?.instances[0].host, '127.0.0.1')
+    if (withAllocator) assert.ok(doc.allocators[0].maxInstances > 0)
   })
 
   it('has the mesh’s key series', async () => {
@@ -338,6 +483,19 @@ describe('Prometheus with deploy/prometheus.yml on a live mesh', () => {
     )
     // The ping-monitor probes every peer each second: the RTT percentile has data.
     await sampleValue('job:mtc_ping_monitor_probe_rtt_seconds:p99_1m', (v) => v > 0)
+  })
+
+  it('drops a departed instance from its targets', async () => {
+    const port = String(serviceProxy?.metricsPort)
+    assert.equal(await serviceProxy?.proc.stop(), 0)
+    await waitFor(
+      'the stopped service-mode proxy gone from the targets',
+      async () => {
+        const { activeTargets } = await api<{ activeTargets: Target[] }>('/api/v1/targets')
+        return !activeTargets.some((t) => new URL(t.scrapeUrl).port === port)
+      },
+      { timeoutMs: SERIES_TIMEOUT_MS, intervalMs: 250 },
+    )
   })
 
   it('runs every dashboard query', async () => {

@@ -5,6 +5,7 @@ import { MTC_VERSION, SHUTDOWN_TIMEOUT_MS } from './constants.ts'
 import { UsageError } from './errors.ts'
 import { type CommandSpec, type FlagValues, helpText, parseCommandLine } from './flags.ts'
 import { configureLogging } from './logging.ts'
+import { advertisedMetricsHost, serveMetricsInfo } from './metrics-info.ts'
 import { MetricsServer, type RouteHandler } from './metrics-server.ts'
 import { MeshNode } from './node.ts'
 import { type NodeConfig, type NodeDefaults, resolveNodeConfig } from './node-config.ts'
@@ -174,6 +175,11 @@ export class MeshDaemon implements Daemon {
         : undefined
     await metrics?.start()
     try {
+      // Peers (the bootstrap's service discovery) learn where the metrics are.
+      if (metrics != null && config.metrics != null) {
+        const host = advertisedMetricsHost(config.metrics.host)
+        await serveMetricsInfo(node.libp2p, { port: metrics.port(), host })
+      }
       await node.start()
     } catch (err) {
       await metrics?.stop()

@@ -39,6 +39,16 @@ export { answerStatus, type InstanceStatus, queryStatus } from './instance-statu
 export { keygenMain } from './keygen.ts'
 export { configureLogging } from './logging.ts'
 export {
+  advertisedMetricsHost,
+  hostPort,
+  METRICS_INFO_PROTOCOL,
+  type MetricsInfo,
+  multiaddrHost,
+  parseMetricsInfo,
+  queryMetricsInfo,
+  serveMetricsInfo,
+} from './metrics-info.ts'
+export {
   MetricsServer,
   type MetricsServerInit,
   type RouteHandler,

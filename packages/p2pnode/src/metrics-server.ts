@@ -49,6 +49,11 @@ export class MetricsServer {
     return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`
   }
 
+  /** The bound port (the one asked for, or the kernel's pick for port 0). */
+  port(): number {
+    return (this.server?.address() as AddressInfo | null | undefined)?.port ?? 0
+  }
+
   async stop(): Promise<void> {
     const server = this.server
     if (server == null) return

@@ -9,3 +9,7 @@ export const DEFAULT_PEER_EXPIRY_MS = 10 * 60_000
 export const RTT_SMOOTHING = 0.125
 /** Probes in flight at once, so a round over 1,000 peers does not open 1,000 streams. */
 export const MAX_CONCURRENT_PROBES = 64
+/** Errors the status page keeps (a peer's repeats count as one). */
+export const RECENT_ERRORS = 20
+/** How often service instances are asked again whether their service answers. */
+export const STATUS_REFRESH_MS = 10_000

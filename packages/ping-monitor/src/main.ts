@@ -2,6 +2,7 @@ import {
   type CommandSpec,
   type DaemonSpec,
   MeshDaemon,
+  MTC_VERSION,
   NODE_ENV_HELP,
   NODE_FLAGS,
   parseDurationFlag,
@@ -11,6 +12,8 @@ import {
 import { Registry } from 'prom-client'
 import { DEFAULT_LISTEN, DEFAULT_METRICS } from './constants.ts'
 import { PingMonitor } from './monitor.ts'
+import { discoveryTargets, requestHost, type SelfInfo, statusDocument } from './status.ts'
+import { statusPageRoutes } from './status-page.ts'
 
 export const COMMAND: CommandSpec = {
   name: 'ping-monitor',
@@ -30,7 +33,9 @@ export const COMMAND: CommandSpec = {
     },
   },
   epilog: `Defaults: --listen ${DEFAULT_LISTEN} --metrics ${DEFAULT_METRICS}
-Metrics at http://HOST:PORT/metrics, the peer table as JSON at /peers, liveness at /healthz.
+Metrics at http://HOST:PORT/metrics, the peer table as JSON at /peers, liveness at /healthz,
+the status page at /, its JSON at /api/status, and every peer's metrics endpoint in
+Prometheus' HTTP service discovery format at /sd.
 A redundant bootstrap is a second ping-monitor started with --bootstrap <first one>.
 
 ${NODE_ENV_HELP}`,
@@ -47,11 +52,32 @@ export const PING_MONITOR: DaemonSpec = {
     const peerExpiryMs = expiry != null ? parseDurationFlag('peer-expiry', expiry) : undefined
     const registry = new Registry()
     let monitor: PingMonitor | undefined
+    let self: SelfInfo | undefined
+    const peers = () => monitor?.table.all() ?? []
     const mesh = await MeshDaemon.start(ctx, {
       role: 'ping-monitor',
       registry,
-      routes: { '/peers': (_req, res) => sendJson(res, monitor?.table.all() ?? []) },
+      routes: {
+        ...(await statusPageRoutes()),
+        '/peers': (_req, res) => sendJson(res, peers()),
+        '/sd': (req, res) => {
+          sendJson(res, self != null ? discoveryTargets(self, peers(), requestHost(req)) : [])
+        },
+        '/api/status': (_req, res) => {
+          if (self == null) sendJson(res, { error: 'starting' }, 503)
+          else sendJson(res, statusDocument(self, peers(), monitor?.errors.all() ?? []))
+        },
+      },
     })
+    self = {
+      peerId: mesh.node.peerId.toString(),
+      role: 'ping-monitor',
+      version: MTC_VERSION,
+      metrics:
+        mesh.metrics != null && ctx.config.metrics != null
+          ? { host: ctx.config.metrics.host, port: mesh.metrics.port() }
+          : undefined,
+    }
     monitor = new PingMonitor(mesh.node, { intervalMs, peerExpiryMs, registry, log: ctx.log })
     monitor.start()
     return {

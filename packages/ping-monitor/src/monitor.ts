@@ -1,9 +1,26 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { IdentifyResult, Logger, PeerId } from '@libp2p/interface'
-import { type MeshNode, roleFromAgentVersion } from '@mtc/p2pnode'
+import {
+  hostPort,
+  METRICS_INFO_PROTOCOL,
+  type MeshNode,
+  multiaddrHost,
+  queryMetricsInfo,
+  queryStatus,
+  roleFromAgentVersion,
+  STATUS_PROTOCOL,
+} from '@mtc/p2pnode'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
-import { DEFAULT_INTERVAL_MS, DEFAULT_PEER_EXPIRY_MS, MAX_CONCURRENT_PROBES } from './constants.ts'
+import { ALLOCATOR_STATUS_PROTOCOL, queryAllocatorLoad } from './allocator-status.ts'
+import {
+  DEFAULT_INTERVAL_MS,
+  DEFAULT_PEER_EXPIRY_MS,
+  MAX_CONCURRENT_PROBES,
+  RECENT_ERRORS,
+  STATUS_REFRESH_MS,
+} from './constants.ts'
 import { PeerTable } from './peer-table.ts'
+import { RecentErrors } from './recent-errors.ts'
 
 export interface PingMonitorInit {
   intervalMs?: number
@@ -18,6 +35,8 @@ export interface PingMonitorInit {
  */
 export class PingMonitor {
   readonly table: PeerTable
+  /** Failed probes and queries, for the status page. */
+  readonly errors = new RecentErrors(RECENT_ERRORS)
   private readonly node: MeshNode
   private readonly init: Required<Omit<PingMonitorInit, 'log' | 'registry'>>
   private readonly log: Logger
@@ -25,6 +44,9 @@ export class PingMonitor {
   private loop?: Promise<void>
   private readonly probes: Counter<'outcome'>
   private readonly probeDuration: Histogram
+  /** Metrics-info and status queries under way, awaited by stop(). */
+  private readonly queries = new Map<string, Promise<void>>()
+  private lastStatusRefresh = 0
 
   constructor(node: MeshNode, init: PingMonitorInit) {
     this.node = node
@@ -104,6 +126,7 @@ export class PingMonitor {
     libp2p.removeEventListener('peer:disconnect', this.onDisconnect)
     libp2p.removeEventListener('peer:identify', this.onIdentify)
     await this.loop
+    await Promise.all(this.queries.values())
   }
 
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => {
@@ -115,8 +138,81 @@ export class PingMonitor {
   }
 
   private readonly onIdentify = (evt: CustomEvent<IdentifyResult>): void => {
-    const { peerId, agentVersion } = evt.detail
-    this.table.connected(peerId.toString(), roleFromAgentVersion(agentVersion))
+    const { peerId, agentVersion, protocols, connection } = evt.detail
+    const id = peerId.toString()
+    this.table.connected(id, roleFromAgentVersion(agentVersion))
+    const host = multiaddrHost(connection.remoteAddr)
+    this.table.learn(id, { host })
+    if (protocols.includes(METRICS_INFO_PROTOCOL)) {
+      this.track(`metrics ${id}`, () => this.learnMetrics(peerId, host))
+    }
+    if (protocols.includes(STATUS_PROTOCOL)) {
+      this.track(`status ${id}`, () => this.learnStatus(peerId))
+    }
+    if (protocols.includes(ALLOCATOR_STATUS_PROTOCOL)) {
+      this.track(`allocations ${id}`, () => this.learnAllocations(peerId))
+    }
+  }
+
+  /** Runs a query unless one of that kind is under way for the peer (identify can repeat). */
+  private track(key: string, query: () => Promise<void>): void {
+    if (this.queries.has(key)) return
+    const p = query().finally(() => this.queries.delete(key))
+    this.queries.set(key, p)
+  }
+
+  /** Where the peer's metrics are: its own host if it names one, else the one seen. */
+  private async learnMetrics(peer: PeerId, seenHost: string | undefined): Promise<void> {
+    const signal = this.controller?.signal
+    const id = peer.toString()
+    try {
+      const info = await queryMetricsInfo(this.node.libp2p, peer, { signal })
+      const host = info.host ?? seenHost
+      if (host != null) this.table.learn(id, { metrics: hostPort(host, info.port) })
+    } catch (err) {
+      if (signal?.aborted !== true) {
+        this.errors.add(id, `metrics info: ${(err as Error).message}`)
+      }
+    }
+  }
+
+  /** Which service a service-mode proxy serves, and whether it answers. */
+  private async learnStatus(peer: PeerId): Promise<void> {
+    const signal = this.controller?.signal
+    const id = peer.toString()
+    try {
+      const status = await queryStatus(this.node.libp2p, peer, { signal })
+      this.table.learn(id, { service: status.service, ready: status.ready })
+    } catch (err) {
+      if (signal?.aborted !== true) this.errors.add(id, `status: ${(err as Error).message}`)
+    }
+  }
+
+  /** How many instances an allocator runs and starts, for the status page. */
+  private async learnAllocations(peer: PeerId): Promise<void> {
+    const signal = this.controller?.signal
+    const id = peer.toString()
+    try {
+      const allocations = await queryAllocatorLoad(this.node.libp2p, peer, { signal })
+      this.table.learn(id, { allocations })
+    } catch (err) {
+      if (signal?.aborted !== true) this.errors.add(id, `allocations: ${(err as Error).message}`)
+    }
+  }
+
+  /** Readiness and allocations change: asked again every STATUS_REFRESH_MS. */
+  private async refreshStatuses(): Promise<void> {
+    if (Date.now() - this.lastStatusRefresh < STATUS_REFRESH_MS) return
+    this.lastStatusRefresh = Date.now()
+    const queries: (() => Promise<void>)[] = []
+    for (const p of this.node.libp2p.getPeers()) {
+      const e = this.table.get(p.toString())
+      if (e?.service != null) queries.push(() => this.learnStatus(p))
+      if (e?.allocations != null) queries.push(() => this.learnAllocations(p))
+    }
+    for (let i = 0; i < queries.length; i += MAX_CONCURRENT_PROBES) {
+      await Promise.all(queries.slice(i, i + MAX_CONCURRENT_PROBES).map((q) => q()))
+    }
   }
 
   /** One probe round per interval; a slow round delays the next instead of overlapping. */
@@ -124,6 +220,7 @@ export class PingMonitor {
     while (!signal.aborted) {
       const started = performance.now()
       await this.probeAll(signal)
+      await this.refreshStatuses()
       const removed = this.table.expire()
       if (removed > 0)
         this.log('forgot %d peer(s) unheard for %d ms', removed, this.init.peerExpiryMs)
@@ -157,6 +254,7 @@ export class PingMonitor {
       if (signal.aborted) return
       this.table.recordFailure(id)
       this.probes.inc({ outcome: 'failed' })
+      this.errors.add(id, `RTT probe: ${(err as Error).message}`)
       this.log.trace('probe of %s failed: %s', id, (err as Error).message)
     }
   }

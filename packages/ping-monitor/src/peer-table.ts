@@ -1,3 +1,4 @@
+import type { AllocatorLoad } from './allocator-status.ts'
 import { RTT_SMOOTHING } from './constants.ts'
 
 export interface PeerEntry {
@@ -10,6 +11,15 @@ export interface PeerEntry {
   lastSeen: number
   connected: boolean
   probesFailed: number
+  /** The IP this monitor sees the peer connect from. */
+  host?: string
+  /** The peer's Prometheus target, `host:port`, from its metrics-info answer. */
+  metrics?: string
+  /** For a service-mode proxy: its service and whether the service answers. */
+  service?: string
+  ready?: boolean
+  /** For an allocator: its instances running, starting and allowed. */
+  allocations?: AllocatorLoad
 }
 
 /** RTT per peer, smoothed like TCP's SRTT, forgetting peers unheard for `expiryMs`. */
@@ -71,6 +81,15 @@ export class PeerTable {
       }
     }
     return removed
+  }
+
+  /** Merges what was learnt about a peer over the overlay (host, metrics, service). */
+  learn(
+    peerId: string,
+    info: Partial<Pick<PeerEntry, 'host' | 'metrics' | 'service' | 'ready' | 'allocations'>>,
+  ): void {
+    const e = this.entries.get(peerId)
+    if (e != null) Object.assign(e, info)
   }
 
   get(peerId: string): PeerEntry | undefined {
