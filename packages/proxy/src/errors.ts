@@ -119,6 +119,7 @@ export function errorResponse(err: ProxyError): {
 
 /** Answers `res` with the error, unless a response already started (then it is cut). */
 export function sendError(res: ServerResponse, err: ProxyError): void {
+  if (res.destroyed) return // the client is gone: nobody to tell
   if (res.headersSent) {
     res.destroy(err)
     return

@@ -104,6 +104,8 @@ export class Forwarder {
       res.off('close', onClose)
     }
     for (let attempt = 1; ; attempt++) {
+      // A client gone meanwhile is not forwarded (its 'close' already fired).
+      if (res.destroyed) return
       const outcome = await this.attempt(inst, method, path, headers, body, res)
       if (outcome.kind === 'relayed') return
       tried.add(inst.id)

@@ -41,6 +41,7 @@ export class Gateway {
   constructor(init: GatewayInit) {
     this.init = init
     this.log = init.log
+    init.metrics.setGatewaySource(() => ({ inFlight: this.inFlight }))
   }
 
   async start(): Promise<void> {
@@ -95,6 +96,11 @@ export class Gateway {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
+    // A client that goes away mid-body (or sends a malformed chunk) destroys `req` with an
+    // error whatever stage the request is at: the gateway owns it for its whole life.
+    req.on('error', (err) =>
+      this.log.trace('%s %s: request cut: %s', req.method, req.url, err.message),
+    )
     const started = performance.now()
     let service = ''
     res.once('close', () => {

@@ -25,6 +25,8 @@ export class ProxyMetrics {
   readonly waiting: Gauge
   readonly registryReads: Counter<'result'>
   private rttSource: () => RttSample[] = () => []
+  private gatewaySource?: () => { inFlight: number }
+  private endpointSource?: () => { inFlight: number }
   private statusSource?: () => { ready: boolean; idleSeconds: number }
 
   constructor(registry: Registry) {
@@ -106,6 +108,24 @@ export class ProxyMetrics {
           rtt.set({ service: s.service, instance: s.instance }, s.seconds)
       },
     })
+    const inFlight: Gauge = new Gauge({
+      name: 'mtc_proxy_requests_in_flight',
+      help: 'Gateway requests being answered now (from the request head to the last response byte)',
+      registers,
+      collect: () => {
+        const s = this.gatewaySource?.()
+        if (s != null) inFlight.set(s.inFlight)
+      },
+    })
+    const inboundInFlight: Gauge = new Gauge({
+      name: 'mtc_proxy_inbound_requests_in_flight',
+      help: 'Service mode: requests from the mesh being forwarded to the local service now',
+      registers,
+      collect: () => {
+        const s = this.endpointSource?.()
+        if (s != null) inboundInFlight.set(s.inFlight)
+      },
+    })
     const ready: Gauge = new Gauge({
       name: 'mtc_proxy_service_ready',
       help: 'Service mode: 1 while the local service accepts connections',
@@ -124,6 +144,14 @@ export class ProxyMetrics {
         if (s != null) idle.set(s.idleSeconds)
       },
     })
+  }
+
+  setGatewaySource(source: () => { inFlight: number }): void {
+    this.gatewaySource = source
+  }
+
+  setEndpointSource(source: () => { inFlight: number }): void {
+    this.endpointSource = source
   }
 
   setRttSource(source: () => RttSample[]): void {

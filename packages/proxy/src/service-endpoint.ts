@@ -89,6 +89,11 @@ export class ServiceEndpoint {
     )
   }
 
+  /** Requests from the mesh being forwarded now. */
+  get requestsInFlight(): number {
+    return this.inFlight
+  }
+
   status(): InstanceStatus {
     const idle = this.inFlight > 0 ? 0 : (performance.now() - this.lastActive) / 1000
     return { service: this.init.service, idleSeconds: Math.floor(idle), ready: this.ready }
@@ -128,6 +133,9 @@ export class ServiceEndpoint {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
+    // A stream reset mid-body destroys `req` with an error, before, during or after its
+    // body is piped: owned here for its whole life (see Gateway).
+    req.on('error', (err) => this.log.trace('request from the mesh cut: %s', err.message))
     this.inFlight++
     res.once('close', () => {
       this.inFlight--
