@@ -18,6 +18,11 @@ export const PROXY_ERRORS = {
     message: 'not a service name (lower-case letters, digits and inner dashes, at most 63)',
   },
   ERR_BAD_REQUEST: { status: 400, message: 'malformed HTTP request' },
+  ERR_BAD_FRAMING: {
+    status: 400,
+    message:
+      'ambiguous request framing (Content-Length/Transfer-Encoding, Host, or one named in Connection); the connection is closed',
+  },
   ERR_UNKNOWN_SERVICE: {
     status: 404,
     message: 'no instance of this service is known, and no allocator knows the service',

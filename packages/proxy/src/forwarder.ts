@@ -10,6 +10,7 @@ import type { ProxyMetrics } from './metrics.ts'
 import { OnDemand } from './on-demand.ts'
 import { pipe } from './pipe.ts'
 import { RequestBody } from './request-body.ts'
+import type { Framing } from './request-framing.ts'
 import {
   mergeRequirements,
   noRequirementsSource,
@@ -88,10 +89,11 @@ export class Forwarder {
     path: string,
     req: IncomingMessage,
     res: ServerResponse,
+    framing: Framing,
   ): Promise<void> {
     const method = req.method ?? 'GET'
-    const headers = gatewayRequestHeaders(req, service)
-    const body = new RequestBody(req)
+    const headers = gatewayRequestHeaders(req, service, framing)
+    const body = new RequestBody(req, framing)
     const tried = new Set<string>()
     // A client that goes away stops waiting for an instance being started.
     const gone = new AbortController()

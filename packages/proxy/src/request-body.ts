@@ -1,6 +1,6 @@
 import type { ClientRequest, IncomingMessage } from 'node:http'
 import { REPLAY_BUFFER_BYTES } from './constants.ts'
-import { hasRequestBody } from './http-headers.ts'
+import { type Framing, hasBody } from './request-framing.ts'
 
 /**
  * A client's request body, streamed into one upstream request at a time with
@@ -16,9 +16,9 @@ export class RequestBody {
   private ended = false
   private target?: ClientRequest
 
-  constructor(source: IncomingMessage) {
+  constructor(source: IncomingMessage, framing: Framing) {
     this.source = source
-    this.present = hasRequestBody(source)
+    this.present = hasBody(framing)
     // Owned for the request's whole life: a client that goes away (or sends a malformed
     // chunk) destroys the message with an error, attached to an upstream or not, and an
     // 'error' without a listener would take the process down.
