@@ -8,7 +8,7 @@ import { endToEndHeaders, gatewayRequestHeaders } from './http-headers.ts'
 import type { Instance, InstanceRegistry } from './instance-registry.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { OnDemand } from './on-demand.ts'
-import { pipe } from './pipe.ts'
+import { flushHeadSoon, pipe } from './pipe.ts'
 import { RequestBody } from './request-body.ts'
 import type { Framing } from './request-framing.ts'
 import {
@@ -257,5 +257,6 @@ export class Forwarder {
       if (err != null) this.log.trace('response cut: %s', err.message)
       done?.()
     })
+    flushHeadSoon(ures, res)
   }
 }

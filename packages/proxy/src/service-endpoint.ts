@@ -30,7 +30,7 @@ import {
 import { ERROR_HEADER, ProxyError, sendError } from './errors.ts'
 import { endToEndHeaders, relayRequestHeaders } from './http-headers.ts'
 import type { ProxyMetrics } from './metrics.ts'
-import { pipe } from './pipe.ts'
+import { flushHeadSoon, pipe } from './pipe.ts'
 import { type Framing, requestFraming } from './request-framing.ts'
 import { StreamDuplex } from './stream-duplex.ts'
 
@@ -198,6 +198,7 @@ export class ServiceEndpoint {
       pipe(ures, res, (err) => {
         if (err != null) this.log.trace('response cut: %s', err.message)
       })
+      flushHeadSoon(ures, res)
     })
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer)
