@@ -56,6 +56,14 @@ export const REPLAY_BUFFER_BYTES = 64 * 1024
  * HTTP Agent's maxSockets. Above it requests wait for a free stream.
  */
 export const MAX_STREAMS_PER_INSTANCE = 256
+/**
+ * Requests waiting for a stream to an instance whose MAX_STREAMS_PER_INSTANCE are all
+ * in use (or being opened): as many as the gateway has in flight...
+ */
+export const MAX_STREAM_WAITERS_PER_INSTANCE = 1024
+/** ...each at most this long (a burst drains in well under a second; a service holding
+ * 256 long polls does not free a stream soon). Then 503 ERR_INSTANCE_BUSY. */
+export const STREAM_SLOT_WAIT_MS = 10_000
 /** Idle warm streams kept per instance (the Agent's maxFreeSockets). */
 export const MAX_IDLE_STREAMS_PER_INSTANCE = 64
 /**

@@ -47,6 +47,10 @@ export const PROXY_ERRORS = {
     message: "every instance is above the service's hard RTT limit",
   },
   ERR_OVERLOADED: { status: 503, message: 'too many requests in flight through this proxy' },
+  ERR_INSTANCE_BUSY: {
+    status: 503,
+    message: 'every stream to the instance is in use, and none was freed in time',
+  },
   ERR_QUEUE_FULL: {
     status: 503,
     message: 'too many requests already wait for an instance of this service to start',

@@ -111,7 +111,9 @@ export class Forwarder {
       const outcome = await this.attempt(inst, method, path, headers, body, res)
       if (outcome.kind === 'relayed') return
       tried.add(inst.id)
-      if (!outcome.delivered) this.registry.suspect(service, inst)
+      // An instance that could not be reached is probed again; a busy one answered.
+      if (!outcome.delivered && outcome.error.code !== 'ERR_INSTANCE_BUSY')
+        this.registry.suspect(service, inst)
       const retry =
         attempt < MAX_ATTEMPTS &&
         body.replayable &&
@@ -238,7 +240,8 @@ export class Forwarder {
       body.detach()
       inst.stats.recordError()
       if (err instanceof ProxyError) {
-        fail({ kind: 'failed', delivered: true, error: err })
+        // A timeout or busy instance before any stream was assigned delivered nothing.
+        fail({ kind: 'failed', delivered: assigned, error: err })
         return
       }
       fail({
