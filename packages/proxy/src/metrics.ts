@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { streamBudget } from './stream-budget.ts'
 
 /** Latency buckets from 0.5 ms (a warm loopback hop) to 30 s (a cold start or a stall). */
 const DURATION_BUCKETS = [
@@ -125,6 +126,23 @@ export class ProxyMetrics {
         const s = this.endpointSource?.()
         if (s != null) inboundInFlight.set(s.inFlight)
       },
+    })
+    const buffered: Gauge<'direction'> = new Gauge({
+      name: 'mtc_proxy_stream_buffered_bytes',
+      help: 'Bytes held for mesh streams (Node side and libp2p buffers), by direction: in (received, not yet read) or out (written, not yet sent)',
+      labelNames: ['direction'],
+      registers,
+      collect: () => {
+        const b = streamBudget.buffered()
+        buffered.set({ direction: 'in' }, b.in)
+        buffered.set({ direction: 'out' }, b.out)
+      },
+    })
+    const window: Gauge = new Gauge({
+      name: 'mtc_proxy_stream_window_bytes',
+      help: 'Receive window each mesh stream may grow to now: the stream buffer budget shared by the streams open',
+      registers,
+      collect: () => window.set(streamBudget.windowBytes),
     })
     const ready: Gauge = new Gauge({
       name: 'mtc_proxy_service_ready',
