@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
 import { after, before, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { MeshNode, readSwarmKeyFile } from '@mtc/p2pnode'
 import { freePort } from '@mtc/testkit'
+import { multiaddr } from '@multiformats/multiaddr'
+import { HTTP_PROTOCOL } from '../src/constants.ts'
+import { StreamDuplex } from '../src/stream-duplex.ts'
 import { http, Mesh, type ProxyProc } from './fixture.ts'
 import { rawExchange, statusCodes } from './raw-http.ts'
 
@@ -13,6 +19,7 @@ const SERVICE = 'hello-framing'
 const mesh = new Mesh()
 let client: ProxyProc
 let service: ProxyProc
+let node: MeshNode | undefined
 
 before(async () => {
   await mesh.start()
@@ -23,6 +30,7 @@ before(async () => {
 })
 
 after(async () => {
+  await node?.stop()
   await mesh.stop()
 })
 
@@ -41,18 +49,27 @@ describe('proxy: request framing', () => {
   it('a body smuggled behind `Connection: content-length` never reaches a reused stream', async () => {
     const smuggled = `GET /status/418 HTTP/1.1\r\nHost: ${SERVICE}\r\n\r\n`
     for (let round = 0; round < 3; round++) {
-      const attack = await rawExchange(client.port, [
-        `GET /${SERVICE}/ HTTP/1.1\r\nHost: x\r\nContent-Length: ${smuggled.length}\r\n` +
-          `Connection: keep-alive, content-length\r\n\r\n${smuggled}`,
-      ])
-      assert.deepEqual(statusCodes(attack), [400], attack)
-      assert.match(attack, /x-mtc-error: ERR_BAD_FRAMING/i)
+      const before = await inboundRequests()
+      // The attacker's connection stays open (keep-alive): it is dropped after 1 s.
+      const attack = await rawExchange(
+        client.port,
+        [
+          `GET /${SERVICE}/ HTTP/1.1\r\nHost: x\r\nContent-Length: ${smuggled.length}\r\n` +
+            `Connection: keep-alive, content-length\r\n\r\n${smuggled}`,
+        ],
+        { timeoutMs: 1000 },
+      )
       // The victim reuses the warm stream the attacker's request went over (LIFO pool).
       const victim = await rawExchange(client.port, [
         `GET /${SERVICE}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
       ])
+      // The instance saw the victim's request only: none that nobody sent.
+      await sleep(200) // its count is taken when its answer is done
+      assert.equal((await inboundRequests()) - before, 1, 'requests the instance read')
       assert.deepEqual(statusCodes(victim), [200], victim)
       assert.match(victim, /Hello, world\n$/)
+      assert.deepEqual(statusCodes(attack), [400], attack)
+      assert.match(attack, /x-mtc-error: ERR_BAD_FRAMING/i)
     }
   })
 
@@ -128,5 +145,32 @@ describe('proxy: request framing', () => {
     assert.match(answer, /world/)
     assert.match(answer, /"content-length":"3"/)
     assert.equal((await http(client.port, `/${SERVICE}/`)).status, 200)
+  })
+
+  it('the instance side refuses ambiguous framing from the mesh too (a peer with the key)', async () => {
+    node = await MeshNode.startClient({ role: 'test', psk: await readSwarmKeyFile(mesh.pskFile) })
+    const [addr] = (await readFile(service.addrFile, 'utf8')).trim().split('\n')
+    const before = await inboundRequests()
+    const stream = await node.libp2p.dialProtocol(multiaddr(addr), HTTP_PROTOCOL)
+    const duplex = new StreamDuplex(stream, { allowHalfOpen: false })
+    const chunks: Buffer[] = []
+    duplex.on('data', (c: Buffer) => chunks.push(c))
+    const closed = new Promise<void>((resolve) => duplex.on('close', resolve))
+    duplex.on('error', () => {})
+    duplex.write(
+      `GET / HTTP/1.1\r\nHost: ${SERVICE}\r\nContent-Length: 5\r\n` +
+        `Connection: content-length\r\n\r\nhelloGET /status/418 HTTP/1.1\r\nHost: x\r\n\r\n`,
+    )
+    const timer = setTimeout(() => duplex.destroy(), 10_000)
+    await closed
+    clearTimeout(timer)
+    const answer = Buffer.concat(chunks).toString('latin1')
+    // One answer, the refusal; the pipelined request behind it never reaches the service.
+    assert.deepEqual(statusCodes(answer), [400], answer)
+    assert.match(answer, /x-mtc-error: ERR_BAD_FRAMING/i)
+    await sleep(200)
+    assert.equal((await inboundRequests()) - before, 1, 'only the refusal was counted')
+    const text = await service.metrics()
+    assert.doesNotMatch(text, /mtc_proxy_inbound_requests_total\{code="418"\}/)
   })
 })
