@@ -49,4 +49,33 @@ describe('proxy: a burst of simultaneous requests', () => {
     assert.equal(await client.metric('mtc_proxy_requests_in_flight'), 0)
     assert.equal((await http(client.port, `/${SERVICE}/`)).status, 200)
   })
+
+  it('beyond 256 streams held by long answers, a request waits 10 s, then 503 ERR_INSTANCE_BUSY', async () => {
+    // Each /slow answer holds its stream 14 s (head at once, one line at the end).
+    const held = 256
+    const extra = 20
+    const started = performance.now()
+    const answers = await Promise.all(
+      Array.from({ length: held + extra }, () =>
+        http(client.port, `/${SERVICE}/slow?ms=14000&chunks=1`, { timeoutMs: 60_000 }).then(
+          (a) => ({ ...a, ms: performance.now() - started }),
+        ),
+      ),
+    )
+    const ok = answers.filter((a) => a.status === 200)
+    const busy = answers.filter((a) => a.status === 503)
+    assert.equal(
+      ok.length + busy.length,
+      held + extra,
+      JSON.stringify(answers.map((a) => a.status)),
+    )
+    assert.ok(busy.length >= extra / 2, `${busy.length} busy answers`)
+    for (const a of busy) {
+      assert.equal(a.headers['x-mtc-error'], 'ERR_INSTANCE_BUSY')
+      assert.equal(a.headers['retry-after'], '1')
+      // It waited for a stream (10 s), and was not failed at once.
+      assert.ok(a.ms > 8_000, `busy after ${a.ms.toFixed(0)} ms`)
+    }
+    assert.equal((await http(client.port, `/${SERVICE}/`)).status, 200)
+  })
 })
