@@ -35,11 +35,7 @@ export function pipe(src: Readable, dst: Writable, done: (err: Error | null) => 
  * byte of the body.
  */
 export function flushHeadSoon(src: IncomingMessage, res: ServerResponse): void {
-  let flowing = false
-  src.once('data', () => {
-    flowing = true
-  })
   process.nextTick(() => {
-    if (!flowing && !src.complete && !res.destroyed) res.flushHeaders()
+    if (!src.readableDidRead && !src.complete && !res.destroyed) res.flushHeaders()
   })
 }
