@@ -25,7 +25,9 @@ interface YamuxWindow {
  * ~30 MB each. So each stream's receive window is capped at the process budget shared
  * by the streams open (at most STREAM_MAX_WINDOW_BYTES each, never below yamux's
  * initial window, which the remote may always use): a stream buffers at most its window
- * plus the Node side's high-water marks, and all together about the budget.
+ * plus the Node side's high-water marks. A window shrinks as streams open, but what it
+ * already granted stays granted: streams that stall as they open hold up to the budget
+ * × (1 + ln(n / 16)) together (~60 MiB for 40), or n × 256 KiB.
  */
 export class StreamBudget {
   private readonly streams = new Set<BudgetedStream>()
