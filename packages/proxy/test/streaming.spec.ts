@@ -58,8 +58,11 @@ function timeHeadAndBody(port: number, path: string): Promise<{ head: number; bo
 }
 
 describe('proxy: streamed responses', () => {
-  it('forwards the response head before the body, through both proxies', async () => {
+  it('forwards the response head before the body, through both proxies', async (ctx) => {
     const t = await timeHeadAndBody(client.port, `/${SERVICE}/events`)
+    ctx.diagnostic(
+      `head after ${t.head.toFixed(1)} ms, first body byte after ${t.body.toFixed(0)} ms`,
+    )
     // The head comes at once (a loopback hop or two); the body after the service's pause.
     assert.ok(t.body >= DELAY_MS * 0.9, `body after ${t.body.toFixed(0)} ms`)
     assert.ok(
