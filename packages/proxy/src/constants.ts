@@ -56,6 +56,14 @@ export const REPLAY_BUFFER_BYTES = 64 * 1024
  * HTTP Agent's maxSockets. Above it requests wait for a free stream.
  */
 export const MAX_STREAMS_PER_INSTANCE = 256
+/**
+ * Requests waiting for a stream to an instance whose MAX_STREAMS_PER_INSTANCE are all
+ * in use (or being opened): as many as the gateway has in flight...
+ */
+export const MAX_STREAM_WAITERS_PER_INSTANCE = 1024
+/** ...each at most this long (a burst drains in well under a second; a service holding
+ * 256 long polls does not free a stream soon). Then 503 ERR_INSTANCE_BUSY. */
+export const STREAM_SLOT_WAIT_MS = 10_000
 /** Idle warm streams kept per instance (the Agent's maxFreeSockets). */
 export const MAX_IDLE_STREAMS_PER_INSTANCE = 64
 /**
@@ -75,6 +83,17 @@ export const OPEN_STREAM_TIMEOUT_MS = 5_000
 export const MAX_HTTP_STREAMS_PER_CONNECTION = 512
 /** Node-side buffer of a stream adapter, each way: the size of one yamux frame. */
 export const STREAM_HIGH_WATER_MARK = 64 * 1024
+/**
+ * What all mesh streams of a process may have granted to their remotes (yamux receive
+ * windows), so what they buffer for readers that stopped reading: shared equally by the
+ * streams open (see StreamBudget).
+ */
+export const STREAM_BUFFER_BUDGET_BYTES = 32 * 1024 * 1024
+/** A stream's receive window, at most: 100 MB/s per stream at 40 ms RTT, and 16 streams
+ * get it before the budget shares it out (yamux's own maximum is 16 MiB). */
+export const STREAM_MAX_WINDOW_BYTES = 2 * 1024 * 1024
+/** ...and at least yamux's initial window, which a remote may always use. */
+export const STREAM_MIN_WINDOW_BYTES = 256 * 1024
 
 // ---------------------------------------------------------------- discovery and probing
 

@@ -18,6 +18,11 @@ export const PROXY_ERRORS = {
     message: 'not a service name (lower-case letters, digits and inner dashes, at most 63)',
   },
   ERR_BAD_REQUEST: { status: 400, message: 'malformed HTTP request' },
+  ERR_BAD_FRAMING: {
+    status: 400,
+    message:
+      'ambiguous request framing (Content-Length/Transfer-Encoding, Host, or one named in Connection); the connection is closed',
+  },
   ERR_UNKNOWN_SERVICE: {
     status: 404,
     message: 'no instance of this service is known, and no allocator knows the service',
@@ -42,6 +47,10 @@ export const PROXY_ERRORS = {
     message: "every instance is above the service's hard RTT limit",
   },
   ERR_OVERLOADED: { status: 503, message: 'too many requests in flight through this proxy' },
+  ERR_INSTANCE_BUSY: {
+    status: 503,
+    message: 'every stream to the instance is in use, and none was freed in time',
+  },
   ERR_QUEUE_FULL: {
     status: 503,
     message: 'too many requests already wait for an instance of this service to start',
@@ -119,6 +128,7 @@ export function errorResponse(err: ProxyError): {
 
 /** Answers `res` with the error, unless a response already started (then it is cut). */
 export function sendError(res: ServerResponse, err: ProxyError): void {
+  if (res.destroyed) return // the client is gone: nobody to tell
   if (res.headersSent) {
     res.destroy(err)
     return

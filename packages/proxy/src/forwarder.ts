@@ -8,8 +8,9 @@ import { endToEndHeaders, gatewayRequestHeaders } from './http-headers.ts'
 import type { Instance, InstanceRegistry } from './instance-registry.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { OnDemand } from './on-demand.ts'
-import { pipe } from './pipe.ts'
+import { flushHeadSoon, pipe } from './pipe.ts'
 import { RequestBody } from './request-body.ts'
+import type { Framing } from './request-framing.ts'
 import {
   mergeRequirements,
   noRequirementsSource,
@@ -88,24 +89,28 @@ export class Forwarder {
     path: string,
     req: IncomingMessage,
     res: ServerResponse,
+    framing: Framing,
   ): Promise<void> {
     const method = req.method ?? 'GET'
-    const headers = gatewayRequestHeaders(req, service)
-    const body = new RequestBody(req)
+    const headers = gatewayRequestHeaders(req, service, framing)
+    const body = new RequestBody(req, framing)
     const tried = new Set<string>()
     // A client that goes away stops waiting for an instance being started.
     const gone = new AbortController()
     res.once('close', () => gone.abort())
     let inst: Instance = await this.choose(service, tried, gone.signal)
     for (let attempt = 1; ; attempt++) {
+      // A client gone meanwhile is not forwarded (its 'close' already fired).
+      if (res.destroyed) return
       const outcome = await this.attempt(inst, method, path, headers, body, res)
       if (outcome.kind === 'relayed') return
       // A reset stream or a failed dial: the instance may have died. It is not used until a
       // probe says it lives (then a retry may go to it again), and a retry that finds no
-      // other may wait for a new one.
+      // other may wait for a new one. A busy instance (no free stream) answered: not suspect.
       const lost = outcome.error.code === 'ERR_INSTANCE_UNREACHABLE'
       if (!lost) tried.add(inst.id)
-      if (!outcome.delivered || lost) this.registry.suspect(service, inst)
+      if (lost || (!outcome.delivered && outcome.error.code !== 'ERR_INSTANCE_BUSY'))
+        this.registry.suspect(service, inst)
       const retry =
         attempt < MAX_ATTEMPTS &&
         body.replayable &&
@@ -235,7 +240,8 @@ export class Forwarder {
       body.detach()
       inst.stats.recordError()
       if (err instanceof ProxyError) {
-        fail({ kind: 'failed', delivered: true, error: err })
+        // A timeout or busy instance before any stream was assigned delivered nothing.
+        fail({ kind: 'failed', delivered: assigned, error: err })
         return
       }
       fail({
@@ -254,5 +260,6 @@ export class Forwarder {
       if (err != null) this.log.trace('response cut: %s', err.message)
       done?.()
     })
+    flushHeadSoon(ures, res)
   }
 }

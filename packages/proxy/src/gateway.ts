@@ -15,6 +15,7 @@ import {
 import { ProxyError, type ProxyErrorCode, rawErrorResponse, sendError } from './errors.ts'
 import type { Forwarder } from './forwarder.ts'
 import type { ProxyMetrics } from './metrics.ts'
+import { type Framing, requestFraming } from './request-framing.ts'
 import { parseGatewayTarget } from './service-name.ts'
 
 export interface GatewayInit {
@@ -37,10 +38,13 @@ export class Gateway {
   private inFlight = 0
   private stopping = false
   private idle?: PromiseWithResolvers<void>
+  /** Connections whose framing was refused: anything pipelined behind is not forwarded. */
+  private readonly refused = new WeakSet<Duplex>()
 
   constructor(init: GatewayInit) {
     this.init = init
     this.log = init.log
+    init.metrics.setGatewaySource(() => ({ inFlight: this.inFlight }))
   }
 
   async start(): Promise<void> {
@@ -95,6 +99,12 @@ export class Gateway {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
+    // A client that goes away mid-body (or sends a malformed chunk) destroys `req` with an
+    // error whatever stage the request is at: the gateway owns it for its whole life.
+    req.on('error', (err) =>
+      this.log.trace('%s %s: request cut: %s', req.method, req.url, err.message),
+    )
+    if (this.refused.has(req.socket)) return // closed once the 400 is out
     const started = performance.now()
     let service = ''
     res.once('close', () => {
@@ -111,16 +121,24 @@ export class Gateway {
       return
     }
     let target: { service: string; path: string }
+    let framing: Framing
     try {
+      // Framing first, from the message as parsed: nothing dropped later may change it.
+      framing = requestFraming(req)
       target = parseGatewayTarget(req.url ?? '')
     } catch (err) {
+      // Where this message ends is unknown: nothing more is read from this connection.
+      if ((err as ProxyError).code === 'ERR_BAD_FRAMING') {
+        res.shouldKeepAlive = false
+        this.refused.add(req.socket)
+      }
       sendError(res, err as ProxyError)
       return
     }
     this.inFlight++
     service = target.service
     this.init.forwarder
-      .forward(target.service, target.path, req, res)
+      .forward(target.service, target.path, req, res, framing)
       .catch((err: Error) => {
         if (err instanceof ProxyError) {
           // Unknown names stay out of the labels: anyone can make up names.
@@ -147,6 +165,16 @@ export class Gateway {
     this.log.trace('client error %s: %s', err.code, err.message)
     if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy()
+      return
+    }
+    // The parser failed on bytes after a request whose answer is under way (e.g. the body
+    // of a request refused for its framing): that answer is the last on this connection.
+    // A body that breaks off mid-request cuts that request (and its answer).
+    const answering = (socket as { _httpMessage?: ServerResponse | null })._httpMessage
+    if (answering != null) {
+      if (this.refused.has(socket)) return // its 400 is on its way, then the close
+      if (!answering.req.complete || answering.writableFinished) socket.destroy()
+      else answering.shouldKeepAlive = false
       return
     }
     this.init.metrics.requests.inc({ service: '', code: String(new ProxyError(code).status) })

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import { ERROR_HEADER } from './errors.ts'
+import { type Framing, framingHeaders } from './request-framing.ts'
 
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1, plus the de-facto Keep-Alive and Proxy-*):
@@ -50,28 +51,29 @@ export function endToEndHeaders(raw: string[], drop: ReadonlySet<string> = new S
   return out
 }
 
-/** Whether a request carries a body (a length above 0 or a transfer coding). */
-export function hasRequestBody(req: IncomingMessage): boolean {
-  if (req.headers['transfer-encoding'] != null) return true
-  const length = req.headers['content-length']
-  return length != null && length !== '0'
-}
-
 /** The client address as Forwarded wants it (`for=`): IPv6 quoted in brackets. */
 function forwardedNode(ip: string): string {
   if (ip === '') return 'unknown'
   return ip.includes(':') ? `"[${ip}]"` : ip
 }
 
-const GATEWAY_DROP = new Set(['host', ERROR_HEADER])
+/** The framing of a forwarded request is the proxy's own (see requestFraming): whatever
+ * the headers said, it is written from what was parsed. */
+const RELAY_DROP = new Set(['content-length'])
+const GATEWAY_DROP = new Set(['host', 'content-length', ERROR_HEADER])
 
 /**
  * The headers a gateway sends to an instance for a client request: end-to-end headers,
  * `Host: <service>` (the service is the virtual host on the mesh), the original host
  * in X-Forwarded-Host and Forwarded, and the client appended to X-Forwarded-For and
- * Forwarded. A request body keeps its framing: a chunked body goes on chunked.
+ * Forwarded. A request body keeps its framing (`framing`, decided before any header was
+ * dropped): a chunked body goes on chunked, a length stays that length.
  */
-export function gatewayRequestHeaders(req: IncomingMessage, service: string): string[] {
+export function gatewayRequestHeaders(
+  req: IncomingMessage,
+  service: string,
+  framing: Framing,
+): string[] {
   const headers = endToEndHeaders(req.rawHeaders, GATEWAY_DROP)
   const client = req.socket.remoteAddress ?? ''
   // An IPv4 client of a dual-stack socket, as itself.
@@ -98,14 +100,14 @@ export function gatewayRequestHeaders(req: IncomingMessage, service: string): st
   rest.push('Forwarded', forwarded != null ? `${forwarded}, ${element}` : element)
   if (host != null && req.headers['x-forwarded-host'] == null) rest.push('X-Forwarded-Host', host)
   if (req.headers['x-forwarded-proto'] == null) rest.push('X-Forwarded-Proto', 'http')
-  if (req.headers['transfer-encoding'] != null) rest.push('Transfer-Encoding', 'chunked')
+  rest.push(...framingHeaders(framing))
   return rest
 }
 
 /** Headers for the next hop of a request that already went through a gateway. */
-export function relayRequestHeaders(req: IncomingMessage): string[] {
-  const headers = endToEndHeaders(req.rawHeaders)
-  if (req.headers['transfer-encoding'] != null) headers.push('Transfer-Encoding', 'chunked')
+export function relayRequestHeaders(req: IncomingMessage, framing: Framing): string[] {
+  const headers = endToEndHeaders(req.rawHeaders, RELAY_DROP)
+  headers.push(...framingHeaders(framing))
   return headers
 }
 

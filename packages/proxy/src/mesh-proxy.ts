@@ -85,6 +85,7 @@ export class MeshProxy {
       })
       this.endpoint = endpoint
       this.metrics.setStatusSource(() => endpoint.status())
+      this.metrics.setEndpointSource(() => ({ inFlight: endpoint.requestsInFlight }))
     }
   }
 

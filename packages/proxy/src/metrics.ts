@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { streamBudget } from './stream-budget.ts'
 
 /** Latency buckets from 0.5 ms (a warm loopback hop) to 30 s (a cold start or a stall). */
 const DURATION_BUCKETS = [
@@ -25,6 +26,8 @@ export class ProxyMetrics {
   readonly waiting: Gauge
   readonly registryReads: Counter<'result'>
   private rttSource: () => RttSample[] = () => []
+  private gatewaySource?: () => { inFlight: number }
+  private endpointSource?: () => { inFlight: number }
   private statusSource?: () => { ready: boolean; idleSeconds: number }
 
   constructor(registry: Registry) {
@@ -106,6 +109,41 @@ export class ProxyMetrics {
           rtt.set({ service: s.service, instance: s.instance }, s.seconds)
       },
     })
+    const inFlight: Gauge = new Gauge({
+      name: 'mtc_proxy_requests_in_flight',
+      help: 'Gateway requests being answered now (from the request head to the last response byte)',
+      registers,
+      collect: () => {
+        const s = this.gatewaySource?.()
+        if (s != null) inFlight.set(s.inFlight)
+      },
+    })
+    const inboundInFlight: Gauge = new Gauge({
+      name: 'mtc_proxy_inbound_requests_in_flight',
+      help: 'Service mode: requests from the mesh being forwarded to the local service now',
+      registers,
+      collect: () => {
+        const s = this.endpointSource?.()
+        if (s != null) inboundInFlight.set(s.inFlight)
+      },
+    })
+    const buffered: Gauge<'direction'> = new Gauge({
+      name: 'mtc_proxy_stream_buffered_bytes',
+      help: 'Bytes held for mesh streams (Node side and libp2p buffers), by direction: in (received, not yet read) or out (written, not yet sent)',
+      labelNames: ['direction'],
+      registers,
+      collect: () => {
+        const b = streamBudget.buffered()
+        buffered.set({ direction: 'in' }, b.in)
+        buffered.set({ direction: 'out' }, b.out)
+      },
+    })
+    const window: Gauge = new Gauge({
+      name: 'mtc_proxy_stream_window_bytes',
+      help: 'Receive window each mesh stream may grow to now: the stream buffer budget shared by the streams open',
+      registers,
+      collect: () => window.set(streamBudget.windowBytes),
+    })
     const ready: Gauge = new Gauge({
       name: 'mtc_proxy_service_ready',
       help: 'Service mode: 1 while the local service accepts connections',
@@ -124,6 +162,14 @@ export class ProxyMetrics {
         if (s != null) idle.set(s.idleSeconds)
       },
     })
+  }
+
+  setGatewaySource(source: () => { inFlight: number }): void {
+    this.gatewaySource = source
+  }
+
+  setEndpointSource(source: () => { inFlight: number }): void {
+    this.endpointSource = source
   }
 
   setRttSource(source: () => RttSample[]): void {

@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { finished, type Readable, type Writable } from 'node:stream'
 
 /**
@@ -24,4 +25,17 @@ export function pipe(src: Readable, dst: Writable, done: (err: Error | null) => 
     end(err ?? null)
   })
   src.pipe(dst)
+}
+
+/**
+ * Sends `res`'s head now unless the first body chunk goes out with it: call right after
+ * `res.writeHead()` and `pipe(src, res)` for a response relayed from `src`. Body bytes
+ * parsed together with the head are flowing by the next tick (one write for both, as
+ * before); a head alone (server-sent events, a long poll) is not held until the first
+ * byte of the body.
+ */
+export function flushHeadSoon(src: IncomingMessage, res: ServerResponse): void {
+  process.nextTick(() => {
+    if (!src.readableDidRead && !src.complete && !res.destroyed) res.flushHeaders()
+  })
 }

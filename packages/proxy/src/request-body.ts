@@ -1,6 +1,6 @@
 import type { ClientRequest, IncomingMessage } from 'node:http'
 import { REPLAY_BUFFER_BYTES } from './constants.ts'
-import { hasRequestBody } from './http-headers.ts'
+import { type Framing, hasBody } from './request-framing.ts'
 
 /**
  * A client's request body, streamed into one upstream request at a time with
@@ -16,9 +16,13 @@ export class RequestBody {
   private ended = false
   private target?: ClientRequest
 
-  constructor(source: IncomingMessage) {
+  constructor(source: IncomingMessage, framing: Framing) {
     this.source = source
-    this.present = hasRequestBody(source)
+    this.present = hasBody(framing)
+    // Owned for the request's whole life: a client that goes away (or sends a malformed
+    // chunk) destroys the message with an error, attached to an upstream or not, and an
+    // 'error' without a listener would take the process down.
+    source.on('error', this.onError)
   }
 
   /** Every byte read from the client so far is still held (or none was read). */
@@ -38,11 +42,14 @@ export class RequestBody {
       target.end()
       return
     }
+    if (this.source.destroyed) {
+      target.destroy(new Error('the client went away'))
+      return
+    }
     this.target = target
     target.on('drain', this.onDrain)
     this.source.on('data', this.onData)
     this.source.on('end', this.onEnd)
-    this.source.on('error', this.onError)
     this.source.resume()
   }
 
@@ -54,7 +61,6 @@ export class RequestBody {
     this.source.pause()
     this.source.off('data', this.onData)
     this.source.off('end', this.onEnd)
-    this.source.off('error', this.onError)
     target.off('drain', this.onDrain)
   }
 
@@ -83,6 +89,7 @@ export class RequestBody {
     target?.end()
   }
 
+  /** The client's message failed: the attempt it feeds (if any) is aborted. */
   private readonly onError = (err: Error): void => {
     const target = this.target
     this.detach()

@@ -30,7 +30,8 @@ import {
 import { ERROR_HEADER, ProxyError, sendError } from './errors.ts'
 import { endToEndHeaders, relayRequestHeaders } from './http-headers.ts'
 import type { ProxyMetrics } from './metrics.ts'
-import { pipe } from './pipe.ts'
+import { flushHeadSoon, pipe } from './pipe.ts'
+import { type Framing, requestFraming } from './request-framing.ts'
 import { StreamDuplex } from './stream-duplex.ts'
 
 export interface ServiceEndpointInit {
@@ -65,6 +66,8 @@ export class ServiceEndpoint {
   private inFlight = 0
   private lastActive = performance.now()
   private started = false
+  /** Streams whose framing was refused: anything pipelined behind is not forwarded. */
+  private readonly refused = new WeakSet<object>()
 
   constructor(init: ServiceEndpointInit) {
     this.init = init
@@ -87,6 +90,11 @@ export class ServiceEndpoint {
       },
       (req, res) => this.handle(req, res),
     )
+  }
+
+  /** Requests from the mesh being forwarded now. */
+  get requestsInFlight(): number {
+    return this.inFlight
   }
 
   status(): InstanceStatus {
@@ -128,12 +136,27 @@ export class ServiceEndpoint {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
+    // A stream reset mid-body destroys `req` with an error, before, during or after its
+    // body is piped: owned here for its whole life (see Gateway).
+    req.on('error', (err) => this.log.trace('request from the mesh cut: %s', err.message))
+    if (this.refused.has(req.socket)) return // closed once the 400 is out
     this.inFlight++
     res.once('close', () => {
       this.inFlight--
       this.lastActive = performance.now()
       this.init.metrics.inboundRequests.inc({ code: String(res.statusCode) })
     })
+    // The same framing rules as the gateway's for what arrives from the mesh: another
+    // peer's gateway may not be ours.
+    let framing: Framing
+    try {
+      framing = requestFraming(req)
+    } catch (err) {
+      res.shouldKeepAlive = false
+      this.refused.add(req.socket)
+      sendError(res, err as ProxyError)
+      return
+    }
     const { host, port } = this.init.target
     const timeoutMs = this.init.upstreamTimeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS
     let connected = false
@@ -144,7 +167,7 @@ export class ServiceEndpoint {
       port,
       method: req.method,
       path: req.url,
-      headers: relayRequestHeaders(req),
+      headers: relayRequestHeaders(req, framing),
     })
     const timer = setTimeout(() => {
       upstream.destroy(new ProxyError('ERR_SERVICE_TIMEOUT', `no answer within ${timeoutMs} ms`))
@@ -175,6 +198,7 @@ export class ServiceEndpoint {
       pipe(ures, res, (err) => {
         if (err != null) this.log.trace('response cut: %s', err.message)
       })
+      flushHeadSoon(ures, res)
     })
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer)

@@ -2,6 +2,7 @@ import { Duplex } from 'node:stream'
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { STREAM_HIGH_WATER_MARK } from './constants.ts'
+import { type StreamBudget, streamBudget } from './stream-budget.ts'
 
 export interface StreamDuplexOptions {
   /**
@@ -9,6 +10,8 @@ export interface StreamDuplexOptions {
    * or end it then (false, like the sockets Node's HTTP client and server use).
    */
   allowHalfOpen?: boolean
+  /** Caps the stream's receive window; the process's own by default. */
+  budget?: StreamBudget
 }
 
 /** The error a StreamDuplex is destroyed with when its stream closed under it. */
@@ -24,7 +27,8 @@ export class StreamClosedError extends Error {
  * - backpressure both ways: the libp2p stream is paused while the Node side is full
  *   (yamux then stops granting window, so the remote stops sending; what the window
  *   already allowed still arrives, and MeshNode's streams have room for a whole window:
- *   p2pnode's STREAM_MAX_READ_BUFFER_BYTES), and a write
+ *   p2pnode's STREAM_MAX_READ_BUFFER_BYTES; the window itself is capped by the process's
+ *   StreamBudget, so a reader that stopped reading holds at most its share), and a write
  *   completes only once `send()` accepted it or, when it returned false, after 'drain';
  * - half-close: `end()` closes the stream for writing once everything was sent; the
  *   remote's close-write ends the readable side once everything buffered was read;
@@ -39,6 +43,7 @@ export class StreamDuplex extends Duplex {
   timeout = 0
   private idleTimer?: NodeJS.Timeout
   private paused = false
+  private readonly budget: StreamBudget
 
   constructor(stream: Stream, options: StreamDuplexOptions = {}) {
     super({
@@ -49,6 +54,8 @@ export class StreamDuplex extends Duplex {
       autoDestroy: true,
     })
     this.stream = stream
+    this.budget = options.budget ?? streamBudget
+    this.budget.add(this)
     stream.addEventListener('message', this.onMessage)
     stream.addEventListener('end', this.onEnd)
     stream.addEventListener('close', this.onClose)
@@ -154,6 +161,7 @@ export class StreamDuplex extends Duplex {
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     this.clearIdleTimer()
+    this.budget.remove(this)
     const stream = this.stream
     stream.removeEventListener('message', this.onMessage)
     stream.removeEventListener('end', this.onEnd)
