@@ -3,7 +3,7 @@
 #
 # Usage: sudo ./install.sh [--prefix DIR] [--etc-dir DIR] [--unit-dir DIR]
 #                          [--bin-dir DIR] [--no-user]
-#   --prefix DIR    where bin/ lib/ proto/ deploy/ go (default /opt/mtc); an existing
+#   --prefix DIR    where bin/ lib/ proto/ static/ deploy/ go (default /opt/mtc); an existing
 #                   install there is replaced, /etc/mtc is kept
 #   --etc-dir DIR   settings: example env files copied here unless present (default /etc/mtc)
 #   --unit-dir DIR  systemd units (default /etc/systemd/system); they name --prefix and
@@ -51,11 +51,11 @@ fi
 
 # The new tree next to the old one, then swapped in: a failed copy leaves the old install.
 mkdir -p "$prefix"
-for d in bin lib proto deploy; do
+for d in bin lib proto static deploy; do
   rm -rf "$prefix/$d.new"
   cp -R "$src/$d" "$prefix/$d.new"
 done
-for d in bin lib proto deploy; do
+for d in bin lib proto static deploy; do
   rm -rf "$prefix/$d"
   mv "$prefix/$d.new" "$prefix/$d"
 done

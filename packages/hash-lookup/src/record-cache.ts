@@ -305,14 +305,18 @@ export class RecordCache {
     while (!signal.aborted) {
       const client = this.client
       if (client == null) {
-        await new Promise<void>((resolve) => {
-          this.wakeWatcher = resolve
-        })
-        this.wakeWatcher = undefined
+        // No registry known: look for one as soon as a lookup may be made again, not only
+        // when a request asks, so that notices and reads resume by themselves.
+        await this.untilLookup()
+        if (!signal.aborted) await this.registry()
         continue
       }
       try {
-        await this.subscribe(client, signal, () => backoff.reset())
+        await this.subscribe(client, signal, () => {
+          backoff.reset()
+          // The registry answers again: reads need not wait out the retry period.
+          this.downAt = undefined
+        })
       } catch (err) {
         if (!signal.aborted && this.notified) {
           this.log?.('change notices from hl-service lost: %s', (err as Error).message)
@@ -322,6 +326,21 @@ export class RecordCache {
       }
       if (!(await backoff.wait(signal))) return
     }
+  }
+
+  /** Resolves when a registry lookup may be made (RECORD_CACHE_RETRY_MS after a failure),
+   * or at once when woken (a registry found, stop()). */
+  private async untilLookup(): Promise<void> {
+    const waitMs =
+      this.downAt == null ? 0 : Math.max(0, this.retryMs - (performance.now() - this.downAt))
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, waitMs)
+      this.wakeWatcher = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    this.wakeWatcher = undefined
   }
 
   private async subscribe(

@@ -254,3 +254,17 @@ describe('change notices across an etcd restart', () => {
     assert.equal((await cache.get('after-restart'))?.name, 'after-restart')
   })
 })
+
+describe('a registry that comes back', () => {
+  it('is read again as soon as its change notices resume, without waiting out the retry period', async () => {
+    const cache = await started({ retryMs: 60_000 })
+    await server.stop() // the process is gone: reads fail, notices stop
+    await assert.rejects(cache.get('comeback'))
+    await waitFor('notices lost', () => !cache.live, { timeoutMs: 10_000, intervalMs: 20 })
+    await server.start() // the same hl-service back
+    await waitFor('notices again', () => cache.live, { timeoutMs: 20_000, intervalMs: 50 })
+    await register('comeback')
+    // Well inside the 60 s retry period: the registry is read, not skipped as down.
+    assert.equal((await cache.get('comeback'))?.name, 'comeback')
+  })
+})

@@ -419,6 +419,7 @@ test('a child that ignores SIGTERM gets SIGKILL after the 9 s grace, before dock
       LABEL,
       '--network',
       'host',
+      ...NO_NEW_PRIVS,
       ...['-e', `PROXY_PORT=${proxyPort}`, '-e', 'PROXY_IP=127.0.0.1'],
       ...['-e', `SERVICE_PORT=${await freePort()}`, '-e', 'SERVICE_NAME=stubborn'],
       ...['-e', `P2P_BOOTSTRAPS=${bootstrap}`, '-v', `${pskFile}:/run/mtc/swarm.key:ro`],

@@ -119,6 +119,11 @@ export async function buildTree(root: string, version: string): Promise<void> {
   const etcd3 = dirname(fromHashLookup.resolve('etcd3/package.json'))
   await cp(join(etcd3, 'proto'), join(root, 'proto'), { recursive: true })
 
+  // ping-monitor's status page files, read from `../static/` beside its bundle in lib/.
+  await cp(join(REPO_ROOT, 'packages/ping-monitor/static'), join(root, 'static'), {
+    recursive: true,
+  })
+
   await cp(join(REPO_ROOT, 'deploy'), join(root, 'deploy'), {
     recursive: true,
     filter: (src) => !src.endsWith('install.sh'),

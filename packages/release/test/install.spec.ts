@@ -237,6 +237,13 @@ describe('a mesh from the installed tree, started as the units start it', () => 
     const bootstrap = await addrOf(pm, join(dir.path, 'ping-monitor.addr'))
     // The identity is kept in the state directory: the same peer ID after a restart.
     assert.ok((await readdir(join(stateRoot, 'mtc-ping-monitor'))).includes('identity.key'))
+    // Its status page ships with it (static/ beside lib/).
+    const pmMetrics = /--metrics 127\.0\.0\.1:(\d+)/.exec(
+      await readFile(join(etc, 'ping-monitor.env'), 'utf8'),
+    )?.[1]
+    const page = await fetch(`http://127.0.0.1:${pmMetrics}/`)
+    assert.equal(page.status, 200)
+    assert.match(await page.text(), /<script src="\/?status\.js"/)
     await writeFile(join(etc, 'mesh.env'), `P2P_BOOTSTRAPS=${bootstrap}\n`)
 
     const etcdPorts = `--etcd-client-port ${await freePort()} --etcd-peer-port ${await freePort()}`

@@ -330,7 +330,9 @@ describe('scenarios: faults', { skip, timeout: 360_000 }, () => {
         timeoutMs: REGISTRY_RETRY_MS + 10_000,
         intervalMs: 500,
       },
-    )
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}\n${mesh.log('client', 'proxy').slice(-6000)}`)
+    })
     const readMs = performance.now() - t1
 
     line(
