@@ -99,7 +99,12 @@ export interface ProxyProc {
   /** Its full multiaddrs, one per line, once listening (`--addr-file`). */
   addrFile: string
   metrics(): Promise<string>
-  metric(name: string, labels?: Record<string, string>): Promise<number>
+  /**
+   * The value of one series; throws when it is absent (a misspelt name or label, or a
+   * series never set), unless `ifAbsent` says what absence means (a labelled counter has
+   * no series before its first increment).
+   */
+  metric(name: string, labels?: Record<string, string>, ifAbsent?: number): Promise<number>
 }
 
 /** A private mesh on loopback: a swarm key, a ping-monitor bootstrap, helpers to add to it. */
@@ -182,7 +187,11 @@ export class Mesh {
       metricsPort,
       addrFile,
       metrics,
-      metric: async (name, labels) => metricValue(await metrics(), name, labels) ?? 0,
+      metric: async (name, labels, ifAbsent) => {
+        const value = metricValue(await metrics(), name, labels) ?? ifAbsent
+        if (value == null) throw new Error(`no series ${name} ${JSON.stringify(labels ?? {})}`)
+        return value
+      },
     }
   }
 

@@ -95,7 +95,7 @@ async function clientProxy(): Promise<ProxyProc> {
     'the proxy reading the registry',
     async () => {
       await http(proxy.port, `/warm-up-${randomBytes(4).toString('hex')}/`, { timeoutMs: 20_000 })
-      return (await proxy.metric('mtc_proxy_registry_reads_total', { result: 'unknown' })) > 0
+      return (await proxy.metric('mtc_proxy_registry_reads_total', { result: 'unknown' }, 0)) > 0
     },
     { timeoutMs: 60_000, intervalMs: 500 },
   )
@@ -212,7 +212,8 @@ describe('made-up service names (issue 12 item 12)', () => {
       const at = (p: number) => ms[Math.min(ms.length - 1, Math.floor(p * ms.length))]
       return { results, wallMs: performance.now() - t0, p50: at(0.5), p99: at(0.99) }
     }
-    const readsUnknown = () => proxy.metric('mtc_proxy_registry_reads_total', { result: 'unknown' })
+    const readsUnknown = () =>
+      proxy.metric('mtc_proxy_registry_reads_total', { result: 'unknown' }, 0)
     const asked = () => [...allocator.requests.values()].reduce((a, b) => a + b, 0)
 
     // What this machine achieves now: the same load answered by the gateway alone (400,
