@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { connect, type Socket } from 'node:net'
-import { after, before, describe, it } from 'node:test'
+import { after, before, describe, it, type TestContext } from 'node:test'
 import { freePort, readLinesWhenReady, waitFor } from '@mtc/testkit'
 import { FakeAllocator } from './fake-allocator.ts'
 import { http, Mesh, type ProxyProc } from './fixture.ts'
@@ -88,15 +88,12 @@ const plain = new TestService('plain')
 const gone = new TestService('gone')
 const pair = [new TestService('p0'), new TestService('p1'), new TestService('p2')]
 const pairProxies: ProxyProc[] = []
-const replay = [new TestService('r0'), new TestService('r1')]
-/** The peer IDs of the et-replay instances (in front of `replay`). */
-const replayIds: string[] = []
 /** The gateway most tests use: default timeouts. */
 let client: ProxyProc
 
 before(async () => {
   await mesh.start()
-  for (const s of [plain, gone, ...pair, ...replay]) await s.start()
+  for (const s of [plain, gone, ...pair]) await s.start()
   await allocator.start()
   // et-plain: a patient instance; et-slow: the same service behind an instance that waits
   // 1 s for it.
@@ -104,18 +101,9 @@ before(async () => {
   await mesh.serviceProxy('et-slow', plain.port, ['--upstream-timeout', '1s'])
   await mesh.serviceProxy('et-gone', gone.port)
   for (const s of pair) pairProxies.push(await mesh.serviceProxy('et-pair', s.port))
-  for (const s of replay) {
-    const proxy = await mesh.serviceProxy('et-replay', s.port)
-    replayIds.push((await readLinesWhenReady(proxy.addrFile))[0].split('/p2p/')[1])
-  }
   client = await mesh.proxy([String(await freePort())])
-  for (const service of ['et-plain', 'et-slow', 'et-gone', 'et-replay'])
+  for (const service of ['et-plain', 'et-slow', 'et-gone'])
     await mesh.routable(client.port, service)
-  await waitFor(
-    'both et-replay instances usable',
-    () => replayIds.every((id) => usableLogged(id) > 0),
-    { timeoutMs: 30_000, intervalMs: 100 },
-  )
   // Every instance of et-pair is known and ready to the client.
   const answered = new Set<string>()
   await waitFor(
@@ -132,13 +120,8 @@ after(async () => {
   TestService.release()
   await allocator.stop()
   await mesh.stop()
-  for (const s of [plain, gone, ...pair, ...replay]) await s.close()
+  for (const s of [plain, gone, ...pair]) await s.close()
 })
-
-/** How many times the client logged the et-replay instance `id` becoming usable. */
-function usableLogged(id: string): number {
-  return client.proc.stderr().split(`service et-replay: instance ${id} usable`).length - 1
-}
 
 /** Asserts an error answer: status, code header, body starting with the code. */
 function assertError(
@@ -266,58 +249,72 @@ describe('proxy error table: the instance is lost mid-request', () => {
 })
 
 describe('proxy error table: the 64 KiB replay buffer', () => {
+  let pairs = 0
+
+  /** A new service with two instances, both usable through the client. */
+  async function twoInstances(t: TestContext) {
+    const service = `et-replay-${pairs++}`
+    const services = [new TestService(`${service}-a`), new TestService(`${service}-b`)]
+    const ids: string[] = []
+    for (const s of services) {
+      await s.start()
+      const proxy = await mesh.serviceProxy(service, s.port)
+      t.after(async () => {
+        await proxy.proc.stop()
+        await s.close()
+      })
+      ids.push((await readLinesWhenReady(proxy.addrFile))[0].split('/p2p/')[1])
+    }
+    // The client logs each instance once when it first becomes usable.
+    await mesh.routable(client.port, service)
+    await waitFor(
+      `both ${service} instances usable`,
+      () => ids.every((id) => client.proc.stderr().includes(`${service}: instance ${id} usable`)),
+      { timeoutMs: 30_000, intervalMs: 100 },
+    )
+    return { service, services }
+  }
+
   /**
-   * POSTs `bytes` to et-replay right after the service of its preferred instance stopped
+   * POSTs `bytes` to a service right after the service of its preferred instance stopped
    * accepting connections: the first attempt fails before a byte reached the service.
    * The instance reports its service down within a second (then the gateway would not try
-   * it at all): when no attempt failed (no retry counted and no refusal), the race was
-   * lost: reopen, wait, try again (at most 3 times).
+   * it at all): when no attempt failed (no retry counted, no refusal), the race was lost:
+   * try again with new instances (at most 3 times).
    */
-  async function postAfterRefusal(bytes: number) {
+  async function postAfterRefusal(t: TestContext, bytes: number) {
     for (let i = 0; i < 3; i++) {
-      const name = (await http(client.port, '/et-replay/')).body.toString().trim()
-      const down = replay.find((s) => s.name === name)!
-      const other = replay.find((s) => s !== down)!
-      const downId = replayIds[replay.indexOf(down)]
-      const usableBefore = usableLogged(downId)
-      const retriesBefore = await client.metric(
-        'mtc_proxy_retries_total',
-        { service: 'et-replay' },
-        0,
-      )
+      const { service, services } = await twoInstances(t)
+      const name = (await http(client.port, `/${service}/`)).body.toString().trim()
+      const down = services.find((s) => s.name === name)!
+      const other = services.find((s) => s !== down)!
+      const retriesBefore = await client.metric('mtc_proxy_retries_total', { service }, 0)
       const seenBefore = other.seen.length
       await down.close()
-      const res = await http(client.port, '/et-replay/upload', {
+      const res = await http(client.port, `/${service}/upload`, {
         method: 'POST',
         body: Buffer.alloc(bytes, 7),
         timeoutMs: 30_000,
       })
       const retries =
-        (await client.metric('mtc_proxy_retries_total', { service: 'et-replay' }, 0)) -
-        retriesBefore
+        (await client.metric('mtc_proxy_retries_total', { service }, 0)) - retriesBefore
       const reachedOther = other.seen.slice(seenBefore).filter((r) => r.path === '/upload')
-      // Back as it was: the client uses the instance again once a probe finds its service.
-      await down.start(down.port)
-      await waitFor(`${down.name} usable again`, () => usableLogged(downId) > usableBefore, {
-        timeoutMs: 30_000,
-        intervalMs: 100,
-      })
       if (retries > 0 || res.headers['x-mtc-error'] === 'ERR_SERVICE_UNREACHABLE')
         return { res, retries, reachedOther, other }
     }
     assert.fail('the gateway never tried the instance whose service had just gone')
   }
 
-  it('a POST of 64 KiB is retried on another instance when the first refused it', async () => {
-    const { res, retries, reachedOther, other } = await postAfterRefusal(64 * 1024)
+  it('a POST of 64 KiB is retried on another instance when the first refused it', async (t) => {
+    const { res, retries, reachedOther, other } = await postAfterRefusal(t, 64 * 1024)
     assert.equal(res.status, 200, res.body.toString())
     assert.equal(res.body.toString(), `${other.name}\n`)
     assert.equal(retries, 1)
     assert.equal(reachedOther.length, 1)
   })
 
-  it('a POST of more than 64 KiB is not retried: the first refusal is the answer', async () => {
-    const { res, retries, reachedOther } = await postAfterRefusal(64 * 1024 + 1)
+  it('a POST of more than 64 KiB is not retried: the first refusal is the answer', async (t) => {
+    const { res, retries, reachedOther } = await postAfterRefusal(t, 64 * 1024 + 1)
     assertError(res, 503, 'ERR_SERVICE_UNREACHABLE')
     assert.equal(retries, 0)
     assert.deepEqual(reachedOther, [])
