@@ -92,6 +92,8 @@ export class RecordCache {
   /** Counts change-notice streams (and resets): answers of an older session are stale. */
   private session = 0
   private notified = false
+  /** A registry lookup in the DHT has ended at least once (found or not). */
+  private searched = false
   private watching?: Promise<void>
   private wakeWatcher?: () => void
 
@@ -136,6 +138,14 @@ export class RecordCache {
   /** The registry has not failed lately: a read is worth waiting for. */
   get available(): boolean {
     return this.downAt == null || performance.now() - this.downAt >= this.retryMs
+  }
+
+  /**
+   * A registry is known, or the first lookup for one may still be under way: a read is
+   * worth waiting for. False once a lookup found none (the cache looks again by itself).
+   */
+  get mayAnswer(): boolean {
+    return this.client != null || !this.searched
   }
 
   /** Answers held now (valid or not). */
@@ -295,6 +305,8 @@ export class RecordCache {
     } catch (err) {
       if (!this.stopped) this.markDown((err as Error).message)
       return undefined
+    } finally {
+      this.searched = true
     }
   }
 

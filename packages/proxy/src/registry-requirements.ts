@@ -77,6 +77,9 @@ export class RegistryRequirements implements RequirementsSource {
     const last = cache.last(service)
     const fallback = last != null ? requirementsOf(last) : undefined
     if (cache.stopped || !cache.available) return fallback
+    // No hl-service found in the mesh: no request waits for a lookup in the DHT (the cache
+    // looks again by itself every REGISTRY_RETRY_MS); only a proxy's very first ones may.
+    if (!cache.mayAnswer) return fallback
     const reading = cache.get(service)
     // Without notices a record may be stale, not wrong: use it, refresh it behind.
     if (last != null && !cache.live) {
