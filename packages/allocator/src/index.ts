@@ -1,11 +1,9 @@
-/** What an allocation client needs, without the daemon's (dockerode): `@mtc/allocator/client`. */
+/**
+ * `@mtc/allocator`: what an allocation client needs — request an instance, read an
+ * allocator's status, the protocol, errors and limits — without the daemon's dependencies
+ * (dockerode). The daemon is `@mtc/allocator/daemon` (src/daemon/), reached from its bin.
+ */
 export { allocatorStatus, requestAllocation } from './client.ts'
-export {
-  ALLOCATION_TIMEOUT_MS,
-  LABEL_MANAGED_BY,
-  LABEL_OWNER,
-  LABEL_PEER_ID,
-  LABEL_PORTS,
-  LABEL_SERVICE,
-} from './constants.ts'
+export * from './constants.ts'
+export { AllocationError, type AllocationErrorCode } from './errors.ts'
 export * from './protocol.ts'

@@ -1,8 +1,8 @@
 import type { Libp2p } from '@libp2p/interface'
 import { handleRpc } from '@mtc/p2pnode'
-import type { BlobStore } from './blob-store.ts'
-import { assertDigest } from './names.ts'
+import { assertDigest } from './digest.ts'
 import { BLOB_GET, type BlobRequest } from './protocol.ts'
+import type { BlobStore } from './store.ts'
 
 /**
  * Serves stored blobs on BLOB_GET to any mesh peer that asks by digest, streamed with

@@ -10,7 +10,7 @@
  * Space: a full disk is a StorageFullError (the temporary file is removed); with
  * `maxStorageBytes`, stored blobs plus uploads in progress never exceed it (an upload
  * reserves its declared size before its first byte, or grows its reservation as it is read)
- * and QuotaExceededError refuses the rest. Garbage collection (blob-gc.ts) removes blobs no
+ * and QuotaExceededError refuses the rest. Garbage collection (hl-service's blob-gc.ts) removes blobs no
  * record references through `sweep()`; a blob committed under a `lease` is never collected
  * before the lease is released, nor by a sweep that was running at any time it was held.
  */
@@ -21,6 +21,7 @@ import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { DEFAULT_MAX_BLOB_BYTES } from './constants.ts'
+import { assertDigest } from './digest.ts'
 import {
   BlobNotFoundError,
   BlobTooLargeError,
@@ -28,7 +29,6 @@ import {
   QuotaExceededError,
   StorageFullError,
 } from './errors.ts'
-import { assertDigest } from './names.ts'
 
 export interface BlobStoreInit {
   dataDir: string

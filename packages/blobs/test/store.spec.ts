@@ -6,14 +6,14 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { text } from 'node:stream/consumers'
 import { afterEach, beforeEach, describe, it } from 'node:test'
-import { BlobStore } from '../src/blob-store.ts'
 import {
   BlobNotFoundError,
   BlobTooLargeError,
   DigestMismatchError,
   InvalidDigestError,
 } from '../src/errors.ts'
-import { chunked, sha256 } from './fixtures/tarballs.ts'
+import { BlobStore } from '../src/store.ts'
+import { chunked, sha256 } from './fixtures.ts'
 
 describe('blob store', () => {
   let dataDir: string

@@ -1,15 +1,12 @@
 /**
- * What a registry client needs, without the daemon's dependencies (etcd3, gRPC): the
- * proxy and the allocator import `@mtc/hash-lookup/client`.
+ * `@mtc/hash-lookup`: what a registry client needs — the client, its record cache, records,
+ * names, protocol, errors, limits — without the daemon's dependencies (etcd3, gRPC). The
+ * daemon, hl-service, is `@mtc/hash-lookup/daemon` (src/daemon/), reached from its bin.
  */
-export { findHashLookup, HashLookupClient, type Upload } from './client.ts'
+export * from './client.ts'
+export * from './constants.ts'
 export * from './errors.ts'
 export * from './names.ts'
 export * from './protocol.ts'
-export {
-  RecordCache,
-  type RecordCacheInit,
-  type RegistryAnswer,
-  type RegistryReadResult,
-} from './record-cache.ts'
-export type { BlobRef, PerfRequirements, ServiceRecord, ServiceRecordInput } from './records.ts'
+export * from './record-cache.ts'
+export * from './records.ts'

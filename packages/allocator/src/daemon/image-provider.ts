@@ -1,8 +1,9 @@
 import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
-import { type BlobStore, HashLookupClient, type ServiceRecord } from '@mtc/hash-lookup'
+import { type BlobStore, fetchBlob } from '@mtc/blobs'
+import type { ServiceRecord } from '@mtc/hash-lookup'
 import { type Announcer, findProviders } from '@mtc/p2pnode'
-import { BLOB_FETCH_IDLE_MS, BLOB_FETCH_MAX_PROVIDERS } from './constants.ts'
-import { AllocationError } from './errors.ts'
+import { BLOB_FETCH_IDLE_MS, BLOB_FETCH_MAX_PROVIDERS } from '../constants.ts'
+import { AllocationError } from '../errors.ts'
 import type { ContainerRuntime } from './runtime.ts'
 
 export interface ImageProviderComponents {
@@ -93,8 +94,9 @@ export class ImageProvider {
     const errors: string[] = []
     for (const peer of candidates.slice(0, BLOB_FETCH_MAX_PROVIDERS)) {
       try {
-        const client = new HashLookupClient(libp2p, peer)
-        await client.fetchBlob(
+        await fetchBlob(
+          libp2p,
+          peer,
           digest,
           async (chunks) => {
             await this.c.blobs.write(chunks, { expectedDigest: digest, maxSize: size, signal })

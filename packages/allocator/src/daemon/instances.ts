@@ -21,12 +21,12 @@ import {
   PORTS_PER_INSTANCE,
   READY_POLL_INITIAL_MS,
   READY_POLL_MAX_MS,
-} from './constants.ts'
-import { AllocationError } from './errors.ts'
+} from '../constants.ts'
+import { AllocationError } from '../errors.ts'
+import type { AllocatedInstance } from '../protocol.ts'
 import type { ImageProvider } from './image-provider.ts'
 import type { AllocatorMetrics } from './metrics.ts'
 import type { PortPool } from './port-pool.ts'
-import type { AllocatedInstance } from './protocol.ts'
 import type { ContainerInfo, ContainerRuntime } from './runtime.ts'
 
 /** What a running instance's proxy says about itself. */

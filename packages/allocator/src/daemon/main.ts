@@ -2,7 +2,7 @@ import { mkdir, readdir, readFile, stat } from 'node:fs/promises'
 import { networkInterfaces } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { BlobStore, serveBlobs } from '@mtc/hash-lookup'
+import { BlobStore, serveBlobs } from '@mtc/blobs'
 import {
   Announcer,
   type CommandSpec,
@@ -27,7 +27,7 @@ import {
   DEFAULT_START_TIMEOUT_MS,
   PORTS_PER_INSTANCE,
   REAP_INTERVAL_MS,
-} from './constants.ts'
+} from '../constants.ts'
 import { ImageProvider } from './image-provider.ts'
 import { InstanceManager } from './instances.ts'
 import { AllocatorMetrics } from './metrics.ts'

@@ -1,5 +1,5 @@
 import { createServer } from 'node:net'
-import { PORTS_PER_INSTANCE } from './constants.ts'
+import { PORTS_PER_INSTANCE } from '../constants.ts'
 
 /**
  * The managed port range: hands out blocks of PORTS_PER_INSTANCE consecutive ports,

@@ -1,15 +1,15 @@
 import type { Libp2p, Logger } from '@libp2p/interface'
 import { isServiceName } from '@mtc/hash-lookup'
 import { handleRpc } from '@mtc/p2pnode'
-import { AllocationError } from './errors.ts'
-import type { InstanceManager } from './instances.ts'
-import type { AllocatorMetrics } from './metrics.ts'
+import { AllocationError } from '../errors.ts'
 import {
   ALLOCATE_PROTOCOL,
   ALLOCATOR_STATUS_PROTOCOL,
   type AllocateRequest,
   type AllocatorStatusReply,
-} from './protocol.ts'
+} from '../protocol.ts'
+import type { InstanceManager } from './instances.ts'
+import type { AllocatorMetrics } from './metrics.ts'
 
 /** Serves allocation and status requests over the overlay. */
 export class AllocatorServer {

@@ -10,8 +10,8 @@
  * cannot all be read (etcd down), nothing is deleted.
  */
 
-import type { BlobStore } from './blob-store.ts'
-import { BLOB_GC_INTERVAL_MS, BLOB_GC_MAX_RECORD_PAGES, MAX_LIST_LIMIT } from './constants.ts'
+import type { BlobStore } from '@mtc/blobs'
+import { BLOB_GC_INTERVAL_MS, BLOB_GC_MAX_RECORD_PAGES, MAX_LIST_LIMIT } from '../constants.ts'
 import type { RecordStore } from './etcd-store.ts'
 
 export interface BlobCollectorComponents {

@@ -5,9 +5,9 @@ import {
   MAX_WATCH_STREAMS_PER_CONNECTION,
   MAX_WATCHERS,
   WATCH_HEARTBEAT_MS,
-} from './constants.ts'
-import { RegistryUnavailableError } from './errors.ts'
-import { HL_WATCH, type WatchNotice } from './protocol.ts'
+} from '../constants.ts'
+import { RegistryUnavailableError } from '../errors.ts'
+import { HL_WATCH, type WatchNotice } from '../protocol.ts'
 
 export interface ChangeFeedComponents {
   libp2p: Libp2p

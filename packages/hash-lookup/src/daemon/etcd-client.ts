@@ -9,7 +9,7 @@ import {
   DEFAULT_ETCD_TIMEOUT_MS,
   ETCD_RECONNECT_BACKOFF_MAX_MS,
   ETCD_RECONNECT_BACKOFF_MIN_MS,
-} from './constants.ts'
+} from '../constants.ts'
 
 export interface EtcdClientInit {
   /** Deadline of each unary call, default `DEFAULT_ETCD_TIMEOUT_MS`. */

@@ -21,7 +21,7 @@ import {
   MAX_LIST_LIMIT,
   MAX_PUT_ATTEMPTS,
   WATCH_REOPEN_DELAY_MS,
-} from './constants.ts'
+} from '../constants.ts'
 import {
   ConflictError,
   HashLookupError,
@@ -29,9 +29,16 @@ import {
   InvalidRecordError,
   NotFoundError,
   RegistryUnavailableError,
-} from './errors.ts'
-import { assertServiceName } from './names.ts'
-import { type ServiceRecord, type ServiceRecordFields, validateRecordInput } from './records.ts'
+} from '../errors.ts'
+import { assertServiceName } from '../names.ts'
+import {
+  type ListPage,
+  type ServiceRecord,
+  type ServiceRecordFields,
+  validateRecordInput,
+} from '../records.ts'
+
+export type { ListPage } from '../records.ts'
 
 type CallOptions = NonNullable<Parameters<Etcd3['kv']['range']>[1]>
 
@@ -63,12 +70,6 @@ export interface ListOptions {
   limit?: number
   /** Cursor: the `next` of the previous page. */
   after?: string
-}
-
-export interface ListPage {
-  records: ServiceRecord[]
-  /** Present when more records follow; pass it as `after`. */
-  next?: string
 }
 
 /** What a watch of the records reports. */

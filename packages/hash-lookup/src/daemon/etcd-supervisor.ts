@@ -20,8 +20,8 @@ import {
   ETCD_STABLE_RUN_MS,
   ETCD_START_TIMEOUT_MS,
   ETCD_STOP_TIMEOUT_MS,
-} from './constants.ts'
-import { EtcdStartError } from './errors.ts'
+} from '../constants.ts'
+import { EtcdStartError } from '../errors.ts'
 
 export interface EtcdSupervisorInit {
   /** etcd's data directory; created (mode 0700) if missing, reused across restarts. */

@@ -1,24 +1,17 @@
 /**
- * hl-service storage layer: service records in etcd, image tarballs on disk.
- * client.ts/server.ts/protocol.ts carry them over the overlay; main.ts is the binary.
+ * hl-service, the daemon (`@mtc/hash-lookup/daemon`, for its bin, tests and benches):
+ * records in etcd (RecordStore, a supervised local etcd), the overlay server, uploads and
+ * their tarball checks, blob garbage collection, metrics; `HL_SERVICE`/`main` run it.
+ * What other packages use is the root, `@mtc/hash-lookup`: the client surface.
  */
-
-export * from './blob-service.ts'
-export * from './blob-store.ts'
+export * from './blob-gc.ts'
 export * from './change-feed.ts'
-export * from './client.ts'
-export * from './constants.ts'
-export * from './errors.ts'
 export * from './etcd-client.ts'
 export * from './etcd-store.ts'
 export * from './etcd-supervisor.ts'
 export * from './ingest.ts'
 export * from './main.ts'
 export * from './metrics.ts'
-export * from './names.ts'
-export * from './protocol.ts'
-export * from './record-cache.ts'
-export * from './records.ts'
 export * from './server.ts'
 export { parseByteSize } from './sizes.ts'
 export * from './tarball.ts'

@@ -4,8 +4,8 @@
  * backpressure from both. The blob is committed only if the tarball holds the named image.
  */
 
-import type { BlobStore, BlobWriteOptions, StagedBlob, StoredBlob } from './blob-store.ts'
-import { parseImageReference } from './names.ts'
+import type { BlobStore, BlobWriteOptions, StagedBlob, StoredBlob } from '@mtc/blobs'
+import { parseImageReference } from '../names.ts'
 import {
   createTarballSink,
   matchImage,

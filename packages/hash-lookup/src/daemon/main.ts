@@ -1,5 +1,6 @@
 import { resolve } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { BlobStore } from '@mtc/blobs'
 import {
   Announcer,
   type CommandSpec,
@@ -13,8 +14,6 @@ import {
   UsageError,
 } from '@mtc/p2pnode'
 import { Registry } from 'prom-client'
-import { BlobCollector } from './blob-gc.ts'
-import { BlobStore } from './blob-store.ts'
 import {
   BLOB_GC_INTERVAL_MS,
   DEFAULT_ETCD_CLIENT_PORT,
@@ -22,7 +21,8 @@ import {
   DEFAULT_ETCD_PEER_PORT,
   DEFAULT_MAX_BLOB_BYTES,
   ETCD_HEALTH_CHECK_INTERVAL_MS,
-} from './constants.ts'
+} from '../constants.ts'
+import { BlobCollector } from './blob-gc.ts'
 import { createEtcdClient } from './etcd-client.ts'
 import { RecordStore } from './etcd-store.ts'
 import { EtcdSupervisor } from './etcd-supervisor.ts'

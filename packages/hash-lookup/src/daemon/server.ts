@@ -1,20 +1,14 @@
 import type { Connection, Libp2p, Logger } from '@libp2p/interface'
+import { type BlobLease, type BlobStore, serveBlobs } from '@mtc/blobs'
 import { type Announcer, handleRpc, provide, type RpcStream } from '@mtc/p2pnode'
-import type { BlobCollector } from './blob-gc.ts'
-import { serveBlobs } from './blob-service.ts'
-import type { BlobLease, BlobStore } from './blob-store.ts'
-import { ChangeFeed } from './change-feed.ts'
-import { BLOB_ANNOUNCE_TIMEOUT_MS, DEFAULT_MAX_BLOB_BYTES } from './constants.ts'
+import { BLOB_ANNOUNCE_TIMEOUT_MS, DEFAULT_MAX_BLOB_BYTES } from '../constants.ts'
 import {
   BlobTooLargeError,
   ForbiddenError,
   ImageMismatchError,
   InvalidRecordError,
-} from './errors.ts'
-import type { RecordStore } from './etcd-store.ts'
-import { ingestImageTarball } from './ingest.ts'
-import type { HashLookupMetrics } from './metrics.ts'
-import { assertServiceName } from './names.ts'
+} from '../errors.ts'
+import { assertServiceName } from '../names.ts'
 import {
   BLOB_GET,
   type DeleteRequest,
@@ -25,8 +19,13 @@ import {
   HL_PUT,
   type ListRequest,
   type PutRequest,
-} from './protocol.ts'
-import { validateRecordInput } from './records.ts'
+} from '../protocol.ts'
+import { validateRecordInput } from '../records.ts'
+import type { BlobCollector } from './blob-gc.ts'
+import { ChangeFeed } from './change-feed.ts'
+import type { RecordStore } from './etcd-store.ts'
+import { ingestImageTarball } from './ingest.ts'
+import type { HashLookupMetrics } from './metrics.ts'
 
 export interface HashLookupServerComponents {
   libp2p: Libp2p

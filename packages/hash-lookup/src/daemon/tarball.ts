@@ -16,9 +16,14 @@ import {
   MAX_OCI_INDEX_DEPTH,
   MAX_TARBALL_JSON_BYTES,
   MAX_TARBALL_METADATA_BYTES,
-} from './constants.ts'
-import { HashLookupError, ImageMismatchError, InvalidTarballError } from './errors.ts'
-import { type ImageReference, isDigest, normalizeTaggedName, parseImageReference } from './names.ts'
+} from '../constants.ts'
+import { HashLookupError, ImageMismatchError, InvalidTarballError } from '../errors.ts'
+import {
+  type ImageReference,
+  isDigest,
+  normalizeTaggedName,
+  parseImageReference,
+} from '../names.ts'
 
 export interface TarballImage {
   /** `sha256:<hex>` of the image config. */
