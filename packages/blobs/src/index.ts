@@ -3,9 +3,7 @@
  * the overlay (BLOB_GET), digest checks, and their errors. hl-service stores uploads with
  * it; allocators fetch, keep and serve the tarballs they load.
  */
-export * from './constants.ts'
-export * from './digest.ts'
-export * from './errors.ts'
+export * from './core.ts'
 export * from './fetch.ts'
 export * from './protocol.ts'
 export * from './serve.ts'

@@ -113,7 +113,7 @@ export const MAX_OCI_INDEX_DEPTH = 4
 // --- blob store ------------------------------------------------------------------------------
 
 /** Default cap on a stored blob: the blob layer's (`@mtc/blobs`). */
-export { DEFAULT_MAX_BLOB_BYTES } from '@mtc/blobs'
+export { DEFAULT_MAX_BLOB_BYTES } from '@mtc/blobs/core'
 
 /**
  * Period of the background sweep for unreferenced blobs. Deletes through this hl-service

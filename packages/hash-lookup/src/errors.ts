@@ -14,7 +14,7 @@ import {
   InvalidDigestError,
   QuotaExceededError,
   StorageFullError,
-} from '@mtc/blobs'
+} from '@mtc/blobs/core'
 
 export {
   BlobError,
@@ -24,7 +24,7 @@ export {
   InvalidDigestError,
   QuotaExceededError,
   StorageFullError,
-} from '@mtc/blobs'
+} from '@mtc/blobs/core'
 
 export interface ErrorInfo {
   /** Stable code sent on the wire and printed by the CLI. */

@@ -3,7 +3,7 @@
  * The reference grammar follows Docker's (github.com/distribution/reference).
  */
 
-import { isDigest } from '@mtc/blobs'
+import { isDigest } from '@mtc/blobs/core'
 import {
   DEFAULT_IMAGE_TAG,
   DEFAULT_REGISTRY,
@@ -42,7 +42,7 @@ export function assertServiceName(name: unknown): string {
 }
 
 /** Digests are the blob layer's (image IDs and tarballs are both sha256 digests). */
-export { assertDigest, isDigest } from '@mtc/blobs'
+export { assertDigest, isDigest } from '@mtc/blobs/core'
 
 /** Parses `repo[:tag][@sha256:<hex>]`; throws InvalidReferenceError. */
 export function parseImageReference(reference: unknown): ImageReference {

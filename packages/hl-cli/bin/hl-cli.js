@@ -1,2 +1,3 @@
 #!/usr/bin/env node
-import '../dist/src/bin.js'
+// Runs the bundle `pnpm build` makes of dist/src/bin.js (scripts/bundle.ts says why).
+import '../dist/bundle/hl-cli.mjs'
