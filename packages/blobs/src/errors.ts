@@ -69,48 +69,54 @@ export abstract class BlobError extends Error {
 }
 
 export class InvalidDigestError extends BlobError {
+  static readonly code = 'ERR_INVALID_DIGEST'
   override readonly name = 'InvalidDigestError'
-  readonly code = 'ERR_INVALID_DIGEST'
+  readonly code = InvalidDigestError.code
   constructor(message = defaultMessage('ERR_INVALID_DIGEST'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class BlobTooLargeError extends BlobError {
+  static readonly code = 'ERR_BLOB_TOO_LARGE'
   override readonly name = 'BlobTooLargeError'
-  readonly code = 'ERR_BLOB_TOO_LARGE'
+  readonly code = BlobTooLargeError.code
   constructor(message = defaultMessage('ERR_BLOB_TOO_LARGE'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class DigestMismatchError extends BlobError {
+  static readonly code = 'ERR_DIGEST_MISMATCH'
   override readonly name = 'DigestMismatchError'
-  readonly code = 'ERR_DIGEST_MISMATCH'
+  readonly code = DigestMismatchError.code
   constructor(message = defaultMessage('ERR_DIGEST_MISMATCH'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class BlobNotFoundError extends BlobError {
+  static readonly code = 'ERR_UNKNOWN_BLOB'
   override readonly name = 'BlobNotFoundError'
-  readonly code = 'ERR_UNKNOWN_BLOB'
+  readonly code = BlobNotFoundError.code
   constructor(message = defaultMessage('ERR_UNKNOWN_BLOB'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class StorageFullError extends BlobError {
+  static readonly code = 'ERR_STORAGE_FULL'
   override readonly name = 'StorageFullError'
-  readonly code = 'ERR_STORAGE_FULL'
+  readonly code = StorageFullError.code
   constructor(message = defaultMessage('ERR_STORAGE_FULL'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class QuotaExceededError extends BlobError {
+  static readonly code = 'ERR_QUOTA_EXCEEDED'
   override readonly name = 'QuotaExceededError'
-  readonly code = 'ERR_QUOTA_EXCEEDED'
+  readonly code = QuotaExceededError.code
   constructor(message = defaultMessage('ERR_QUOTA_EXCEEDED'), options?: ErrorOptions) {
     super(message, options)
   }

@@ -117,80 +117,90 @@ export abstract class HashLookupError extends Error {
 export type RegistryError = HashLookupError | BlobError
 
 export class InvalidNameError extends HashLookupError {
+  static readonly code = 'ERR_INVALID_NAME'
   override readonly name = 'InvalidNameError'
-  readonly code = 'ERR_INVALID_NAME'
+  readonly code = InvalidNameError.code
   constructor(message = defaultMessage('ERR_INVALID_NAME'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class InvalidReferenceError extends HashLookupError {
+  static readonly code = 'ERR_INVALID_REFERENCE'
   override readonly name = 'InvalidReferenceError'
-  readonly code = 'ERR_INVALID_REFERENCE'
+  readonly code = InvalidReferenceError.code
   constructor(message = defaultMessage('ERR_INVALID_REFERENCE'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class InvalidRecordError extends HashLookupError {
+  static readonly code = 'ERR_INVALID_RECORD'
   override readonly name = 'InvalidRecordError'
-  readonly code = 'ERR_INVALID_RECORD'
+  readonly code = InvalidRecordError.code
   constructor(message = defaultMessage('ERR_INVALID_RECORD'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class NotFoundError extends HashLookupError {
+  static readonly code = 'ERR_UNKNOWN_SERVICE'
   override readonly name = 'NotFoundError'
-  readonly code = 'ERR_UNKNOWN_SERVICE'
+  readonly code = NotFoundError.code
   constructor(message = defaultMessage('ERR_UNKNOWN_SERVICE'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class ConflictError extends HashLookupError {
+  static readonly code = 'ERR_VERSION_CONFLICT'
   override readonly name = 'ConflictError'
-  readonly code = 'ERR_VERSION_CONFLICT'
+  readonly code = ConflictError.code
   constructor(message = defaultMessage('ERR_VERSION_CONFLICT'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class RegistryUnavailableError extends HashLookupError {
+  static readonly code = 'ERR_REGISTRY_UNAVAILABLE'
   override readonly name = 'RegistryUnavailableError'
-  readonly code = 'ERR_REGISTRY_UNAVAILABLE'
+  readonly code = RegistryUnavailableError.code
   constructor(message = defaultMessage('ERR_REGISTRY_UNAVAILABLE'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class EtcdStartError extends HashLookupError {
+  static readonly code = 'ERR_ETCD_START_FAILED'
   override readonly name = 'EtcdStartError'
-  readonly code = 'ERR_ETCD_START_FAILED'
+  readonly code = EtcdStartError.code
   constructor(message = defaultMessage('ERR_ETCD_START_FAILED'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class InvalidTarballError extends HashLookupError {
+  static readonly code = 'ERR_INVALID_TARBALL'
   override readonly name = 'InvalidTarballError'
-  readonly code = 'ERR_INVALID_TARBALL'
+  readonly code = InvalidTarballError.code
   constructor(message = defaultMessage('ERR_INVALID_TARBALL'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class ImageMismatchError extends HashLookupError {
+  static readonly code = 'ERR_IMAGE_MISMATCH'
   override readonly name = 'ImageMismatchError'
-  readonly code = 'ERR_IMAGE_MISMATCH'
+  readonly code = ImageMismatchError.code
   constructor(message = defaultMessage('ERR_IMAGE_MISMATCH'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class ForbiddenError extends HashLookupError {
+  static readonly code = 'ERR_FORBIDDEN'
   override readonly name = 'ForbiddenError'
-  readonly code = 'ERR_FORBIDDEN'
+  readonly code = ForbiddenError.code
   constructor(message = defaultMessage('ERR_FORBIDDEN'), options?: ErrorOptions) {
     super(message, options)
   }
