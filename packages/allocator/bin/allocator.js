@@ -3,4 +3,4 @@
 import { execWithDaemonFlags } from '@mtc/p2pnode/node-flags'
 
 execWithDaemonFlags()
-await import('../dist/src/bin.js')
+await import('../dist/src/daemon/bin.js')

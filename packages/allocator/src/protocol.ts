@@ -1,3 +1,4 @@
+import { InvalidNameError, NotFoundError, RegistryUnavailableError } from '@mtc/hash-lookup/core'
 import { PROTOCOL_PREFIX } from '@mtc/p2pnode'
 
 /**
@@ -34,14 +35,14 @@ export interface AllocatorStatusReply {
 
 /**
  * The allocator's error codes (the `code` of an `{ok:false}` reply). ERR_UNKNOWN_SERVICE
- * and ERR_INVALID_NAME come from the registry unchanged.
+ * and ERR_INVALID_NAME come from the registry unchanged (their codes are the registry's).
  */
 export const ALLOCATION_ERRORS = [
-  { code: 'ERR_UNKNOWN_SERVICE', meaning: 'no such service in the registry' },
-  { code: 'ERR_INVALID_NAME', meaning: 'not a valid service name' },
+  { code: NotFoundError.code, meaning: 'no such service in the registry' },
+  { code: InvalidNameError.code, meaning: 'not a valid service name' },
   { code: 'ERR_NO_CAPACITY', meaning: 'this host runs --max-instances already' },
   { code: 'ERR_IMAGE_UNAVAILABLE', meaning: 'the image could not be found, fetched or verified' },
   { code: 'ERR_START_FAILED', meaning: 'the container did not start, or exited' },
   { code: 'ERR_TIMEOUT', meaning: 'the instance did not become ready in time' },
-  { code: 'ERR_REGISTRY_UNAVAILABLE', meaning: 'no hl-service answered' },
+  { code: RegistryUnavailableError.code, meaning: 'no hl-service answered' },
 ] as const

@@ -15,17 +15,17 @@ import {
   LABEL_PORTS,
   LABEL_SERVICE,
 } from '../src/constants.ts'
-import type { ImageProvider } from '../src/image-provider.ts'
-import { InstanceManager } from '../src/instances.ts'
-import { AllocatorMetrics } from '../src/metrics.ts'
-import { loadOrCreateOwnerId } from '../src/owner-id.ts'
-import { PortPool } from '../src/port-pool.ts'
+import type { ImageProvider } from '../src/daemon/image-provider.ts'
+import { InstanceManager } from '../src/daemon/instances.ts'
+import { AllocatorMetrics } from '../src/daemon/metrics.ts'
+import { loadOrCreateOwnerId } from '../src/daemon/owner-id.ts'
+import { PortPool } from '../src/daemon/port-pool.ts'
 import type {
   ContainerExit,
   ContainerInfo,
   ContainerRuntime,
   ContainerSpec,
-} from '../src/runtime.ts'
+} from '../src/daemon/runtime.ts'
 
 /**
  * InstanceManager against a fake container engine (fast; the real path is tested on

@@ -1,12 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, PeerId } from '@libp2p/interface'
+import { type BlobSink, requestBlob } from '@mtc/blobs'
 import { expectReply, findProviders, openRpc, RemoteError } from '@mtc/p2pnode'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { HL_LOOKUP_TIMEOUT_MS } from './constants.ts'
 import { errorFromCode, isErrorCode, RegistryUnavailableError } from './errors.ts'
 import {
   BLOB_GET,
-  type BlobReply,
   type GetReply,
   HL_DELETE,
   HL_GET,
@@ -64,20 +64,8 @@ export class HashLookupClient {
   }
 
   /** Streams blob `digest` into `sink` chunk by chunk; returns the announced size. */
-  async fetchBlob(
-    digest: string,
-    sink: (chunks: AsyncIterable<Uint8Array>, size: number) => Promise<void>,
-    signal?: AbortSignal,
-  ): Promise<number> {
-    const rpc = await this.open(BLOB_GET, signal)
-    try {
-      await rpc.writeJson({ digest }, signal)
-      const { size } = await this.reply<BlobReply>(rpc, signal)
-      await sink(rpc.readChunks(signal), size)
-      return size
-    } finally {
-      await rpc.close()
-    }
+  async fetchBlob(digest: string, sink: BlobSink, signal?: AbortSignal): Promise<number> {
+    return await requestBlob(await this.open(BLOB_GET, signal), digest, sink, signal)
   }
 
   private async call<T>(

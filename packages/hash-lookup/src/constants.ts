@@ -112,11 +112,8 @@ export const MAX_OCI_INDEX_DEPTH = 4
 
 // --- blob store ------------------------------------------------------------------------------
 
-/**
- * Default cap on a stored blob. Application images are 100 MB to 1 GB as `docker save`
- * tarballs; operators with larger images raise it.
- */
-export const DEFAULT_MAX_BLOB_BYTES = 2 * 1024 * 1024 * 1024
+/** Default cap on a stored blob: the blob layer's (`@mtc/blobs`). */
+export { DEFAULT_MAX_BLOB_BYTES } from '@mtc/blobs/core'
 
 /**
  * Period of the background sweep for unreferenced blobs. Deletes through this hl-service

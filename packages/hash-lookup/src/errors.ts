@@ -1,8 +1,30 @@
 /**
  * Errors of the hl-service storage layer. Each condition has one class, told apart by
  * `err.name`, and a stable `code` that crosses process boundaries (wire protocol, CLI).
- * `ERRORS` is the single table of those codes; docs and the protocol read it.
+ * `ERRORS` is the single table of those codes; docs and the protocol read it. It includes
+ * the blob layer's (`@mtc/blobs`), whose errors hl-service's uploads and blob replies carry.
  */
+
+import {
+  BLOB_ERRORS,
+  type BlobError,
+  BlobNotFoundError,
+  BlobTooLargeError,
+  DigestMismatchError,
+  InvalidDigestError,
+  QuotaExceededError,
+  StorageFullError,
+} from '@mtc/blobs/core'
+
+export {
+  BlobError,
+  BlobNotFoundError,
+  BlobTooLargeError,
+  DigestMismatchError,
+  InvalidDigestError,
+  QuotaExceededError,
+  StorageFullError,
+} from '@mtc/blobs/core'
 
 export interface ErrorInfo {
   /** Stable code sent on the wire and printed by the CLI. */
@@ -27,12 +49,6 @@ export const ERRORS = [
     name: 'InvalidReferenceError',
     message: 'Invalid image reference',
     meaning: 'The image reference is not repo[:tag][@sha256:<64 hex>]',
-  },
-  {
-    code: 'ERR_INVALID_DIGEST',
-    name: 'InvalidDigestError',
-    message: 'Invalid digest',
-    meaning: 'A digest is not sha256:<64 lowercase hex>',
   },
   {
     code: 'ERR_INVALID_RECORD',
@@ -78,43 +94,12 @@ export const ERRORS = [
     meaning: 'No image in the tarball has the tag or image ID the reference names',
   },
   {
-    code: 'ERR_BLOB_TOO_LARGE',
-    name: 'BlobTooLargeError',
-    message: 'Blob too large',
-    meaning: 'The upload exceeded the size limit and was discarded',
-  },
-  {
-    code: 'ERR_DIGEST_MISMATCH',
-    name: 'DigestMismatchError',
-    message: 'Blob digest mismatch',
-    meaning: 'The uploaded bytes do not hash to the digest the client announced',
-  },
-  {
-    code: 'ERR_UNKNOWN_BLOB',
-    name: 'BlobNotFoundError',
-    message: 'Unknown blob',
-    meaning: 'No blob with this digest is stored here',
-  },
-  {
-    code: 'ERR_STORAGE_FULL',
-    name: 'StorageFullError',
-    message: 'Blob storage full',
-    meaning:
-      "hl-service's disk has no room for the upload (ENOSPC/EDQUOT); it was discarded, nothing else changed",
-  },
-  {
-    code: 'ERR_QUOTA_EXCEEDED',
-    name: 'QuotaExceededError',
-    message: 'Blob storage quota exceeded',
-    meaning:
-      'The upload would take the stored tarballs over --max-storage; refused before or while it was read',
-  },
-  {
     code: 'ERR_FORBIDDEN',
     name: 'ForbiddenError',
     message: 'Not a writer',
     meaning: 'hl-service was started with --writer and the requesting peer is not one',
   },
+  ...BLOB_ERRORS,
 ] as const satisfies readonly ErrorInfo[]
 
 export type ErrorCode = (typeof ERRORS)[number]['code']
@@ -123,143 +108,107 @@ function defaultMessage(code: ErrorCode): string {
   return ERRORS.find((e) => e.code === code)!.message
 }
 
-/** Base of every error in this package; `code` is one of `ERRORS`. */
+/** Base of this package's own errors; `code` is one of `ERRORS`. */
 export abstract class HashLookupError extends Error {
   abstract readonly code: ErrorCode
 }
 
+/** Any error hl-service reports: its own, or the blob layer's. */
+export type RegistryError = HashLookupError | BlobError
+
 export class InvalidNameError extends HashLookupError {
+  static readonly code = 'ERR_INVALID_NAME'
   override readonly name = 'InvalidNameError'
-  readonly code = 'ERR_INVALID_NAME'
+  readonly code = InvalidNameError.code
   constructor(message = defaultMessage('ERR_INVALID_NAME'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class InvalidReferenceError extends HashLookupError {
+  static readonly code = 'ERR_INVALID_REFERENCE'
   override readonly name = 'InvalidReferenceError'
-  readonly code = 'ERR_INVALID_REFERENCE'
+  readonly code = InvalidReferenceError.code
   constructor(message = defaultMessage('ERR_INVALID_REFERENCE'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
-export class InvalidDigestError extends HashLookupError {
-  override readonly name = 'InvalidDigestError'
-  readonly code = 'ERR_INVALID_DIGEST'
-  constructor(message = defaultMessage('ERR_INVALID_DIGEST'), options?: ErrorOptions) {
-    super(message, options)
-  }
-}
-
 export class InvalidRecordError extends HashLookupError {
+  static readonly code = 'ERR_INVALID_RECORD'
   override readonly name = 'InvalidRecordError'
-  readonly code = 'ERR_INVALID_RECORD'
+  readonly code = InvalidRecordError.code
   constructor(message = defaultMessage('ERR_INVALID_RECORD'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class NotFoundError extends HashLookupError {
+  static readonly code = 'ERR_UNKNOWN_SERVICE'
   override readonly name = 'NotFoundError'
-  readonly code = 'ERR_UNKNOWN_SERVICE'
+  readonly code = NotFoundError.code
   constructor(message = defaultMessage('ERR_UNKNOWN_SERVICE'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class ConflictError extends HashLookupError {
+  static readonly code = 'ERR_VERSION_CONFLICT'
   override readonly name = 'ConflictError'
-  readonly code = 'ERR_VERSION_CONFLICT'
+  readonly code = ConflictError.code
   constructor(message = defaultMessage('ERR_VERSION_CONFLICT'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class RegistryUnavailableError extends HashLookupError {
+  static readonly code = 'ERR_REGISTRY_UNAVAILABLE'
   override readonly name = 'RegistryUnavailableError'
-  readonly code = 'ERR_REGISTRY_UNAVAILABLE'
+  readonly code = RegistryUnavailableError.code
   constructor(message = defaultMessage('ERR_REGISTRY_UNAVAILABLE'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class EtcdStartError extends HashLookupError {
+  static readonly code = 'ERR_ETCD_START_FAILED'
   override readonly name = 'EtcdStartError'
-  readonly code = 'ERR_ETCD_START_FAILED'
+  readonly code = EtcdStartError.code
   constructor(message = defaultMessage('ERR_ETCD_START_FAILED'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class InvalidTarballError extends HashLookupError {
+  static readonly code = 'ERR_INVALID_TARBALL'
   override readonly name = 'InvalidTarballError'
-  readonly code = 'ERR_INVALID_TARBALL'
+  readonly code = InvalidTarballError.code
   constructor(message = defaultMessage('ERR_INVALID_TARBALL'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
 export class ImageMismatchError extends HashLookupError {
+  static readonly code = 'ERR_IMAGE_MISMATCH'
   override readonly name = 'ImageMismatchError'
-  readonly code = 'ERR_IMAGE_MISMATCH'
+  readonly code = ImageMismatchError.code
   constructor(message = defaultMessage('ERR_IMAGE_MISMATCH'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
-export class BlobTooLargeError extends HashLookupError {
-  override readonly name = 'BlobTooLargeError'
-  readonly code = 'ERR_BLOB_TOO_LARGE'
-  constructor(message = defaultMessage('ERR_BLOB_TOO_LARGE'), options?: ErrorOptions) {
-    super(message, options)
-  }
-}
-
-export class DigestMismatchError extends HashLookupError {
-  override readonly name = 'DigestMismatchError'
-  readonly code = 'ERR_DIGEST_MISMATCH'
-  constructor(message = defaultMessage('ERR_DIGEST_MISMATCH'), options?: ErrorOptions) {
-    super(message, options)
-  }
-}
-
-export class BlobNotFoundError extends HashLookupError {
-  override readonly name = 'BlobNotFoundError'
-  readonly code = 'ERR_UNKNOWN_BLOB'
-  constructor(message = defaultMessage('ERR_UNKNOWN_BLOB'), options?: ErrorOptions) {
-    super(message, options)
-  }
-}
-
-export class StorageFullError extends HashLookupError {
-  override readonly name = 'StorageFullError'
-  readonly code = 'ERR_STORAGE_FULL'
-  constructor(message = defaultMessage('ERR_STORAGE_FULL'), options?: ErrorOptions) {
-    super(message, options)
-  }
-}
-
-export class QuotaExceededError extends HashLookupError {
-  override readonly name = 'QuotaExceededError'
-  readonly code = 'ERR_QUOTA_EXCEEDED'
-  constructor(message = defaultMessage('ERR_QUOTA_EXCEEDED'), options?: ErrorOptions) {
-    super(message, options)
-  }
-}
-
 export class ForbiddenError extends HashLookupError {
+  static readonly code = 'ERR_FORBIDDEN'
   override readonly name = 'ForbiddenError'
-  readonly code = 'ERR_FORBIDDEN'
+  readonly code = ForbiddenError.code
   constructor(message = defaultMessage('ERR_FORBIDDEN'), options?: ErrorOptions) {
     super(message, options)
   }
 }
 
-const CLASSES: Record<ErrorCode, new (message?: string) => HashLookupError> = {
+const CLASSES: Record<ErrorCode, new (message?: string) => RegistryError> = {
   ERR_INVALID_NAME: InvalidNameError,
   ERR_INVALID_REFERENCE: InvalidReferenceError,
-  ERR_INVALID_DIGEST: InvalidDigestError,
   ERR_INVALID_RECORD: InvalidRecordError,
   ERR_UNKNOWN_SERVICE: NotFoundError,
   ERR_VERSION_CONFLICT: ConflictError,
@@ -267,12 +216,13 @@ const CLASSES: Record<ErrorCode, new (message?: string) => HashLookupError> = {
   ERR_ETCD_START_FAILED: EtcdStartError,
   ERR_INVALID_TARBALL: InvalidTarballError,
   ERR_IMAGE_MISMATCH: ImageMismatchError,
+  ERR_FORBIDDEN: ForbiddenError,
+  ERR_INVALID_DIGEST: InvalidDigestError,
   ERR_BLOB_TOO_LARGE: BlobTooLargeError,
   ERR_DIGEST_MISMATCH: DigestMismatchError,
   ERR_UNKNOWN_BLOB: BlobNotFoundError,
   ERR_STORAGE_FULL: StorageFullError,
   ERR_QUOTA_EXCEEDED: QuotaExceededError,
-  ERR_FORBIDDEN: ForbiddenError,
 }
 
 export function isErrorCode(code: unknown): code is ErrorCode {
@@ -280,6 +230,6 @@ export function isErrorCode(code: unknown): code is ErrorCode {
 }
 
 /** Rebuilds the typed error a peer reported as `{ code, message }`. */
-export function errorFromCode(code: ErrorCode, message?: string): HashLookupError {
+export function errorFromCode(code: ErrorCode, message?: string): RegistryError {
   return new CLASSES[code](message)
 }

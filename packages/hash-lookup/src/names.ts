@@ -3,6 +3,7 @@
  * The reference grammar follows Docker's (github.com/distribution/reference).
  */
 
+import { isDigest } from '@mtc/blobs/core'
 import {
   DEFAULT_IMAGE_TAG,
   DEFAULT_REGISTRY,
@@ -11,10 +12,9 @@ import {
   OFFICIAL_REPOSITORY_NAMESPACE,
   SERVICE_NAME_MAX_LENGTH,
 } from './constants.ts'
-import { InvalidDigestError, InvalidNameError, InvalidReferenceError } from './errors.ts'
+import { InvalidNameError, InvalidReferenceError } from './errors.ts'
 
 const SERVICE_NAME = new RegExp(`^[a-z0-9]([a-z0-9-]{0,${SERVICE_NAME_MAX_LENGTH - 2}}[a-z0-9])?$`)
-const DIGEST = /^sha256:[0-9a-f]{64}$/
 const TAG = new RegExp(`^\\w[\\w.-]{0,${IMAGE_TAG_MAX_LENGTH - 1}}$`)
 /** One path component: lowercase alphanumerics joined by `.`, `_`, `__` or runs of `-`. */
 const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/
@@ -41,16 +41,8 @@ export function assertServiceName(name: unknown): string {
   return name
 }
 
-export function isDigest(digest: unknown): digest is string {
-  return typeof digest === 'string' && DIGEST.test(digest)
-}
-
-export function assertDigest(digest: unknown): string {
-  if (!isDigest(digest)) {
-    throw new InvalidDigestError(`Invalid digest ${JSON.stringify(digest)}`)
-  }
-  return digest
-}
+/** Digests are the blob layer's (image IDs and tarballs are both sha256 digests). */
+export { assertDigest, isDigest } from '@mtc/blobs/core'
 
 /** Parses `repo[:tag][@sha256:<hex>]`; throws InvalidReferenceError. */
 export function parseImageReference(reference: unknown): ImageReference {

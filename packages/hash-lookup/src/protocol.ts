@@ -1,6 +1,5 @@
 import { PROTOCOL_PREFIX } from '@mtc/p2pnode'
-import type { ListPage } from './etcd-store.ts'
-import type { PerfRequirements, ServiceRecord } from './records.ts'
+import type { ListPage, PerfRequirements, ServiceRecord } from './records.ts'
 
 /**
  * The registry's overlay protocols, one per operation so that each has its own stream
@@ -18,8 +17,8 @@ export const HL_DELETE = `/${PROTOCOL_PREFIX}/hl/delete/1.0.0`
  * write after that is notified), then sends WatchNotices for as long as the stream lives.
  */
 export const HL_WATCH = `/${PROTOCOL_PREFIX}/hl/watch/1.0.0`
-/** Served by hl-service and by any node that keeps blobs (allocators) */
-export const BLOB_GET = `/${PROTOCOL_PREFIX}/blob/get/1.0.0`
+/** Served by hl-service and by any node that keeps blobs (allocators): the blob layer's. */
+export { BLOB_GET, type BlobReply, type BlobRequest } from '@mtc/blobs'
 
 export interface GetRequest {
   name: string
@@ -66,11 +65,4 @@ export type WatchRequest = Record<string, never>
 export interface WatchNotice {
   changed?: string[]
   reset?: true
-}
-
-export interface BlobRequest {
-  digest: string
-}
-export interface BlobReply {
-  size: number
 }

@@ -123,3 +123,10 @@ function asObject(input: unknown, what: string, known: Set<string>): Record<stri
   }
   return input as Record<string, unknown>
 }
+
+/** One page of records in name order (the reply to a list). */
+export interface ListPage {
+  records: ServiceRecord[]
+  /** Present when more records follow; pass it as `after`. */
+  next?: string
+}

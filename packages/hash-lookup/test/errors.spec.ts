@@ -2,10 +2,13 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import * as errors from '../src/errors.ts'
 
-const { ERRORS, HashLookupError, errorFromCode, isErrorCode } = errors
+const { BlobError, ERRORS, HashLookupError, errorFromCode, isErrorCode } = errors
 
-function isErrorClass(value: unknown): value is new () => errors.HashLookupError {
-  return typeof value === 'function' && value.prototype instanceof HashLookupError
+function isErrorClass(value: unknown): value is new () => errors.RegistryError {
+  return (
+    typeof value === 'function' &&
+    (value.prototype instanceof HashLookupError || value.prototype instanceof BlobError)
+  )
 }
 
 /** Every exported error class, found by shape so a new class cannot be missed. */

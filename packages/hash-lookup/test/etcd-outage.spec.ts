@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
 import { afterEach, beforeEach, describe, it } from 'node:test'
 import type { Etcd3 } from 'etcd3'
+import { createEtcdClient } from '../src/daemon/etcd-client.ts'
+import { RecordStore } from '../src/daemon/etcd-store.ts'
+import { EtcdSupervisor } from '../src/daemon/etcd-supervisor.ts'
 import { RegistryUnavailableError } from '../src/errors.ts'
-import { createEtcdClient } from '../src/etcd-client.ts'
-import { RecordStore } from '../src/etcd-store.ts'
-import { EtcdSupervisor } from '../src/etcd-supervisor.ts'
 import { type EtcdFixture, eventually, startEtcd } from './fixtures/etcd.ts'
 
 const record = { name: 'web', image: 'acme/web:1', imageId: `sha256:${'a'.repeat(64)}` }

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { Etcd3 } from 'etcd3'
+import { createEtcdClient } from '../src/daemon/etcd-client.ts'
+import { RecordStore } from '../src/daemon/etcd-store.ts'
 import {
   ConflictError,
   InvalidNameError,
   InvalidRecordError,
   NotFoundError,
 } from '../src/errors.ts'
-import { createEtcdClient } from '../src/etcd-client.ts'
-import { RecordStore } from '../src/etcd-store.ts'
 import type { ServiceRecordInput } from '../src/records.ts'
 import { type EtcdFixture, startEtcd } from './fixtures/etcd.ts'
 

@@ -6,10 +6,10 @@ import { join } from 'node:path'
 import { afterEach, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { freePort } from '@mtc/testkit'
+import { createEtcdClient } from '../src/daemon/etcd-client.ts'
+import { RecordStore } from '../src/daemon/etcd-store.ts'
+import { EtcdSupervisor } from '../src/daemon/etcd-supervisor.ts'
 import { EtcdStartError } from '../src/errors.ts'
-import { createEtcdClient } from '../src/etcd-client.ts'
-import { RecordStore } from '../src/etcd-store.ts'
-import { EtcdSupervisor } from '../src/etcd-supervisor.ts'
 import { type EtcdFixture, eventually, startEtcd } from './fixtures/etcd.ts'
 
 const record = { name: 'web', image: 'acme/web:1', imageId: `sha256:${'a'.repeat(64)}` }

@@ -25,7 +25,7 @@ import {
 } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import { HashLookupClient } from '../src/client.ts'
-import { EtcdSupervisor } from '../src/etcd-supervisor.ts'
+import { EtcdSupervisor } from '../src/daemon/etcd-supervisor.ts'
 import { HL_GET, HL_PUT } from '../src/protocol.ts'
 import { classicTarball, fakeImage, ociTarball } from './fixtures/tarballs.ts'
 

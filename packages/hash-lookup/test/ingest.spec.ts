@@ -3,14 +3,14 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, it } from 'node:test'
-import { BlobStore } from '../src/blob-store.ts'
+import { BlobStore } from '@mtc/blobs'
+import { ingestImageTarball } from '../src/daemon/ingest.ts'
 import {
   BlobTooLargeError,
   ImageMismatchError,
   InvalidReferenceError,
   InvalidTarballError,
 } from '../src/errors.ts'
-import { ingestImageTarball } from '../src/ingest.ts'
 import { chunked, classicTarball, fakeImage, ociTarball, sha256 } from './fixtures/tarballs.ts'
 
 describe('ingestImageTarball', () => {

@@ -23,7 +23,7 @@ import {
   waitFor,
 } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
-import { EtcdSupervisor } from '../src/etcd-supervisor.ts'
+import { EtcdSupervisor } from '../src/daemon/etcd-supervisor.ts'
 import { HL_PUT } from '../src/protocol.ts'
 import { classicTarball, fakeImage } from './fixtures/tarballs.ts'
 

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
+import { inspectTarball, matchImage } from '../src/daemon/tarball.ts'
 import { ImageMismatchError, InvalidTarballError } from '../src/errors.ts'
-import { inspectTarball, matchImage } from '../src/tarball.ts'
 import { chunked, classicTarball, fakeImage, ociTarball, pack } from './fixtures/tarballs.ts'
 
 describe('tarball inspection', () => {

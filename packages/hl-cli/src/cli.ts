@@ -1,26 +1,22 @@
 import { open, stat } from 'node:fs/promises'
+import type { HashLookupClient } from '@mtc/hash-lookup'
 import {
   assertServiceName,
-  findHashLookup,
-  HashLookupClient,
   type PerfRequirements,
   RegistryUnavailableError,
   type ServiceRecord,
-} from '@mtc/hash-lookup'
+} from '@mtc/hash-lookup/core'
+import type { MeshNode } from '@mtc/p2pnode'
 import {
   type CommandSpec,
-  configureLogging,
   helpText,
-  MeshNode,
   MTC_VERSION,
   NODE_FLAGS,
   parseCommandLine,
   parseDurationFlag,
   parseMultiaddrFlag,
-  resolveNodeConfig,
   UsageError,
-  waitUntil,
-} from '@mtc/p2pnode'
+} from '@mtc/p2pnode/cli'
 import { EXIT_CODES, exitCodeFor } from './exit-codes.ts'
 import { formatBytes, formatRecord, formatTable, progressBar } from './format.ts'
 
@@ -158,15 +154,17 @@ export async function main(
     const request = buildRequest(command, args, values)
     const upload =
       command === 'add' && values.file != null ? await openUpload(values.file as string) : undefined
-    const config = await resolveNodeConfig(values, env, { listen: [] })
-    configureLogging(config.logLevel === 'info' ? 'error' : config.logLevel, env.DEBUG)
+    // The mesh stack loads only now, so --help, --version and usage errors print at once.
+    const [mesh, registry] = await Promise.all([import('@mtc/p2pnode'), import('@mtc/hash-lookup')])
+    const config = await mesh.resolveNodeConfig(values, env, { listen: [] })
+    mesh.configureLogging(config.logLevel === 'info' ? 'error' : config.logLevel, env.DEBUG)
     if (hl == null && config.bootstraps.length === 0) {
       throw new UsageError(
         'give --hl MULTIADDR, or --bootstrap (P2P_BOOTSTRAPS) to find hl-service',
       )
     }
 
-    node = await MeshNode.startClient({
+    node = await mesh.MeshNode.startClient({
       role: 'hl-cli',
       version: MTC_VERSION,
       bootstraps: hl != null ? [] : config.bootstraps,
@@ -176,17 +174,15 @@ export async function main(
     const signal = AbortSignal.timeout(timeoutMs)
     if (hl == null) {
       const n = node
-      await waitUntil(
-        () => n.connectedBootstraps().length > 0,
-        signal,
-        'no bootstrap reachable',
-      ).catch((err: Error) => {
-        throw new RegistryUnavailableError(err.message)
-      })
+      await mesh
+        .waitUntil(() => n.connectedBootstraps().length > 0, signal, 'no bootstrap reachable')
+        .catch((err: Error) => {
+          throw new RegistryUnavailableError(err.message)
+        })
     }
-    const client = new HashLookupClient(
+    const client = new registry.HashLookupClient(
       node.libp2p,
-      hl ?? (await findHashLookup(node.libp2p, signal)),
+      hl ?? (await registry.findHashLookup(node.libp2p, signal)),
     )
     const json = values.json === true
     const out = (value: unknown, text: string) =>

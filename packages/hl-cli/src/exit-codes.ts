@@ -1,6 +1,15 @@
+import {
+  ConflictError,
+  NotFoundError,
+  QuotaExceededError,
+  RegistryUnavailableError,
+  StorageFullError,
+} from '@mtc/hash-lookup/core'
+import { UsageError } from '@mtc/p2pnode/cli'
+
 /**
  * hl-cli's exit codes: the one table the README lists. An error from hl-service maps by
- * its code; anything else refused by the service is 1.
+ * its code (imported from the classes that carry it); anything else refused is 1.
  */
 export const EXIT_CODES = [
   { exit: 0, code: 'OK', meaning: 'done' },
@@ -10,22 +19,22 @@ export const EXIT_CODES = [
     meaning:
       'refused by hl-service (invalid tarball, image mismatch, not a writer, too large...) or failed',
   },
-  { exit: 2, code: 'ERR_USAGE', meaning: 'bad command line' },
-  { exit: 3, code: 'ERR_UNKNOWN_SERVICE', meaning: 'no such service' },
-  { exit: 4, code: 'ERR_VERSION_CONFLICT', meaning: 'the record changed since the version given' },
+  { exit: 2, code: UsageError.code, meaning: 'bad command line' },
+  { exit: 3, code: NotFoundError.code, meaning: 'no such service' },
+  { exit: 4, code: ConflictError.code, meaning: 'the record changed since the version given' },
   {
     exit: 5,
-    code: 'ERR_REGISTRY_UNAVAILABLE',
+    code: RegistryUnavailableError.code,
     meaning: 'no hl-service reachable, or its etcd is down',
   },
   {
     exit: 6,
-    code: 'ERR_STORAGE_FULL',
+    code: StorageFullError.code,
     meaning: "hl-service's disk is full: the tarball was discarded; free space or delete services",
   },
   {
     exit: 6,
-    code: 'ERR_QUOTA_EXCEEDED',
+    code: QuotaExceededError.code,
     meaning: "the tarball does not fit in hl-service's --max-storage; delete services or raise it",
   },
 ] as const

@@ -1,8 +1,8 @@
 import { Registry } from 'prom-client'
 // The components' own metric definitions, from their sources (not a copy of the names):
 // the classes each daemon registers on the registry its /metrics serves.
-import { AllocatorMetrics } from '../../allocator/src/metrics.ts'
-import { HashLookupMetrics } from '../../hash-lookup/src/metrics.ts'
+import { AllocatorMetrics } from '../../allocator/src/daemon/metrics.ts'
+import { HashLookupMetrics } from '../../hash-lookup/src/daemon/metrics.ts'
 import { PingMonitor, type PingMonitorInit } from '../../ping-monitor/src/monitor.ts'
 import { ProxyMetrics } from '../../proxy/src/metrics.ts'
 import { metricNames, type Query } from './deploy.ts'

@@ -2,7 +2,6 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { UsageError } from './errors.ts'
 import { type FlagSpecs, type FlagValues, parseHostPort, parseMultiaddrFlag } from './flags.ts'
-import { loadOrCreateKey } from './identity.ts'
 import { derivePsk, type Psk, readSwarmKeyFile } from './psk.ts'
 
 export const LOG_LEVELS = ['silent', 'error', 'info', 'debug', 'trace'] as const
@@ -107,6 +106,9 @@ export async function resolveNodeConfig(
   let privateKey: PrivateKey | undefined
   if (keyFile != null) {
     try {
+      // Loaded when used: the key codecs are most of what this module would load, and a
+      // CLI's --help reads NODE_FLAGS from here (@mtc/p2pnode/cli).
+      const { loadOrCreateKey } = await import('./identity.ts')
       privateKey = await loadOrCreateKey(keyFile)
     } catch (err) {
       throw new UsageError(`--key-file: ${(err as Error).message}`)

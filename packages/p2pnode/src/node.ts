@@ -198,6 +198,10 @@ export class MeshNode {
         dht: kadDHT({
           protocol: DHT_PROTOCOL,
           clientMode: init.dhtClient === true,
+          // Every query waits for the first self-query, which kad-dht starts 1 s after
+          // start; a client asks once and exits, so it starts that walk at once (hl-cli
+          // list through the DHT: 1.6 s before, see the hl-cli README).
+          ...(init.dhtClient === true ? { initialQuerySelfInterval: 0 } : {}),
           // Mesh hosts talk over private and loopback addresses; the default mapper
           // (made for the public DHT) would drop them.
           peerInfoMapper: passthroughMapper,

@@ -12,7 +12,7 @@ export {
   ProxyError,
   type ProxyErrorCode,
 } from './errors.ts'
-export { COMMAND, main, parsePositionals, proxySpec } from './main.ts'
+// The daemon (main, COMMAND, proxySpec) is `@mtc/proxy/daemon`: a root loads no daemon.
 export { MeshAgent, type MeshAgentInit } from './mesh-agent.ts'
 export { MeshAllocator, type MeshAllocatorInit } from './mesh-allocator.ts'
 export { MeshProxy, type MeshProxyInit } from './mesh-proxy.ts'

@@ -40,10 +40,10 @@ export const PROGRAMS: readonly {
   external?: string[]
 }[] = [
   { name: 'ping-monitor', entry: 'packages/ping-monitor/dist/src/bin.js', daemon: true },
-  { name: 'hl-service', entry: 'packages/hash-lookup/dist/src/bin.js', daemon: true },
+  { name: 'hl-service', entry: 'packages/hash-lookup/dist/src/daemon/bin.js', daemon: true },
   {
     name: 'allocator',
-    entry: 'packages/allocator/dist/src/bin.js',
+    entry: 'packages/allocator/dist/src/daemon/bin.js',
     daemon: true,
     // dockerode's ssh2 tries these optional addons (SSH transport only) and does without.
     external: ['cpu-features', '*.node'],

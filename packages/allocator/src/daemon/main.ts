@@ -1,0 +1,293 @@
+import { mkdir, readdir, readFile, stat } from 'node:fs/promises'
+import { networkInterfaces } from 'node:os'
+import { join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { BlobStore, serveBlobs } from '@mtc/blobs'
+import {
+  Announcer,
+  type CommandSpec,
+  type DaemonSpec,
+  formatSwarmKey,
+  MeshDaemon,
+  NODE_ENV_HELP,
+  NODE_FLAGS,
+  parseDurationFlag,
+  parseMultiaddrFlag,
+  queryStatus,
+  runDaemon,
+  UsageError,
+  writeFileAtomic,
+} from '@mtc/p2pnode'
+import Dockerode from 'dockerode'
+import { Registry } from 'prom-client'
+import {
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_MAX_INSTANCES,
+  DEFAULT_PORT_RANGE,
+  DEFAULT_START_TIMEOUT_MS,
+  PORTS_PER_INSTANCE,
+  REAP_INTERVAL_MS,
+} from '../constants.ts'
+import { ImageProvider } from './image-provider.ts'
+import { InstanceManager } from './instances.ts'
+import { AllocatorMetrics } from './metrics.ts'
+import { loadOrCreateOwnerId } from './owner-id.ts'
+import { PortPool } from './port-pool.ts'
+import { RegistryAccess } from './registry.ts'
+import { DockerRuntime } from './runtime.ts'
+import { AllocatorServer } from './server.ts'
+
+const DEFAULT_METRICS = '0.0.0.0:9101'
+const DEFAULT_DATA_DIR = 'allocator-data'
+
+export const COMMAND: CommandSpec = {
+  name: 'allocator',
+  summary: 'starts service instances in Docker on demand (one per host)',
+  usage: '[flags]',
+  flags: {
+    ...NODE_FLAGS,
+    'host-ip': {
+      type: 'string',
+      arg: 'IP',
+      help: 'address instances listen on and are reached at (default: first non-loopback IPv4)',
+    },
+    'port-range': {
+      type: 'string',
+      arg: 'FIRST-LAST',
+      help: `ports handed to instances, ${PORTS_PER_INSTANCE} each (default ${DEFAULT_PORT_RANGE.first}-${DEFAULT_PORT_RANGE.last})`,
+    },
+    'max-instances': {
+      type: 'string',
+      arg: 'N',
+      help: `instances this host runs at most (default ${DEFAULT_MAX_INSTANCES})`,
+    },
+    'idle-timeout': {
+      type: 'string',
+      arg: 'DURATION',
+      help: 'stop instances idle this long (default 10m)',
+    },
+    'start-timeout': {
+      type: 'string',
+      arg: 'DURATION',
+      help: 'an instance not ready by then has failed (default 30s)',
+    },
+    'docker-socket': {
+      type: 'string',
+      arg: 'PATH',
+      help: 'Docker Engine socket (default: DOCKER_HOST, else /var/run/docker.sock)',
+    },
+    hl: {
+      type: 'string',
+      arg: 'MULTIADDR',
+      help: 'use this hl-service (default: find one through the DHT)',
+    },
+    'data-dir': {
+      type: 'string',
+      arg: 'PATH',
+      help: `image tarballs and instance keys (default ./${DEFAULT_DATA_DIR})`,
+    },
+  },
+  epilog: `Defaults: --listen /ip4/0.0.0.0/tcp/0 --metrics ${DEFAULT_METRICS}
+Metrics at /metrics (mtc_allocator_*), liveness at /healthz.
+
+${NODE_ENV_HELP}
+  DOCKER_HOST      Docker Engine address, when --docker-socket is not given`,
+}
+
+function parseRange(value: string): { first: number; last: number } {
+  const m = /^(\d+)-(\d+)$/.exec(value)
+  const first = Number(m?.[1])
+  const last = Number(m?.[2])
+  if (m == null || first < 1024 || last > 65535 || last - first + 1 < PORTS_PER_INSTANCE) {
+    throw new UsageError(
+      `--port-range: "${value}" is not FIRST-LAST within 1024-65535 (at least ${PORTS_PER_INSTANCE} ports)`,
+    )
+  }
+  return { first, last }
+}
+
+function parseCount(flag: string, value: string): number {
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || n < 1)
+    throw new UsageError(`--${flag}: "${value}" is not a positive whole number`)
+  return n
+}
+
+/**
+ * The kernel's ephemeral port range: ports in it can be taken at any moment by outgoing
+ * connections and by listeners on port 0, so a managed range should stay out of it.
+ */
+async function ephemeralRange(): Promise<{ first: number; last: number } | undefined> {
+  const text = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '')
+  const [first, last] = text.trim().split(/\s+/).map(Number)
+  return Number.isFinite(first) && Number.isFinite(last) ? { first, last } : undefined
+}
+
+/** The host's first non-internal IPv4 address, else loopback. */
+function defaultHostIp(): string {
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address
+  }
+  return '127.0.0.1'
+}
+
+async function dirBytes(dir: string): Promise<number> {
+  const names = await readdir(dir).catch(() => [] as string[])
+  let total = 0
+  for (const n of names) total += (await stat(join(dir, n)).catch(() => ({ size: 0 }))).size
+  return total
+}
+
+export const ALLOCATOR: DaemonSpec = {
+  command: COMMAND,
+  role: 'allocator',
+  nodeDefaults: { listen: ['/ip4/0.0.0.0/tcp/0'], metrics: DEFAULT_METRICS },
+  async start(ctx) {
+    const v = ctx.values
+    const hostIp = (v['host-ip'] as string | undefined) ?? defaultHostIp()
+    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(hostIp))
+      throw new UsageError(`--host-ip: "${hostIp}" is not an IPv4 address`)
+    const range =
+      v['port-range'] != null ? parseRange(v['port-range'] as string) : DEFAULT_PORT_RANGE
+    const maxInstances =
+      v['max-instances'] != null
+        ? parseCount('max-instances', v['max-instances'] as string)
+        : DEFAULT_MAX_INSTANCES
+    const idleTimeoutMs =
+      v['idle-timeout'] != null
+        ? parseDurationFlag('idle-timeout', v['idle-timeout'] as string)
+        : DEFAULT_IDLE_TIMEOUT_MS
+    const startTimeoutMs =
+      v['start-timeout'] != null
+        ? parseDurationFlag('start-timeout', v['start-timeout'] as string)
+        : DEFAULT_START_TIMEOUT_MS
+    const eph = await ephemeralRange()
+    if (eph != null && range.first <= eph.last && range.last >= eph.first) {
+      ctx.log.error(
+        'warning: --port-range %d-%d overlaps the ephemeral ports %d-%d; instances may fail to bind',
+        range.first,
+        range.last,
+        eph.first,
+        eph.last,
+      )
+    }
+    const hl = v.hl != null ? parseMultiaddrFlag('hl', v.hl as string) : undefined
+    const dataDir = resolve((v['data-dir'] as string | undefined) ?? DEFAULT_DATA_DIR)
+    const socket = v['docker-socket'] as string | undefined
+    const docker = new Dockerode(socket != null ? { socketPath: socket } : undefined)
+    try {
+      await docker.ping()
+    } catch (err) {
+      throw new Error(
+        `cannot reach Docker${socket != null ? ` at ${socket}` : ''}: ${(err as Error).message}`,
+      )
+    }
+
+    await mkdir(join(dataDir, 'instances'), { recursive: true, mode: 0o700 })
+    const owner = await loadOrCreateOwnerId(dataDir)
+    // Instances get the mesh key as a read-only file, never through their environment.
+    const pskFile = ctx.config.psk != null ? join(dataDir, 'swarm.key') : undefined
+    if (pskFile != null && ctx.config.psk != null)
+      await writeFileAtomic(pskFile, formatSwarmKey(ctx.config.psk), 0o600)
+    const blobs = new BlobStore({ dataDir })
+    await blobs.start()
+
+    const registry = new Registry()
+    let manager: InstanceManager | undefined
+    const metrics = new AllocatorMetrics(registry, {
+      running: () => manager?.runningCount ?? 0,
+      starting: () => manager?.startingCount ?? 0,
+      cacheBytes: () => dirBytes(join(dataDir, 'blobs', 'sha256')),
+    })
+    const mesh = await MeshDaemon.start(ctx, { role: 'allocator', registry })
+    const libp2p = mesh.node.libp2p
+    const announcer = new Announcer(libp2p, ctx.logger.forComponent('mtc:allocator:announce'))
+    const registryAccess = new RegistryAccess(
+      libp2p,
+      hl,
+      ctx.logger.forComponent('mtc:allocator:registry'),
+    )
+    registryAccess.start()
+    const runtime = new DockerRuntime(docker)
+    const ports = new PortPool(range, hostIp)
+    const images = new ImageProvider({
+      runtime,
+      libp2p,
+      blobs,
+      announcer,
+      registryPeer: () => registryAccess.peer(AbortSignal.timeout(5_000)),
+      log: ctx.logger.forComponent('mtc:allocator:images'),
+    })
+    manager = new InstanceManager(
+      {
+        runtime,
+        ports,
+        images,
+        probe: { status: (peer, signal) => queryStatus(libp2p, peer, { signal }) },
+        libp2p,
+        metrics,
+        lookup: (service, signal) => registryAccess.get(service, signal),
+        log: ctx.log,
+      },
+      {
+        owner,
+        peerId: mesh.node.peerId.toString(),
+        hostIp,
+        bootstraps:
+          ctx.config.bootstraps.length > 0
+            ? ctx.config.bootstraps.map((b) => b.toString())
+            : mesh.node.multiaddrs(),
+        pskFile,
+        stateDir: join(dataDir, 'instances'),
+        maxInstances,
+        idleTimeoutMs,
+        startTimeoutMs,
+      },
+    )
+    const reaper = new AbortController()
+    // Before adopting: an instance that dies meanwhile is noticed either way.
+    const watching = manager.watch(reaper.signal)
+    const adopted = await manager.adopt()
+    if (adopted > 0) ctx.log('re-adopted %d running instance(s)', adopted)
+    const server = new AllocatorServer({ libp2p, manager, metrics, maxInstances, log: ctx.log })
+    await server.start()
+    await serveBlobs(libp2p, blobs)
+    for (const digest of await blobs.list()) announcer.add('blob', digest)
+    announcer.add('allocator')
+    announcer.start()
+
+    const m = manager
+    const reap = async (): Promise<void> => {
+      while (!reaper.signal.aborted) {
+        await m
+          .reap(reaper.signal)
+          .catch((err: Error) => ctx.log.error('reaping failed: %s', err.message))
+        await sleep(REAP_INTERVAL_MS, undefined, { signal: reaper.signal }).catch(() => {})
+      }
+    }
+    const reaping = reap()
+    ctx.log(
+      'allocating on %s, ports %d-%d, at most %d instances',
+      hostIp,
+      range.first,
+      range.last,
+      maxInstances,
+    )
+    return {
+      async stop() {
+        // Instances keep running: a restarted allocator re-adopts them.
+        reaper.abort()
+        await server.stop()
+        await announcer.stop()
+        await registryAccess.stop()
+        await mesh.stop()
+        await reaping
+        await watching
+      },
+    }
+  },
+}
+
+export async function main(argv: string[], env = process.env): Promise<number> {
+  return await runDaemon(ALLOCATOR, argv, env)
+}
