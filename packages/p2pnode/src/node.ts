@@ -51,12 +51,17 @@ export interface MeshNodeInit {
   version: string
   /** Multiaddrs to listen on; none for a node that only dials (e.g. hl-cli). */
   listen: string[]
+  /**
+   * The only addresses peers learn (identify, DHT records, the addr file), instead of the
+   * listen addresses: where a port forward, NAT or relay leads to this node.
+   */
+  announce?: string[]
   bootstraps: Multiaddr[]
   /** The private-network key; `undefined` only when the operator chose `--no-psk`. */
   psk: Psk | undefined
   /** Identity; a fresh ephemeral one when absent. */
   privateKey?: PrivateKey
-  /** Once listening, the node's full multiaddrs are written here, one per line. */
+  /** Once listening, the full multiaddrs (the announced ones with `announce`), one per line. */
   addrFile?: string
   /** Where libp2p's own metrics go; a new registry when absent. */
   registry?: Registry
@@ -152,7 +157,7 @@ export class MeshNode {
       privateKey: init.privateKey,
       logger: init.logger,
       nodeInfo: { userAgent: agentVersion(init.role, init.version) },
-      addresses: { listen: init.listen },
+      addresses: { listen: init.listen, announce: init.announce ?? [] },
       connectionManager: {
         inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_HOST_PER_SECOND,
         // HandshakeGuard enforces the real caps by evicting the oldest pending
