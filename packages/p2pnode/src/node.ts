@@ -20,7 +20,6 @@ import {
   MAX_PENDING_HANDSHAKES_PER_HOST,
   PING_MAX_INBOUND_STREAMS,
   PING_MAX_OUTBOUND_STREAMS,
-  PSK_HANDSHAKE_TIMEOUT_MS,
   STREAM_MAX_READ_BUFFER_BYTES,
   YAMUX_MAX_STREAM_WINDOW_BYTES,
 } from './constants.ts'
@@ -187,10 +186,9 @@ export class MeshNode {
           }),
         ),
       ],
-      connectionProtector:
-        init.psk != null
-          ? pskProtector({ psk: init.psk, timeout: PSK_HANDSHAKE_TIMEOUT_MS })
-          : undefined,
+      // The nonce exchange is bounded by the upgrade's signal: inbound the whole handshake
+      // by INBOUND_HANDSHAKE_TIMEOUT_MS, outbound the dial's per-address timeout (6 s).
+      connectionProtector: init.psk != null ? pskProtector({ psk: init.psk }) : undefined,
       metrics: prometheusMetrics({ registry, collectDefaultMetrics: true }),
       services: {
         identify: identify(),
