@@ -335,7 +335,7 @@ describe('proxy: instances on demand', () => {
     ).catch((err: Error) => {
       throw new Error(`${err.message}; answers: ${seen.join(' ')}\n${log().join('\n')}`)
     })
-    assert.equal(near.count(SOFT) + far.count(SOFT), 1)
+    assert.equal(near.count(SOFT) + far.count(SOFT), 1, log().join('\n'))
   })
 
   it('503 ERR_ALLOCATION_TIMEOUT with Retry-After when the allocator never answers', async (t) => {
