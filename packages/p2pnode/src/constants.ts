@@ -15,9 +15,6 @@ export const BOOTSTRAP_BACKOFF_FACTOR = 2
 /** One dial attempt to a bootstrap; a loopback or LAN dial that takes longer has failed. */
 export const BOOTSTRAP_DIAL_TIMEOUT_MS = 10_000
 
-/** Time allowed for the pnet nonce exchange; libp2p's default is 1 s, too tight for WAN links. */
-export const PSK_HANDSHAKE_TIMEOUT_MS = 5_000
-
 /**
  * scrypt parameters of the passphrase KDF: N=2^17, r=8, p=1 costs 128 MiB and ~0.3 s
  * per guess here (OWASP's 2023 minimum is N=2^17), which makes a dictionary attack on a

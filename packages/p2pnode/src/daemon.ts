@@ -155,6 +155,7 @@ export class MeshDaemon implements Daemon {
       role: init.role,
       version: MTC_VERSION,
       listen: config.listen,
+      announce: config.announce,
       bootstraps: config.bootstraps,
       psk: config.psk,
       privateKey: config.privateKey,

@@ -15,6 +15,12 @@ export const NODE_FLAGS: FlagSpecs = {
     arg: 'MULTIADDR',
     help: 'address to listen on',
   },
+  announce: {
+    type: 'string',
+    multiple: true,
+    arg: 'MULTIADDR',
+    help: 'address peers are told to dial, instead of the listen addresses (port forward, NAT)',
+  },
   bootstrap: {
     type: 'string',
     multiple: true,
@@ -69,6 +75,8 @@ export interface NodeDefaults {
 /** The validated, frozen overlay configuration of a daemon. */
 export interface NodeConfig {
   readonly listen: string[]
+  /** What peers learn instead of the listen addresses; empty: the listen addresses. */
+  readonly announce: string[]
   readonly bootstraps: Multiaddr[]
   readonly psk: Psk | undefined
   readonly privateKey: PrivateKey | undefined
@@ -88,6 +96,8 @@ export async function resolveNodeConfig(
 ): Promise<NodeConfig> {
   const listenValues = (values.listen as string[] | undefined) ?? defaults.listen
   for (const v of listenValues) parseMultiaddrFlag('listen', v)
+  const announce = (values.announce as string[] | undefined) ?? []
+  for (const v of announce) parseMultiaddrFlag('announce', v)
 
   const bootstrapValues =
     (values.bootstrap as string[] | undefined) ??
@@ -117,6 +127,7 @@ export async function resolveNodeConfig(
 
   return Object.freeze({
     listen: listenValues,
+    announce,
     bootstraps,
     psk,
     privateKey,

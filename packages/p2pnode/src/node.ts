@@ -20,7 +20,6 @@ import {
   MAX_PENDING_HANDSHAKES_PER_HOST,
   PING_MAX_INBOUND_STREAMS,
   PING_MAX_OUTBOUND_STREAMS,
-  PSK_HANDSHAKE_TIMEOUT_MS,
   STREAM_MAX_READ_BUFFER_BYTES,
   YAMUX_MAX_STREAM_WINDOW_BYTES,
 } from './constants.ts'
@@ -51,12 +50,17 @@ export interface MeshNodeInit {
   version: string
   /** Multiaddrs to listen on; none for a node that only dials (e.g. hl-cli). */
   listen: string[]
+  /**
+   * The only addresses peers learn (identify, DHT records, the addr file), instead of the
+   * listen addresses: where a port forward, NAT or relay leads to this node.
+   */
+  announce?: string[]
   bootstraps: Multiaddr[]
   /** The private-network key; `undefined` only when the operator chose `--no-psk`. */
   psk: Psk | undefined
   /** Identity; a fresh ephemeral one when absent. */
   privateKey?: PrivateKey
-  /** Once listening, the node's full multiaddrs are written here, one per line. */
+  /** Once listening, the full multiaddrs (the announced ones with `announce`), one per line. */
   addrFile?: string
   /** Where libp2p's own metrics go; a new registry when absent. */
   registry?: Registry
@@ -152,7 +156,7 @@ export class MeshNode {
       privateKey: init.privateKey,
       logger: init.logger,
       nodeInfo: { userAgent: agentVersion(init.role, init.version) },
-      addresses: { listen: init.listen },
+      addresses: { listen: init.listen, announce: init.announce ?? [] },
       connectionManager: {
         inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_HOST_PER_SECOND,
         // HandshakeGuard enforces the real caps by evicting the oldest pending
@@ -182,10 +186,9 @@ export class MeshNode {
           }),
         ),
       ],
-      connectionProtector:
-        init.psk != null
-          ? pskProtector({ psk: init.psk, timeout: PSK_HANDSHAKE_TIMEOUT_MS })
-          : undefined,
+      // The nonce exchange is bounded by the upgrade's signal: inbound the whole handshake
+      // by INBOUND_HANDSHAKE_TIMEOUT_MS, outbound the dial's per-address timeout (6 s).
+      connectionProtector: init.psk != null ? pskProtector({ psk: init.psk }) : undefined,
       metrics: prometheusMetrics({ registry, collectDefaultMetrics: true }),
       services: {
         identify: identify(),

@@ -29,7 +29,10 @@ import { type XorStream, XSALSA20_NONCE_BYTES, xsalsa20Stream } from './xsalsa20
 export interface PskProtectorInit {
   /** The 32-byte key (not the swarm key file's text, which @libp2p/pnet takes). */
   psk: Psk
-  /** Nonce exchange timeout when libp2p passes no signal (as @libp2p/pnet: default 1 s). */
+  /**
+   * Nonce exchange timeout for a caller that passes no options (as @libp2p/pnet: default
+   * 1 s). libp2p's upgrader always passes its own signal, which bounds the exchange instead.
+   */
   timeout?: number
 }
 

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { connect, type Socket } from 'node:net'
+import { connect, createServer, type Socket } from 'node:net'
 import { afterEach, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { multiaddr } from '@multiformats/multiaddr'
 import { INBOUND_HANDSHAKE_TIMEOUT_MS } from '../src/constants.ts'
 import { MeshNode } from '../src/node.ts'
 import { generatePsk, type Psk } from '../src/psk.ts'
@@ -161,5 +162,36 @@ describe('handshake guard', () => {
     assert.ok(huge.written < 64 * 1024 * 1024, `${huge.written} bytes written`)
     const result = await legitConnects(client, target, 2, 5_000)
     assert.equal(result.ok, 2, result.errors.join('; '))
+  })
+})
+
+describe('outbound handshake', () => {
+  it('a dial to a listener that accepts and never sends its nonce gives up, not hangs', async () => {
+    const sockets = new Set<Socket>()
+    const silent = createServer((s) => {
+      sockets.add(s)
+      s.on('error', () => {})
+      s.on('close', () => sockets.delete(s))
+      s.resume() // reads (and drops) the client's nonce, so its FIN is seen
+    })
+    cleanups.push(async () => {
+      for (const s of sockets) s.destroy()
+      await new Promise((resolve) => silent.close(resolve))
+    })
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const { port } = silent.address() as { port: number }
+    const client = await startNode(generatePsk(), [])
+    // The caller allows a minute; libp2p's per-address dial timeout (6 s) ends it.
+    const t0 = performance.now()
+    await assert.rejects(
+      client.libp2p.dial(multiaddr(`/ip4/127.0.0.1/tcp/${port}`), {
+        signal: AbortSignal.timeout(60_000),
+      }),
+    )
+    const ms = performance.now() - t0
+    assert.ok(ms < 30_000, `gave up after ${ms.toFixed(0)} ms`)
+    // and closed its socket
+    for (let i = 0; i < 100 && sockets.size > 0; i++) await sleep(100)
+    assert.equal(sockets.size, 0)
   })
 })

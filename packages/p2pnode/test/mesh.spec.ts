@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { defaultLogger } from '@libp2p/logger'
-import { freePort, waitFor } from '@mtc/testkit'
+import { freePort, tempDir, waitFor } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Announcer } from '../src/announcer.ts'
 import { findProviders, provide } from '../src/discovery.ts'
@@ -21,6 +23,8 @@ async function startNode(init: {
   bootstraps?: string[]
   privateKey?: PrivateKey
   port?: number
+  announce?: string[]
+  addrFile?: string
 }): Promise<MeshNode> {
   const node = await MeshNode.create({
     role: 'test',
@@ -29,6 +33,8 @@ async function startNode(init: {
     bootstraps: (init.bootstraps ?? []).map((a) => multiaddr(a)),
     psk: init.psk,
     privateKey: init.privateKey,
+    announce: init.announce,
+    addrFile: init.addrFile,
     bootstrapBackoffMs: { initial: 50, max: 200 },
   })
   await node.start()
@@ -134,6 +140,35 @@ describe('bootstraps', () => {
     // The same identity comes back on the same port, as a restarted bootstrap does.
     await startNode({ psk, privateKey: key, port })
     await waitFor('bootstrap 1 reconnected', () => peer.connectedBootstraps().includes(addr1))
+  })
+})
+
+describe('announced addresses', () => {
+  it('peers learn only the announced address, never the listen address', async () => {
+    const psk = generatePsk()
+    const dir = await tempDir('mtc-announce-')
+    try {
+      const port = await freePort()
+      // Where a port forward would lead to it; TEST-NET-1, so nothing answers there.
+      const announced = '/ip4/192.0.2.7/tcp/4001'
+      const addrFile = join(dir.path, 'addr')
+      const hidden = await startNode({ psk, port, announce: [announced], addrFile })
+      const full = `${announced}/p2p/${hidden.peerId}`
+      assert.deepEqual(hidden.multiaddrs(), [full])
+      assert.equal(await readFile(addrFile, 'utf8'), `${full}\n`)
+      // A peer that reaches it anyway (as through the forward) learns, by identify, the
+      // announced address only.
+      const peer = await startNode({ psk })
+      await peer.libp2p.dial(multiaddr(`/ip4/127.0.0.1/tcp/${port}/p2p/${hidden.peerId}`))
+      const known = await waitFor('identify of the hidden node', async () => {
+        const addrs = (await peer.libp2p.peerStore.get(hidden.peerId)).addresses
+        const listed = addrs.map((a) => a.multiaddr.toString())
+        return listed.includes(announced) ? listed : undefined
+      })
+      assert.deepEqual(known, [announced])
+    } finally {
+      await dir.remove()
+    }
   })
 })
 

@@ -150,6 +150,12 @@ describe('ping-monitor', () => {
     assert.equal(await second.proc.stop(), 0)
   })
 
+  it('writes the --announce addresses, not the listen address, to its addr file', async () => {
+    const pm = await startMonitor(['--announce', '/ip4/192.0.2.7/tcp/4001'])
+    assert.match(pm.addr, /^\/ip4\/192\.0\.2\.7\/tcp\/4001\/p2p\/12D3Koo\w+$/)
+    assert.equal(await pm.proc.stop(), 0)
+  })
+
   it('stops gracefully on SIGINT too', async () => {
     const pm = await startMonitor()
     pm.proc.child.kill('SIGINT')
@@ -167,6 +173,11 @@ describe('ping-monitor command line', () => {
       /--listen: "not-an-addr" is not a valid multiaddr/,
     ],
     ['a bad bootstrap', ['--no-psk', '--bootstrap', '/ip4/1.2.3.4/tcp/x'], /--bootstrap/],
+    [
+      'a bad announce address',
+      ['--no-psk', '--announce', 'nowhere'],
+      /--announce: "nowhere" is not a valid multiaddr/,
+    ],
     ['a bad PSK file', ['--psk-file', 'BAD'], /not a swarm key file/],
     ['a missing PSK file', ['--psk-file', '/nonexistent/swarm.key'], /cannot read PSK file/],
     ['no PSK at all', [], /no private-network key/],

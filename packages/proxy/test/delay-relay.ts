@@ -4,16 +4,18 @@ import { freePort } from '@mtc/testkit'
 /**
  * A TCP relay on loopback that delays what the target sends back by `delayMs` (settable):
  * in front of a service it slows its answers; in front of a mesh node's libp2p port it
- * adds `delayMs` to the RTT of the connections made through it.
+ * adds `delayMs` to the RTT of the connections made through it. The target is a loopback
+ * TCP port or a Unix socket path (which a process in another network namespace can
+ * listen on: see behind-relay.ts).
  */
 export class DelayRelay {
   delayMs: number
   port = 0
   private server?: Server
   private readonly sockets = new Set<Socket>()
-  private readonly target: number
+  private readonly target: number | string
 
-  constructor(target: number, delayMs: number) {
+  constructor(target: number | string, delayMs: number) {
     this.target = target
     this.delayMs = delayMs
   }
@@ -21,7 +23,8 @@ export class DelayRelay {
   async start(): Promise<void> {
     this.port = await freePort()
     this.server = createServer((client) => {
-      const upstream = connect(this.target, '127.0.0.1')
+      const upstream =
+        typeof this.target === 'number' ? connect(this.target, '127.0.0.1') : connect(this.target)
       this.sockets.add(client).add(upstream)
       let due = 0
       upstream.on('data', (chunk: Buffer) => {
@@ -44,7 +47,12 @@ export class DelayRelay {
 
   /** `/ip4/127.0.0.1/tcp/<port>/p2p/<peerId>`: dialling it reaches the target through the relay. */
   multiaddr(peerId: string): string {
-    return `/ip4/127.0.0.1/tcp/${this.port}/p2p/${peerId}`
+    return `${this.address()}/p2p/${peerId}`
+  }
+
+  /** `/ip4/127.0.0.1/tcp/<port>`: the relay's own address. */
+  address(): string {
+    return `/ip4/127.0.0.1/tcp/${this.port}`
   }
 
   /** The instance's service dies: nothing listens, open connections are cut. */

@@ -3,7 +3,7 @@
  * PSK + Noise + yamux configured as MeshNode does, in variants from the stock stack to
  * ours one change at a time:
  *
- *   node packages/p2pnode/test/bench-transport.ts [rounds=2] [MB=100]
+ *   node packages/p2pnode/bench/transport.ts [rounds=2] [MB=100]
  *
  * Per variant: MB/s of one stream carrying MB megabytes (64 KiB writes, the receiver
  * hashing nothing), and round trips/s of 1 KB echoes over one stream (5 s).

@@ -1,7 +1,7 @@
 /**
  * Micro-benchmarks of the transport's crypto, old against new, one process:
  *
- *   node packages/p2pnode/test/bench-crypto.ts
+ *   node packages/p2pnode/bench/crypto.ts
  *
  * - pnet XOR: MB/s of xsalsa20@1.2.0 (WASM, what @libp2p/pnet uses), our sodium-native
  *   backend and our pure-JS fallback, at a few chunk sizes.

@@ -1,7 +1,7 @@
 // CPU cost of liveness pings: N nodes in this process, fully connected, each connection
 // holding one open stream (so it counts as busy), measured over 20 s.
-//   node packages/p2pnode/test/liveness-cost.ts 10 1000      # ping every 1 s
-//   node packages/p2pnode/test/liveness-cost.ts 10 3600000   # no pings: the baseline
+//   node packages/p2pnode/bench/liveness-cost.ts 10 1000      # ping every 1 s
+//   node packages/p2pnode/bench/liveness-cost.ts 10 3600000   # no pings: the baseline
 import { MeshNode } from '../src/node.ts'
 import { generatePsk } from '../src/psk.ts'
 
