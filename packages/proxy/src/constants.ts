@@ -2,8 +2,21 @@ import { PROTOCOL_PREFIX, RTT_PROBE_TIMEOUT_MS } from '@mtc/p2pnode'
 
 // ---------------------------------------------------------------- protocols
 
-/** HTTP/1.1 carried over a libp2p stream exactly as over a TCP connection. */
-export const HTTP_PROTOCOL = `/${PROTOCOL_PREFIX}/http/1.0.0`
+/**
+ * HTTP/1.1 over a libp2p stream, relayed byte for byte to one TCP connection to the
+ * instance's service, after a one-line preface from the instance (see stream-preface.ts).
+ * 1.0.0 carried HTTP to an HTTP server on the instance, without the preface.
+ */
+export const HTTP_PROTOCOL = `/${PROTOCOL_PREFIX}/http/2.0.0`
+/**
+ * The instance connects to its local service within this, or refuses the stream: a
+ * loopback or bridge connect takes well under a millisecond, or is refused at once; a
+ * service that does not even accept within 2 s is not ready.
+ */
+export const SERVICE_CONNECT_TIMEOUT_MS = 2_000
+/** A caller waits this long for an instance's stream preface: the instance's connect
+ * timeout plus room for a slow path. */
+export const PREFACE_TIMEOUT_MS = SERVICE_CONNECT_TIMEOUT_MS + 3_000
 
 // ---------------------------------------------------------------- command line defaults
 
