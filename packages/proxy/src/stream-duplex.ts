@@ -61,10 +61,25 @@ export class StreamDuplex extends Duplex {
     stream.addEventListener('close', this.onClose)
     if (stream.status !== 'open') {
       queueMicrotask(() => this.destroy(new StreamClosedError(`stream is ${stream.status}`)))
-    } else if (stream.readableEnded) {
+    } else if (stream.readableEnded && stream.readBufferLength === 0) {
+      this.eofPushed = true
       this.push(null)
     }
   }
+
+  /**
+   * The stream's 'end' came before bytes it still holds: protocol negotiation read ahead
+   * (the remote's first bytes and its close-write came with the negotiation) and put back
+   * what it did not need after 'end' was dispatched. The end is pushed after those bytes.
+   */
+  private endIfEndedEarly(): void {
+    if (this.stream.readableEnded && this.stream.readBufferLength === 0 && !this.eofPushed) {
+      this.eofPushed = true
+      this.push(null)
+    }
+  }
+
+  private eofPushed = false
 
   private readonly onMessage = (evt: StreamMessageEvent): void => {
     this.touch()
@@ -81,12 +96,15 @@ export class StreamDuplex extends Duplex {
       this.paused = true
       this.stream.pause()
     }
+    this.endIfEndedEarly()
   }
 
   /** The remote closed its writable end and everything it sent was delivered. */
   private readonly onEnd = (): void => {
     // An aborted or reset stream also ends its readable side; onClose reports those.
     if (this.stream.status === 'aborted' || this.stream.status === 'reset') return
+    if (this.eofPushed) return
+    this.eofPushed = true
     this.push(null)
   }
 
