@@ -1,5 +1,5 @@
-import { mkdir, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { chmod, mkdir, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { freePort, type Proc, run, waitFor } from '@mtc/testkit'
 
 /**
@@ -79,6 +79,9 @@ export async function startNginxStatic(
   const www = join(dir, 'www')
   await mkdir(www, { recursive: true })
   for (const [name, content] of Object.entries(files)) await writeFile(join(www, name), content)
+  // nginx's workers run as another user when started as root: they must reach the files
+  // (a temporary directory is private to its owner).
+  for (const d of [dirname(dir), dir, www]) await chmod(d, 0o755)
   const port = await freePort()
   const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
     .map((t) => `  ${t}_temp_path ${join(dir, `${t}_temp`)};`)

@@ -51,6 +51,24 @@ export function endToEndHeaders(raw: string[], drop: ReadonlySet<string> = new S
   return out
 }
 
+/** The value of header `name` (lower-case) in a flat list, the first if repeated. */
+function headerValue(raw: string[], name: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() === name) return raw[i + 1]
+  return undefined
+}
+
+/**
+ * The headers of a message that switches protocols (an upgrade request, or its 101):
+ * end-to-end headers minus `drop`, plus `Connection: Upgrade` and its `Upgrade`, which
+ * are hop-by-hop but must reach the next hop for the switch to happen there too.
+ */
+export function upgradeHeaders(raw: string[], drop: ReadonlySet<string> = new Set()): string[] {
+  const out = endToEndHeaders(raw, drop)
+  const upgrade = headerValue(raw, 'upgrade')
+  if (upgrade != null) out.push('Connection', 'Upgrade', 'Upgrade', upgrade)
+  return out
+}
+
 /** The client address as Forwarded wants it (`for=`): IPv6 quoted in brackets. */
 function forwardedNode(ip: string): string {
   if (ip === '') return 'unknown'

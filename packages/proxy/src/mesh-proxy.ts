@@ -57,6 +57,7 @@ export class MeshProxy {
       metrics: this.metrics,
     })
     this.forwarder = new Forwarder({
+      libp2p: init.libp2p,
       registry: this.instances,
       metrics: this.metrics,
       log: logger.forComponent('mtc:proxy:forwarder'),
