@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
 import type { Logger } from '@libp2p/interface'
 import { http } from '@mtc/p2pnode'
 import { type Allocator, noAllocator } from './allocator.ts'
@@ -18,6 +19,9 @@ import {
   type RequirementsSource,
 } from './requirements.ts'
 import { type Ranking, rank } from './selector.ts'
+
+/** Only proxies speak the error header: a service's own is dropped. */
+const DROP_FROM_SERVICE = new Set([ERROR_HEADER])
 
 /** Methods whose repetition has the effect of one request (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
@@ -43,8 +47,6 @@ type Outcome =
       /** Some of the request may have reached the service. */
       delivered: boolean
       error: ProxyError
-      /** An instance's own error answer, relayed if there is no retry. */
-      response?: IncomingMessage
     }
 
 /**
@@ -121,11 +123,9 @@ export class Forwarder {
         : undefined
       if (next == null) {
         this.log('%s %s/%s failed on %s: %s', method, service, path, inst.id, outcome.error.message)
-        if (outcome.response != null) this.relay(outcome.response, res)
-        else sendError(res, outcome.error)
+        sendError(res, outcome.error)
         return
       }
-      outcome.response?.resume()
       this.metrics.retries.inc({ service })
       this.log.trace('retrying %s %s on %s: %s', method, service, next.id, outcome.error.message)
       inst = next
@@ -183,7 +183,7 @@ export class Forwarder {
   ): Promise<Outcome> {
     const { promise, resolve } = Promise.withResolvers<Outcome>()
     const started = performance.now()
-    let assigned = false
+    let assigned: Duplex | undefined
     let responded = false
     const upstream = http.request({
       agent: inst.agent,
@@ -208,27 +208,15 @@ export class Forwarder {
     }
     // The body flows only once a stream is assigned: a request that never got one
     // consumed nothing and can go to another instance whatever its method.
-    upstream.once('socket', () => {
-      assigned = true
+    // A stream is assigned only after the instance connected to its service (the stream
+    // preface): a refused connection fails before, with ERR_SERVICE_UNREACHABLE.
+    upstream.once('socket', (socket: Duplex) => {
+      assigned = socket
       body.sendTo(upstream)
     })
     upstream.on('response', (ures) => {
       responded = true
       clearTimeout(timer)
-      const code = ures.headers[ERROR_HEADER]
-      if (code === 'ERR_SERVICE_UNREACHABLE' || code === 'ERR_SERVICE_RESET') {
-        // The instance is up but its service is not: a failed attempt, not an answer.
-        inst.stats.recordError()
-        body.detach()
-        if (!upstream.writableFinished) upstream.destroy()
-        fail({
-          kind: 'failed',
-          delivered: code === 'ERR_SERVICE_RESET',
-          error: new ProxyError(code),
-          response: ures,
-        })
-        return
-      }
       // Only a reused stream measures the instance; a fresh one adds its own set-up.
       if (upstream.reusedSocket) inst.stats.recordLatency(performance.now() - started)
       if ((ures.statusCode ?? 0) >= 500) inst.stats.recordError()
@@ -239,23 +227,29 @@ export class Forwarder {
       if (responded) return // the response pipeline reports it
       body.detach()
       inst.stats.recordError()
+      const delivered = assigned != null
       if (err instanceof ProxyError) {
-        // A timeout or busy instance before any stream was assigned delivered nothing.
-        fail({ kind: 'failed', delivered: assigned, error: err })
+        // A timeout, a busy instance or a refusing service before any stream was assigned
+        // delivered nothing.
+        fail({ kind: 'failed', delivered, error: err })
         return
       }
-      fail({
-        kind: 'failed',
-        delivered: assigned,
-        error: new ProxyError('ERR_INSTANCE_UNREACHABLE', `${inst.id}: ${err.message}`),
-      })
+      // The instance ends a stream cleanly when its service closed the connection; a
+      // reset or lost stream is the instance's (or the overlay's) failure.
+      const code = assigned?.readableEnded ? 'ERR_SERVICE_RESET' : 'ERR_INSTANCE_UNREACHABLE'
+      fail({ kind: 'failed', delivered, error: new ProxyError(code, `${inst.id}: ${err.message}`) })
     })
     return promise
   }
 
-  /** Streams an upstream response to the client, minus hop-by-hop headers. */
+  /** Streams an upstream response to the client, minus hop-by-hop headers and the
+   * service's own X-Mtc-Error (only proxies speak it). */
   private relay(ures: IncomingMessage, res: ServerResponse, done?: () => void): void {
-    res.writeHead(ures.statusCode ?? 502, ures.statusMessage, endToEndHeaders(ures.rawHeaders))
+    res.writeHead(
+      ures.statusCode ?? 502,
+      ures.statusMessage,
+      endToEndHeaders(ures.rawHeaders, DROP_FROM_SERVICE),
+    )
     pipe(ures, res, (err) => {
       if (err != null) this.log.trace('response cut: %s', err.message)
       done?.()

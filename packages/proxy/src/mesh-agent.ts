@@ -14,6 +14,7 @@ import {
 } from './constants.ts'
 import { ProxyError } from './errors.ts'
 import { StreamDuplex } from './stream-duplex.ts'
+import { readPreface } from './stream-preface.ts'
 import { StreamSlots } from './stream-slots.ts'
 
 export interface MeshAgentInit {
@@ -50,6 +51,8 @@ export class MeshAgent extends http.Agent {
       keepAlive: true,
       maxSockets: MAX_STREAMS_PER_INSTANCE,
       maxFreeSockets: MAX_IDLE_STREAMS_PER_INSTANCE,
+      // Idle streams only (createConnection ignores it); a Keep-Alive hint may shorten it.
+      timeout: IDLE_STREAM_TIMEOUT_MS,
       // The most recently used stream first: a quiet period lets the others time out.
       scheduling: 'lifo',
     })
@@ -75,7 +78,16 @@ export class MeshAgent extends http.Agent {
             this.onStreamOpened?.()
             const duplex = new StreamDuplex(stream, { allowHalfOpen: false })
             duplex.once('close', () => this.slots.release())
-            callback?.(null, duplex)
+            // The instance says first whether its service took the connection: a refusal
+            // (or no valid preface) fails the request before it has a socket, so nothing
+            // was delivered and it may go elsewhere.
+            readPreface(duplex).then(
+              () => callback?.(null, duplex),
+              (err: Error) => {
+                duplex.destroy()
+                fail(err)
+              },
+            )
           },
           (err: Error) => {
             this.slots.release()
@@ -87,12 +99,11 @@ export class MeshAgent extends http.Agent {
     return undefined
   }
 
-  /** An idle warm stream closes after IDLE_STREAM_TIMEOUT_MS (before the instance would);
-   * it closes at once when requests wait for a slot. */
+  /** An idle warm stream closes after IDLE_STREAM_TIMEOUT_MS or the service's Keep-Alive
+   * hint (before the service would); it closes at once when requests wait for a slot. */
   override keepSocketAlive(socket: Duplex): boolean {
     if (this.slots.waiting > 0) return false
     const keep = (http.Agent.prototype.keepSocketAlive as (s: Duplex) => boolean).call(this, socket)
-    ;(socket as StreamDuplex).setTimeout(IDLE_STREAM_TIMEOUT_MS)
     return keep !== false
   }
 
