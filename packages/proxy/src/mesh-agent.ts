@@ -33,6 +33,9 @@ export class MeshStream {
   /** Requests this stream carried (a reused stream may have been closed by the service
    * just as the next request was written). */
   requests = 0
+  /** How long it may stay idle: IDLE_STREAM_TIMEOUT_MS, or less when the service says
+   * (`Keep-Alive: timeout=N`) it closes idle connections sooner. */
+  idleTimeoutMs = IDLE_STREAM_TIMEOUT_MS
 
   constructor(duplex: StreamDuplex) {
     this.duplex = duplex
@@ -157,13 +160,14 @@ export class MeshAgent {
     if (
       this.destroyed ||
       this.slots.waiting > 0 ||
-      this.idle.length >= MAX_IDLE_STREAMS_PER_INSTANCE
+      this.idle.length >= MAX_IDLE_STREAMS_PER_INSTANCE ||
+      s.idleTimeoutMs <= 0
     ) {
       close(s)
       return
     }
     this.idle.push(s)
-    s.park(IDLE_STREAM_TIMEOUT_MS, () => {
+    s.park(s.idleTimeoutMs, () => {
       const i = this.idle.indexOf(s)
       if (i >= 0) this.idle.splice(i, 1)
       close(s)
@@ -193,3 +197,19 @@ function close(s: MeshStream): void {
 
 /** How long a stream being closed may take to close both ways. */
 const CLOSE_TIMEOUT_MS = 5_000
+
+/**
+ * A stream's idle time after a response with these headers: a service announcing
+ * `Keep-Alive: timeout=N` closes idle connections after N s, so the stream is given up a
+ * second before (as Node's Agent does), never more than IDLE_STREAM_TIMEOUT_MS.
+ */
+export function idleTimeoutFor(rawHeaders: string[]): number {
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i].length !== 10 || rawHeaders[i].toLowerCase() !== 'keep-alive') continue
+    const m = /(?:^|[\s,])timeout=(\d+)/i.exec(rawHeaders[i + 1])
+    if (m == null) continue
+    const ms = Number(m[1]) * 1000 - 1000
+    return Math.max(0, Math.min(IDLE_STREAM_TIMEOUT_MS, ms))
+  }
+  return IDLE_STREAM_TIMEOUT_MS
+}

@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { ERROR_HEADER, ProxyError } from './errors.ts'
 import { endToEndHeaders, upgradeHeaders } from './http-headers.ts'
-import type { MeshStream } from './mesh-agent.ts'
+import { idleTimeoutFor, type MeshStream } from './mesh-agent.ts'
 import type { BodyTarget, RequestBody } from './request-body.ts'
 import type { Framing } from './request-framing.ts'
 import type { ResponseHead } from './response-parser.ts'
@@ -130,6 +130,7 @@ export function exchange(init: ExchangeInit): Promise<Outcome> {
       }
       head = h
       clearTimeout(timer)
+      stream.idleTimeoutMs = idleTimeoutFor(h.rawHeaders)
       init.onResponse(h)
       // A 101's head goes out raw once push() returned the bytes after it (onData).
       if (h.status === 101) return

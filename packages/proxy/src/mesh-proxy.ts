@@ -81,12 +81,10 @@ export class MeshProxy {
         target: init.service.target,
         metrics: this.metrics,
         log: logger.forComponent('mtc:proxy:endpoint'),
-        headersTimeoutMs: init.headersTimeoutMs,
-        upstreamTimeoutMs: init.upstreamTimeoutMs,
       })
       this.endpoint = endpoint
       this.metrics.setStatusSource(() => endpoint.status())
-      this.metrics.setEndpointSource(() => ({ inFlight: endpoint.requestsInFlight }))
+      this.metrics.setEndpointSource(() => endpoint.relayCounts())
     }
   }
 
