@@ -13,7 +13,8 @@
  *
  *   node bench/src/proxy.ts [--seconds 5]
  * BENCH_LOG=LEVEL sets the proxies' log level; BENCH_PROFILE=DIR writes CPU profiles of
- * the client proxy there (node --cpu-prof).
+ * the client proxy there (node --cpu-prof); BENCH_PROXY=NAME runs that proxy executable
+ * (found in PATH) instead of the workspace's: a baseline build, to compare back to back.
  */
 import { get } from 'node:http'
 import { join } from 'node:path'
@@ -37,6 +38,7 @@ import { type Load, warmUp, wrk } from './wrk.ts'
 
 const HELLO_BIN = join(REPO_ROOT, 'demos/helloworld/bin/hello-world-server.js')
 const SERVICE = 'hello-world-server'
+const PROXY = process.env.BENCH_PROXY ?? 'proxy'
 /** nginx serving a static 1 KB file, as a second service. */
 const STATIC_SERVICE = 'nginx-static'
 const STATIC_FILE = '/1k'
@@ -141,7 +143,7 @@ async function main(): Promise<void> {
       await waitFor('hello listening', () => hello.stdout().includes('listening'))
       const common = [...joined, '--log-level', process.env.BENCH_LOG ?? 'error']
       const service = await startDaemon(
-        'proxy',
+        PROXY,
         [...common, String(await freePort()), SERVICE, `127.0.0.1:${helloPort}`],
         dir.path,
       )
@@ -151,14 +153,14 @@ async function main(): Promise<void> {
           ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROFILE}` }
           : undefined
       client = (
-        await startDaemon('proxy', [...common, String(clientPort)], dir.path, { env: profile })
+        await startDaemon(PROXY, [...common, String(clientPort)], dir.path, { env: profile })
       ).proc
       const nginx = await startNginxChain(join(dir.path, 'nginx'), helloPort, 2, SMALL)
       const statics = await startNginxStatic(join(dir.path, 'nginx-static'), {
         [STATIC_FILE.slice(1)]: Buffer.alloc(1024, 'x'),
       })
       const staticService = await startDaemon(
-        'proxy',
+        PROXY,
         [...common, String(await freePort()), STATIC_SERVICE, `127.0.0.1:${statics.port}`],
         dir.path,
       )
