@@ -83,6 +83,8 @@ export class ResponseParser {
     p.initialize(HTTPParser.RESPONSE, {}, 0, HTTPParser.kLenientNone)
     p[HTTPParser.kOnMessageBegin] = () => {
       this.started = true
+      // Trailers of the message before came through kOnHeaders too: not this head's.
+      this.partialHeaders = []
     }
     p[HTTPParser.kOnHeaders] = (headers: string[]) => {
       // More than 32 headers arrive in parts before the head completes.

@@ -138,6 +138,19 @@ describe('ResponseParser (llhttp, response mode)', () => {
     assert.deepEqual(raw.slice(98), ['X-H49', 'v49', 'Content-Length', '0'])
   })
 
+  it('trailers of a chunked response do not leak into the next head', () => {
+    const p = new ResponseParser()
+    const a = expect(p)
+    p.push(Buffer.from('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n'))
+    let trailers = ''
+    for (let i = 0; i < 40; i++) trailers += `X-T${i}: t\r\n`
+    p.push(Buffer.from(`${trailers}\r\n`))
+    assert.equal(a.complete, true)
+    const b = expect(p)
+    p.push(Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'))
+    assert.deepEqual(b.head?.rawHeaders, ['Content-Length', '0'])
+  })
+
   it('refuses malformed and ambiguous responses (the service is out of step: no reuse)', () => {
     const bad = [
       'HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n',
