@@ -199,7 +199,6 @@ export class Forwarder {
     res: ServerResponse,
     upgrade?: UpgradeRequest,
   ): Promise<Outcome> {
-    const started = performance.now()
     let stream: MeshStream
     try {
       stream = await inst.agent.acquire()
@@ -212,7 +211,11 @@ export class Forwarder {
       if (error.code !== 'ERR_INSTANCE_BUSY') inst.stats.recordError()
       return { kind: 'failed', delivered: false, error }
     }
-    const reused = stream.requests > 0
+    // Timed from the request's first byte: a new stream's set-up (dial, negotiation, the
+    // instance's connection to its service) is not the instance's answer time. (Streams
+    // idle only seconds, so requests on new streams are common for an instance not used
+    // lately: they must measure it too, or a slow one is never seen as slow.)
+    const sent = performance.now()
     if (res.destroyed) {
       inst.agent.release(stream)
       return { kind: 'relayed' }
@@ -227,8 +230,7 @@ export class Forwarder {
       upgrade,
       timeoutMs: this.upstreamTimeoutMs,
       onResponse: (h) => {
-        // Only a reused stream measures the instance; a fresh one adds its own set-up.
-        if (reused) inst.stats.recordLatency(performance.now() - started)
+        inst.stats.recordLatency(performance.now() - sent)
         if (h.status >= 500) inst.stats.recordError()
       },
       onStreamDone: (reusable) => {

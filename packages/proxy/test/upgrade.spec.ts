@@ -16,6 +16,7 @@ import { Mesh, type ProxyProc } from './fixture.ts'
 const SERVICE = 'hello-upgrade'
 const mesh = new Mesh()
 let client: ProxyProc
+let instance: ProxyProc
 let server: Server
 let wss: WebSocketServer
 /** The service's WebSocket connections open now, and how each one ended. */
@@ -53,7 +54,7 @@ before(async () => {
   })
   const port = await freePort()
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
-  await mesh.serviceProxy(SERVICE, port)
+  instance = await mesh.serviceProxy(SERVICE, port)
   client = await mesh.proxy([String(await freePort())])
   await mesh.routable(client.port, SERVICE)
 })
@@ -169,8 +170,16 @@ describe('proxy: WebSocket through the mesh (ws client and server)', () => {
     assert.deepEqual(await done, { code: 4000, reason: 'asked to' })
   })
 
-  it('a client that vanishes (no close frame) has its service connection closed', async () => {
+  it('a client that vanishes (no close frame) has its stream and service connection closed', async () => {
+    // No stream open at the instance (idle ones close after a few seconds)...
+    const streamsOpen = () => instance.metric('mtc_proxy_inbound_streams_open')
+    await waitFor('no stream open at the instance', async () => (await streamsOpen()) === 0, {
+      timeoutMs: 20_000,
+      intervalMs: 250,
+    })
     const ws = await connectWs()
+    // ...but the WebSocket's.
+    assert.equal(await streamsOpen(), 1)
     await waitFor('the service holds the connection', () => open.size > 0, { timeoutMs: 5_000 })
     const before = closes.length
     const held = open.size
@@ -183,6 +192,11 @@ describe('proxy: WebSocket through the mesh (ws client and server)', () => {
     )
     // 1006: the service's socket closed without a close frame (the relay closed it).
     assert.equal(closes.at(-1)?.code, 1006)
+    // The mesh stream is gone too (not held for a client that is not there).
+    await waitFor('the stream closed', async () => (await streamsOpen()) === 0, {
+      timeoutMs: 15_000,
+      intervalMs: 100,
+    })
     // The gateway still serves.
     const again = await connectWs()
     again.send('still here')
