@@ -19,6 +19,7 @@ import {
   type RequirementsSource,
 } from './requirements.ts'
 import { type Ranking, rank } from './selector.ts'
+import type { StreamDuplex } from './stream-duplex.ts'
 
 /** Only proxies speak the error header: a service's own is dropped. */
 const DROP_FROM_SERVICE = new Set([ERROR_HEADER])
@@ -234,9 +235,10 @@ export class Forwarder {
         fail({ kind: 'failed', delivered, error: err })
         return
       }
-      // The instance ends a stream cleanly when its service closed the connection; a
-      // reset or lost stream is the instance's (or the overlay's) failure.
-      const code = assigned?.readableEnded ? 'ERR_SERVICE_RESET' : 'ERR_INSTANCE_UNREACHABLE'
+      // The instance ends a stream (FIN) when its service closed the connection; a reset
+      // or lost stream is the instance's (or the overlay's) failure.
+      const serviceEnded = (assigned as StreamDuplex | undefined)?.remoteEnded === true
+      const code = serviceEnded ? 'ERR_SERVICE_RESET' : 'ERR_INSTANCE_UNREACHABLE'
       fail({ kind: 'failed', delivered, error: new ProxyError(code, `${inst.id}: ${err.message}`) })
     })
     return promise

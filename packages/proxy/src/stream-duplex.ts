@@ -41,6 +41,8 @@ export class StreamDuplex extends Duplex {
   readonly stream: Stream
   /** Socket-style idle timeout in ms (0: none); see setTimeout(). */
   timeout = 0
+  /** The remote closed its writing (a FIN): its end, unlike a connection closed under us. */
+  remoteEnded = false
   private idleTimer?: NodeJS.Timeout
   private paused = false
   private readonly budget: StreamBudget
@@ -87,6 +89,8 @@ export class StreamDuplex extends Duplex {
   private readonly onEnd = (): void => {
     // An aborted or reset stream also ends its readable side; onClose reports those.
     if (this.stream.status === 'aborted' || this.stream.status === 'reset') return
+    // A closed transport closes the stream before it ends it; a FIN ends it first.
+    this.remoteEnded = this.stream.status !== 'closed'
     this.push(null)
   }
 

@@ -155,8 +155,9 @@ describe('proxy: the instance side relays bytes', () => {
     const duplex = await openStream(addr)
     const chunks: Buffer[] = []
     duplex.on('data', (c: Buffer) => chunks.push(c))
-    const got = async (text: string): Promise<void> =>
+    const got = async (text: string): Promise<void> => {
       await waitFor(`echo of ${text}`, () => Buffer.concat(chunks).toString().endsWith(text))
+    }
     duplex.write('ping-1')
     await got(`${PREFACE_OK}ping-1`)
     duplex.write('ping-2')
