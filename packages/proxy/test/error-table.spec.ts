@@ -221,11 +221,11 @@ describe('proxy error table: the instance is lost mid-request', () => {
   /** Sends `method /et-pair/first-holds`, waits until a service holds it, then kills
    * the instance (its service-mode proxy) holding it; resolves with the answer and the
    * service that held it. */
-  async function loseMidRequest(method: string) {
+  async function loseMidRequest(method: string, body = Buffer.from('once only')) {
     const before = pair.map((s) => s.seen.length)
     const answer = http(client.port, '/et-pair/first-holds', {
       method,
-      body: Buffer.from('once only'),
+      body,
       timeoutMs: 30_000,
     })
     const holder = await waitFor(
@@ -252,6 +252,13 @@ describe('proxy error table: the instance is lost mid-request', () => {
   it('502 ERR_INSTANCE_UNREACHABLE, and no retry, for a POST whose instance is lost mid-request', async () => {
     TestService.rearm()
     const { res, reachedOthers } = await loseMidRequest('POST')
+    assertError(res, 502, 'ERR_INSTANCE_UNREACHABLE')
+    assert.deepEqual(reachedOthers, [])
+  })
+
+  it('502, and no retry, for a PUT of more than 64 KiB whose instance is lost mid-request (the replay buffer)', async () => {
+    TestService.rearm()
+    const { res, reachedOthers } = await loseMidRequest('PUT', Buffer.alloc(64 * 1024 + 1, 7))
     assertError(res, 502, 'ERR_INSTANCE_UNREACHABLE')
     assert.deepEqual(reachedOthers, [])
   })
@@ -322,11 +329,12 @@ describe('proxy error table: the 64 KiB replay buffer', () => {
     assert.equal(reachedOther.length, 1)
   })
 
-  it('a POST of more than 64 KiB is not retried: the first refusal is the answer', async (t) => {
-    const { res, retries, reachedOther } = await postAfterRefusal(t, 64 * 1024 + 1)
-    assertError(res, 503, 'ERR_SERVICE_UNREACHABLE')
-    assert.equal(retries, 0)
-    assert.deepEqual(reachedOther, [])
+  it('a POST of more than 64 KiB is retried too: a refusal comes before any byte of the body is read', async (t) => {
+    const { res, retries, reachedOther, other } = await postAfterRefusal(t, 1024 * 1024)
+    assert.equal(res.status, 200, res.body.toString())
+    assert.equal(res.body.toString(), `${other.name}\n`)
+    assert.equal(retries, 1)
+    assert.equal(reachedOther.length, 1)
   })
 })
 
