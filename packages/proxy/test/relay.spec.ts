@@ -380,4 +380,37 @@ describe('proxy: the instance side relays bytes', () => {
       server.close()
     }
   })
+
+  it('stopping: a quiet stream closes at once, one waiting for its answer still gets it', async () => {
+    let waiting: Socket | undefined
+    const port = await tcpService('relay-stop', (s) => {
+      s.on('data', (d: Buffer) => {
+        if (d.toString().startsWith('wait')) waiting = s
+        else s.write('ok')
+      })
+    })
+    const { proxy, addr } = await instance('relay-stop', port)
+    const quiet = await openStream(addr)
+    let answered = false
+    quiet.once('data', () => {
+      answered = true
+    })
+    const quietRead = readAll(quiet, 20_000)
+    quiet.write('hello')
+    await waitFor('the quiet stream answered', () => answered)
+    const busy = await openStream(addr)
+    const busyRead = readAll(busy, 20_000)
+    busy.write('wait')
+    await waitFor('the request held by the service', () => waiting != null)
+    const stopping = proxy.proc.stop()
+    const q = await quietRead
+    assert.equal(q.how, 'end', q.error?.message)
+    assert.equal(q.text, `${PREFACE_OK}ok`)
+    assert.equal(busy.readableEnded, false, 'the stream waiting for its answer is kept')
+    ;(waiting as Socket).end('answer')
+    const b = await busyRead
+    assert.equal(b.how, 'end', b.error?.message)
+    assert.equal(b.text, `${PREFACE_OK}answer`)
+    assert.equal(await stopping, 0, 'stopped within its grace')
+  })
 })
