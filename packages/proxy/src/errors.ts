@@ -78,7 +78,6 @@ export const PROXY_ERRORS = {
     status: 504,
     message: 'the instance did not answer in time',
   },
-  ERR_SERVICE_TIMEOUT: { status: 504, message: 'instance: the service did not answer in time' },
 } as const satisfies Record<string, { status: number; message: string; retryAfterSeconds?: number }>
 
 export type ProxyErrorCode = keyof typeof PROXY_ERRORS

@@ -186,10 +186,12 @@ export function exchange(init: ExchangeInit): Promise<Outcome> {
     try {
       parser.finish() // completes a response delimited by the connection's close
     } catch (err) {
-      broken((err as Error).message, true)
+      broken((err as Error).message, duplex.remoteEnded)
       return
     }
-    broken('the service closed the connection before answering', true)
+    // A FIN from the instance: its service hung up; an end because the overlay connection
+    // closed under the stream: the instance is lost.
+    broken('the service closed the connection before answering', duplex.remoteEnded)
   }
   const onClose = (): void => broken('the stream closed', false)
   const onError = (err: Error): void => broken(err.message, false)
