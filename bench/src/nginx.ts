@@ -1,5 +1,5 @@
-import { mkdir, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { chmod, mkdir, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { freePort, type Proc, run, waitFor } from '@mtc/testkit'
 
 /**
@@ -65,4 +65,52 @@ export async function startNginxChain(
     throw new Error(`${err.message}\n${procs.map((p) => p.stderr()).join('\n')}`)
   })
   return { port: next, procs }
+}
+
+/**
+ * One nginx serving the files of `dir/www` (made here) on 127.0.0.1, as a service would:
+ * `files` maps a path (no leading slash) to its content. Resolves with its port once the
+ * first file is served. Stopped by testkit's `stopAll`.
+ */
+export async function startNginxStatic(
+  dir: string,
+  files: Record<string, string | Buffer>,
+): Promise<{ port: number; proc: Proc }> {
+  const www = join(dir, 'www')
+  await mkdir(www, { recursive: true })
+  for (const [name, content] of Object.entries(files)) await writeFile(join(www, name), content)
+  // nginx's workers run as another user when started as root: they must reach the files
+  // (a temporary directory is private to its owner).
+  for (const d of [dirname(dir), dir, www]) await chmod(d, 0o755)
+  const port = await freePort()
+  const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
+    .map((t) => `  ${t}_temp_path ${join(dir, `${t}_temp`)};`)
+    .join('\n')
+  const conf = join(dir, 'nginx.conf')
+  await writeFile(
+    conf,
+    `daemon off;
+worker_processes 1;
+pid ${join(dir, 'nginx.pid')};
+error_log ${join(dir, 'error.log')} warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+${temp}
+  keepalive_requests 100000;
+  server {
+    listen 127.0.0.1:${port};
+    root ${www};
+  }
+}
+`,
+  )
+  const proc = run('nginx', ['-p', dir, '-e', join(dir, 'error.log'), '-c', conf])
+  const url = `http://127.0.0.1:${port}/${Object.keys(files)[0]}`
+  await waitFor('nginx serving files', async () => (await fetch(url)).status === 200, {
+    timeoutMs: 10_000,
+  }).catch((err: Error) => {
+    throw new Error(`${err.message}\n${proc.stderr()}`)
+  })
+  return { port, proc }
 }

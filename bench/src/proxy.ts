@@ -3,13 +3,18 @@
  * series (the itsUP layout) and through the mesh (client proxy → overlay → service
  * proxy → service), all in the same run against the same service process:
  *  - latency p50/p99 of 1 KB responses on 1 connection, throughput on 32 (wrk);
+ *  - the same throughput with nginx serving a 1 KB file as the service (a service that
+ *    costs next to nothing, so the figure is the proxies' own);
+ *  - CPU time per request of each proxy during the 32-connection mesh run (/proc/<pid>/stat);
  *  - a 100 MB response, direct and through the mesh (MB/s);
- *  - RSS of the client and the service proxy, idle and at 1,000 req/s.
+ *  - RSS and private memory (Private_Dirty) of the client and the service proxy, idle and
+ *    at 1,000 req/s.
  * Starts and stops everything it uses (loopback only).
  *
  *   node bench/src/proxy.ts [--seconds 5]
  * BENCH_LOG=LEVEL sets the proxies' log level; BENCH_PROFILE=DIR writes CPU profiles of
- * the client proxy there (node --cpu-prof).
+ * the client proxy there (node --cpu-prof); BENCH_PROXY=NAME runs that proxy executable
+ * (found in PATH) instead of the workspace's: a baseline build, to compare back to back.
  */
 import { get } from 'node:http'
 import { join } from 'node:path'
@@ -26,13 +31,17 @@ import {
   waitFor,
 } from '@mtc/testkit'
 import { fixedRate } from './fixed-rate.ts'
-import { startNginxChain } from './nginx.ts'
-import { quantile, report, rssBytes, withCleanup } from './stats.ts'
+import { startNginxChain, startNginxStatic } from './nginx.ts'
+import { privateDirtyBytes, quantile, report, rssBytes, withCleanup } from './stats.ts'
 import { startSwarm } from './swarm.ts'
 import { type Load, warmUp, wrk } from './wrk.ts'
 
 const HELLO_BIN = join(REPO_ROOT, 'demos/helloworld/bin/hello-world-server.js')
 const SERVICE = 'hello-world-server'
+const PROXY = process.env.BENCH_PROXY ?? 'proxy'
+/** nginx serving a static 1 KB file, as a second service. */
+const STATIC_SERVICE = 'nginx-static'
+const STATIC_FILE = '/1k'
 const SMALL = '/bytes/1024'
 const BULK_BYTES = 100e6
 const BULK_TRIALS = 3
@@ -45,13 +54,15 @@ const WARMUP_CONNECTIONS = 32
 /** After start-up and the first request, before reading the idle RSS. */
 const IDLE_SETTLE_MS = 3000
 
-/** Issue #7's targets. */
+/** Issue #13's targets (#7's RSS bound stays). */
 const TARGET = {
-  addedP50Ms: 0.5,
-  addedP99Ms: 2,
-  throughputOfDirect: 0.5,
-  bulkMBps: 100,
+  addedP50Ms: 0.35,
+  addedP99Ms: 1.5,
+  throughputOfDirect: 0.3,
+  staticThroughputOfDirect: 0.2,
+  bulkMBps: 200,
   rssBytes: 60e6,
+  idlePrivateBytes: 40e6,
 }
 
 const fmt = (v: number, digits = 3) => v.toFixed(digits)
@@ -77,13 +88,26 @@ function download(url: string, bytes: number): Promise<number> {
   })
 }
 
-/** The largest RSS of each process while `during` runs, sampled every RSS_SAMPLE_MS. */
-async function peakRss<T>(pids: number[], during: Promise<T>): Promise<[T, number[]]> {
-  const peak = pids.map(() => 0)
+/** RSS and private memory of a process, in bytes. */
+interface Memory {
+  rss: number
+  private: number
+}
+
+async function memory(pid: number): Promise<Memory> {
+  const [rss, priv] = await Promise.all([rssBytes(pid), privateDirtyBytes(pid)])
+  return { rss, private: priv }
+}
+
+/** The largest RSS and private memory of each process while `during` runs, sampled every
+ * RSS_SAMPLE_MS. */
+async function peakRss<T>(pids: number[], during: Promise<T>): Promise<[T, Memory[]]> {
+  const peak = pids.map(() => ({ rss: 0, private: 0 }))
   const sample = async () => {
-    const now = await Promise.all(pids.map(rssBytes))
+    const now = await Promise.all(pids.map(memory))
     now.forEach((v, i) => {
-      peak[i] = Math.max(peak[i], v)
+      peak[i].rss = Math.max(peak[i].rss, v.rss)
+      peak[i].private = Math.max(peak[i].private, v.private)
     })
   }
   const timer = setInterval(() => void sample().catch(() => {}), RSS_SAMPLE_MS)
@@ -119,7 +143,7 @@ async function main(): Promise<void> {
       await waitFor('hello listening', () => hello.stdout().includes('listening'))
       const common = [...joined, '--log-level', process.env.BENCH_LOG ?? 'error']
       const service = await startDaemon(
-        'proxy',
+        PROXY,
         [...common, String(await freePort()), SERVICE, `127.0.0.1:${helloPort}`],
         dir.path,
       )
@@ -129,69 +153,101 @@ async function main(): Promise<void> {
           ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROFILE}` }
           : undefined
       client = (
-        await startDaemon('proxy', [...common, String(clientPort)], dir.path, { env: profile })
+        await startDaemon(PROXY, [...common, String(clientPort)], dir.path, { env: profile })
       ).proc
       const nginx = await startNginxChain(join(dir.path, 'nginx'), helloPort, 2, SMALL)
-      const base: Paths = {
-        direct: `http://127.0.0.1:${helloPort}`,
-        nginx: `http://127.0.0.1:${nginx.port}`,
-        mesh: `http://127.0.0.1:${clientPort}/${SERVICE}`,
-      }
-      await waitFor(
-        'the mesh path',
-        async () => (await fetch(`${base.mesh}${SMALL}`)).status === 200,
-        { timeoutMs: 30_000, intervalMs: 250 },
+      const statics = await startNginxStatic(join(dir.path, 'nginx-static'), {
+        [STATIC_FILE.slice(1)]: Buffer.alloc(1024, 'x'),
+      })
+      const staticService = await startDaemon(
+        PROXY,
+        [...common, String(await freePort()), STATIC_SERVICE, `127.0.0.1:${statics.port}`],
+        dir.path,
       )
+      const staticNginx = await startNginxChain(
+        join(dir.path, 'nginx-to-static'),
+        statics.port,
+        2,
+        STATIC_FILE,
+      )
+      const base: Paths = {
+        direct: `http://127.0.0.1:${helloPort}${SMALL}`,
+        nginx: `http://127.0.0.1:${nginx.port}${SMALL}`,
+        mesh: `http://127.0.0.1:${clientPort}/${SERVICE}${SMALL}`,
+      }
+      const staticBase: Paths = {
+        direct: `http://127.0.0.1:${statics.port}${STATIC_FILE}`,
+        nginx: `http://127.0.0.1:${staticNginx.port}${STATIC_FILE}`,
+        mesh: `http://127.0.0.1:${clientPort}/${STATIC_SERVICE}${STATIC_FILE}`,
+      }
+      for (const url of [base.mesh, staticBase.mesh])
+        await waitFor('the mesh path', async () => (await fetch(url)).status === 200, {
+          timeoutMs: 30_000,
+          intervalMs: 250,
+        })
       const progress = (s: string) => process.stderr.write(`[proxy] ${s}\n`)
       const pids = [client.child.pid!, service.proc.child.pid!]
 
       progress('memory, idle and at 1,000 req/s')
       await sleep(IDLE_SETTLE_MS)
-      const idle = await Promise.all(pids.map(rssBytes))
-      const [rate, loaded] = await peakRss(
-        pids,
-        fixedRate(`${base.mesh}${SMALL}`, MEMORY_RPS, MEMORY_LOAD_MS),
-      )
+      const idle = await Promise.all(pids.map(memory))
+      const [rate, loaded] = await peakRss(pids, fixedRate(base.mesh, MEMORY_RPS, MEMORY_LOAD_MS))
 
       progress(`warm-up: ${WARMUP_SECONDS} s of load per path`)
-      for (const url of Object.values(base)) {
-        await warmUp(`${url}${SMALL}`, WARMUP_CONNECTIONS, WARMUP_SECONDS)
+      for (const url of [...Object.values(base), staticBase.mesh]) {
+        await warmUp(url, WARMUP_CONNECTIONS, WARMUP_SECONDS)
       }
-      const each = async (connections: number): Promise<Record<keyof Paths, Load>> => {
+      const each = async (
+        paths: Paths,
+        connections: number,
+        meshPids: number[] = [],
+      ): Promise<Record<keyof Paths, Load>> => {
         progress(`wrk, ${connections} connection(s), ${seconds} s per path`)
         return {
-          direct: await wrk(`${base.direct}${SMALL}`, connections, seconds),
-          nginx: await wrk(`${base.nginx}${SMALL}`, connections, seconds),
-          mesh: await wrk(`${base.mesh}${SMALL}`, connections, seconds),
+          direct: await wrk(paths.direct, connections, seconds),
+          nginx: await wrk(paths.nginx, connections, seconds),
+          mesh: await wrk(paths.mesh, connections, seconds, meshPids),
         }
       }
-      const one = await each(1)
-      const many = await each(32)
+      const one = await each(base, 1)
+      const many = await each(base, 32, pids)
+      const staticMany = await each(staticBase, 32, [pids[0], staticService.proc.child.pid!])
 
       progress(
         `${BULK_TRIALS} downloads of ${fmt(BULK_BYTES / 1e6, 0)} MB, direct and through the mesh`,
       )
       const bulk = { direct: [] as number[], mesh: [] as number[] }
+      const bulkUrl = (url: string) => url.replace(SMALL, `/bytes/${BULK_BYTES}`)
       for (let i = 0; i < BULK_TRIALS; i++) {
-        bulk.direct.push(await download(`${base.direct}/bytes/${BULK_BYTES}`, BULK_BYTES))
-        bulk.mesh.push(await download(`${base.mesh}/bytes/${BULK_BYTES}`, BULK_BYTES))
+        bulk.direct.push(await download(bulkUrl(base.direct), BULK_BYTES))
+        bulk.mesh.push(await download(bulkUrl(base.mesh), BULK_BYTES))
       }
       const mbps = (times: number[]) => BULK_BYTES / 1e6 / (quantile(times, 0.5) / 1000)
 
-      const errors = [...Object.values(one), ...Object.values(many)].reduce(
-        (n, l) => n + l.errors,
-        0,
-      )
+      const errors = [
+        ...Object.values(one),
+        ...Object.values(many),
+        ...Object.values(staticMany),
+      ].reduce((n, l) => n + l.errors, 0)
       const latency = (l: Load) => `${fmt(l.p50)} / ${fmt(l.p99)} ms`
       const added = (l: Load) =>
         `${signed(l.p50 - one.direct.p50)} / ${signed(l.p99 - one.direct.p99)} ms`
-      const share = (l: Load) => fmt(l.rps / many.direct.rps, 2)
+      const share = (l: Load, of = many) => fmt(l.rps / of.direct.rps, 2)
       const rss = (i: number) => ({
-        value: `${mb(idle[i])} / ${mb(loaded[i])}`,
+        value: `${mb(idle[i].rss)} / ${mb(loaded[i].rss)}`,
         baseline: '–',
         target: `≤ ${fmt(TARGET.rssBytes / 1e6, 0)} MB`,
-        met: Math.max(idle[i], loaded[i]) <= TARGET.rssBytes && rate.failed === 0,
+        met: Math.max(idle[i].rss, loaded[i].rss) <= TARGET.rssBytes && rate.failed === 0,
       })
+      const privateMemory = (i: number) => ({
+        value: `${mb(idle[i].private)} / ${mb(loaded[i].private)}`,
+        baseline: '–',
+        target: `idle ≤ ${fmt(TARGET.idlePrivateBytes / 1e6, 0)} MB`,
+        met: idle[i].private <= TARGET.idlePrivateBytes,
+      })
+      /** CPU µs per request of each proxy of a mesh run (client, service). */
+      const cpuPerRequest = (l: Load) =>
+        (l.cpuMs ?? []).map((v) => `${fmt((v * 1000) / l.requests, 0)} µs`).join(' / ')
       const load = `${rate.rps.toFixed(0)} req/s, ${rate.failed} failed`
       await report(
         'proxy',
@@ -225,10 +281,36 @@ async function main(): Promise<void> {
             target: `≥ ${TARGET.bulkMBps} MB/s`,
             met: mbps(bulk.mesh) >= TARGET.bulkMBps,
           },
+          {
+            what: 'throughput, 1 KB, 32 conns, nginx serving a 1 KB file, mesh',
+            value: `${staticMany.mesh.rps.toFixed(0)} req/s`,
+            baseline: `direct ${staticMany.direct.rps.toFixed(0)}; nginx×2 ${staticMany.nginx.rps.toFixed(0)} req/s`,
+            ratio: `${share(staticMany.mesh, staticMany)} of direct (nginx×2 ${share(staticMany.nginx, staticMany)})`,
+            target: `≥ ${TARGET.staticThroughputOfDirect * 100} % of direct`,
+            met:
+              staticMany.mesh.errors === 0 &&
+              staticMany.mesh.rps >= TARGET.staticThroughputOfDirect * staticMany.direct.rps,
+          },
+          {
+            what: 'CPU per request, client / service proxy, 32 conns, hello',
+            value: cpuPerRequest(many.mesh),
+            ratio: `nginx service: ${cpuPerRequest(staticMany.mesh)}`,
+            target: 'report (halve)',
+          },
           { what: `client proxy RSS, idle / at ${MEMORY_RPS} req/s`, ...rss(0), ratio: load },
           { what: `service proxy RSS, idle / at ${MEMORY_RPS} req/s`, ...rss(1), ratio: load },
+          {
+            what: `client proxy private memory, idle / at ${MEMORY_RPS} req/s`,
+            ...privateMemory(0),
+            ratio: load,
+          },
+          {
+            what: `service proxy private memory, idle / at ${MEMORY_RPS} req/s`,
+            ...privateMemory(1),
+            ratio: load,
+          },
         ],
-        { seconds, one, many, bulk, bulkBytes: BULK_BYTES, idle, loaded, rate, errors },
+        { seconds, one, many, staticMany, bulk, bulkBytes: BULK_BYTES, idle, loaded, rate, errors },
       )
     },
   ).catch((err: Error) => {

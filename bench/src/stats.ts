@@ -113,6 +113,27 @@ export async function rssBytes(pid: number): Promise<number> {
   return Number(kb) * 1024
 }
 
+/** CPU time (user + system) process `pid` has used so far, in ms (/proc/<pid>/stat). */
+export async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  // Fields after the command (which may hold spaces) start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const ticks = Number(fields[11]) + Number(fields[12]) // utime, stime (fields 14, 15)
+  return (ticks * 1000) / CLOCK_TICKS_PER_SECOND
+}
+
+/** Linux's USER_HZ, the unit of /proc/<pid>/stat's times, on every architecture we run. */
+const CLOCK_TICKS_PER_SECOND = 100
+
+/** Memory only process `pid` uses (Private_Dirty in /proc/<pid>/smaps_rollup), in bytes:
+ * what another process cannot share, unlike RSS's mapped code and libraries. */
+export async function privateDirtyBytes(pid: number): Promise<number> {
+  const rollup = await readFile(`/proc/${pid}/smaps_rollup`, 'utf8')
+  const kb = /Private_Dirty:\s+(\d+)/.exec(rollup)?.[1]
+  if (kb == null) throw new Error(`no Private_Dirty for process ${pid}`)
+  return Number(kb) * 1024
+}
+
 /**
  * Runs `body`, then `cleanup` — also when it throws, and on SIGINT/SIGTERM (then exits
  * 128+signal), so no process or container a bench started outlives it. A repeated signal

@@ -1,5 +1,6 @@
 import { join } from 'node:path'
 import { runToEnd } from '@mtc/testkit'
+import { cpuMs } from './stats.ts'
 
 /** What one wrk run measured; latencies in ms. */
 export interface Load {
@@ -10,6 +11,8 @@ export interface Load {
   p99: number
   /** Socket errors, timeouts and non-2xx/3xx answers together. */
   errors: number
+  /** CPU time each of `wrk()`'s `pids` used during the measured run, in ms. */
+  cpuMs?: number[]
 }
 
 const REPORT_SCRIPT = join(import.meta.dirname, 'wrk-json.lua')
@@ -48,9 +51,19 @@ export async function warmUp(url: string, connections: number, seconds: number):
 /**
  * Loads `url` with wrk (Debian's `wrk`, installed by scripts/setup.sh): `connections`
  * keep-alive connections for `seconds`, after a short warm-up. wrk times every request
- * itself (to the microsecond), so no Node client's overhead is in the figures.
+ * itself (to the microsecond), so no Node client's overhead is in the figures. With
+ * `pids`, also the CPU time those processes used during the measured run.
  */
-export async function wrk(url: string, connections: number, seconds: number): Promise<Load> {
+export async function wrk(
+  url: string,
+  connections: number,
+  seconds: number,
+  pids: number[] = [],
+): Promise<Load> {
   await runWrk(url, connections, WARMUP_SECONDS)
-  return await runWrk(url, connections, seconds)
+  const before = await Promise.all(pids.map(cpuMs))
+  const load = await runWrk(url, connections, seconds)
+  if (pids.length === 0) return load
+  const after = await Promise.all(pids.map(cpuMs))
+  return { ...load, cpuMs: after.map((v, i) => v - before[i]) }
 }

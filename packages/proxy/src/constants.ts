@@ -2,8 +2,21 @@ import { PROTOCOL_PREFIX, RTT_PROBE_TIMEOUT_MS } from '@mtc/p2pnode'
 
 // ---------------------------------------------------------------- protocols
 
-/** HTTP/1.1 carried over a libp2p stream exactly as over a TCP connection. */
-export const HTTP_PROTOCOL = `/${PROTOCOL_PREFIX}/http/1.0.0`
+/**
+ * HTTP/1.1 over a libp2p stream, relayed byte for byte to one TCP connection to the
+ * instance's service, after a one-line preface from the instance (see stream-preface.ts).
+ * 1.0.0 carried HTTP to an HTTP server on the instance, without the preface.
+ */
+export const HTTP_PROTOCOL = `/${PROTOCOL_PREFIX}/http/2.0.0`
+/**
+ * The instance connects to its local service within this, or refuses the stream: a
+ * loopback or bridge connect takes well under a millisecond, or is refused at once; a
+ * service that does not even accept within 2 s is not ready.
+ */
+export const SERVICE_CONNECT_TIMEOUT_MS = 2_000
+/** A caller waits this long for an instance's stream preface: the instance's connect
+ * timeout plus room for a slow path. */
+export const PREFACE_TIMEOUT_MS = SERVICE_CONNECT_TIMEOUT_MS + 3_000
 
 // ---------------------------------------------------------------- command line defaults
 
@@ -67,12 +80,12 @@ export const STREAM_SLOT_WAIT_MS = 10_000
 /** Idle warm streams kept per instance (the Agent's maxFreeSockets). */
 export const MAX_IDLE_STREAMS_PER_INSTANCE = 64
 /**
- * An idle warm stream is closed after this. It must stay below the instance side's
- * keep-alive timeout, so the client never reuses a stream the instance is closing.
+ * An idle warm stream is closed after this. A stream is one connection to the service,
+ * which closes it after its own keep-alive timeout: this stays below Node's (and many
+ * frameworks') 5 s, so a stream the service is closing is not reused; a service that
+ * announces `Keep-Alive: timeout=N` gets N − 1 s instead (Node's Agent reads it).
  */
-export const IDLE_STREAM_TIMEOUT_MS = 60_000
-/** The instance side closes an idle mesh stream after this (above IDLE_STREAM_TIMEOUT_MS). */
-export const INSTANCE_KEEP_ALIVE_TIMEOUT_MS = 65_000
+export const IDLE_STREAM_TIMEOUT_MS = 4_000
 /** Opening a stream to an instance (dial if needed + protocol negotiation). */
 export const OPEN_STREAM_TIMEOUT_MS = 5_000
 /**
@@ -157,12 +170,18 @@ export const PROVIDE_BACKOFF = { initialMs: 250, maxMs: 10_000, factor: 2 }
 export const READINESS_INTERVAL_MS = 1_000
 /** One readiness check (a TCP connect on the host). */
 export const READINESS_TIMEOUT_MS = 1_000
-/** An idle connection to the local service is closed after this: below Node's (and
- * many frameworks') 5 s server keep-alive, so a connection the service is closing is not
- * reused. Services announcing `Keep-Alive: timeout=N` get N − 1 s instead. */
-export const LOCAL_IDLE_SOCKET_TIMEOUT_MS = 4_000
-/** Idle keep-alive connections to the local service kept open (per instance). */
-export const MAX_IDLE_LOCAL_SOCKETS = 64
+/**
+ * After the service's connection closed, the instance ends the stream and waits this long
+ * for the caller to close its side (it does at once when it reads the end), then resets it.
+ */
+export const STREAM_LINGER_MS = 5_000
+/**
+ * Stopping, the instance closes a stream once it is quiet: its last bytes went to the
+ * caller (an answer, not a request waiting for one) and nothing moved for this long...
+ */
+export const STOP_QUIET_MS = 250
+/** ...and resets what is still open after this, within the daemon's 10 s stop. */
+export const STOP_GRACE_MS = 8_000
 
 // ---------------------------------------------------------------- on-demand instances
 

@@ -29,7 +29,7 @@ export const PROXY_ERRORS = {
   },
   ERR_REQUEST_TIMEOUT: { status: 408, message: 'the request head did not arrive in time' },
   ERR_HEADERS_TOO_LARGE: { status: 431, message: 'the request head is too large' },
-  ERR_NOT_SUPPORTED: { status: 501, message: 'CONNECT and protocol upgrades are not proxied' },
+  ERR_NOT_SUPPORTED: { status: 501, message: 'CONNECT is not proxied (tunnels are not forwarded)' },
   ERR_INSTANCE_UNREACHABLE: {
     status: 502,
     message: 'the request could not be delivered to an instance, or its connection was lost',
@@ -78,7 +78,6 @@ export const PROXY_ERRORS = {
     status: 504,
     message: 'the instance did not answer in time',
   },
-  ERR_SERVICE_TIMEOUT: { status: 504, message: 'instance: the service did not answer in time' },
 } as const satisfies Record<string, { status: number; message: string; retryAfterSeconds?: number }>
 
 export type ProxyErrorCode = keyof typeof PROXY_ERRORS

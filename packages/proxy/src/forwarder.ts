@@ -1,16 +1,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Logger } from '@libp2p/interface'
-import { http } from '@mtc/p2pnode'
+import type { Libp2p, Logger } from '@libp2p/interface'
 import { type Allocator, noAllocator } from './allocator.ts'
 import { DEFAULT_UPSTREAM_TIMEOUT_MS, MAX_ATTEMPTS } from './constants.ts'
-import { ERROR_HEADER, ProxyError, sendError } from './errors.ts'
-import { endToEndHeaders, gatewayRequestHeaders } from './http-headers.ts'
+import { ProxyError, sendError } from './errors.ts'
+import { gatewayRequestHeaders } from './http-headers.ts'
 import type { Instance, InstanceRegistry } from './instance-registry.ts'
+import type { MeshStream } from './mesh-agent.ts'
+import { exchange, type Outcome, type UpgradeRequest } from './mesh-exchange.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { OnDemand } from './on-demand.ts'
-import { flushHeadSoon, pipe } from './pipe.ts'
 import { RequestBody } from './request-body.ts'
 import type { Framing } from './request-framing.ts'
+import { requestHead } from './request-head.ts'
 import {
   mergeRequirements,
   noRequirementsSource,
@@ -22,7 +23,13 @@ import { type Ranking, rank } from './selector.ts'
 /** Methods whose repetition has the effect of one request (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 
+/** An upgrade request's bytes after its head are not parsed by Node's server: they go on
+ * raw (UpgradeRequest.head, then the splice), never as a body the gateway frames. */
+const RAW: Framing = { kind: 'none' }
+
 export interface ForwarderInit {
+  /** The mesh node: tells whether the connection to an instance is still open. */
+  libp2p?: Libp2p
   registry: InstanceRegistry
   metrics: ProxyMetrics
   log: Logger
@@ -35,17 +42,6 @@ export interface ForwarderInit {
   allocationTimeoutMs?: number
   upstreamTimeoutMs?: number
 }
-
-type Outcome =
-  | { kind: 'relayed' }
-  | {
-      kind: 'failed'
-      /** Some of the request may have reached the service. */
-      delivered: boolean
-      error: ProxyError
-      /** An instance's own error answer, relayed if there is no retry. */
-      response?: IncomingMessage
-    }
 
 /**
  * One gateway request: select an instance (maybe ask for an allocation), forward, and
@@ -61,8 +57,10 @@ export class Forwarder {
   private readonly requirementsSource: RequirementsSource
   private readonly onDemand: OnDemand
   private readonly upstreamTimeoutMs: number
+  private readonly libp2p?: Libp2p
 
   constructor(init: ForwarderInit) {
+    this.libp2p = init.libp2p
     this.registry = init.registry
     this.metrics = init.metrics
     this.log = init.log
@@ -90,10 +88,14 @@ export class Forwarder {
     req: IncomingMessage,
     res: ServerResponse,
     framing: Framing,
+    upgrade?: UpgradeRequest,
   ): Promise<void> {
     const method = req.method ?? 'GET'
     const headers = gatewayRequestHeaders(req, service, framing)
-    const body = new RequestBody(req, framing)
+    if (upgrade != null) headers.push('Connection', 'Upgrade', 'Upgrade', req.headers.upgrade ?? '')
+    const head = requestHead(method, path, headers)
+    const bodyFraming = upgrade == null ? framing : RAW
+    const body = new RequestBody(req, bodyFraming)
     const tried = new Set<string>()
     // A client that goes away stops waiting for an instance being started.
     const gone = new AbortController()
@@ -102,8 +104,20 @@ export class Forwarder {
     for (let attempt = 1; ; attempt++) {
       // A client gone meanwhile is not forwarded (its 'close' already fired).
       if (res.destroyed) return
-      const outcome = await this.attempt(inst, method, path, headers, body, res)
+      const outcome = await this.attempt(inst, method, head, body, bodyFraming, res, upgrade)
       if (outcome.kind === 'relayed') return
+      // A warm stream the service had just closed: the request goes again on a new stream
+      // of the same instance when its method allows (nothing says the service saw it).
+      if (
+        outcome.stale === true &&
+        attempt < MAX_ATTEMPTS &&
+        IDEMPOTENT.has(method) &&
+        body.replayable &&
+        !res.destroyed
+      ) {
+        this.log.trace('%s %s: stale stream to %s, again', method, service, inst.id)
+        continue
+      }
       // A reset stream or a failed dial: the instance may have died. It is not used until a
       // probe says it lives (then a retry may go to it again), and a retry that finds no
       // other may wait for a new one. A busy instance (no free stream) answered: not suspect.
@@ -121,11 +135,9 @@ export class Forwarder {
         : undefined
       if (next == null) {
         this.log('%s %s/%s failed on %s: %s', method, service, path, inst.id, outcome.error.message)
-        if (outcome.response != null) this.relay(outcome.response, res)
-        else sendError(res, outcome.error)
+        sendError(res, outcome.error)
         return
       }
-      outcome.response?.resume()
       this.metrics.retries.inc({ service })
       this.log.trace('retrying %s %s on %s: %s', method, service, next.id, outcome.error.message)
       inst = next
@@ -173,93 +185,63 @@ export class Forwarder {
     return best
   }
 
-  private attempt(
+  /**
+   * One attempt on one instance: a stream (warm, or new once the instance reached its
+   * service), then the exchange. The one place where an attempt on an instance starts and
+   * ends.
+   */
+  private async attempt(
     inst: Instance,
     method: string,
-    path: string,
-    headers: string[],
+    head: Buffer,
     body: RequestBody,
+    framing: Framing,
     res: ServerResponse,
+    upgrade?: UpgradeRequest,
   ): Promise<Outcome> {
-    const { promise, resolve } = Promise.withResolvers<Outcome>()
-    const started = performance.now()
-    let assigned = false
-    let responded = false
-    const upstream = http.request({
-      agent: inst.agent,
-      host: inst.id,
+    let stream: MeshStream
+    try {
+      stream = await inst.agent.acquire()
+    } catch (err) {
+      // Nothing was sent: the request may go elsewhere whatever its method.
+      const error =
+        err instanceof ProxyError
+          ? err
+          : new ProxyError('ERR_INSTANCE_UNREACHABLE', `${inst.id}: ${(err as Error).message}`)
+      if (error.code !== 'ERR_INSTANCE_BUSY') inst.stats.recordError()
+      return { kind: 'failed', delivered: false, error }
+    }
+    // Timed from the request's first byte: a new stream's set-up (dial, negotiation, the
+    // instance's connection to its service) is not the instance's answer time. (Streams
+    // idle only seconds, so requests on new streams are common for an instance not used
+    // lately: they must measure it too, or a slow one is never seen as slow.)
+    const sent = performance.now()
+    if (res.destroyed) {
+      inst.agent.release(stream)
+      return { kind: 'relayed' }
+    }
+    const outcome = await exchange({
+      stream,
       method,
-      path,
-      headers,
+      head,
+      body,
+      framing,
+      res,
+      upgrade,
+      timeoutMs: this.upstreamTimeoutMs,
+      onResponse: (h) => {
+        inst.stats.recordLatency(performance.now() - sent)
+        if (h.status >= 500) inst.stats.recordError()
+      },
+      onStreamDone: (reusable) => {
+        if (reusable) inst.agent.release(stream)
+        else if (!stream.duplex.destroyed) stream.duplex.destroy()
+      },
+      connectionOpen: () =>
+        this.libp2p == null ||
+        this.libp2p.getConnections(inst.peer).some((c) => c.status === 'open'),
     })
-    const timer = setTimeout(() => {
-      upstream.destroy(
-        new ProxyError('ERR_UPSTREAM_TIMEOUT', `no answer within ${this.upstreamTimeoutMs} ms`),
-      )
-    }, this.upstreamTimeoutMs)
-    const onClientGone = (): void => {
-      if (!res.writableFinished) upstream.destroy()
-    }
-    res.once('close', onClientGone)
-    const fail = (outcome: Outcome): void => {
-      clearTimeout(timer)
-      res.off('close', onClientGone)
-      resolve(outcome)
-    }
-    // The body flows only once a stream is assigned: a request that never got one
-    // consumed nothing and can go to another instance whatever its method.
-    upstream.once('socket', () => {
-      assigned = true
-      body.sendTo(upstream)
-    })
-    upstream.on('response', (ures) => {
-      responded = true
-      clearTimeout(timer)
-      const code = ures.headers[ERROR_HEADER]
-      if (code === 'ERR_SERVICE_UNREACHABLE' || code === 'ERR_SERVICE_RESET') {
-        // The instance is up but its service is not: a failed attempt, not an answer.
-        inst.stats.recordError()
-        body.detach()
-        if (!upstream.writableFinished) upstream.destroy()
-        fail({
-          kind: 'failed',
-          delivered: code === 'ERR_SERVICE_RESET',
-          error: new ProxyError(code),
-          response: ures,
-        })
-        return
-      }
-      // Only a reused stream measures the instance; a fresh one adds its own set-up.
-      if (upstream.reusedSocket) inst.stats.recordLatency(performance.now() - started)
-      if ((ures.statusCode ?? 0) >= 500) inst.stats.recordError()
-      res.off('close', onClientGone)
-      this.relay(ures, res, () => resolve({ kind: 'relayed' }))
-    })
-    upstream.on('error', (err) => {
-      if (responded) return // the response pipeline reports it
-      body.detach()
-      inst.stats.recordError()
-      if (err instanceof ProxyError) {
-        // A timeout or busy instance before any stream was assigned delivered nothing.
-        fail({ kind: 'failed', delivered: assigned, error: err })
-        return
-      }
-      fail({
-        kind: 'failed',
-        delivered: assigned,
-        error: new ProxyError('ERR_INSTANCE_UNREACHABLE', `${inst.id}: ${err.message}`),
-      })
-    })
-    return promise
-  }
-
-  /** Streams an upstream response to the client, minus hop-by-hop headers. */
-  private relay(ures: IncomingMessage, res: ServerResponse, done?: () => void): void {
-    res.writeHead(ures.statusCode ?? 502, ures.statusMessage, endToEndHeaders(ures.rawHeaders))
-    pipe(ures, res, (err) => {
-      if (err != null) this.log.trace('response cut: %s', err.message)
-      done?.()
-    })
-    flushHeadSoon(ures, res)
+    if (outcome.kind === 'failed' && outcome.stale !== true) inst.stats.recordError()
+    return outcome
   }
 }

@@ -14,6 +14,7 @@ import {
 } from './constants.ts'
 import { ProxyError, type ProxyErrorCode, rawErrorResponse, sendError } from './errors.ts'
 import type { Forwarder } from './forwarder.ts'
+import type { UpgradeRequest } from './mesh-exchange.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { type Framing, requestFraming } from './request-framing.ts'
 import { parseGatewayTarget } from './service-name.ts'
@@ -40,6 +41,8 @@ export class Gateway {
   private idle?: PromiseWithResolvers<void>
   /** Connections whose framing was refused: anything pipelined behind is not forwarded. */
   private readonly refused = new WeakSet<Duplex>()
+  /** Client connections taken out of the HTTP server for an upgrade. */
+  private readonly upgraded = new Set<Duplex>()
 
   constructor(init: GatewayInit) {
     this.init = init
@@ -64,11 +67,12 @@ export class Gateway {
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       this.onClientError(err, socket)
     })
-    const refuse = (_req: IncomingMessage, socket: Duplex): void => {
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      this.handleUpgrade(req, socket, head)
+    })
+    server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
       this.answerRaw(socket, 'ERR_NOT_SUPPORTED')
-    }
-    server.on('upgrade', refuse)
-    server.on('connect', refuse)
+    })
     const { promise, resolve, reject } = Promise.withResolvers<void>()
     server.once('error', reject)
     server.listen(this.init.port, GATEWAY_HOST, () => resolve())
@@ -95,10 +99,27 @@ export class Gateway {
       await this.idle.promise
     }
     server.closeAllConnections()
+    for (const socket of this.upgraded) socket.destroy()
     await closed
   }
 
-  private handle(req: IncomingMessage, res: ServerResponse): void {
+  /**
+   * A request asking to switch protocols (WebSocket...): forwarded like any other, with
+   * its Upgrade; a 101 answer makes the client's connection and the mesh stream one byte
+   * pipe (mesh-exchange.ts), any other answer ends the connection after it.
+   */
+  private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', (err) => this.log.trace('upgraded connection: %s', err.message))
+    this.upgraded.add(socket)
+    socket.once('close', () => this.upgraded.delete(socket))
+    const res = new http.ServerResponse(req)
+    res.shouldKeepAlive = false
+    res.assignSocket(socket as never)
+    res.once('finish', () => socket.end())
+    this.handle(req, res, { socket, head })
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse, upgrade?: UpgradeRequest): void {
     // A client that goes away mid-body (or sends a malformed chunk) destroys `req` with an
     // error whatever stage the request is at: the gateway owns it for its whole life.
     req.on('error', (err) =>
@@ -138,7 +159,7 @@ export class Gateway {
     this.inFlight++
     service = target.service
     this.init.forwarder
-      .forward(target.service, target.path, req, res, framing)
+      .forward(target.service, target.path, req, res, framing, upgrade)
       .catch((err: Error) => {
         if (err instanceof ProxyError) {
           // Unknown names stay out of the labels: anyone can make up names.

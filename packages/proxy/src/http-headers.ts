@@ -51,6 +51,24 @@ export function endToEndHeaders(raw: string[], drop: ReadonlySet<string> = new S
   return out
 }
 
+/** The value of header `name` (lower-case) in a flat list, the first if repeated. */
+function headerValue(raw: string[], name: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() === name) return raw[i + 1]
+  return undefined
+}
+
+/**
+ * The headers of a message that switches protocols (an upgrade request, or its 101):
+ * end-to-end headers minus `drop`, plus `Connection: Upgrade` and its `Upgrade`, which
+ * are hop-by-hop but must reach the next hop for the switch to happen there too.
+ */
+export function upgradeHeaders(raw: string[], drop: ReadonlySet<string> = new Set()): string[] {
+  const out = endToEndHeaders(raw, drop)
+  const upgrade = headerValue(raw, 'upgrade')
+  if (upgrade != null) out.push('Connection', 'Upgrade', 'Upgrade', upgrade)
+  return out
+}
+
 /** The client address as Forwarded wants it (`for=`): IPv6 quoted in brackets. */
 function forwardedNode(ip: string): string {
   if (ip === '') return 'unknown'
@@ -59,7 +77,6 @@ function forwardedNode(ip: string): string {
 
 /** The framing of a forwarded request is the proxy's own (see requestFraming): whatever
  * the headers said, it is written from what was parsed. */
-const RELAY_DROP = new Set(['content-length'])
 const GATEWAY_DROP = new Set(['host', 'content-length', ERROR_HEADER])
 
 /**
@@ -102,24 +119,4 @@ export function gatewayRequestHeaders(
   if (req.headers['x-forwarded-proto'] == null) rest.push('X-Forwarded-Proto', 'http')
   rest.push(...framingHeaders(framing))
   return rest
-}
-
-/** Headers for the next hop of a request that already went through a gateway. */
-export function relayRequestHeaders(req: IncomingMessage, framing: Framing): string[] {
-  const headers = endToEndHeaders(req.rawHeaders, RELAY_DROP)
-  headers.push(...framingHeaders(framing))
-  return headers
-}
-
-/** Flat header list → the object form http.request takes, repeated names as arrays. */
-export function toHeaderObject(flat: string[]): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {}
-  for (let i = 0; i < flat.length; i += 2) {
-    const name = flat[i].toLowerCase()
-    const prev = out[name]
-    if (prev == null) out[name] = flat[i + 1]
-    else if (Array.isArray(prev)) prev.push(flat[i + 1])
-    else out[name] = [prev, flat[i + 1]]
-  }
-  return out
 }

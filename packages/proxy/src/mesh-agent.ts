@@ -1,7 +1,4 @@
-import type { ClientRequest, ClientRequestArgs } from 'node:http'
-import type { Duplex } from 'node:stream'
 import type { Libp2p, PeerId } from '@libp2p/interface'
-import { http } from '@mtc/p2pnode'
 import {
   HTTP_PROTOCOL,
   IDLE_STREAM_TIMEOUT_MS,
@@ -13,7 +10,9 @@ import {
   STREAM_SLOT_WAIT_MS,
 } from './constants.ts'
 import { ProxyError } from './errors.ts'
+import { ResponseParser } from './response-parser.ts'
 import { StreamDuplex } from './stream-duplex.ts'
+import { readPreface } from './stream-preface.ts'
 import { StreamSlots } from './stream-slots.ts'
 
 export interface MeshAgentInit {
@@ -24,21 +23,72 @@ export interface MeshAgentInit {
 }
 
 /**
- * Node's HTTP Agent for one instance, whose "sockets" are libp2p streams: Node's own
- * HTTP client does the framing and keep-alive, and the Agent's pool of idle sockets is
- * the pool of warm streams (negotiated once, reused without a round trip).
- *
- * Node's Agent counts a socket against maxSockets only once it exists, and a stream is
- * made asynchronously: a burst would open a stream per request, past yamux's and the
- * instance's caps. So streams, those being opened included, hold a StreamSlots slot;
- * beyond MAX_STREAMS_PER_INSTANCE a request waits for one to close, and while some
- * wait, a stream freed by its request is closed (rather than kept idle) to pass its
- * slot on.
+ * One `/mtc/http/2.0.0` stream to an instance, which the instance relays byte for byte to
+ * one connection to its service: an HTTP/1.1 connection to the service for the stream's
+ * life, with the parser of its responses.
  */
-export class MeshAgent extends http.Agent {
+export class MeshStream {
+  readonly duplex: StreamDuplex
+  readonly parser = new ResponseParser()
+  /** Requests this stream carried (a reused stream may have been closed by the service
+   * just as the next request was written). */
+  requests = 0
+  /** How long it may stay idle: IDLE_STREAM_TIMEOUT_MS, or less when the service says
+   * (`Keep-Alive: timeout=N`) it closes idle connections sooner. */
+  idleTimeoutMs = IDLE_STREAM_TIMEOUT_MS
+
+  constructor(duplex: StreamDuplex) {
+    this.duplex = duplex
+    duplex.once('close', () => this.parser.close())
+  }
+
+  private unpark?: () => void
+
+  get usable(): boolean {
+    return !this.duplex.destroyed && !this.duplex.readableEnded && !this.duplex.writableEnded
+  }
+
+  /** Idle from now on: `drop` is called once if the stream times out, ends, closes or
+   * receives bytes nobody asked for (then it is no longer in step with its requests). */
+  park(timeoutMs: number, drop: () => void): void {
+    const d = this.duplex
+    const onEvent = (): void => {
+      this.take()
+      drop()
+    }
+    for (const e of IDLE_EVENTS) d.once(e, onEvent)
+    d.setTimeout(timeoutMs)
+    this.unpark = () => {
+      for (const e of IDLE_EVENTS) d.off(e, onEvent)
+      d.setTimeout(0)
+    }
+  }
+
+  /** Leaves the idle state (reused, or dropped). */
+  take(): void {
+    this.unpark?.()
+    this.unpark = undefined
+  }
+}
+
+const IDLE_EVENTS = ['timeout', 'data', 'end', 'close'] as const
+
+/**
+ * The warm streams to one instance: a stream freed by its request is kept (the most
+ * recently used first, at most MAX_IDLE_STREAMS_PER_INSTANCE, each for at most
+ * IDLE_STREAM_TIMEOUT_MS) and reused without a round trip; a new one is opened (and its
+ * preface read: the instance reached its service) when none is idle.
+ *
+ * Streams, those being opened included, hold a StreamSlots slot: beyond
+ * MAX_STREAMS_PER_INSTANCE a request waits for one to close, and while some wait, a
+ * stream freed by its request is closed (rather than kept idle) to pass its slot on.
+ */
+export class MeshAgent {
   private readonly libp2p: Libp2p
   private readonly peer: PeerId
   private readonly onStreamOpened?: () => void
+  private readonly idle: MeshStream[] = []
+  private destroyed = false
   readonly slots = new StreamSlots(
     MAX_STREAMS_PER_INSTANCE,
     MAX_STREAM_WAITERS_PER_INSTANCE,
@@ -46,67 +96,120 @@ export class MeshAgent extends http.Agent {
   )
 
   constructor(init: MeshAgentInit) {
-    super({
-      keepAlive: true,
-      maxSockets: MAX_STREAMS_PER_INSTANCE,
-      maxFreeSockets: MAX_IDLE_STREAMS_PER_INSTANCE,
-      // The most recently used stream first: a quiet period lets the others time out.
-      scheduling: 'lifo',
-    })
     this.libp2p = init.libp2p
     this.peer = init.peer
     this.onStreamOpened = init.onStreamOpened
   }
 
-  /** Opens a stream to the instance (dialling it if needed), asynchronously. */
-  override createConnection(
-    _options: ClientRequestArgs,
-    callback?: (err: Error | null, stream: Duplex) => void,
-  ): Duplex | null | undefined {
-    const fail = (err: Error): void => callback?.(err, undefined as unknown as Duplex)
-    this.slots.acquire().then(() => {
-      this.libp2p
-        .dialProtocol(this.peer, HTTP_PROTOCOL, {
-          signal: AbortSignal.timeout(OPEN_STREAM_TIMEOUT_MS),
-          maxOutboundStreams: MAX_HTTP_STREAMS_PER_CONNECTION,
-        })
-        .then(
-          (stream) => {
-            this.onStreamOpened?.()
-            const duplex = new StreamDuplex(stream, { allowHalfOpen: false })
-            duplex.once('close', () => this.slots.release())
-            callback?.(null, duplex)
-          },
-          (err: Error) => {
-            this.slots.release()
-            // Another agent's streams fill the connection: busy, not unreachable.
-            fail(err.name === 'TooManyOutboundProtocolStreamsError' ? busy(err) : err)
-          },
-        )
-    }, fail)
-    return undefined
+  /** Streams kept idle now. */
+  get idleStreams(): number {
+    return this.idle.length
   }
 
-  /** An idle warm stream closes after IDLE_STREAM_TIMEOUT_MS (before the instance would);
-   * it closes at once when requests wait for a slot. */
-  override keepSocketAlive(socket: Duplex): boolean {
-    if (this.slots.waiting > 0) return false
-    const keep = (http.Agent.prototype.keepSocketAlive as (s: Duplex) => boolean).call(this, socket)
-    ;(socket as StreamDuplex).setTimeout(IDLE_STREAM_TIMEOUT_MS)
-    return keep !== false
+  /**
+   * A stream for one request: a warm one, or a new one once its instance said it reached
+   * its service. Rejects with ProxyError: ERR_SERVICE_UNREACHABLE (the instance's service
+   * refused), ERR_INSTANCE_BUSY (no slot in time), ERR_INSTANCE_UNREACHABLE. Nothing of a
+   * request was sent when it rejects.
+   */
+  async acquire(): Promise<MeshStream> {
+    for (;;) {
+      const warm = this.idle.pop()
+      if (warm == null) break
+      warm.take()
+      if (!warm.usable) {
+        close(warm)
+        continue
+      }
+      return warm
+    }
+    if (this.destroyed) throw new ProxyError('ERR_INSTANCE_UNREACHABLE', 'instance forgotten')
+    await this.slots.acquire()
+    let duplex: StreamDuplex
+    try {
+      const stream = await this.libp2p.dialProtocol(this.peer, HTTP_PROTOCOL, {
+        signal: AbortSignal.timeout(OPEN_STREAM_TIMEOUT_MS),
+        maxOutboundStreams: MAX_HTTP_STREAMS_PER_CONNECTION,
+      })
+      duplex = new StreamDuplex(stream, { allowHalfOpen: false })
+    } catch (err) {
+      this.slots.release()
+      // Another agent's streams fill the connection: busy, not unreachable.
+      const e = err as Error
+      if (e.name === 'TooManyOutboundProtocolStreamsError')
+        throw new ProxyError('ERR_INSTANCE_BUSY', e.message, { cause: e })
+      throw new ProxyError('ERR_INSTANCE_UNREACHABLE', `${this.peer}: ${e.message}`, { cause: e })
+    }
+    duplex.once('close', () => this.slots.release())
+    this.onStreamOpened?.()
+    try {
+      await readPreface(duplex)
+    } catch (err) {
+      duplex.destroy()
+      throw err
+    }
+    return new MeshStream(duplex)
   }
 
-  override destroy(): void {
+  /** A stream whose exchange completed cleanly, for the next request (or closed). */
+  release(s: MeshStream): void {
+    if (!s.usable) {
+      s.duplex.destroy()
+      return
+    }
+    if (
+      this.destroyed ||
+      this.slots.waiting > 0 ||
+      this.idle.length >= MAX_IDLE_STREAMS_PER_INSTANCE ||
+      s.idleTimeoutMs <= 0
+    ) {
+      close(s)
+      return
+    }
+    this.idle.push(s)
+    s.park(s.idleTimeoutMs, () => {
+      const i = this.idle.indexOf(s)
+      if (i >= 0) this.idle.splice(i, 1)
+      close(s)
+    })
+  }
+
+  /** Closes every idle stream and fails requests waiting for a slot (instance forgotten). */
+  destroy(): void {
+    this.destroyed = true
     this.slots.close()
-    super.destroy()
-  }
-
-  override reuseSocket(socket: Duplex, request: ClientRequest): void {
-    super.reuseSocket(socket as never, request)
-    ;(socket as StreamDuplex).setTimeout(0)
+    for (const s of this.idle.splice(0)) {
+      s.take()
+      close(s)
+    }
   }
 }
 
-function busy(err: Error): ProxyError {
-  return new ProxyError('ERR_INSTANCE_BUSY', err.message, { cause: err })
+/** Ends a stream cleanly (the instance then closes its service connection, and the
+ * stream); reset if that does not happen in time. */
+function close(s: MeshStream): void {
+  const d = s.duplex
+  if (d.destroyed) return
+  if (!d.writableEnded) d.end()
+  d.resume() // whatever still arrives is dropped, and the end is seen
+  d.setTimeout(CLOSE_TIMEOUT_MS, () => d.destroy())
+}
+
+/** How long a stream being closed may take to close both ways. */
+const CLOSE_TIMEOUT_MS = 5_000
+
+/**
+ * A stream's idle time after a response with these headers: a service announcing
+ * `Keep-Alive: timeout=N` closes idle connections after N s, so the stream is given up a
+ * second before (as Node's Agent does), never more than IDLE_STREAM_TIMEOUT_MS.
+ */
+export function idleTimeoutFor(rawHeaders: string[]): number {
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i].length !== 10 || rawHeaders[i].toLowerCase() !== 'keep-alive') continue
+    const m = /(?:^|[\s,])timeout=(\d+)/i.exec(rawHeaders[i + 1])
+    if (m == null) continue
+    const ms = Number(m[1]) * 1000 - 1000
+    return Math.max(0, Math.min(IDLE_STREAM_TIMEOUT_MS, ms))
+  }
+  return IDLE_STREAM_TIMEOUT_MS
 }

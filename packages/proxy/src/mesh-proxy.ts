@@ -57,6 +57,7 @@ export class MeshProxy {
       metrics: this.metrics,
     })
     this.forwarder = new Forwarder({
+      libp2p: init.libp2p,
       registry: this.instances,
       metrics: this.metrics,
       log: logger.forComponent('mtc:proxy:forwarder'),
@@ -80,12 +81,10 @@ export class MeshProxy {
         target: init.service.target,
         metrics: this.metrics,
         log: logger.forComponent('mtc:proxy:endpoint'),
-        headersTimeoutMs: init.headersTimeoutMs,
-        upstreamTimeoutMs: init.upstreamTimeoutMs,
       })
       this.endpoint = endpoint
       this.metrics.setStatusSource(() => endpoint.status())
-      this.metrics.setEndpointSource(() => ({ inFlight: endpoint.requestsInFlight }))
+      this.metrics.setEndpointSource(() => endpoint.relayCounts())
     }
   }
 

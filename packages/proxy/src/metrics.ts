@@ -6,6 +6,22 @@ const DURATION_BUCKETS = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 ]
 
+/** What the instance side relayed (ServiceEndpoint.relayCounts). */
+export interface EndpointCounts {
+  streamsOpen: number
+  bytesIn: number
+  bytesOut: number
+  refusals: number
+  exchanges: number
+}
+
+/** A counter kept elsewhere, set to its value at scrape time. */
+function setCounter(counter: Counter, value: number | undefined): void {
+  if (value == null) return
+  counter.reset()
+  counter.inc(value)
+}
+
 export interface RttSample {
   service: string
   instance: string
@@ -20,14 +36,13 @@ export class ProxyMetrics {
   readonly instanceChanges: Counter<'service'>
   readonly streamsOpened: Counter<'service'>
   readonly inboundStreams: Counter
-  readonly inboundRequests: Counter<'code'>
   readonly allocations: Counter<'service' | 'result'>
   readonly allocationDuration: Histogram<'service'>
   readonly waiting: Gauge
   readonly registryReads: Counter<'result'>
   private rttSource: () => RttSample[] = () => []
   private gatewaySource?: () => { inFlight: number }
-  private endpointSource?: () => { inFlight: number }
+  private endpointSource?: () => EndpointCounts
   private statusSource?: () => { ready: boolean; idleSeconds: number }
 
   constructor(registry: Registry) {
@@ -68,11 +83,31 @@ export class ProxyMetrics {
       help: 'Mesh streams other proxies opened to this instance',
       registers,
     })
-    this.inboundRequests = new Counter({
+    // The instance side relays bytes and parses none: what it counts is read when scraped.
+    const inboundRequests: Counter = new Counter({
       name: 'mtc_proxy_inbound_requests_total',
-      help: 'Requests from other proxies forwarded to the local service, by HTTP status code',
-      labelNames: ['code'],
+      help: 'Service mode: requests from the mesh, counted without parsing as runs of bytes toward the service that follow its answer (exact when a stream carries one request at a time, as gateways send)',
       registers,
+      collect: () => setCounter(inboundRequests, this.endpointSource?.().exchanges),
+    })
+    const inboundRefusals: Counter = new Counter({
+      name: 'mtc_proxy_inbound_refusals_total',
+      help: 'Service mode: streams refused because the local service did not take the connection',
+      registers,
+      collect: () => setCounter(inboundRefusals, this.endpointSource?.().refusals),
+    })
+    const inboundBytes: Counter<'direction'> = new Counter({
+      name: 'mtc_proxy_inbound_bytes_total',
+      help: 'Service mode: bytes relayed between mesh streams and the local service, by direction: in (to the service) or out',
+      labelNames: ['direction'],
+      registers,
+      collect: () => {
+        const s = this.endpointSource?.()
+        if (s == null) return
+        inboundBytes.reset()
+        inboundBytes.inc({ direction: 'in' }, s.bytesIn)
+        inboundBytes.inc({ direction: 'out' }, s.bytesOut)
+      },
     })
     this.allocations = new Counter({
       name: 'mtc_proxy_allocations_total',
@@ -118,13 +153,13 @@ export class ProxyMetrics {
         if (s != null) inFlight.set(s.inFlight)
       },
     })
-    const inboundInFlight: Gauge = new Gauge({
-      name: 'mtc_proxy_inbound_requests_in_flight',
-      help: 'Service mode: requests from the mesh being forwarded to the local service now',
+    const inboundOpen: Gauge = new Gauge({
+      name: 'mtc_proxy_inbound_streams_open',
+      help: 'Service mode: mesh streams being relayed to the local service now (warm idle ones included)',
       registers,
       collect: () => {
         const s = this.endpointSource?.()
-        if (s != null) inboundInFlight.set(s.inFlight)
+        if (s != null) inboundOpen.set(s.streamsOpen)
       },
     })
     const buffered: Gauge<'direction'> = new Gauge({
@@ -155,7 +190,7 @@ export class ProxyMetrics {
     })
     const idle: Gauge = new Gauge({
       name: 'mtc_proxy_idle_seconds',
-      help: 'Service mode: seconds since the last request from the mesh ended (0 while busy)',
+      help: 'Service mode: seconds since a byte was last relayed between the mesh and the local service',
       registers,
       collect: () => {
         const s = this.statusSource?.()
@@ -168,7 +203,7 @@ export class ProxyMetrics {
     this.gatewaySource = source
   }
 
-  setEndpointSource(source: () => { inFlight: number }): void {
+  setEndpointSource(source: () => EndpointCounts): void {
     this.endpointSource = source
   }
 

@@ -1,6 +1,18 @@
-import type { ClientRequest, IncomingMessage } from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import { REPLAY_BUFFER_BYTES } from './constants.ts'
 import { type Framing, hasBody } from './request-framing.ts'
+
+/** Where a body goes: an attempt's upstream (the mesh stream, framing the body). */
+export interface BodyTarget {
+  /** false: wait for 'drain'. */
+  write(chunk: Buffer): boolean
+  /** The body is complete. */
+  end(): void
+  /** The client's message failed: the attempt is aborted. */
+  destroy(err: Error): void
+  on(event: 'drain', listener: () => void): unknown
+  off(event: 'drain', listener: () => void): unknown
+}
 
 /**
  * A client's request body, streamed into one upstream request at a time with
@@ -14,7 +26,7 @@ export class RequestBody {
   private recordedBytes = 0
   private overflowed = false
   private ended = false
-  private target?: ClientRequest
+  private target?: BodyTarget
 
   constructor(source: IncomingMessage, framing: Framing) {
     this.source = source
@@ -31,7 +43,7 @@ export class RequestBody {
   }
 
   /** Sends the body (what was kept first, then the rest as it comes) into `target`. */
-  sendTo(target: ClientRequest): void {
+  sendTo(target: BodyTarget): void {
     this.detach()
     if (!this.present) {
       target.end()

@@ -1,104 +1,86 @@
-import type { Agent, IncomingMessage, Server, ServerResponse } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Logger, Stream } from '@libp2p/interface'
+import { answerStatus, Backoff, type InstanceStatus, provide, STATUS_PROTOCOL } from '@mtc/p2pnode'
 import {
-  answerStatus,
-  Backoff,
-  http,
-  type InstanceStatus,
-  provide,
-  STATUS_PROTOCOL,
-} from '@mtc/p2pnode'
-import {
-  CONNECTIONS_CHECK_INTERVAL_MS,
-  DEFAULT_HEADERS_TIMEOUT_MS,
-  DEFAULT_UPSTREAM_TIMEOUT_MS,
   HTTP_PROTOCOL,
-  INSTANCE_KEEP_ALIVE_TIMEOUT_MS,
-  LOCAL_IDLE_SOCKET_TIMEOUT_MS,
-  MAX_HEADER_BYTES,
   MAX_HTTP_STREAMS_PER_CONNECTION,
-  MAX_IDLE_LOCAL_SOCKETS,
   PROVIDE_BACKOFF,
   PROVIDE_FIRST_INTERVAL_MS,
   PROVIDE_INTERVAL_MS,
   PROVIDE_TIMEOUT_MS,
   READINESS_INTERVAL_MS,
-  READINESS_TIMEOUT_MS,
+  SERVICE_CONNECT_TIMEOUT_MS,
+  STOP_GRACE_MS,
+  STOP_QUIET_MS,
 } from './constants.ts'
-import { ERROR_HEADER, ProxyError, sendError } from './errors.ts'
-import { endToEndHeaders, relayRequestHeaders } from './http-headers.ts'
-import type { ProxyMetrics } from './metrics.ts'
-import { flushHeadSoon, pipe } from './pipe.ts'
-import { type Framing, requestFraming } from './request-framing.ts'
+import type { EndpointCounts, ProxyMetrics } from './metrics.ts'
+import { checkServiceReady, type ServiceTarget } from './service-readiness.ts'
 import { StreamDuplex } from './stream-duplex.ts'
+import { prefaceRefusal } from './stream-preface.ts'
+import { endStream, relayStream } from './stream-relay.ts'
 
 export interface ServiceEndpointInit {
   libp2p: Libp2p
   service: string
   /** The local service: `$PROXY_IP:$SERVICE_PORT`. */
-  target: { host: string; port: number }
+  target: ServiceTarget
   metrics: ProxyMetrics
   log: Logger
-  headersTimeoutMs?: number
-  upstreamTimeoutMs?: number
+  /** Whether the service is ready (checkServiceReady by default). */
+  checkReady?: (target: ServiceTarget) => Promise<boolean>
 }
 
-/** Only proxies speak the error header: a service's own is dropped. */
-const DROP_FROM_SERVICE = new Set([ERROR_HEADER])
+/** One stream being relayed, for idle and shutdown accounting. */
+interface OpenStream {
+  duplex: StreamDuplex
+  /** The service's connection, once made. */
+  socket?: Socket
+  /** When a byte last moved either way, and which way. */
+  lastByteAt: number
+  lastDirection: 'in' | 'out' | 'none'
+}
 
 /**
- * The instance side of service mode: accepts HTTP over `/mtc/http/1.0.0` streams from
- * other proxies (each stream handed to a Node HTTP server as its connection) and
- * forwards every request to the local service over a keep-alive pool; answers
- * `/mtc/instance-status/1.0.0`; keeps the service announced in the DHT; watches
- * whether the local service accepts connections.
+ * The instance side of service mode: splices every `/mtc/http/2.0.0` stream from other
+ * proxies to its own TCP connection to the local service (no HTTP parsing: the calling
+ * gateway frames requests), after a one-line preface saying whether the service took the
+ * connection; answers `/mtc/instance-status/1.0.0`; keeps the service announced in the
+ * DHT; watches whether the local service is ready.
  */
 export class ServiceEndpoint {
   private readonly init: ServiceEndpointInit
   private readonly log: Logger
-  private readonly agent: Agent
-  private readonly server: Server
+  private readonly checkReady: (target: ServiceTarget) => Promise<boolean>
   private readonly controller = new AbortController()
   private loops: Array<Promise<void>> = []
   private ready = false
-  private inFlight = 0
+  /** When a byte was last relayed either way (warm streams held idle do not count). */
   private lastActive = performance.now()
   private started = false
-  /** Streams whose framing was refused: anything pipelined behind is not forwarded. */
-  private readonly refused = new WeakSet<object>()
+  private stopping = false
+  private readonly open = new Set<OpenStream>()
+  private readonly counts: EndpointCounts = {
+    streamsOpen: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    refusals: 0,
+    exchanges: 0,
+  }
 
   constructor(init: ServiceEndpointInit) {
     this.init = init
     this.log = init.log
-    this.agent = new http.Agent({
-      keepAlive: true,
-      maxFreeSockets: MAX_IDLE_LOCAL_SOCKETS,
-      timeout: LOCAL_IDLE_SOCKET_TIMEOUT_MS,
-      scheduling: 'lifo',
-    })
-    const headersTimeout = init.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS
-    this.server = http.createServer(
-      {
-        // The gateway adds a few forwarding headers to what it accepted.
-        maxHeaderSize: 2 * MAX_HEADER_BYTES,
-        headersTimeout,
-        requestTimeout: 0,
-        keepAliveTimeout: INSTANCE_KEEP_ALIVE_TIMEOUT_MS,
-        connectionsCheckingInterval: Math.min(CONNECTIONS_CHECK_INTERVAL_MS, headersTimeout),
-      },
-      (req, res) => this.handle(req, res),
-    )
+    this.checkReady = init.checkReady ?? checkServiceReady
   }
 
-  /** Requests from the mesh being forwarded now. */
-  get requestsInFlight(): number {
-    return this.inFlight
+  /** Streams relayed now, and what went through them so far. */
+  relayCounts(): EndpointCounts {
+    return { ...this.counts, streamsOpen: this.open.size }
   }
 
   status(): InstanceStatus {
-    const idle = this.inFlight > 0 ? 0 : (performance.now() - this.lastActive) / 1000
+    const idle = (performance.now() - this.lastActive) / 1000
     return { service: this.init.service, idleSeconds: Math.floor(idle), ready: this.ready }
   }
 
@@ -106,7 +88,7 @@ export class ServiceEndpoint {
     if (this.started) return
     this.started = true
     const { libp2p } = this.init
-    this.ready = await this.checkReady()
+    this.setReady(await this.checkReady(this.init.target))
     await libp2p.handle(HTTP_PROTOCOL, (stream: Stream) => this.accept(stream), {
       maxInboundStreams: MAX_HTTP_STREAMS_PER_CONNECTION,
       maxOutboundStreams: MAX_HTTP_STREAMS_PER_CONNECTION,
@@ -116,121 +98,107 @@ export class ServiceEndpoint {
     this.loops = [this.watchReadiness(signal), this.announce(signal)]
   }
 
+  /**
+   * Stops taking streams; a stream open closes once quiet (its last bytes were an answer
+   * and nothing moved for STOP_QUIET_MS: a warm stream between requests), the rest are
+   * reset after STOP_GRACE_MS.
+   */
   async stop(): Promise<void> {
     if (!this.started) return
     this.started = false
+    this.stopping = true
     this.controller.abort()
     const { libp2p } = this.init
     await libp2p.unhandle([HTTP_PROTOCOL, STATUS_PROTOCOL])
     await Promise.allSettled(this.loops)
-    // Requests in flight finish; idle mesh streams close now.
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
-    this.server.closeIdleConnections()
-    await closed
-    this.agent.destroy()
+    const deadline = performance.now() + STOP_GRACE_MS
+    while (this.open.size > 0 && performance.now() < deadline) {
+      const now = performance.now()
+      for (const s of this.open) {
+        // Closing the service's connection ends the stream cleanly (see relayStream).
+        const quiet = s.lastDirection !== 'in' && now - s.lastByteAt >= STOP_QUIET_MS
+        if (quiet && s.socket != null && !s.socket.destroyed) s.socket.destroy()
+      }
+      await sleep(Math.min(STOP_QUIET_MS, 100))
+    }
+    for (const s of this.open) s.duplex.destroy()
   }
 
   private accept(stream: Stream): void {
-    this.init.metrics.inboundStreams.inc()
-    this.server.emit('connection', new StreamDuplex(stream, { allowHalfOpen: false }))
-  }
-
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    // A stream reset mid-body destroys `req` with an error, before, during or after its
-    // body is piped: owned here for its whole life (see Gateway).
-    req.on('error', (err) => this.log.trace('request from the mesh cut: %s', err.message))
-    if (this.refused.has(req.socket)) return // closed once the 400 is out
-    this.inFlight++
-    res.once('close', () => {
-      this.inFlight--
-      this.lastActive = performance.now()
-      this.init.metrics.inboundRequests.inc({ code: String(res.statusCode) })
-    })
-    // The same framing rules as the gateway's for what arrives from the mesh: another
-    // peer's gateway may not be ours.
-    let framing: Framing
-    try {
-      framing = requestFraming(req)
-    } catch (err) {
-      res.shouldKeepAlive = false
-      this.refused.add(req.socket)
-      sendError(res, err as ProxyError)
+    const duplex = new StreamDuplex(stream, { allowHalfOpen: true })
+    // Errors close the socket (see relayStream); a reset before the relay needs no more.
+    duplex.on('error', (err) => this.log.trace('stream from the mesh cut: %s', err.message))
+    if (this.stopping) {
+      duplex.destroy()
       return
     }
+    this.init.metrics.inboundStreams.inc()
+    const entry: OpenStream = { duplex, lastByteAt: performance.now(), lastDirection: 'none' }
+    this.open.add(entry)
+    duplex.once('close', () => this.open.delete(entry))
+    this.connectService().then(
+      (socket) => {
+        this.setReady(true)
+        if (duplex.destroyed) {
+          socket.destroy() // the caller went away while we connected
+          return
+        }
+        entry.socket = socket
+        relayStream(duplex, socket, (direction, bytes) => {
+          const now = performance.now()
+          // A run of bytes toward the service after its answer (or first) is a request.
+          if (direction === 'in' && entry.lastDirection !== 'in') this.counts.exchanges++
+          entry.lastByteAt = now
+          entry.lastDirection = direction
+          this.lastActive = now
+          if (direction === 'in') this.counts.bytesIn += bytes
+          else this.counts.bytesOut += bytes
+        })
+      },
+      (err: Error) => {
+        this.counts.refusals++
+        this.setReady(false)
+        endStream(duplex, prefaceRefusal(err.message))
+      },
+    )
+  }
+
+  /** A connection to the local service, or why not (refused, timed out). */
+  private connectService(): Promise<Socket> {
     const { host, port } = this.init.target
-    const timeoutMs = this.init.upstreamTimeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS
-    let connected = false
-    let responded = false
-    const upstream = http.request({
-      agent: this.agent,
-      host,
-      port,
-      method: req.method,
-      path: req.url,
-      headers: relayRequestHeaders(req, framing),
-    })
-    const timer = setTimeout(() => {
-      upstream.destroy(new ProxyError('ERR_SERVICE_TIMEOUT', `no answer within ${timeoutMs} ms`))
-    }, timeoutMs)
-    res.once('close', () => {
-      clearTimeout(timer)
-      if (!res.writableFinished) upstream.destroy()
-    })
-    // The body flows once the service accepted the connection: a refused connection
-    // consumed nothing, and the calling gateway may send the request elsewhere.
-    upstream.once('socket', (socket: Socket) => {
-      const go = (): void => {
-        connected = true
-        pipe(req, upstream, () => {})
-      }
-      if (socket.connecting) socket.once('connect', go)
-      else go()
-    })
-    upstream.on('response', (ures) => {
-      responded = true
-      clearTimeout(timer)
-      this.ready = true
-      res.writeHead(
-        ures.statusCode ?? 502,
-        ures.statusMessage,
-        endToEndHeaders(ures.rawHeaders, DROP_FROM_SERVICE),
-      )
-      pipe(ures, res, (err) => {
-        if (err != null) this.log.trace('response cut: %s', err.message)
+    return new Promise((resolve, reject) => {
+      const socket = connect({ host, port, allowHalfOpen: true })
+      const timer = setTimeout(() => {
+        socket.destroy()
+        reject(
+          new Error(`connect to ${host}:${port} timed out after ${SERVICE_CONNECT_TIMEOUT_MS} ms`),
+        )
+      }, SERVICE_CONNECT_TIMEOUT_MS)
+      socket.once('connect', () => {
+        clearTimeout(timer)
+        socket.removeListener('error', onError)
+        resolve(socket)
       })
-      flushHeadSoon(ures, res)
-    })
-    upstream.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer)
-      if (responded) return
-      if (err instanceof ProxyError) {
-        sendError(res, err)
-        return
+      const onError = (err: Error): void => {
+        clearTimeout(timer)
+        reject(err)
       }
-      if (!connected) {
-        if (this.ready)
-          this.log('service at %s:%d refuses connections: %s', host, port, err.message)
-        this.ready = false
-        sendError(res, new ProxyError('ERR_SERVICE_UNREACHABLE', err.message))
-        return
-      }
-      sendError(res, new ProxyError('ERR_SERVICE_RESET', err.message))
+      socket.once('error', onError)
     })
   }
 
-  /** Whether the local service accepts a TCP connection now. */
-  private checkReady(): Promise<boolean> {
-    const { host, port } = this.init.target
-    return new Promise((resolve) => {
-      const socket = connect({ host, port, timeout: READINESS_TIMEOUT_MS })
-      const done = (ok: boolean): void => {
-        socket.destroy()
-        resolve(ok)
-      }
-      socket.once('connect', () => done(true))
-      socket.once('error', () => done(false))
-      socket.once('timeout', () => done(false))
-    })
+  private setReady(ready: boolean): void {
+    if (ready !== this.ready) {
+      const { host, port } = this.init.target
+      this.log(
+        'service %s at %s:%d is %s',
+        this.init.service,
+        host,
+        port,
+        ready ? 'ready' : 'NOT ready',
+      )
+    }
+    this.ready = ready
   }
 
   private async watchReadiness(signal: AbortSignal): Promise<void> {
@@ -240,11 +208,7 @@ export class ServiceEndpoint {
       } catch {
         return
       }
-      const ready = await this.checkReady()
-      if (ready !== this.ready) {
-        this.log('service %s is %s', this.init.service, ready ? 'ready' : 'NOT ready')
-      }
-      this.ready = ready
+      this.setReady(await this.checkReady(this.init.target))
     }
   }
 

@@ -41,6 +41,10 @@ export class StreamDuplex extends Duplex {
   readonly stream: Stream
   /** Socket-style idle timeout in ms (0: none); see setTimeout(). */
   timeout = 0
+  /** The remote closed its writing (a FIN): its end, unlike a connection closed under us. */
+  remoteEnded = false
+  /** The stream ended before its buffered bytes were delivered: end once they are. */
+  private endAfterBuffered = false
   private idleTimer?: NodeJS.Timeout
   private paused = false
   private readonly budget: StreamBudget
@@ -62,7 +66,10 @@ export class StreamDuplex extends Duplex {
     if (stream.status !== 'open') {
       queueMicrotask(() => this.destroy(new StreamClosedError(`stream is ${stream.status}`)))
     } else if (stream.readableEnded) {
-      this.push(null)
+      // A remote that wrote and closed during protocol negotiation: the stream ended
+      // before the bytes the negotiation read ahead were put back; they come next.
+      if (stream.readBufferLength > 0) this.endAfterBuffered = true
+      else this.end_()
     }
   }
 
@@ -77,6 +84,11 @@ export class StreamDuplex extends Duplex {
         more = this.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
       }
     }
+    if (this.endAfterBuffered && this.stream.readBufferLength === 0) {
+      this.endAfterBuffered = false
+      this.end_()
+      return
+    }
     if (!more && !this.paused && this.stream.readStatus === 'readable') {
       this.paused = true
       this.stream.pause()
@@ -87,6 +99,13 @@ export class StreamDuplex extends Duplex {
   private readonly onEnd = (): void => {
     // An aborted or reset stream also ends its readable side; onClose reports those.
     if (this.stream.status === 'aborted' || this.stream.status === 'reset') return
+    this.end_()
+  }
+
+  /** Ends the readable side: the remote's FIN, or its connection closed under us. */
+  private end_(): void {
+    // A closed transport closes the stream before it ends it; a FIN ends it first.
+    this.remoteEnded = this.stream.status !== 'closed'
     this.push(null)
   }
 

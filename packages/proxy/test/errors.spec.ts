@@ -95,12 +95,13 @@ describe('proxy: errors are HTTP answers with a code', () => {
     assert.match(answer, /x-mtc-error: ERR_REQUEST_TIMEOUT/)
   })
 
-  it('501 ERR_NOT_SUPPORTED for protocol upgrades', async () => {
+  it('501 ERR_NOT_SUPPORTED for CONNECT (upgrades are proxied: upgrade.spec.ts)', async () => {
     const answer = await raw(
       client.port,
-      'GET /hello-errors/ HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+      'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n',
     )
     assert.match(answer, /^HTTP\/1\.1 501 /)
+    assert.match(answer, /x-mtc-error: ERR_NOT_SUPPORTED/)
   })
 })
 

@@ -83,6 +83,33 @@ function hashingSink(delayMs = 0): {
 }
 
 describe('StreamDuplex (libp2p stream as a Node Duplex)', () => {
+  it('a remote that writes and closes at once: its bytes, then the end (even when they came during negotiation)', async () => {
+    // The listener answers and closes before the dialer finished protocol negotiation:
+    // the dialer's stream may have ended already, holding bytes the negotiation read
+    // ahead and put back. Repeated: the timing varies.
+    for (let i = 0; i < 20; i++) {
+      inbound.push((stream) => {
+        stream.send(new TextEncoder().encode('-refused\n'))
+        void stream.close()
+      })
+      const out = await b.libp2p.dialProtocol(a.peerId, PROTOCOL)
+      const client = new StreamDuplex(out, { allowHalfOpen: false })
+      const chunks: Buffer[] = []
+      const errors: Error[] = []
+      client.on('error', (err) => errors.push(err))
+      client.on('data', (c: Buffer) => chunks.push(c))
+      const ended = await Promise.race([
+        once(client, 'end').then(() => true),
+        once(client, 'close').then(() => false),
+      ])
+      assert.deepEqual(errors, [], `round ${i}`)
+      assert.ok(ended, `round ${i}: no end`)
+      assert.equal(Buffer.concat(chunks).toString(), '-refused\n', `round ${i}`)
+      assert.ok(client.remoteEnded, `round ${i}: a FIN`)
+      client.destroy()
+    }
+  })
+
   it('carries 50 MB each way at once, byte-exact', async () => {
     const { client, server } = await pair()
     const up = randomBody(50 * MB)
@@ -192,6 +219,34 @@ describe('StreamDuplex (libp2p stream as a Node Duplex)', () => {
     const [err] = (await failed) as [Error]
     assert.match(err.message, /reset/)
     assert.ok(client.destroyed)
+  })
+
+  it('reads the first bytes and the end a remote sent at once, as it accepted the stream', async () => {
+    // The remote writes and closes its side as soon as it accepts (an instance refusing
+    // with its preface): they may come with the protocol negotiation, which reads ahead,
+    // sees the end, and puts the bytes back after it. The bytes come, then the end.
+    for (let i = 0; i < 20; i++) {
+      inbound.push((stream) => {
+        stream.send(new TextEncoder().encode(`hello ${i}\n`))
+        void stream.close()
+      })
+      const out = await b.libp2p.dialProtocol(a.peerId, PROTOCOL)
+      // The end and the bytes are in before anyone reads (what a reader busy elsewhere sees).
+      await waitFor('the remote end', () => out.remoteWriteStatus === 'closed', {
+        timeoutMs: 5_000,
+        intervalMs: 5,
+      })
+      const client = new StreamDuplex(out, { allowHalfOpen: false })
+      const chunks: Buffer[] = []
+      client.on('data', (c: Buffer) => chunks.push(c))
+      const outcome = await new Promise<string>((resolve) => {
+        client.once('end', () => resolve('end'))
+        client.once('error', (err) => resolve(`error: ${err.message}`))
+      })
+      assert.equal(outcome, 'end', `stream ${i}`)
+      assert.equal(Buffer.concat(chunks).toString(), `hello ${i}\n`, `stream ${i}`)
+      client.destroy()
+    }
   })
 
   it('emits timeout after idling, like net.Socket.setTimeout', async () => {

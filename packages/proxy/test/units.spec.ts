@@ -3,7 +3,9 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { PROXY_ERRORS } from '../src/errors.ts'
-import { endToEndHeaders } from '../src/http-headers.ts'
+import { endToEndHeaders, upgradeHeaders } from '../src/http-headers.ts'
+import { idleTimeoutFor } from '../src/mesh-agent.ts'
+import { requestHead } from '../src/request-head.ts'
 import { parseRequirements } from '../src/requirements.ts'
 import { type Candidate, LatencyStats, rank } from '../src/selector.ts'
 import { parseGatewayTarget } from '../src/service-name.ts'
@@ -94,6 +96,38 @@ describe('gateway paths and headers', () => {
     assert.throws(() =>
       parseRequirements({ Perf: { SoftReq: { RTT: 60 }, HardReq: { RTT: 50 } } }, 'x'),
     )
+  })
+})
+
+describe('client side: request heads, upgrades, warm streams', () => {
+  it('writes the request head the instance gets', () => {
+    const head = requestHead('POST', '/a?b=1', ['Host', 'svc', 'Content-Length', '3'])
+    assert.equal(
+      head.toString('latin1'),
+      'POST /a?b=1 HTTP/1.1\r\nHost: svc\r\nContent-Length: 3\r\n\r\n',
+    )
+  })
+
+  it('keeps Connection: Upgrade and Upgrade for a protocol switch, drops other hop-by-hop', () => {
+    const raw = ['Connection', 'keep-alive, Upgrade', 'Upgrade', 'websocket', 'Keep-Alive', 'x']
+    raw.push('Sec-WebSocket-Accept', 'abc')
+    assert.deepEqual(upgradeHeaders(raw), [
+      'Sec-WebSocket-Accept',
+      'abc',
+      'Connection',
+      'Upgrade',
+      'Upgrade',
+      'websocket',
+    ])
+  })
+
+  it('a warm stream idles a second less than the service’s Keep-Alive timeout, at most 4 s', () => {
+    assert.equal(idleTimeoutFor([]), 4_000)
+    assert.equal(idleTimeoutFor(['Keep-Alive', 'timeout=5']), 4_000)
+    assert.equal(idleTimeoutFor(['keep-alive', 'max=100, timeout=3']), 2_000)
+    assert.equal(idleTimeoutFor(['Keep-Alive', 'timeout=1']), 0)
+    assert.equal(idleTimeoutFor(['Keep-Alive', 'timeout=60']), 4_000)
+    assert.equal(idleTimeoutFor(['Keep-Alive', 'max=5']), 4_000)
   })
 })
 

@@ -1,0 +1,166 @@
+import { createRequire } from 'node:module'
+
+/**
+ * Node's own HTTP parser (llhttp, compiled into Node, strict by default): the binding its
+ * HTTP client reads responses with, reached through `_http_common` (internal but stable
+ * across Node 18–24, and what Node's client itself imports). The proxy follows a response
+ * only as far as it must (where it ends, whether the stream may be reused, a 101): the same
+ * battle-tested parser Node's client used before, without Node's client around it.
+ */
+interface LlhttpParser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void
+  execute(data: Buffer): number | Error
+  finish(): Error | undefined
+  close(): void
+  [callback: number]: unknown
+}
+
+interface LlhttpParserClass {
+  new (): LlhttpParser
+  RESPONSE: number
+  kOnMessageBegin: number
+  kOnHeaders: number
+  kOnHeadersComplete: number
+  kOnBody: number
+  kOnMessageComplete: number
+  kOnExecute: number
+  kOnTimeout: number
+  kLenientNone: number
+}
+
+const { HTTPParser } = createRequire(import.meta.url)('_http_common') as {
+  HTTPParser: LlhttpParserClass
+}
+
+/** What a parsed response head says. */
+export interface ResponseHead {
+  status: number
+  reason: string
+  /** `[name, value, ...]` as received. */
+  rawHeaders: string[]
+  /** The connection may carry another message after this one (HTTP/1.1 rules). */
+  keepAlive: boolean
+}
+
+export interface ResponseHandler {
+  /** A final head (2xx–5xx) or a 101; informational 1xx heads are skipped. */
+  onHead(head: ResponseHead): void
+  onBody(chunk: Buffer): void
+  onComplete(): void
+}
+
+/** A response the parser refused (malformed, oversized head, ...). */
+export class ResponseParseError extends Error {
+  override readonly name = 'ResponseParseError'
+  readonly code: string
+
+  constructor(err: Error & { code?: string; reason?: string }) {
+    super(`malformed response: ${err.reason ?? err.message}`)
+    this.code = err.code ?? 'HPE_INVALID'
+  }
+}
+
+/**
+ * The responses of one connection (a mesh stream), one after another. Before each
+ * request, `expect()` says which method it was (a HEAD response has no body) and where
+ * its events go. `push()` returns what followed a 101 head (the other protocol's first
+ * bytes), or undefined; it throws ResponseParseError.
+ */
+export class ResponseParser {
+  private readonly parser = new HTTPParser()
+  private handler?: ResponseHandler
+  private head = false
+  private partialHeaders: string[] = []
+  /** The final (non-interim) head of the current response was parsed. */
+  private finalSeen = false
+  /** A 101 was parsed: the rest of the connection is not HTTP. */
+  upgraded = false
+  /** Bytes of a response were seen since expect(). */
+  started = false
+
+  constructor() {
+    const p = this.parser
+    p.initialize(HTTPParser.RESPONSE, {}, 0, HTTPParser.kLenientNone)
+    p[HTTPParser.kOnMessageBegin] = () => {
+      this.started = true
+      // Trailers of the message before came through kOnHeaders too: not this head's.
+      this.partialHeaders = []
+    }
+    p[HTTPParser.kOnHeaders] = (headers: string[]) => {
+      // More than 32 headers arrive in parts before the head completes.
+      for (const h of headers) this.partialHeaders.push(h)
+    }
+    p[HTTPParser.kOnHeadersComplete] = (
+      _major: number,
+      _minor: number,
+      headers: string[] | undefined,
+      _method: unknown,
+      _url: unknown,
+      status: number,
+      reason: string,
+      _upgrade: boolean,
+      keepAlive: boolean,
+    ): number => {
+      let rawHeaders = headers ?? []
+      if (this.partialHeaders.length > 0) {
+        rawHeaders = [...this.partialHeaders, ...rawHeaders]
+        this.partialHeaders = []
+      }
+      // 1xx other than 101: interim, no body, the final head follows. Not relayed (the
+      // gateway's server answered the client's Expect itself).
+      if (status >= 100 && status < 200 && status !== 101) return 1
+      this.finalSeen = true
+      if (status === 101) this.upgraded = true
+      this.handler?.onHead({ status, reason, rawHeaders, keepAlive: keepAlive && !this.upgraded })
+      if (this.upgraded) return 2 // no body; the rest is another protocol
+      return this.head ? 1 : 0 // a HEAD response has no body whatever it says
+    }
+    p[HTTPParser.kOnBody] = (chunk: Buffer) => {
+      this.handler?.onBody(chunk)
+    }
+    p[HTTPParser.kOnMessageComplete] = () => {
+      if (this.upgraded) return
+      const handler = this.handler
+      if (handler == null) return
+      // An interim (1xx) message completes too: only a final one ends the exchange.
+      if (!this.finalSeen) return
+      this.handler = undefined
+      this.finalSeen = false
+      handler.onComplete()
+    }
+    p[HTTPParser.kOnExecute] = () => {}
+    p[HTTPParser.kOnTimeout] = () => {}
+  }
+
+  /** The next response answers `method`; its events go to `handler`. */
+  expect(method: string, handler: ResponseHandler): void {
+    this.head = method === 'HEAD'
+    this.handler = handler
+    this.started = false
+    this.finalSeen = false
+  }
+
+  /** Stops reporting to the current handler (its exchange was abandoned). */
+  forget(): void {
+    this.handler = undefined
+  }
+
+  push(data: Buffer): Buffer | undefined {
+    const n = this.parser.execute(data)
+    if (n instanceof Error) throw new ResponseParseError(n)
+    if (this.upgraded) return data.subarray(n)
+    return undefined
+  }
+
+  /** The connection ended: completes a response delimited by the close, or throws for one
+   * cut short. */
+  finish(): void {
+    const err = this.parser.finish()
+    if (err instanceof Error) throw new ResponseParseError(err)
+  }
+
+  close(): void {
+    this.handler = undefined
+    this.parser.close()
+  }
+}
