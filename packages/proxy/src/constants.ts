@@ -10,10 +10,11 @@ import { PROTOCOL_PREFIX, RTT_PROBE_TIMEOUT_MS } from '@mtc/p2pnode'
 export const HTTP_PROTOCOL = `/${PROTOCOL_PREFIX}/http/2.0.0`
 /**
  * The instance connects to its local service within this, or refuses the stream: a
- * loopback or bridge connect takes well under a millisecond, or is refused at once; a
- * service that does not even accept within 2 s is not ready.
+ * loopback or bridge connect takes well under a millisecond, or is refused at once; but
+ * a burst that overflows the service's accept backlog has its SYNs dropped and resent
+ * after 1 s and 3 s, so 5 s lets two resends through before calling it unreachable.
  */
-export const SERVICE_CONNECT_TIMEOUT_MS = 2_000
+export const SERVICE_CONNECT_TIMEOUT_MS = 5_000
 /** A caller waits this long for an instance's stream preface: the instance's connect
  * timeout plus room for a slow path. */
 export const PREFACE_TIMEOUT_MS = SERVICE_CONNECT_TIMEOUT_MS + 3_000
