@@ -133,11 +133,20 @@ export const MAX_INSTANCES_PER_SERVICE = 32
  * slowing instance loses traffic within a few requests. */
 export const LATENCY_EWMA_GAIN = 0.25
 /**
- * How fast what requests taught about an instance fades back to its probe RTT (time
- * constant): an instance not used for a while is tried again, so a recovered one wins
- * back its traffic within seconds, yet a slow one is retried only every several seconds.
+ * Time constant of the request-latency peak-EWMA: how fast a latency below the current
+ * estimate pulls it down, and how fast what requests taught fades back to the probe RTT
+ * (so an instance not used for a while is tried again). 10 s is Finagle's and Linkerd's
+ * peak-EWMA decay: a spike counts at once, and the instance earns its traffic back over
+ * ~10 s rather than on one lucky answer.
  */
-export const OBSERVATION_DECAY_MS = 5_000
+export const OBSERVATION_DECAY_MS = 10_000
+/**
+ * ...and the least a latency below the estimate moves it, per sample. With the time
+ * constant alone, an instance answering hundreds of requests a second is judged by the
+ * worst answer of its last seconds (on a busy host, 2× its median), which hides a 10×
+ * difference in service time; 1/16 makes a spike fade within a few dozen answers.
+ */
+export const PEAK_SAMPLE_GAIN = 1 / 16
 /** Latency added per recent error (decaying like observations): one error outweighs any
  * real latency difference, so a fast-failing instance does not win. */
 export const ERROR_PENALTY_MS = 1_000

@@ -102,7 +102,14 @@ export class Forwarder {
     for (let attempt = 1; ; attempt++) {
       // A client gone meanwhile is not forwarded (its 'close' already fired).
       if (res.destroyed) return
-      const outcome = await this.attempt(inst, method, path, headers, body, res)
+      // Counted in the instance's load from now until the attempt ends (see selector.ts).
+      inst.begin()
+      let outcome: Outcome
+      try {
+        outcome = await this.attempt(inst, method, path, headers, body, res)
+      } finally {
+        inst.end()
+      }
       if (outcome.kind === 'relayed') return
       // A reset stream or a failed dial: the instance may have died. It is not used until a
       // probe says it lives (then a retry may go to it again), and a retry that finds no

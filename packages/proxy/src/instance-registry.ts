@@ -44,6 +44,21 @@ export class Instance implements Candidate {
   get usable(): boolean {
     return this.up && this.ready
   }
+
+  /** An attempt of this proxy on the instance starts (counted in its load)... */
+  begin(): void {
+    this.stats.begin()
+  }
+
+  /** ...and ends. */
+  end(): void {
+    this.stats.end()
+  }
+
+  /** Attempts of this proxy on the instance now. */
+  get inFlight(): number {
+    return this.stats.inFlight
+  }
 }
 
 /** Instances of one service, discovered in the DHT and probed while the service is used. */
@@ -325,7 +340,13 @@ export class InstanceRegistry {
     for (const e of this.services.values()) {
       for (const i of e.instances.values()) {
         if (i.stats.rttMs != null) {
-          out.push({ service: e.name, instance: i.id, seconds: i.stats.rttMs / 1000 })
+          out.push({
+            service: e.name,
+            instance: i.id,
+            seconds: i.stats.rttMs / 1000,
+            inFlight: i.inFlight,
+            expectedSeconds: i.stats.score() / 1000,
+          })
         }
       }
     }

@@ -10,6 +10,10 @@ export interface RttSample {
   service: string
   instance: string
   seconds: number
+  /** This proxy's requests on the instance now. */
+  inFlight: number
+  /** Expected latency of the next request (what selection weighs by load). */
+  expectedSeconds: number
 }
 
 /** The proxy's own Prometheus metrics (the libp2p stack's come from p2pnode). */
@@ -107,6 +111,28 @@ export class ProxyMetrics {
         rtt.reset()
         for (const s of this.rttSource())
           rtt.set({ service: s.service, instance: s.instance }, s.seconds)
+      },
+    })
+    const upstreamInFlight: Gauge<'service' | 'instance'> = new Gauge({
+      name: 'mtc_proxy_upstream_requests_in_flight',
+      help: "This proxy's requests in flight on each known instance (selection's load)",
+      labelNames: ['service', 'instance'],
+      registers,
+      collect: () => {
+        upstreamInFlight.reset()
+        for (const s of this.rttSource())
+          upstreamInFlight.set({ service: s.service, instance: s.instance }, s.inFlight)
+      },
+    })
+    const expected: Gauge<'service' | 'instance'> = new Gauge({
+      name: 'mtc_proxy_upstream_latency_seconds',
+      help: 'Expected latency of the next request to each known instance (peak-EWMA of request latency, error penalty included)',
+      labelNames: ['service', 'instance'],
+      registers,
+      collect: () => {
+        expected.reset()
+        for (const s of this.rttSource())
+          expected.set({ service: s.service, instance: s.instance }, s.expectedSeconds)
       },
     })
     const inFlight: Gauge = new Gauge({
