@@ -13,3 +13,4 @@ export {
   type RegistryReadResult,
 } from './record-cache.ts'
 export type { BlobRef, PerfRequirements, ServiceRecord, ServiceRecordInput } from './records.ts'
+export * from './scaling.ts'
