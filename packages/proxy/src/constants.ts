@@ -227,6 +227,22 @@ export const ALLOCATOR_REFRESH_MS = 30_000
 /** ...or, when none was found, before the next allocation after this. */
 export const ALLOCATOR_NEGATIVE_CACHE_MS = 1_000
 
+// ---------------------------------------------------------------- scaling
+
+/** How often each service in use is looked at for a scale-out (and "at once" means). */
+export const SCALE_TICK_MS = 500
+/**
+ * Load per instance above the record's concurrency, on average over this window, asks for
+ * another instance (twice the target asks at once). Knative's stable window is 60 s for
+ * instances that take seconds to start; ours start in about one, so 3 s.
+ */
+export const SCALE_OUT_WINDOW_MS = 3_000
+/** After a scale-out ended, the next waits this long: the new instance takes its share of
+ * the requests first (selection moves them within a few answers). */
+export const SCALE_OUT_COOLDOWN_MS = 1_000
+/** What an instance reported about its load counts this long (probes come every second). */
+export const REPORTED_LOAD_MAX_AGE_MS = 3_000
+
 // ---------------------------------------------------------------- requirements from the registry
 
 /** Without hl-service's change notices, a service's record (its RTT limits) is read again

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from '@libp2p/interface'
 import { http } from '@mtc/p2pnode'
 import { type Allocator, noAllocator } from './allocator.ts'
+import { Autoscaler } from './autoscaler.ts'
 import { DEFAULT_UPSTREAM_TIMEOUT_MS, MAX_ATTEMPTS } from './constants.ts'
 import { ERROR_HEADER, ProxyError, sendError } from './errors.ts'
 import { endToEndHeaders, gatewayRequestHeaders } from './http-headers.ts'
@@ -61,6 +62,7 @@ export class Forwarder {
   private readonly requirementsSource: RequirementsSource
   private readonly onDemand: OnDemand
   private readonly upstreamTimeoutMs: number
+  private readonly autoscaler: Autoscaler
 
   constructor(init: ForwarderInit) {
     this.registry = init.registry
@@ -76,12 +78,26 @@ export class Forwarder {
       waitTimeoutMs: init.allocationTimeoutMs,
     })
     this.upstreamTimeoutMs = init.upstreamTimeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS
+    this.autoscaler = new Autoscaler({
+      registry: init.registry,
+      allocator: init.allocator ?? noAllocator,
+      requirementsSource: this.requirementsSource,
+      metrics: init.metrics,
+      log: init.log,
+      waiting: (service) => this.onDemand.waitingFor(service),
+    })
+  }
+
+  /** Scaling starts watching the load of the services in use. */
+  start(): void {
+    this.autoscaler.start()
   }
 
   /** Requests waiting for an instance being started fail (ERR_SHUTTING_DOWN); requests
    * already forwarded go on. */
   stop(): void {
     this.onDemand.stop()
+    void this.autoscaler.stop()
   }
 
   async forward(

@@ -33,6 +33,8 @@ export class Instance implements Candidate {
   ready = false
   /** Probes failed in a row. */
   failures = 0
+  /** Requests in flight the instance reported in its last status (every proxy's), and when. */
+  reported?: { inFlight: number; at: number }
   probing?: Promise<void>
 
   constructor(peer: PeerId, agent: MeshAgent) {
@@ -175,6 +177,12 @@ export class InstanceRegistry {
     return inst
   }
 
+  /** The services used within ACTIVE_SERVICE_MS (those probed in the background). */
+  *activeServices(): Iterable<ServiceEntry> {
+    const now = performance.now()
+    for (const e of this.services.values()) if (now - e.lastUsed <= ACTIVE_SERVICE_MS) yield e
+  }
+
   /** A request to `inst` failed at the connection level: probe it again now. */
   suspect(name: string, inst: Instance): void {
     const e = this.services.get(name)
@@ -295,6 +303,8 @@ export class InstanceRegistry {
       inst.everUp = true
       inst.ready = status.ready
       inst.failures = 0
+      if (status.inFlight != null)
+        inst.reported = { inFlight: status.inFlight, at: performance.now() }
       if (inst.usable && !wasUsable) {
         this.log(
           'service %s: instance %s usable, rtt %s ms',

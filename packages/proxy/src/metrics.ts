@@ -29,6 +29,9 @@ export class ProxyMetrics {
   readonly allocationDuration: Histogram<'service'>
   readonly waiting: Gauge
   readonly registryReads: Counter<'result'>
+  readonly scaleOuts: Counter<'service' | 'trigger' | 'result'>
+  private scalingSource: () => Array<{ service: string; instances: number; perInstance: number }> =
+    () => []
   private rttSource: () => RttSample[] = () => []
   private gatewaySource?: () => { inFlight: number }
   private endpointSource?: () => { inFlight: number }
@@ -101,6 +104,32 @@ export class ProxyMetrics {
       help: 'Service records read from hl-service, by result (found, unknown, unavailable)',
       labelNames: ['result'],
       registers,
+    })
+    this.scaleOuts = new Counter({
+      name: 'mtc_proxy_scale_outs_total',
+      help: 'Scale-outs this proxy decided, by service, trigger (panic: above twice the concurrency target; sustained: above it over the window) and result (ok, starting: another was starting one, at-max, or the error code)',
+      labelNames: ['service', 'trigger', 'result'],
+      registers,
+    })
+    const instances: Gauge<'service'> = new Gauge({
+      name: 'mtc_proxy_service_instances',
+      help: 'Usable instances of each service in use, as this proxy sees them',
+      labelNames: ['service'],
+      registers,
+      collect: () => {
+        instances.reset()
+        for (const s of this.scalingSource()) instances.set({ service: s.service }, s.instances)
+      },
+    })
+    const perInstance: Gauge<'service'> = new Gauge({
+      name: 'mtc_proxy_service_load_per_instance',
+      help: 'Requests in flight per usable instance of each service in use (what scale-out compares with the concurrency target)',
+      labelNames: ['service'],
+      registers,
+      collect: () => {
+        perInstance.reset()
+        for (const s of this.scalingSource()) perInstance.set({ service: s.service }, s.perInstance)
+      },
     })
     const rtt: Gauge<'service' | 'instance'> = new Gauge({
       name: 'mtc_proxy_upstream_rtt_seconds',
@@ -196,6 +225,12 @@ export class ProxyMetrics {
 
   setEndpointSource(source: () => { inFlight: number }): void {
     this.endpointSource = source
+  }
+
+  setScalingSource(
+    source: () => Array<{ service: string; instances: number; perInstance: number }>,
+  ): void {
+    this.scalingSource = source
   }
 
   setRttSource(source: () => RttSample[]): void {

@@ -99,7 +99,12 @@ export class ServiceEndpoint {
 
   status(): InstanceStatus {
     const idle = this.inFlight > 0 ? 0 : (performance.now() - this.lastActive) / 1000
-    return { service: this.init.service, idleSeconds: Math.floor(idle), ready: this.ready }
+    return {
+      service: this.init.service,
+      idleSeconds: Math.floor(idle),
+      ready: this.ready,
+      inFlight: this.inFlight,
+    }
   }
 
   async start(): Promise<void> {
