@@ -31,7 +31,10 @@ import type { ContainerInfo, ContainerRuntime } from './runtime.ts'
 
 /** What a running instance's proxy says about itself. */
 export interface InstanceProbe {
-  status(peer: PeerId, signal: AbortSignal): Promise<{ ready: boolean; idleSeconds: number }>
+  status(
+    peer: PeerId,
+    signal: AbortSignal,
+  ): Promise<{ ready: boolean; idleSeconds: number; inFlight?: number }>
 }
 
 export interface Instance {
@@ -50,6 +53,8 @@ export interface InstanceManagerComponents {
   probe: InstanceProbe
   libp2p: Libp2p
   metrics: AllocatorMetrics
+  /** Whether an idle instance of the service may be stopped (min instances); default yes. */
+  mayReap?: (service: string, signal: AbortSignal) => Promise<boolean>
   /** The registry record of a service (throws the registry's typed errors). */
   lookup: (service: string, signal: AbortSignal) => Promise<ServiceRecord>
   log: Logger
@@ -342,7 +347,16 @@ export class InstanceManager {
         continue
       }
       const status = await this.c.probe.status(instance.peerId, signal).catch(() => undefined)
-      if (status != null && status.idleSeconds * 1000 > this.init.idleTimeoutMs) {
+      // Requests in flight: not idle, whatever the clock says.
+      if (
+        status != null &&
+        (status.inFlight ?? 0) === 0 &&
+        status.idleSeconds * 1000 > this.init.idleTimeoutMs
+      ) {
+        if (this.c.mayReap != null && !(await this.c.mayReap(instance.service, signal))) {
+          this.c.metrics.keptIdle.inc()
+          continue
+        }
         this.c.log(
           'instance %s of %s idle for %d s; stopping',
           instance.name,

@@ -188,7 +188,9 @@ export class Forwarder {
       if (entry.everFound || entry.instances.size > 0) throw new ProxyError('ERR_NO_INSTANCE')
       throw new ProxyError('ERR_UNKNOWN_SERVICE', service)
     }
-    if (exclude.size === 0 && entry.preferred !== best.id) {
+    // The choice at no load (the nearest/fastest): under load it moves with every request.
+    const unloaded = ranking.ranked.every((i) => i.inFlight === 0)
+    if (exclude.size === 0 && unloaded && entry.preferred !== best.id) {
       if (entry.preferred != null) this.metrics.instanceChanges.inc({ service })
       this.log('service %s: now preferring instance %s', service, best.id)
       entry.preferred = best.id
