@@ -9,6 +9,7 @@ import {
   KEEPER_INTERVAL_MS,
   KEEPER_LOOKUP_TIMEOUT_MS,
   KEEPER_MAX_SERVICES,
+  KEEPER_PEERS_REFRESH_MS,
   SURVEY_MAX_AGE_MS,
 } from './constants.ts'
 import type { InstanceManager } from './instances.ts'
@@ -32,7 +33,7 @@ export interface MinInstancesKeeperInit {
  *
  * Who keeps the promise: every allocator runs this, but only one acts — the one with the
  * lowest peer ID among the allocators that answer a status query (each round surveys
- * them: the DHT's `allocator` providers, then their status, which lists the instances
+ * them: their status, the DHT's `allocator` providers being looked up every 30 s, which lists the instances
  * each runs or starts per service). The leader lists the records every KEEPER_INTERVAL_MS
  * and, for each service with fewer instances than its minimum, starts one (on itself when
  * it has room, else on the nearest other allocator, as a scale-out request) — one start per
@@ -49,6 +50,11 @@ export class MinInstancesKeeper {
   private readonly self: string
   private survey?: { at: number; counts: Map<string, Counts> }
   private readonly starting = new Set<string>()
+  /** The other allocators, from the DHT (looked up again every KEEPER_PEERS_REFRESH_MS). */
+  private peers: PeerId[] = []
+  private peersFound = false
+  private peersAt = Number.NEGATIVE_INFINITY
+  private finding?: Promise<void>
 
   constructor(init: MinInstancesKeeperInit) {
     this.init = init
@@ -138,6 +144,30 @@ export class MinInstancesKeeper {
   private async surveyAllocators(signal: AbortSignal): Promise<Map<string, Counts>> {
     const { libp2p, manager } = this.init
     const counts = new Map<string, Counts>([[this.self, manager.serviceCounts()]])
+    this.refreshPeers(signal)
+    // The first round waits for the allocators to be found; later ones use the last list.
+    if (!this.peersFound) await this.finding
+    await Promise.all(
+      this.peers.map(async (peer) => {
+        const status = await allocatorStatus(libp2p, peer, {
+          signal: AbortSignal.any([signal, AbortSignal.timeout(KEEPER_LOOKUP_TIMEOUT_MS)]),
+        }).catch(() => undefined)
+        if (status != null) counts.set(peer.toString(), status.services ?? {})
+      }),
+    )
+    return counts
+  }
+
+  /** Looks the allocators up in the DHT again, in the background, when the list is old. */
+  private refreshPeers(signal: AbortSignal): void {
+    if (this.finding != null || performance.now() - this.peersAt < KEEPER_PEERS_REFRESH_MS) return
+    this.finding = this.findPeers(signal).finally(() => {
+      this.finding = undefined
+    })
+  }
+
+  private async findPeers(signal: AbortSignal): Promise<void> {
+    const { libp2p } = this.init
     const lookup = AbortSignal.any([signal, AbortSignal.timeout(KEEPER_LOOKUP_TIMEOUT_MS)])
     const peers: PeerId[] = []
     try {
@@ -152,15 +182,10 @@ export class MinInstancesKeeper {
     } catch {
       // a timeout keeps what was found
     }
-    await Promise.all(
-      peers.map(async (peer) => {
-        const status = await allocatorStatus(libp2p, peer, {
-          signal: AbortSignal.any([signal, AbortSignal.timeout(KEEPER_LOOKUP_TIMEOUT_MS)]),
-        }).catch(() => undefined)
-        if (status != null) counts.set(peer.toString(), status.services ?? {})
-      }),
-    )
-    return counts
+    // A lookup that found nothing keeps the last list (a DHT hiccup).
+    if (peers.length > 0 || !this.peersFound) this.peers = peers
+    this.peersFound = true
+    this.peersAt = performance.now()
   }
 
   private async recordsWithMinimum(signal: AbortSignal): Promise<ServiceRecord[]> {

@@ -124,6 +124,9 @@ export const ACTIVE_SERVICE_MS = 60_000
 export const SERVICE_EXPIRY_MS = 10 * 60_000
 /** An instance that failed this many probes in a row is forgotten (until rediscovered). */
 export const INSTANCE_FORGET_AFTER_FAILURES = 10
+/** An instance an allocator handed out is not forgotten for failed probes before this: the
+ * allocator's own start timeout (30 s), the longest its first connection may plausibly take. */
+export const ADOPTED_INSTANCE_GRACE_MS = 30_000
 /** Instances of one service tracked at once: bounds probing work per service. */
 export const MAX_INSTANCES_PER_SERVICE = 32
 
