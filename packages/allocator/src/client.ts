@@ -6,6 +6,7 @@ import {
   ALLOCATOR_STATUS_PROTOCOL,
   type AllocatedInstance,
   type AllocateReply,
+  type AllocateRequest,
   type AllocatorStatusReply,
 } from './protocol.ts'
 
@@ -17,7 +18,7 @@ export async function requestAllocation(
   libp2p: Libp2p,
   peer: PeerId,
   service: string,
-  options: { signal?: AbortSignal; timeoutMs?: number } = {},
+  options: { signal?: AbortSignal; timeoutMs?: number; scaleOut?: boolean } = {},
 ): Promise<AllocatedInstance> {
   const timeoutMs = options.timeoutMs ?? ALLOCATION_TIMEOUT_MS
   const rpc = await openRpc(libp2p, peer, ALLOCATE_PROTOCOL, {
@@ -25,7 +26,9 @@ export async function requestAllocation(
     idleTimeoutMs: timeoutMs,
   })
   try {
-    await rpc.writeJson({ service }, options.signal)
+    const req: AllocateRequest = { service }
+    if (options.scaleOut === true) req.scaleOut = true
+    await rpc.writeJson(req, options.signal)
     return (await expectReply<AllocateReply>(rpc, options.signal)).instance
   } finally {
     await rpc.close()

@@ -17,6 +17,19 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60_000
  * containers when Docker's event stream is down (it notices them at once otherwise).
  */
 export const REAP_INTERVAL_MS = 5_000
+/**
+ * How often allocators survey each other and the leader checks every service's minimum
+ * instances: "an instance within 10 s of `hl-cli add`" with room for a start of ~1 s.
+ */
+export const KEEPER_INTERVAL_MS = 1_000
+/** The other allocators are looked up in the DHT again this often (as the proxy's list). */
+export const KEEPER_PEERS_REFRESH_MS = 30_000
+/** One survey step (DHT lookup of the allocators, a status query); as the proxy's probe. */
+export const KEEPER_LOOKUP_TIMEOUT_MS = 2_000
+/** A survey this old is not trusted by the reaper (it counts this host's instances only). */
+export const SURVEY_MAX_AGE_MS = 10_000
+/** Records listed per round, at most: bounds a round's work in a large registry. */
+export const KEEPER_MAX_SERVICES = 10_000
 /** Docker's event stream is opened again this long after it ended or failed. */
 export const EVENTS_RETRY_MS = 1_000
 /** From container start to "answers through the overlay"; Node services start in < 1 s. */

@@ -11,6 +11,11 @@ export const ALLOCATOR_STATUS_PROTOCOL = `/${PROTOCOL_PREFIX}/alloc-status/1.0.0
 
 export interface AllocateRequest {
   service: string
+  /**
+   * Scale out: start another instance even if this host runs one (a start of the service
+   * already in flight here is shared), up to the record's maxInstances on this host.
+   */
+  scaleOut?: boolean
 }
 
 export interface AllocatedInstance {
@@ -31,6 +36,8 @@ export interface AllocatorStatusReply {
   maxInstances: number
   /** Starts in flight. */
   starting: number
+  /** Per service: instances running and starting here (what scaling decisions count). */
+  services?: Record<string, { running: number; starting: number }>
 }
 
 /**

@@ -5,6 +5,7 @@
 import { MAX_CPUS, MAX_RTT_MS } from './constants.ts'
 import { InvalidRecordError } from './errors.ts'
 import { assertDigest, assertImageReference, assertServiceName } from './names.ts'
+import { SCALING_FIELDS, type ScalingSettings, validateScaling } from './scaling.ts'
 
 export interface PerfRequirements {
   /** RTT in milliseconds the service should get; the proxy prefers replicas under it. */
@@ -22,8 +23,8 @@ export interface BlobRef {
   size: number
 }
 
-/** What a client sends to create or replace a record. */
-export interface ServiceRecordInput {
+/** What a client sends to create or replace a record (scaling: see scaling.ts). */
+export interface ServiceRecordInput extends Partial<ScalingSettings> {
   name: string
   /** Image reference `repo[:tag][@sha256:<hex>]`. */
   image: string
@@ -34,7 +35,7 @@ export interface ServiceRecordInput {
 }
 
 /** A record's fields as validated, before the store adds timestamps and version. */
-export interface ServiceRecordFields {
+export interface ServiceRecordFields extends Partial<ScalingSettings> {
   name: string
   image: string
   imageId: string
@@ -51,7 +52,7 @@ export interface ServiceRecord extends ServiceRecordFields {
   version: number
 }
 
-const INPUT_FIELDS = new Set(['name', 'image', 'imageId', 'blob', 'perf'])
+const INPUT_FIELDS = new Set(['name', 'image', 'imageId', 'blob', 'perf', ...SCALING_FIELDS])
 const BLOB_FIELDS = new Set(['digest', 'size'])
 const PERF_FIELDS = new Set(['softRttMs', 'hardRttMs', 'cpus', 'memoryBytes'])
 
@@ -65,6 +66,7 @@ export function validateRecordInput(input: unknown): ServiceRecordFields {
     perf: validatePerf(fields.perf),
   }
   if (fields.blob !== undefined) record.blob = validateBlob(fields.blob)
+  Object.assign(record, validateScaling(fields))
   return record
 }
 

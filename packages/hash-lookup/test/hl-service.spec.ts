@@ -192,6 +192,47 @@ describe('hl-service and hl-cli', () => {
     assert.match(missing.stderr, /needs --image-id/)
   })
 
+  it('keeps the scaling settings of hl-cli add; get shows them, defaults included', async () => {
+    const id = `sha256:${'ab'.repeat(32)}`
+    const add = await cli([
+      'add',
+      '--image-id',
+      id,
+      '--concurrency',
+      '2',
+      '--max-instances',
+      '3',
+      'nginx:1.27',
+      'scaled',
+    ])
+    assert.equal(add.code, 0, add.stderr)
+    const json = await cli(['--json', 'get', 'scaled'])
+    assert.equal(json.code, 0, json.stderr)
+    const shown = JSON.parse(json.stdout)
+    assert.deepEqual(
+      [shown.concurrency, shown.minInstances, shown.maxInstances],
+      [2, 0, 3],
+      json.stdout,
+    )
+    const text = await cli(['get', 'scaled'])
+    assert.match(text.stdout, /^concurrency\s+2$/m)
+    assert.match(text.stdout, /^instances\s+0 to 3$/m)
+    const bad = await cli([
+      'add',
+      '--image-id',
+      id,
+      '--min-instances',
+      '4',
+      '--max-instances',
+      '3',
+      'nginx:1.27',
+      'scaled',
+    ])
+    assert.equal(bad.code, 2, bad.stderr)
+    assert.match(bad.stderr, /--min-instances \(4\) must not exceed --max-instances \(3\)/)
+    assert.equal((await client.get('scaled')).maxInstances, 3)
+  })
+
   it('an unknown service is exit 3 with one clear line', async () => {
     const r = await cli(['get', 'nobody-here'])
     assert.equal(r.code, 3)

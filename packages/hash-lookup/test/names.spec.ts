@@ -14,6 +14,7 @@ import {
   parseImageReference,
 } from '../src/names.ts'
 import { validateRecordInput } from '../src/records.ts'
+import { scalingOf } from '../src/scaling.ts'
 
 const HEX = 'a'.repeat(64)
 const DIGEST = `sha256:${HEX}`
@@ -187,5 +188,37 @@ describe('record input', () => {
   ]
   for (const [what, input, error] of bad) {
     it(`rejects ${what}`, () => assert.throws(() => validateRecordInput(input), error))
+  }
+})
+
+describe('scaling settings', () => {
+  const base = { name: 'web', image: 'ghcr.io/acme/web:1.0', imageId: DIGEST }
+
+  it('keeps the settings given, and reads defaults for those absent', () => {
+    const record = validateRecordInput({ ...base, concurrency: 2, maxInstances: 3 })
+    assert.equal(record.concurrency, 2)
+    assert.equal(record.maxInstances, 3)
+    assert.equal(record.minInstances, undefined)
+    assert.deepEqual(scalingOf(record), { concurrency: 2, minInstances: 0, maxInstances: 3 })
+    assert.deepEqual(scalingOf(validateRecordInput(base)), {
+      concurrency: 10,
+      minInstances: 0,
+      maxInstances: 10,
+    })
+  })
+
+  const bad: [string, Record<string, unknown>][] = [
+    ['a zero concurrency', { concurrency: 0 }],
+    ['a fractional concurrency', { concurrency: 1.5 }],
+    ['a negative minInstances', { minInstances: -1 }],
+    ['a zero maxInstances', { maxInstances: 0 }],
+    ['a string maxInstances', { maxInstances: '3' }],
+    ['a huge maxInstances', { maxInstances: 1_000_000 }],
+    ['min above max', { minInstances: 4, maxInstances: 3 }],
+    ['min above the default max', { minInstances: 11 }],
+  ]
+  for (const [what, fields] of bad) {
+    it(`rejects ${what}`, () =>
+      assert.throws(() => validateRecordInput({ ...base, ...fields }), InvalidRecordError))
   }
 })

@@ -2,9 +2,15 @@ import { open, stat } from 'node:fs/promises'
 import type { HashLookupClient } from '@mtc/hash-lookup'
 import {
   assertServiceName,
+  DEFAULT_CONCURRENCY,
+  DEFAULT_MAX_INSTANCES,
+  DEFAULT_MIN_INSTANCES,
   type PerfRequirements,
   RegistryUnavailableError,
+  type ScalingSettings,
   type ServiceRecord,
+  scalingOf,
+  validateScaling,
 } from '@mtc/hash-lookup/core'
 import type { MeshNode } from '@mtc/p2pnode'
 import {
@@ -68,6 +74,21 @@ export const COMMAND: CommandSpec = {
       help: 'add: RTT in milliseconds above which an instance is not used',
     },
     cpus: { type: 'string', arg: 'N', help: 'add: CPUs an instance may use' },
+    concurrency: {
+      type: 'string',
+      arg: 'N',
+      help: `add: target requests in flight per instance; above it the mesh scales out (default ${DEFAULT_CONCURRENCY})`,
+    },
+    'min-instances': {
+      type: 'string',
+      arg: 'N',
+      help: `add: instances kept running with no traffic (default ${DEFAULT_MIN_INSTANCES})`,
+    },
+    'max-instances': {
+      type: 'string',
+      arg: 'N',
+      help: `add: instances of the service in the whole mesh, at most (default ${DEFAULT_MAX_INSTANCES})`,
+    },
     memory: { type: 'string', arg: 'BYTES', help: 'add: memory an instance may use' },
     'expect-version': {
       type: 'string',
@@ -83,7 +104,8 @@ export const COMMAND: CommandSpec = {
   },
   positionals: { min: 1, max: 3 },
   epilog: `Commands:
-  add [--file image.tar] [--image-id ID] [--soft-rtt MS] [--hard-rtt MS] IMAGE NAME
+  add [--file image.tar] [--image-id ID] [--soft-rtt MS] [--hard-rtt MS]
+      [--concurrency N] [--min-instances N] [--max-instances N] IMAGE NAME
                        register (or replace) service NAME running IMAGE (repo[:tag][@sha256:...])
   get NAME             show a service
   list [--prefix P]    list services
@@ -96,7 +118,18 @@ Environment: P2P_BOOTSTRAPS, P2P_PSK, P2P_PSK_FILE as for the daemons.`,
 }
 
 const COMMAND_FLAGS: Record<string, string[]> = {
-  add: ['file', 'image-id', 'soft-rtt', 'hard-rtt', 'cpus', 'memory', 'expect-version'],
+  add: [
+    'file',
+    'image-id',
+    'soft-rtt',
+    'hard-rtt',
+    'cpus',
+    'memory',
+    'expect-version',
+    'concurrency',
+    'min-instances',
+    'max-instances',
+  ],
   get: [],
   list: ['prefix', 'limit'],
   delete: ['expect-version'],
@@ -205,7 +238,8 @@ export async function main(
       }
       case 'get': {
         const record = await client.get(args[0], signal)
-        out(record, formatRecord(record))
+        // The effective scaling settings, defaults included.
+        out({ ...record, ...scalingOf(record) }, formatRecord(record))
         break
       }
       case 'list': {
@@ -252,10 +286,37 @@ function buildRequest(command: string, args: string[], values: Record<string, un
       'add without --file needs --image-id sha256:... (docker inspect -f {{.Id}} IMAGE)',
     )
   }
+  const scaling: Partial<ScalingSettings> = {
+    concurrency: optionalInt(values, 'concurrency'),
+    minInstances: optionalInt(values, 'min-instances'),
+    maxInstances: optionalInt(values, 'max-instances'),
+  }
+  const flagOf: Record<string, string> = {
+    concurrency: '--concurrency',
+    minInstances: '--min-instances',
+    maxInstances: '--max-instances',
+  }
+  assertUsage(() => {
+    try {
+      validateScaling(scaling)
+    } catch (err) {
+      throw new Error((err as Error).message.replace(/\b[a-zA-Z]+\b/g, (w) => flagOf[w] ?? w))
+    }
+  })
   return {
-    record: { name, image, imageId: values['image-id'] as string | undefined, perf },
+    record: {
+      name,
+      image,
+      imageId: values['image-id'] as string | undefined,
+      perf,
+      ...withoutUndefined(scaling),
+    },
     expectedVersion: optionalInt(values, 'expect-version'),
   }
+}
+
+function withoutUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
 }
 
 function assertUsage(fn: () => unknown): void {

@@ -1,4 +1,4 @@
-import type { ServiceRecord } from '@mtc/hash-lookup'
+import { type ServiceRecord, scalingOf } from '@mtc/hash-lookup'
 
 export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
@@ -26,8 +26,13 @@ export function formatRecord(r: ServiceRecord): string {
   ]
   if (r.perf.cpus != null) lines.push(['cpus', String(r.perf.cpus)])
   if (r.perf.memoryBytes != null) lines.push(['memory', formatBytes(r.perf.memoryBytes)])
+  const scaling = scalingOf(r)
+  lines.push(
+    ['concurrency', String(scaling.concurrency)],
+    ['instances', `${scaling.minInstances} to ${scaling.maxInstances}`],
+  )
   lines.push(['version', String(r.version)], ['created', r.createdAt], ['updated', r.updatedAt])
-  return `${lines.map(([k, v]) => `${k.padEnd(9)} ${v}`).join('\n')}\n`
+  return `${lines.map(([k, v]) => `${k.padEnd(11)} ${v}`).join('\n')}\n`
 }
 
 /** `hl-cli list`: a table. */

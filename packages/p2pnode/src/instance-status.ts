@@ -14,6 +14,11 @@ export interface InstanceStatus {
   idleSeconds: number
   /** The local service accepts connections. */
   ready: boolean
+  /**
+   * Requests from the mesh the instance is serving now, from every proxy (its own load as a
+   * whole, which no single client proxy sees); absent from older instances.
+   */
+  inFlight?: number
 }
 
 /** Answers one status query: the JSON document, then close. */
@@ -71,7 +76,14 @@ export async function queryStatus(
     ) {
       throw new Error('malformed status answer')
     }
-    return { service: json.service, ready: json.ready, idleSeconds: json.idleSeconds }
+    const status: InstanceStatus = {
+      service: json.service,
+      ready: json.ready,
+      idleSeconds: json.idleSeconds,
+    }
+    if (Number.isSafeInteger(json.inFlight) && (json.inFlight as number) >= 0)
+      status.inFlight = json.inFlight
+    return status
   } catch (err) {
     stream.abort(err as Error)
     throw err

@@ -1,4 +1,5 @@
 import type { PeerId } from '@libp2p/interface'
+import type { ScaleOutResult } from './autoscaler.ts'
 
 /**
  * Why an instance is asked for: none is usable, the best is above the soft limit, or the
@@ -21,6 +22,11 @@ export interface AllocationRequest {
  */
 export interface Allocator {
   allocate(request: AllocationRequest): Promise<PeerId | undefined>
+  /**
+   * Scale-out: one more instance of `service`, unless the allocators are starting one
+   * already or run `maxInstances` of it (see Autoscaler). Absent: no scaling.
+   */
+  scaleOut?(service: string, maxInstances: number, signal: AbortSignal): Promise<ScaleOutResult>
   /** Background work (e.g. looking up allocators) begins; called with the proxy's start. */
   start?(): void
   stop?(): Promise<void> | void

@@ -138,6 +138,9 @@ export const ACTIVE_SERVICE_MS = 60_000
 export const SERVICE_EXPIRY_MS = 10 * 60_000
 /** An instance that failed this many probes in a row is forgotten (until rediscovered). */
 export const INSTANCE_FORGET_AFTER_FAILURES = 10
+/** An instance an allocator handed out is not forgotten for failed probes before this: the
+ * allocator's own start timeout (30 s), the longest its first connection may plausibly take. */
+export const ADOPTED_INSTANCE_GRACE_MS = 30_000
 /** Instances of one service tracked at once: bounds probing work per service. */
 export const MAX_INSTANCES_PER_SERVICE = 32
 
@@ -147,11 +150,20 @@ export const MAX_INSTANCES_PER_SERVICE = 32
  * slowing instance loses traffic within a few requests. */
 export const LATENCY_EWMA_GAIN = 0.25
 /**
- * How fast what requests taught about an instance fades back to its probe RTT (time
- * constant): an instance not used for a while is tried again, so a recovered one wins
- * back its traffic within seconds, yet a slow one is retried only every several seconds.
+ * Time constant of the request-latency peak-EWMA: how fast a latency below the current
+ * estimate pulls it down, and how fast what requests taught fades back to the probe RTT
+ * (so an instance not used for a while is tried again). 10 s is Finagle's and Linkerd's
+ * peak-EWMA decay: a spike counts at once, and the instance earns its traffic back over
+ * ~10 s rather than on one lucky answer.
  */
-export const OBSERVATION_DECAY_MS = 5_000
+export const OBSERVATION_DECAY_MS = 10_000
+/**
+ * ...and the least a latency below the estimate moves it, per sample. With the time
+ * constant alone, an instance answering hundreds of requests a second is judged by the
+ * worst answer of its last seconds (on a busy host, 2× its median), which hides a 10×
+ * difference in service time; 1/16 makes a spike fade within a few dozen answers.
+ */
+export const PEAK_SAMPLE_GAIN = 1 / 16
 /** Latency added per recent error (decaying like observations): one error outweighs any
  * real latency difference, so a fast-failing instance does not win. */
 export const ERROR_PENALTY_MS = 1_000
@@ -237,6 +249,22 @@ export const ALLOCATOR_LOOKUP_TIMEOUT_MS = 5_000
 export const ALLOCATOR_REFRESH_MS = 30_000
 /** ...or, when none was found, before the next allocation after this. */
 export const ALLOCATOR_NEGATIVE_CACHE_MS = 1_000
+
+// ---------------------------------------------------------------- scaling
+
+/** How often each service in use is looked at for a scale-out (and "at once" means). */
+export const SCALE_TICK_MS = 500
+/**
+ * Load per instance above the record's concurrency, on average over this window, asks for
+ * another instance (twice the target asks at once). Knative's stable window is 60 s for
+ * instances that take seconds to start; ours start in about one, so 3 s.
+ */
+export const SCALE_OUT_WINDOW_MS = 3_000
+/** After a scale-out ended, the next waits this long: the new instance takes its share of
+ * the requests first (selection moves them within a few answers). */
+export const SCALE_OUT_COOLDOWN_MS = 1_000
+/** What an instance reported about its load counts this long (probes come every second). */
+export const REPORTED_LOAD_MAX_AGE_MS = 3_000
 
 // ---------------------------------------------------------------- requirements from the registry
 

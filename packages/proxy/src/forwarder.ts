@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Libp2p, Logger } from '@libp2p/interface'
 import { type Allocator, noAllocator } from './allocator.ts'
+import { Autoscaler } from './autoscaler.ts'
 import { DEFAULT_UPSTREAM_TIMEOUT_MS, MAX_ATTEMPTS } from './constants.ts'
 import { ProxyError, sendError } from './errors.ts'
 import { gatewayRequestHeaders } from './http-headers.ts'
@@ -58,6 +59,7 @@ export class Forwarder {
   private readonly onDemand: OnDemand
   private readonly upstreamTimeoutMs: number
   private readonly libp2p?: Libp2p
+  private readonly autoscaler: Autoscaler
 
   constructor(init: ForwarderInit) {
     this.libp2p = init.libp2p
@@ -74,12 +76,26 @@ export class Forwarder {
       waitTimeoutMs: init.allocationTimeoutMs,
     })
     this.upstreamTimeoutMs = init.upstreamTimeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS
+    this.autoscaler = new Autoscaler({
+      registry: init.registry,
+      allocator: init.allocator ?? noAllocator,
+      requirementsSource: this.requirementsSource,
+      metrics: init.metrics,
+      log: init.log,
+      waiting: (service) => this.onDemand.waitingFor(service),
+    })
+  }
+
+  /** Scaling starts watching the load of the services in use. */
+  start(): void {
+    this.autoscaler.start()
   }
 
   /** Requests waiting for an instance being started fail (ERR_SHUTTING_DOWN); requests
    * already forwarded go on. */
   stop(): void {
     this.onDemand.stop()
+    void this.autoscaler.stop()
   }
 
   async forward(
@@ -104,7 +120,14 @@ export class Forwarder {
     for (let attempt = 1; ; attempt++) {
       // A client gone meanwhile is not forwarded (its 'close' already fired).
       if (res.destroyed) return
-      const outcome = await this.attempt(inst, method, head, body, bodyFraming, res, upgrade)
+      // Counted in the instance's load from now until the attempt ends (see selector.ts).
+      inst.begin()
+      let outcome: Outcome
+      try {
+        outcome = await this.attempt(inst, method, head, body, bodyFraming, res, upgrade)
+      } finally {
+        inst.end()
+      }
       if (outcome.kind === 'relayed') return
       // A warm stream the service had just closed: the request goes again on a new stream
       // of the same instance when its method allows (nothing says the service saw it).
@@ -177,7 +200,9 @@ export class Forwarder {
       if (entry.everFound || entry.instances.size > 0) throw new ProxyError('ERR_NO_INSTANCE')
       throw new ProxyError('ERR_UNKNOWN_SERVICE', service)
     }
-    if (exclude.size === 0 && entry.preferred !== best.id) {
+    // The choice at no load (the nearest/fastest): under load it moves with every request.
+    const unloaded = ranking.ranked.every((i) => i.inFlight === 0)
+    if (exclude.size === 0 && unloaded && entry.preferred !== best.id) {
       if (entry.preferred != null) this.metrics.instanceChanges.inc({ service })
       this.log('service %s: now preferring instance %s', service, best.id)
       entry.preferred = best.id

@@ -3,6 +3,7 @@ import { discoveryKey, probeRtt, queryStatus } from '@mtc/p2pnode'
 import { iterateUntil, raceSignal } from './abort.ts'
 import {
   ACTIVE_SERVICE_MS,
+  ADOPTED_INSTANCE_GRACE_MS,
   DISCOVERY_TIMEOUT_MS,
   FIRST_PROBE_ATTEMPTS,
   FIRST_PROBE_TIMEOUT_MS,
@@ -33,6 +34,10 @@ export class Instance implements Candidate {
   ready = false
   /** Probes failed in a row. */
   failures = 0
+  /** When an allocator handed it out (undefined: found in the DHT). */
+  adoptedAt?: number
+  /** Requests in flight the instance reported in its last status (every proxy's), and when. */
+  reported?: { inFlight: number; at: number }
   probing?: Promise<void>
 
   constructor(peer: PeerId, agent: MeshAgent) {
@@ -43,6 +48,21 @@ export class Instance implements Candidate {
 
   get usable(): boolean {
     return this.up && this.ready
+  }
+
+  /** An attempt of this proxy on the instance starts (counted in its load)... */
+  begin(): void {
+    this.stats.begin()
+  }
+
+  /** ...and ends. */
+  end(): void {
+    this.stats.end()
+  }
+
+  /** Attempts of this proxy on the instance now. */
+  get inFlight(): number {
+    return this.stats.inFlight
   }
 }
 
@@ -156,8 +176,15 @@ export class InstanceRegistry {
     e.everFound = true
     e.lastUsed = performance.now()
     const inst = e.instances.get(peer.toString()) ?? this.add(e, peer)
+    inst.adoptedAt ??= performance.now()
     await this.probe(e, inst)
     return inst
+  }
+
+  /** The services used within ACTIVE_SERVICE_MS (those probed in the background). */
+  *activeServices(): Iterable<ServiceEntry> {
+    const now = performance.now()
+    for (const e of this.services.values()) if (now - e.lastUsed <= ACTIVE_SERVICE_MS) yield e
   }
 
   /** A request to `inst` failed at the connection level: probe it again now. */
@@ -253,7 +280,10 @@ export class InstanceRegistry {
       return
     }
     for (let i = 0; i < FIRST_PROBE_ATTEMPTS && !this.controller.signal.aborted; i++) {
-      if (await this.runProbe(e, inst, FIRST_PROBE_TIMEOUT_MS)) return
+      // The last one gets the full timeout: a first connection that takes longer than the
+      // short one (a loaded host, a far link) would otherwise be cut again and again.
+      const last = i === FIRST_PROBE_ATTEMPTS - 1
+      if (await this.runProbe(e, inst, last ? PROBE_TIMEOUT_MS : FIRST_PROBE_TIMEOUT_MS)) return
       if (!e.instances.has(inst.id)) return
     }
   }
@@ -280,6 +310,8 @@ export class InstanceRegistry {
       inst.everUp = true
       inst.ready = status.ready
       inst.failures = 0
+      if (status.inFlight != null)
+        inst.reported = { inFlight: status.inFlight, at: performance.now() }
       if (inst.usable && !wasUsable) {
         this.log(
           'service %s: instance %s usable, rtt %s ms',
@@ -298,7 +330,13 @@ export class InstanceRegistry {
         this.log('service %s: instance %s down: %s', e.name, inst.id, (err as Error).message)
       inst.up = false
       inst.failures++
-      if (inst.failures >= INSTANCE_FORGET_AFTER_FAILURES) {
+      // An instance an allocator just handed out is alive (the allocator saw it ready):
+      // not forgotten while this proxy's first connection to it is still being made.
+      const fresh =
+        inst.adoptedAt != null &&
+        !inst.everUp &&
+        performance.now() - inst.adoptedAt < ADOPTED_INSTANCE_GRACE_MS
+      if (inst.failures >= INSTANCE_FORGET_AFTER_FAILURES && !fresh) {
         this.forget(e, inst, `${inst.failures} probes failed`)
       }
       return false
@@ -325,7 +363,13 @@ export class InstanceRegistry {
     for (const e of this.services.values()) {
       for (const i of e.instances.values()) {
         if (i.stats.rttMs != null) {
-          out.push({ service: e.name, instance: i.id, seconds: i.stats.rttMs / 1000 })
+          out.push({
+            service: e.name,
+            instance: i.id,
+            seconds: i.stats.rttMs / 1000,
+            inFlight: i.inFlight,
+            expectedSeconds: i.stats.score() / 1000,
+          })
         }
       }
     }

@@ -6,6 +6,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { raceSignal } from './abort.ts'
 import type { AllocationRequest, Allocator } from './allocator.ts'
 import { AllocatorDirectory } from './allocator-directory.ts'
+import type { ScaleOutResult } from './autoscaler.ts'
 import {
   ALLOCATOR_PROBE_TIMEOUT_MS,
   MAX_ALLOCATION_ATTEMPTS,
@@ -23,6 +24,8 @@ interface Answering {
   peer: PeerId
   rttMs: number
   free: number
+  /** Instances running and starting there, per service. */
+  services: Record<string, { running: number; starting: number }>
 }
 
 /** The multiaddr protocol code of `/p2p/<peerId>`. */
@@ -95,11 +98,60 @@ export class MeshAllocator implements Allocator {
     throw new ProxyError('ERR_ALLOCATION_FAILED', lastError?.message)
   }
 
+  /**
+   * One more instance of `service` on the nearest allocator with room (which may run one
+   * already) — unless what the allocators report says another proxy is starting one now,
+   * or they run `maxInstances` of it: scale-outs decided by many proxies at once do not
+   * add up (the allocators' counts are the mesh-wide view no proxy has by itself).
+   */
+  async scaleOut(
+    service: string,
+    maxInstances: number,
+    signal: AbortSignal,
+  ): Promise<ScaleOutResult> {
+    const known = await this.directory.list(signal)
+    const answering = await this.probeAll(known, signal)
+    let running = 0
+    let starting = 0
+    for (const a of answering) {
+      const c = a.services[service]
+      running += Number(c?.running) || 0
+      starting += Number(c?.starting) || 0
+    }
+    if (starting > 0) return { skipped: 'starting' }
+    if (running >= maxInstances) return { skipped: 'at-max' }
+    const withRoom = answering.filter((a) => a.free > 0)
+    if (withRoom.length === 0) {
+      throw new ProxyError('ERR_NO_CAPACITY', `${answering.length} allocator(s) answered, all full`)
+    }
+    let lastError: Error | undefined
+    for (const a of withRoom.slice(0, MAX_ALLOCATION_ATTEMPTS)) {
+      try {
+        return { peer: await this.request(a, service, signal, true) }
+      } catch (err) {
+        if (signal.aborted) throw err
+        this.log('allocator %p: scale-out of %s: %s', a.peer, service, (err as Error).message)
+        lastError = err as Error
+      }
+    }
+    const code = lastError instanceof RemoteError ? lastError.code : undefined
+    throw new ProxyError(
+      code === 'ERR_NO_CAPACITY' ? 'ERR_NO_CAPACITY' : 'ERR_ALLOCATION_FAILED',
+      lastError?.message,
+    )
+  }
+
   /** Asks one allocator; puts the instance's addresses in the peer store. */
-  private async request(a: Answering, service: string, signal: AbortSignal): Promise<PeerId> {
+  private async request(
+    a: Answering,
+    service: string,
+    signal: AbortSignal,
+    scaleOut = false,
+  ): Promise<PeerId> {
     const started = performance.now()
     const instance = await raceSignal(
       requestAllocation(this.libp2p, a.peer, service, {
+        scaleOut,
         // The allocator package's own bound, on the whole exchange.
         signal: AbortSignal.any([signal, AbortSignal.timeout(ALLOCATION_TIMEOUT_MS)]),
       }),
@@ -135,7 +187,9 @@ export class MeshAllocator implements Allocator {
         signal,
       )
       const free = status.maxInstances - status.running - status.starting
-      return { peer, rttMs: rtt * 1000, free: Number.isFinite(free) ? free : 0 }
+      const services =
+        typeof status.services === 'object' && status.services != null ? status.services : {}
+      return { peer, rttMs: rtt * 1000, free: Number.isFinite(free) ? free : 0, services }
     } catch (err) {
       this.log.trace('allocator %p does not answer: %s', peer, (err as Error).message)
       return undefined

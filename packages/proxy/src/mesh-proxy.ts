@@ -92,6 +92,7 @@ export class MeshProxy {
     if (this.started) return
     this.started = true
     this.instances.start()
+    this.forwarder.start()
     this.allocator?.start?.()
     this.requirementsSource?.start?.()
     try {

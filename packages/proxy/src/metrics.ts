@@ -26,6 +26,10 @@ export interface RttSample {
   service: string
   instance: string
   seconds: number
+  /** This proxy's requests on the instance now. */
+  inFlight: number
+  /** Expected latency of the next request (what selection weighs by load). */
+  expectedSeconds: number
 }
 
 /** The proxy's own Prometheus metrics (the libp2p stack's come from p2pnode). */
@@ -40,6 +44,9 @@ export class ProxyMetrics {
   readonly allocationDuration: Histogram<'service'>
   readonly waiting: Gauge
   readonly registryReads: Counter<'result'>
+  readonly scaleOuts: Counter<'service' | 'trigger' | 'result'>
+  private scalingSource: () => Array<{ service: string; instances: number; perInstance: number }> =
+    () => []
   private rttSource: () => RttSample[] = () => []
   private gatewaySource?: () => { inFlight: number }
   private endpointSource?: () => EndpointCounts
@@ -133,6 +140,32 @@ export class ProxyMetrics {
       labelNames: ['result'],
       registers,
     })
+    this.scaleOuts = new Counter({
+      name: 'mtc_proxy_scale_outs_total',
+      help: 'Scale-outs this proxy decided, by service, trigger (panic: above twice the concurrency target; sustained: above it over the window) and result (ok, starting: another was starting one, at-max, or the error code)',
+      labelNames: ['service', 'trigger', 'result'],
+      registers,
+    })
+    const instances: Gauge<'service'> = new Gauge({
+      name: 'mtc_proxy_service_instances',
+      help: 'Usable instances of each service in use, as this proxy sees them',
+      labelNames: ['service'],
+      registers,
+      collect: () => {
+        instances.reset()
+        for (const s of this.scalingSource()) instances.set({ service: s.service }, s.instances)
+      },
+    })
+    const perInstance: Gauge<'service'> = new Gauge({
+      name: 'mtc_proxy_service_load_per_instance',
+      help: 'Requests in flight per usable instance of each service in use (what scale-out compares with the concurrency target)',
+      labelNames: ['service'],
+      registers,
+      collect: () => {
+        perInstance.reset()
+        for (const s of this.scalingSource()) perInstance.set({ service: s.service }, s.perInstance)
+      },
+    })
     const rtt: Gauge<'service' | 'instance'> = new Gauge({
       name: 'mtc_proxy_upstream_rtt_seconds',
       help: 'Smoothed round-trip time to each known instance (libp2p ping, EWMA)',
@@ -142,6 +175,28 @@ export class ProxyMetrics {
         rtt.reset()
         for (const s of this.rttSource())
           rtt.set({ service: s.service, instance: s.instance }, s.seconds)
+      },
+    })
+    const upstreamInFlight: Gauge<'service' | 'instance'> = new Gauge({
+      name: 'mtc_proxy_upstream_requests_in_flight',
+      help: "This proxy's requests in flight on each known instance (selection's load)",
+      labelNames: ['service', 'instance'],
+      registers,
+      collect: () => {
+        upstreamInFlight.reset()
+        for (const s of this.rttSource())
+          upstreamInFlight.set({ service: s.service, instance: s.instance }, s.inFlight)
+      },
+    })
+    const expected: Gauge<'service' | 'instance'> = new Gauge({
+      name: 'mtc_proxy_upstream_latency_seconds',
+      help: 'Expected latency of the next request to each known instance (peak-EWMA of request latency, error penalty included)',
+      labelNames: ['service', 'instance'],
+      registers,
+      collect: () => {
+        expected.reset()
+        for (const s of this.rttSource())
+          expected.set({ service: s.service, instance: s.instance }, s.expectedSeconds)
       },
     })
     const inFlight: Gauge = new Gauge({
@@ -205,6 +260,12 @@ export class ProxyMetrics {
 
   setEndpointSource(source: () => EndpointCounts): void {
     this.endpointSource = source
+  }
+
+  setScalingSource(
+    source: () => Array<{ service: string; instances: number; perInstance: number }>,
+  ): void {
+    this.scalingSource = source
   }
 
   setRttSource(source: () => RttSample[]): void {

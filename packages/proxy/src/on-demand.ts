@@ -66,6 +66,11 @@ export class OnDemand {
     this.waitTimeoutMs = init.waitTimeoutMs ?? DEFAULT_ALLOCATION_TIMEOUT_MS
   }
 
+  /** Requests of `service` waiting for an instance now. */
+  waitingFor(service: string): number {
+    return this.waiting.get(service) ?? 0
+  }
+
   /** Aborts the allocations in flight; waiting requests get ERR_SHUTTING_DOWN. */
   stop(): void {
     this.controller.abort()

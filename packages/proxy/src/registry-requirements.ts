@@ -1,5 +1,10 @@
 import type { Libp2p, Logger } from '@libp2p/interface'
-import { RecordCache, type RegistryAnswer, type ServiceRecord } from '@mtc/hash-lookup/client'
+import {
+  RecordCache,
+  type RegistryAnswer,
+  type ServiceRecord,
+  scalingOf,
+} from '@mtc/hash-lookup/client'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { raceSignal } from './abort.ts'
 import {
@@ -119,5 +124,9 @@ function requirementsOf(record: ServiceRecord): Requirements {
   const perf = record.perf ?? {}
   const positive = (v: unknown): number | undefined =>
     typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : undefined
-  return { softRttMs: positive(perf.softRttMs), hardRttMs: positive(perf.hardRttMs) }
+  return {
+    softRttMs: positive(perf.softRttMs),
+    hardRttMs: positive(perf.hardRttMs),
+    scaling: scalingOf(record),
+  }
 }

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises'
+import type { ScalingSettings } from '@mtc/hash-lookup/client'
 import { UsageError } from '@mtc/p2pnode'
 
 /**
@@ -9,6 +10,8 @@ import { UsageError } from '@mtc/p2pnode'
 export interface Requirements {
   softRttMs?: number
   hardRttMs?: number
+  /** The record's scaling settings (none: the registry's defaults, see Autoscaler). */
+  scaling?: ScalingSettings
 }
 
 /**
@@ -94,5 +97,6 @@ export function mergeRequirements(defaults: Requirements, override?: Requirement
   return {
     softRttMs: override?.softRttMs ?? defaults.softRttMs,
     hardRttMs: override?.hardRttMs ?? defaults.hardRttMs,
+    scaling: override?.scaling ?? defaults.scaling,
   }
 }

@@ -1,18 +1,28 @@
-import { ERROR_PENALTY_MS, LATENCY_EWMA_GAIN, OBSERVATION_DECAY_MS } from './constants.ts'
+import {
+  ERROR_PENALTY_MS,
+  LATENCY_EWMA_GAIN,
+  OBSERVATION_DECAY_MS,
+  PEAK_SAMPLE_GAIN,
+} from './constants.ts'
 import type { Requirements } from './requirements.ts'
 
 /**
- * What this proxy knows about the latency of one instance:
+ * What this proxy knows about the latency and load of one instance:
  * - `rttMs`: EWMA of background ping RTTs (the network distance; the requirements'
  *   soft and hard limits apply to it);
- * - observed request latency (request sent → response head), EWMA, which includes the
- *   service's own time. What requests taught fades back towards the RTT with time
- *   constant OBSERVATION_DECAY_MS, so an instance not used lately is tried again;
+ * - observed request latency (request sent → response head), which includes the
+ *   service's own time, as a peak-EWMA (Finagle's, as Linkerd uses it): a sample above
+ *   the current value counts at once, one below pulls it down with a time-based weight of
+ *   time constant OBSERVATION_DECAY_MS. With no sample for a while it fades back towards
+ *   the RTT the same way, so an instance not used lately is tried again;
  * - errors: each adds ERROR_PENALTY_MS, fading the same way, so a fast-failing instance
- *   does not look attractive.
+ *   does not look attractive;
+ * - `inFlight`: requests this proxy has on the instance now (begin/end around each attempt).
  */
 export class LatencyStats {
   rttMs: number | undefined
+  /** Attempts of this proxy on the instance that have not ended. */
+  inFlight = 0
   private observedMs: number | undefined
   private observedAt = 0
   private errors = 0
@@ -23,8 +33,18 @@ export class LatencyStats {
   }
 
   recordLatency(ms: number, now = performance.now()): void {
-    const current = this.observed(now)
-    this.observedMs = current == null ? ms : current + LATENCY_EWMA_GAIN * (ms - current)
+    const current = this.observedMs
+    if (current == null || ms >= current) {
+      this.observedMs = ms
+    } else {
+      // Time-based weight (τ = 10 s), but each sample moves it at least by PEAK_SAMPLE_GAIN:
+      // under heavy traffic it follows the typical latency, not the worst of the last seconds.
+      const keep = Math.min(
+        Math.exp(-(now - this.observedAt) / OBSERVATION_DECAY_MS),
+        1 - PEAK_SAMPLE_GAIN,
+      )
+      this.observedMs = ms + (current - ms) * keep
+    }
     this.observedAt = now
   }
 
@@ -33,11 +53,37 @@ export class LatencyStats {
     this.errorAt = now
   }
 
+  /** An attempt on the instance starts... */
+  begin(): void {
+    this.inFlight++
+  }
+
+  /** ...and ends (answered, failed or cut). */
+  end(): void {
+    if (this.inFlight > 0) this.inFlight--
+  }
+
   /** Expected latency of the next request in ms, penalty included (lower is better). */
   score(now = performance.now()): number {
     const rtt = this.rttMs ?? 0
     const observed = this.observed(now) ?? rtt
     return Math.max(rtt, observed) + ERROR_PENALTY_MS * this.errorWeight(now)
+  }
+
+  /** Whether a request taught anything yet (or it faded out entirely). */
+  measured(now = performance.now()): boolean {
+    return this.observed(now) != null
+  }
+
+  /**
+   * What sending one more request here costs: expected latency × (in flight + 1). An
+   * instance that no request measured yet takes one request at a time (Linkerd's rule): its
+   * RTT alone would make it look fastest, and a new instance must not be flooded before
+   * its first answer says what it is worth.
+   */
+  cost(now = performance.now()): number {
+    if (this.inFlight > 0 && !this.measured(now)) return Number.POSITIVE_INFINITY
+    return this.score(now) * (this.inFlight + 1)
   }
 
   private observed(now: number): number | undefined {
@@ -68,7 +114,13 @@ export interface Ranking<C extends Candidate> {
   aboveSoft: boolean
 }
 
-/** Orders usable instances by expected latency; drops those above the hard RTT limit. */
+/**
+ * Orders usable instances by cost (expected latency × (requests in flight + 1), see
+ * LatencyStats.cost), cheapest first: a full scan, as a service has a few instances. At
+ * low load the nearest gets every request; under load requests spill to the next ones in
+ * proportion to their speed. Drops instances above the hard RTT limit. Ties keep the
+ * candidates' order.
+ */
 export function rank<C extends Candidate>(
   candidates: Iterable<C>,
   requirements: Requirements,
@@ -83,14 +135,12 @@ export function rank<C extends Candidate>(
       tooFar++
       continue
     }
-    scored.push({ c, score: c.stats.score(now) })
+    scored.push({ c, score: c.stats.cost(now) })
   }
-  scored.sort((x, y) => x.score - y.score)
-  const best = scored[0]?.c
+  scored.sort((x, y) => (x.score === y.score ? 0 : x.score < y.score ? -1 : 1))
+  // Distance, not load: the nearest usable one is above the soft limit.
+  const nearest = Math.min(...scored.map((s) => s.c.stats.rttMs ?? 0))
   const aboveSoft =
-    best != null &&
-    requirements.softRttMs != null &&
-    best.stats.rttMs != null &&
-    best.stats.rttMs > requirements.softRttMs
+    scored.length > 0 && requirements.softRttMs != null && nearest > requirements.softRttMs
   return { ranked: scored.map((s) => s.c), tooFar, aboveSoft }
 }

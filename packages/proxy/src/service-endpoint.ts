@@ -74,14 +74,33 @@ export class ServiceEndpoint {
     this.checkReady = init.checkReady ?? checkServiceReady
   }
 
+  /**
+   * Streams with an exchange open, as far as a byte relay can tell: a request sent and not
+   * yet answered, or an answer still flowing (bytes within STOP_QUIET_MS) — the service's
+   * load, for the gateways' autoscalers and the allocator's reaper.
+   */
+  private exchangesOpen(now: number): number {
+    let n = 0
+    for (const s of this.open)
+      if (s.lastDirection === 'in' || now - s.lastByteAt < STOP_QUIET_MS) n++
+    return n
+  }
+
   /** Streams relayed now, and what went through them so far. */
   relayCounts(): EndpointCounts {
     return { ...this.counts, streamsOpen: this.open.size }
   }
 
   status(): InstanceStatus {
-    const idle = (performance.now() - this.lastActive) / 1000
-    return { service: this.init.service, idleSeconds: Math.floor(idle), ready: this.ready }
+    const now = performance.now()
+    const inFlight = this.exchangesOpen(now)
+    const idle = inFlight > 0 ? 0 : (now - this.lastActive) / 1000
+    return {
+      service: this.init.service,
+      idleSeconds: Math.floor(idle),
+      ready: this.ready,
+      inFlight,
+    }
   }
 
   async start(): Promise<void> {

@@ -61,6 +61,9 @@ export class FakeAllocator {
   private readonly released = Promise.withResolvers<void>()
   private seq = 0
   private running = 0
+  /** Per service, as the real allocator's status reports them. */
+  private readonly runningBy = new Map<string, number>()
+  private readonly startingBy = new Map<string, number>()
 
   constructor(mesh: Mesh, name: string, behaviour: (service: string) => Behaviour) {
     this.mesh = mesh
@@ -93,7 +96,17 @@ export class FakeAllocator {
     const { libp2p } = this.node
     await handleRpc(libp2p, ALLOCATOR_STATUS_PROTOCOL, async (rpc) => {
       await rpc.readJson()
-      const status: AllocatorStatusReply = { running: this.running, maxInstances: 10, starting: 0 }
+      const status: AllocatorStatusReply = {
+        running: this.running,
+        maxInstances: 10,
+        starting: [...this.startingBy.values()].reduce((a, b) => a + b, 0),
+        services: Object.fromEntries(
+          [...new Set([...this.runningBy.keys(), ...this.startingBy.keys()])].map((s) => [
+            s,
+            { running: this.runningBy.get(s) ?? 0, starting: this.startingBy.get(s) ?? 0 },
+          ]),
+        ),
+      }
       await rpc.writeJson({ ok: true, ...status })
     })
     await handleRpc(libp2p, ALLOCATE_PROTOCOL, async (rpc) => {
@@ -109,7 +122,11 @@ export class FakeAllocator {
         await rpc.writeJson({ ok: true, instance: b.instance })
         return
       }
-      const instance = await this.startInstance(service)
+      this.startingBy.set(service, (this.startingBy.get(service) ?? 0) + 1)
+      const instance = await this.startInstance(service).finally(() =>
+        this.startingBy.set(service, (this.startingBy.get(service) ?? 1) - 1),
+      )
+      this.runningBy.set(service, (this.runningBy.get(service) ?? 0) + 1)
       await rpc.writeJson({ ok: true, instance })
     })
     this.announcer = new Announcer(libp2p, libp2p.logger.forComponent('test:fake-allocator'))

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
-import type { ServiceRecord } from '@mtc/hash-lookup'
+import { type ServiceRecord, scalingOf } from '@mtc/hash-lookup'
 import { loadOrCreateKey } from '@mtc/p2pnode'
 import { multiaddr } from '@multiformats/multiaddr'
 import {
@@ -31,7 +31,10 @@ import type { ContainerInfo, ContainerRuntime } from './runtime.ts'
 
 /** What a running instance's proxy says about itself. */
 export interface InstanceProbe {
-  status(peer: PeerId, signal: AbortSignal): Promise<{ ready: boolean; idleSeconds: number }>
+  status(
+    peer: PeerId,
+    signal: AbortSignal,
+  ): Promise<{ ready: boolean; idleSeconds: number; inFlight?: number }>
 }
 
 export interface Instance {
@@ -50,6 +53,8 @@ export interface InstanceManagerComponents {
   probe: InstanceProbe
   libp2p: Libp2p
   metrics: AllocatorMetrics
+  /** Whether an idle instance of the service may be stopped (min instances); default yes. */
+  mayReap?: (service: string, signal: AbortSignal) => Promise<boolean>
   /** The registry record of a service (throws the registry's typed errors). */
   lookup: (service: string, signal: AbortSignal) => Promise<ServiceRecord>
   log: Logger
@@ -101,18 +106,52 @@ export class InstanceManager {
     return this.starting.size
   }
 
-  /** An instance of `service`: a ready one of this host, the start in flight, or a new one. */
-  async allocate(service: string, signal: AbortSignal): Promise<AllocatedInstance> {
+  /** Per service: instances running and starting on this host. */
+  serviceCounts(): Record<string, { running: number; starting: number }> {
+    const out: Record<string, { running: number; starting: number }> = {}
+    const of = (s: string) => {
+      out[s] ??= { running: 0, starting: 0 }
+      return out[s]
+    }
+    for (const i of this.running.values()) of(i.service).running++
+    for (const s of this.starting.keys()) of(s).starting++
+    return out
+  }
+
+  /**
+   * An instance of `service`: a ready one of this host, the start in flight, or a new one.
+   * With `scaleOut`, a new one even if this host runs some (a start in flight is still
+   * shared), as long as this host runs fewer than the record's maxInstances of it.
+   */
+  async allocate(
+    service: string,
+    signal: AbortSignal,
+    scaleOut = false,
+  ): Promise<AllocatedInstance> {
     // An exit can be reported after the instance's clients noticed it (and asked for a
     // new one): the container is checked before it is handed out (when Docker does not
     // answer, it is handed out as before). Each round retires one.
-    for (let existing = this.find(service); existing != null; existing = this.find(service)) {
+    for (
+      let existing = scaleOut ? undefined : this.find(service);
+      existing != null;
+      existing = this.find(service)
+    ) {
       const id = existing.containerId
       if (await this.c.runtime.isRunning(id).catch(() => true)) return describe(existing, false)
       await this.retire(existing, 'exited')
     }
     const inFlight = this.starting.get(service)
     if (inFlight != null) return describe(await inFlight, false)
+    if (scaleOut) {
+      const { maxInstances } = scalingOf(await this.c.lookup(service, signal))
+      const here = this.serviceCounts()[service]?.running ?? 0
+      if (here >= maxInstances) {
+        throw new AllocationError(
+          'ERR_NO_CAPACITY',
+          `this host runs ${here} instances of ${service}, its --max-instances`,
+        )
+      }
+    }
     if (this.running.size + this.starting.size >= this.init.maxInstances) {
       throw new AllocationError(
         'ERR_NO_CAPACITY',
@@ -308,7 +347,16 @@ export class InstanceManager {
         continue
       }
       const status = await this.c.probe.status(instance.peerId, signal).catch(() => undefined)
-      if (status != null && status.idleSeconds * 1000 > this.init.idleTimeoutMs) {
+      // Requests in flight: not idle, whatever the clock says.
+      if (
+        status != null &&
+        (status.inFlight ?? 0) === 0 &&
+        status.idleSeconds * 1000 > this.init.idleTimeoutMs
+      ) {
+        if (this.c.mayReap != null && !(await this.c.mayReap(instance.service, signal))) {
+          this.c.metrics.keptIdle.inc()
+          continue
+        }
         this.c.log(
           'instance %s of %s idle for %d s; stopping',
           instance.name,

@@ -31,6 +31,7 @@ import {
 import { ImageProvider } from './image-provider.ts'
 import { InstanceManager } from './instances.ts'
 import { AllocatorMetrics } from './metrics.ts'
+import { MinInstancesKeeper } from './min-instances.ts'
 import { loadOrCreateOwnerId } from './owner-id.ts'
 import { PortPool } from './port-pool.ts'
 import { RegistryAccess } from './registry.ts'
@@ -198,6 +199,7 @@ export const ALLOCATOR: DaemonSpec = {
       running: () => manager?.runningCount ?? 0,
       starting: () => manager?.startingCount ?? 0,
       cacheBytes: () => dirBytes(join(dataDir, 'blobs', 'sha256')),
+      services: () => manager?.serviceCounts() ?? {},
     })
     const mesh = await MeshDaemon.start(ctx, { role: 'allocator', registry })
     const libp2p = mesh.node.libp2p
@@ -227,6 +229,7 @@ export const ALLOCATOR: DaemonSpec = {
         libp2p,
         metrics,
         lookup: (service, signal) => registryAccess.get(service, signal),
+        mayReap: (service, signal) => keeper?.mayReap(service, signal) ?? Promise.resolve(true),
         log: ctx.log,
       },
       {
@@ -244,6 +247,14 @@ export const ALLOCATOR: DaemonSpec = {
         startTimeoutMs,
       },
     )
+    const keeper = new MinInstancesKeeper({
+      libp2p,
+      manager,
+      metrics,
+      registryPeer: (signal) => registryAccess.peer(signal),
+      lookup: (service, signal) => registryAccess.get(service, signal),
+      log: ctx.logger.forComponent('mtc:allocator:min-instances'),
+    })
     const reaper = new AbortController()
     // Before adopting: an instance that dies meanwhile is noticed either way.
     const watching = manager.watch(reaper.signal)
@@ -266,6 +277,7 @@ export const ALLOCATOR: DaemonSpec = {
       }
     }
     const reaping = reap()
+    const keeping = keeper.run(reaper.signal)
     ctx.log(
       'allocating on %s, ports %d-%d, at most %d instances',
       hostIp,
@@ -282,6 +294,7 @@ export const ALLOCATOR: DaemonSpec = {
         await registryAccess.stop()
         await mesh.stop()
         await reaping
+        await keeping
         await watching
       },
     }

@@ -5,10 +5,17 @@ export class AllocatorMetrics {
   readonly allocations: Counter<'outcome'>
   readonly phase: Histogram<'phase'>
   readonly reaped: Counter<'reason'>
+  readonly minInstanceStarts: Counter<'where'>
+  readonly keptIdle: Counter
 
   constructor(
     registry: Registry,
-    sources: { running: () => number; starting: () => number; cacheBytes: () => Promise<number> },
+    sources: {
+      running: () => number
+      starting: () => number
+      cacheBytes: () => Promise<number>
+      services?: () => Record<string, { running: number; starting: number }>
+    },
   ) {
     const registers = [registry]
     this.allocations = new Counter({
@@ -29,6 +36,30 @@ export class AllocatorMetrics {
       help: 'Instances stopped by the allocator, by reason (idle, exited)',
       labelNames: ['reason'],
       registers,
+    })
+    this.minInstanceStarts = new Counter({
+      name: 'mtc_allocator_min_instance_starts_total',
+      help: 'Instances started by this allocator as the min-instances leader, by where (here, other allocator, failed)',
+      labelNames: ['where'],
+      registers,
+    })
+    this.keptIdle = new Counter({
+      name: 'mtc_allocator_idle_kept_total',
+      help: 'Idle instances not stopped because their service would go below --min-instances (counted per reaping round)',
+      registers,
+    })
+    const perService: Gauge<'service' | 'state'> = new Gauge({
+      name: 'mtc_allocator_service_instances',
+      help: 'Instances this allocator runs or starts, per service and state (running, starting)',
+      labelNames: ['service', 'state'],
+      registers,
+      collect: () => {
+        perService.reset()
+        for (const [service, c] of Object.entries(sources.services?.() ?? {})) {
+          perService.set({ service, state: 'running' }, c.running)
+          perService.set({ service, state: 'starting' }, c.starting)
+        }
+      },
     })
     const running: Gauge = new Gauge({
       name: 'mtc_allocator_instances_running',

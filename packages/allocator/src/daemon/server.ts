@@ -44,9 +44,15 @@ export class AllocatorServer {
           `invalid service name ${JSON.stringify(service)}`,
         )
       }
-      this.log('allocation of %s asked by %p', service, conn.remotePeer)
+      this.log(
+        '%s of %s asked by %p',
+        req?.scaleOut === true ? 'scale-out' : 'allocation',
+        service,
+        conn.remotePeer,
+      )
       try {
-        const instance = await this.manager.allocate(service, this.controller.signal)
+        const scaleOut = req?.scaleOut === true
+        const instance = await this.manager.allocate(service, this.controller.signal, scaleOut)
         this.metrics.allocations.inc({ outcome: instance.started ? 'started' : 'reused' })
         await rpc.writeJson({ ok: true, instance })
       } catch (err) {
@@ -62,6 +68,7 @@ export class AllocatorServer {
         running: this.manager.runningCount,
         starting: this.manager.startingCount,
         maxInstances: this.maxInstances,
+        services: this.manager.serviceCounts(),
       }
       await rpc.writeJson({ ok: true, ...status })
     })
