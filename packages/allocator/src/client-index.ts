@@ -1,5 +1,5 @@
 /** What an allocation client needs, without the daemon's (dockerode): `@mtc/allocator/client`. */
-export { allocatorStatus, requestAllocation } from './client.ts'
+export { allocatorInstances, allocatorStatus, requestAllocation } from './client.ts'
 export {
   ALLOCATION_TIMEOUT_MS,
   LABEL_MANAGED_BY,

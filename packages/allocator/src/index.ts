@@ -1,4 +1,4 @@
-export { allocatorStatus, requestAllocation } from './client.ts'
+export { allocatorInstances, allocatorStatus, requestAllocation } from './client.ts'
 export * from './constants.ts'
 export { AllocationError, type AllocationErrorCode } from './errors.ts'
 export { ImageProvider } from './image-provider.ts'

@@ -157,6 +157,10 @@ export const PROVIDE_BACKOFF = { initialMs: 250, maxMs: 10_000, factor: 2 }
 export const READINESS_INTERVAL_MS = 1_000
 /** One readiness check (a TCP connect on the host). */
 export const READINESS_TIMEOUT_MS = 1_000
+/** Health checks (`--health-path`): default period, and failed checks in a row before an
+ * instance is not ready (so one slow answer does not take it out of service). */
+export const DEFAULT_HEALTH_INTERVAL_MS = 2_000
+export const DEFAULT_HEALTH_THRESHOLD = 3
 /** An idle connection to the local service is closed after this: below Node's (and
  * many frameworks') 5 s server keep-alive, so a connection the service is closing is not
  * reused. Services announcing `Keep-Alive: timeout=N` get N − 1 s instead. */

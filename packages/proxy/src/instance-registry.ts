@@ -31,6 +31,10 @@ export class Instance implements Candidate {
   everUp = false
   /** The instance's local service accepted connections at the last status query. */
   ready = false
+  /** The image the instance reported it runs (rolling updates prefer the record's). */
+  imageId?: string
+  /** Its allocator is stopping it: no new request goes to it. */
+  draining = false
   /** Probes failed in a row. */
   failures = 0
   probing?: Promise<void>
@@ -42,7 +46,7 @@ export class Instance implements Candidate {
   }
 
   get usable(): boolean {
-    return this.up && this.ready
+    return this.up && this.ready && !this.draining
   }
 }
 
@@ -158,6 +162,17 @@ export class InstanceRegistry {
     const inst = e.instances.get(peer.toString()) ?? this.add(e, peer)
     await this.probe(e, inst)
     return inst
+  }
+
+  /**
+   * The registry names `imageId` as the service's image and no instance known runs it (a
+   * rolling update began): look for new instances now rather than at the next refresh.
+   */
+  lookForImage(name: string, imageId: string): void {
+    const e = this.services.get(name)
+    if (e == null || e.lookup != null) return
+    for (const i of e.instances.values()) if (i.imageId === imageId) return
+    if (performance.now() - e.lastLookup > NEGATIVE_CACHE_MS) this.startLookup(e)
   }
 
   /** A request to `inst` failed at the connection level: probe it again now. */
@@ -279,6 +294,13 @@ export class InstanceRegistry {
       inst.up = true
       inst.everUp = true
       inst.ready = status.ready
+      inst.imageId = status.imageId
+      if (status.draining === true && !inst.draining) {
+        // Its replacement is (about to be) announced: find it before this one is gone.
+        this.log('service %s: instance %s drains', e.name, inst.id)
+        if (e.lookup == null) this.startLookup(e)
+      }
+      inst.draining = status.draining === true
       inst.failures = 0
       if (inst.usable && !wasUsable) {
         this.log(
@@ -306,6 +328,7 @@ export class InstanceRegistry {
   }
 
   private tick(): void {
+    this.countInstances()
     const now = performance.now()
     for (const e of this.services.values()) {
       const unused = now - e.lastUsed
@@ -317,6 +340,19 @@ export class InstanceRegistry {
       if (unused > ACTIVE_SERVICE_MS) continue
       for (const inst of e.instances.values()) void this.probe(e, inst)
       if (e.lookup == null && now - e.lastLookup > PROVIDER_REFRESH_MS) this.startLookup(e)
+    }
+  }
+
+  /** Instances known per service, image and state, for mtc_proxy_instances. */
+  private countInstances(): void {
+    const gauge = this.init.metrics.instancesByImage
+    gauge.reset()
+    for (const e of this.services.values()) {
+      for (const i of e.instances.values()) {
+        const state = i.draining ? 'draining' : i.usable ? 'usable' : 'down'
+        const image = (i.imageId ?? 'unknown').replace(/^sha256:/, '').slice(0, 12)
+        gauge.inc({ service: e.name, image, state })
+      }
     }
   }
 

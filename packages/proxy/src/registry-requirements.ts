@@ -119,5 +119,9 @@ function requirementsOf(record: ServiceRecord): Requirements {
   const perf = record.perf ?? {}
   const positive = (v: unknown): number | undefined =>
     typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : undefined
-  return { softRttMs: positive(perf.softRttMs), hardRttMs: positive(perf.hardRttMs) }
+  return {
+    softRttMs: positive(perf.softRttMs),
+    hardRttMs: positive(perf.hardRttMs),
+    imageId: typeof record.imageId === 'string' ? record.imageId : undefined,
+  }
 }

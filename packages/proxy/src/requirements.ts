@@ -9,6 +9,8 @@ import { UsageError } from '@mtc/p2pnode'
 export interface Requirements {
   softRttMs?: number
   hardRttMs?: number
+  /** The registry's current image of the service: its instances are preferred. */
+  imageId?: string
 }
 
 /**
@@ -94,5 +96,6 @@ export function mergeRequirements(defaults: Requirements, override?: Requirement
   return {
     softRttMs: override?.softRttMs ?? defaults.softRttMs,
     hardRttMs: override?.hardRttMs ?? defaults.hardRttMs,
+    imageId: override?.imageId,
   }
 }

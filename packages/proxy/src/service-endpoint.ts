@@ -3,8 +3,10 @@ import { connect, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Logger, Stream } from '@libp2p/interface'
 import {
+  answerDrain,
   answerStatus,
   Backoff,
+  DRAIN_PROTOCOL,
   http,
   type InstanceStatus,
   provide,
@@ -28,6 +30,7 @@ import {
   READINESS_TIMEOUT_MS,
 } from './constants.ts'
 import { ERROR_HEADER, ProxyError, sendError } from './errors.ts'
+import { HealthCheck, type HealthSettings } from './health-check.ts'
 import { endToEndHeaders, relayRequestHeaders } from './http-headers.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { flushHeadSoon, pipe } from './pipe.ts'
@@ -43,6 +46,12 @@ export interface ServiceEndpointInit {
   log: Logger
   headersTimeoutMs?: number
   upstreamTimeoutMs?: number
+  /** Readiness by an HTTP health check instead of a TCP connect. */
+  health?: HealthSettings
+  /** The image this instance runs (reported in its status). */
+  imageId?: string
+  /** Peer ID of the allocator allowed to make this instance drain (none: nobody). */
+  drainFrom?: string
 }
 
 /** Only proxies speak the error header: a service's own is dropped. */
@@ -63,6 +72,9 @@ export class ServiceEndpoint {
   private readonly controller = new AbortController()
   private loops: Array<Promise<void>> = []
   private ready = false
+  private readonly health?: HealthCheck
+  /** Asked to drain by its allocator: reported in the status, so proxies stop choosing it. */
+  private draining = false
   private inFlight = 0
   private lastActive = performance.now()
   private started = false
@@ -78,6 +90,14 @@ export class ServiceEndpoint {
       timeout: LOCAL_IDLE_SOCKET_TIMEOUT_MS,
       scheduling: 'lifo',
     })
+    if (init.health != null) {
+      this.health = new HealthCheck({
+        ...init.health,
+        target: init.target,
+        log: init.log,
+        onFailure: () => init.metrics.healthCheckFailures.inc(),
+      })
+    }
     const headersTimeout = init.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS
     this.server = http.createServer(
       {
@@ -99,7 +119,15 @@ export class ServiceEndpoint {
 
   status(): InstanceStatus {
     const idle = this.inFlight > 0 ? 0 : (performance.now() - this.lastActive) / 1000
-    return { service: this.init.service, idleSeconds: Math.floor(idle), ready: this.ready }
+    const status: InstanceStatus = {
+      service: this.init.service,
+      idleSeconds: Math.floor(idle),
+      // With a health path, only its checks decide (not "a connection was accepted").
+      ready: this.health != null ? this.health.ready : this.ready,
+    }
+    if (this.init.imageId != null) status.imageId = this.init.imageId
+    if (this.draining) status.draining = true
+    return status
   }
 
   async start(): Promise<void> {
@@ -112,8 +140,20 @@ export class ServiceEndpoint {
       maxOutboundStreams: MAX_HTTP_STREAMS_PER_CONNECTION,
     })
     await libp2p.handle(STATUS_PROTOCOL, (stream: Stream) => answerStatus(stream, this.status()))
+    await libp2p.handle(DRAIN_PROTOCOL, (stream: Stream, conn) =>
+      answerDrain(
+        stream,
+        conn.remotePeer,
+        (caller) => this.init.drainFrom != null && caller.toString() === this.init.drainFrom,
+        () => {
+          if (!this.draining) this.log('draining: asked by allocator %p', conn.remotePeer)
+          this.draining = true
+        },
+      ),
+    )
     const signal = this.controller.signal
     this.loops = [this.watchReadiness(signal), this.announce(signal)]
+    if (this.health != null) this.loops.push(this.health.run(signal))
   }
 
   async stop(): Promise<void> {
@@ -121,7 +161,7 @@ export class ServiceEndpoint {
     this.started = false
     this.controller.abort()
     const { libp2p } = this.init
-    await libp2p.unhandle([HTTP_PROTOCOL, STATUS_PROTOCOL])
+    await libp2p.unhandle([HTTP_PROTOCOL, STATUS_PROTOCOL, DRAIN_PROTOCOL])
     await Promise.allSettled(this.loops)
     // Requests in flight finish; idle mesh streams close now.
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
