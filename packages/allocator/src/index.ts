@@ -8,6 +8,7 @@ export { AllocatorMetrics } from './metrics.ts'
 export { loadOrCreateOwnerId, OWNER_ID_FILE } from './owner-id.ts'
 export { PortPool } from './port-pool.ts'
 export * from './protocol.ts'
+export { RolloutDriver } from './rollout.ts'
 export {
   type ContainerExit,
   type ContainerInfo,

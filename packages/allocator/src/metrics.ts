@@ -5,10 +5,20 @@ export class AllocatorMetrics {
   readonly allocations: Counter<'outcome'>
   readonly phase: Histogram<'phase'>
   readonly reaped: Counter<'reason'>
+  readonly rollouts: Counter<'outcome'>
+  readonly rolloutDuration: Histogram
+  readonly unhealthy: Counter<'service'>
 
   constructor(
     registry: Registry,
-    sources: { running: () => number; starting: () => number; cacheBytes: () => Promise<number> },
+    sources: {
+      running: () => number
+      starting: () => number
+      cacheBytes: () => Promise<number>
+      /** Running instances per service and image, and rollout states (rollout.ts). */
+      instances?: () => Array<{ service: string; imageId: string; draining: boolean }>
+      rolloutStates?: () => Array<{ service: string; state: number }>
+    },
   ) {
     const registers = [registry]
     this.allocations = new Counter({
@@ -26,9 +36,51 @@ export class AllocatorMetrics {
     })
     this.reaped = new Counter({
       name: 'mtc_allocator_instances_reaped_total',
-      help: 'Instances stopped by the allocator, by reason (idle, exited)',
+      help: 'Instances stopped by the allocator, by reason (idle, exited, replaced, unhealthy)',
       labelNames: ['reason'],
       registers,
+    })
+    this.rollouts = new Counter({
+      name: 'mtc_allocator_rollouts_total',
+      help: 'Rolling updates of a service on this host, by outcome (done, failed)',
+      labelNames: ['outcome'],
+      registers,
+    })
+    this.rolloutDuration = new Histogram({
+      name: 'mtc_allocator_rollout_duration_seconds',
+      help: 'Rolling updates that completed, from the new version seen to the last old instance stopped',
+      buckets: [1, 2.5, 5, 10, 20, 30, 60, 120, 300],
+      registers,
+    })
+    this.unhealthy = new Counter({
+      name: 'mtc_allocator_unhealthy_replacements_total',
+      help: 'Instances replaced because they stopped passing their health check',
+      labelNames: ['service'],
+      registers,
+    })
+    const byImage: Gauge<'service' | 'image' | 'state'> = new Gauge({
+      name: 'mtc_allocator_service_instances',
+      help: 'Instances this allocator runs, by service, image ID (short) and state (serving, draining)',
+      labelNames: ['service', 'image', 'state'],
+      registers,
+      collect: () => {
+        byImage.reset()
+        for (const i of sources.instances?.() ?? []) {
+          const image = i.imageId.replace(/^sha256:/, '').slice(0, 12)
+          byImage.inc({ service: i.service, image, state: i.draining ? 'draining' : 'serving' })
+        }
+      },
+    })
+    const rolloutState: Gauge<'service'> = new Gauge({
+      name: 'mtc_allocator_rollout_state',
+      help: 'Last rollout of each service on this host: 0 done, 1 rolling, 2 failed',
+      labelNames: ['service'],
+      registers,
+      collect: () => {
+        rolloutState.reset()
+        for (const r of sources.rolloutStates?.() ?? [])
+          rolloutState.set({ service: r.service }, r.state)
+      },
     })
     const running: Gauge = new Gauge({
       name: 'mtc_allocator_instances_running',

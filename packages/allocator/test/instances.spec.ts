@@ -122,7 +122,7 @@ async function manager(
       runtime: engine,
       ports: new PortPool({ first, last: first + 39 }, '127.0.0.1'),
       images: { ensure: async () => false } as unknown as ImageProvider,
-      probe: { status: async () => ({ ready: true, idleSeconds: 0 }) },
+      probe: { status: async () => ({ ready: true, idleSeconds: 0 }), drain: async () => {} },
       libp2p: { peerStore: { merge: async () => {} } } as unknown as Libp2p,
       metrics,
       lookup: async (service) =>

@@ -339,7 +339,10 @@ export class InstanceRegistry {
       }
       if (unused > ACTIVE_SERVICE_MS) continue
       for (const inst of e.instances.values()) void this.probe(e, inst)
-      if (e.lookup == null && now - e.lastLookup > PROVIDER_REFRESH_MS) this.startLookup(e)
+      // Without a usable instance (all draining or failing their health check) new ones
+      // are looked for every second, not only at the periodic refresh.
+      const refreshMs = e.hasUsable() ? PROVIDER_REFRESH_MS : NEGATIVE_CACHE_MS
+      if (e.lookup == null && now - e.lastLookup > refreshMs) this.startLookup(e)
     }
   }
 
