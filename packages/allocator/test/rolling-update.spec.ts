@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { after, before, describe, it } from 'node:test'
+import { after, before, describe, it, type TestContext } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { formatSwarmKey, generatePsk } from '@mtc/p2pnode'
 import {
@@ -49,6 +49,13 @@ let pm: { proc: Proc; addr: string }
 let hl: { proc: Proc; addr: string }
 let alloc: { proc: Proc; addr: string; peerId: string; metrics: string }
 let gateway: number
+let clientProxy: Proc
+
+/** The daemons' last log lines, for a failure message. */
+function logs(): string {
+  const tail = (p: Proc | undefined) => (p?.stderr() ?? '').split('\n').slice(-40).join('\n')
+  return `\n--- client proxy:\n${tail(clientProxy)}\n--- allocator:\n${tail(alloc?.proc)}`
+}
 const ids: { v1: string; v2: string; bad: string } = { v1: '', v2: '', bad: '' }
 
 async function imageId(ref: string): Promise<string> {
@@ -106,7 +113,7 @@ interface Answer {
  * A GET of /SERVICE/ every LOAD_INTERVAL_MS (each with its own 30 s deadline, at most 100
  * in flight) until stop(), which resolves with every answer (status 0: no answer).
  */
-function steadyLoad(): { answers: Answer[]; stop: () => Promise<Answer[]> } {
+function steadyLoad(t: TestContext): { answers: Answer[]; stop: () => Promise<Answer[]> } {
   const answers: Answer[] = []
   const inFlight = new Set<Promise<void>>()
   let stopped = false
@@ -128,15 +135,48 @@ function steadyLoad(): { answers: Answer[]; stop: () => Promise<Answer[]> } {
       await sleep(LOAD_INTERVAL_MS)
     }
   })()
-  return {
-    answers,
-    async stop() {
-      stopped = true
-      await loop
-      await Promise.allSettled([...inFlight])
-      return answers.sort((a, b) => a.at - b.at)
-    },
+  const stop = async (): Promise<Answer[]> => {
+    stopped = true
+    await loop
+    await Promise.allSettled([...inFlight])
+    return answers.sort((a, b) => a.at - b.at)
   }
+  // Also when the test fails half-way.
+  t.after(stop)
+  return { answers, stop }
+}
+
+/**
+ * Long requests back to back until stop(): GET /slow streaming 20 lines over 2 s, so one
+ * is nearly always in flight when an old instance is stopped. Resolves with those that
+ * did not end complete (status 0: the stream was cut).
+ */
+function longRequests(t: TestContext): { stop: () => Promise<{ total: number; cut: Answer[] }> } {
+  const cut: Answer[] = []
+  let total = 0
+  let stopped = false
+  const url = `http://127.0.0.1:${gateway}/${SERVICE}/slow?ms=100&chunks=20`
+  const loop = (async () => {
+    while (!stopped) {
+      const at = performance.now()
+      total++
+      try {
+        const r = await fetch(url, { signal: AbortSignal.timeout(30_000) })
+        const body = await r.text()
+        if (r.status !== 200 || !body.includes('chunk 20 '))
+          cut.push({ at, status: r.status, body })
+      } catch (err) {
+        cut.push({ at, status: 0, body: (err as Error).message })
+      }
+    }
+  })()
+  const stop = async () => {
+    stopped = true
+    await loop
+    return { total, cut }
+  }
+  t.after(stop)
+  return { stop }
 }
 
 function failures(answers: Answer[]): Answer[] {
@@ -212,7 +252,7 @@ before(async () => {
 
   ids.v1 && (await register('mtc/hello-world-server:1.0', ids.v1))
   gateway = await freePort()
-  run('proxy', [
+  clientProxy = run('proxy', [
     '--psk-file',
     pskFile,
     '--bootstrap',
@@ -230,7 +270,8 @@ before(async () => {
       const r = await httpGet(`http://127.0.0.1:${gateway}/${SERVICE}/`).catch(() => undefined)
       return r?.status === 200 && /Hello, world/.test(r.body) ? true : undefined
     },
-    { timeoutMs: 90_000, intervalMs: 500 },
+    // A cold start on 2 cores shared with other test suites: generous.
+    { timeoutMs: 180_000, intervalMs: 500 },
   )
 })
 
@@ -244,9 +285,10 @@ after(async () => {
 describe('rolling updates under a steady load (real Docker)', () => {
   let v1Version = 0
 
-  it('v1 → v2: no failed request, every answer v2 within 30 s, no v1 container left, rollout status done', async () => {
+  it('v1 → v2: no failed request, every answer v2 within 30 s, no v1 container left, rollout status done', async (t) => {
     v1Version = JSON.parse((await cli(['--json', 'get', SERVICE])).stdout).version
-    const load = steadyLoad()
+    const load = steadyLoad(t)
+    const long = longRequests(t)
     await sleep(1_000)
     const t0 = performance.now()
     await register(V2_IMAGE, ids.v2)
@@ -258,15 +300,21 @@ describe('rolling updates under a steady load (real Docker)', () => {
         return allV2 && (await containersOf(ids.v1)).length === 0 ? performance.now() : undefined
       },
       { timeoutMs: 30_000, intervalMs: 250 },
-    )
+    ).catch((err: Error) => {
+      const failed = failures(load.answers)
+      throw new Error(`${err.message}; ${failed.length} failed, e.g. ${JSON.stringify(failed[0])}`)
+    })
     const status = await cli(['rollout', 'status', SERVICE])
     await sleep(1_000)
     const answers = await load.stop()
+    const slow = await long.stop()
     const during = answers.filter((a) => a.at >= t0 && a.at <= doneAt)
     console.log(
-      `update v1 -> v2: ${Math.round(doneAt - t0)} ms, ${during.length} requests during it, ${answers.length} in all, ${failures(answers).length} failed`,
+      `update v1 -> v2: ${Math.round(doneAt - t0)} ms, ${during.length} requests during it, ${answers.length} in all, ${failures(answers).length} failed; ${slow.total} 2-s streams, ${slow.cut.length} cut`,
     )
     assert.deepEqual(failures(answers), [])
+    // Drained, not killed: the streams in flight on v1 ended complete.
+    assert.deepEqual(slow.cut, [])
     assert.equal(status.code, 0, status.stdout + status.stderr)
     assert.match(status.stdout, /: done/)
     assert.equal((await containersOf(ids.v1, true)).length, 0)
@@ -274,8 +322,8 @@ describe('rolling updates under a steady load (real Docker)', () => {
     assert.equal(metricValue(body, 'mtc_allocator_rollouts_total', { outcome: 'done' }), 1)
   })
 
-  it('an image that never gets healthy: v2 keeps serving, rollout status fails clearly, no unhealthy container left', async () => {
-    const load = steadyLoad()
+  it('an image that never gets healthy: v2 keeps serving, rollout status fails clearly, no unhealthy container left', async (t) => {
+    const load = steadyLoad(t)
     await sleep(500)
     await register(BAD_IMAGE, ids.bad)
     const status = await cli(['rollout', 'status', '--timeout', '60s', SERVICE], 60_000)
@@ -292,11 +340,11 @@ describe('rolling updates under a steady load (real Docker)', () => {
     assert.equal((await containersOf(ids.v2)).length, 1)
   })
 
-  it('rollback to v1 under the same load: no failed request, rollout status done', async () => {
+  it('rollback to v1 under the same load: no failed request, rollout status done', async (t) => {
     const history = await cli(['history', SERVICE])
     assert.equal(history.code, 0, history.stderr)
     assert.match(history.stdout, new RegExp(`^${v1Version} `, 'm'))
-    const load = steadyLoad()
+    const load = steadyLoad(t)
     await sleep(500)
     const t0 = performance.now()
     const back = await cli(['--json', 'rollback', '--to', String(v1Version), SERVICE])
@@ -304,7 +352,7 @@ describe('rolling updates under a steady load (real Docker)', () => {
     assert.equal(JSON.parse(back.stdout).imageId, ids.v1)
     const status = await cli(['rollout', 'status', '--timeout', '60s', SERVICE], 60_000)
     const doneAt = performance.now()
-    await waitFor(
+    const rolledBack = waitFor(
       'every answer from v1',
       async () => {
         const recent = load.answers.filter((a) => a.at > performance.now() - 1_000)
@@ -312,8 +360,14 @@ describe('rolling updates under a steady load (real Docker)', () => {
           ? true
           : undefined
       },
-      { timeoutMs: 30_000, intervalMs: 250 },
+      { timeoutMs: 60_000, intervalMs: 250 },
     )
+    await rolledBack.catch((err: Error) => {
+      const failed = failures(load.answers)
+      throw new Error(
+        `${err.message}; ${failed.length} failed, e.g. ${JSON.stringify(failed[0])}; rollout status: ${status.stdout}${logs()}`,
+      )
+    })
     const answers = await load.stop()
     console.log(
       `rollback to v1: ${Math.round(doneAt - t0)} ms, ${answers.length} requests, ${failures(answers).length} failed`,
@@ -323,10 +377,10 @@ describe('rolling updates under a steady load (real Docker)', () => {
     assert.equal((await containersOf(ids.v2, true)).length, 0)
   })
 
-  it('an instance whose health path starts failing stops getting traffic and is replaced', async () => {
+  it('an instance whose health path starts failing stops getting traffic and is replaced', async (t) => {
     const [sick] = await containersOf(ids.v1)
     assert.ok(sick != null)
-    const load = steadyLoad()
+    const load = steadyLoad(t)
     await sleep(500)
     const failing = await fetch(`http://127.0.0.1:${gateway}/${SERVICE}/healthz/fail`, {
       method: 'POST',
@@ -348,7 +402,7 @@ describe('rolling updates under a steady load (real Docker)', () => {
     console.log(
       `failing health path: replaced in ${Math.round(replacedAt - t0)} ms; ${answers.length} requests, ${failures(answers).length} failed`,
     )
-    assert.ok(after.length > 20)
+    assert.ok(after.length > 5, `${after.length} answers after the replacement${logs()}`)
     assert.deepEqual(failures(after), [])
     const { body } = await httpGet(`${alloc.metrics}/metrics`)
     assert.equal(
