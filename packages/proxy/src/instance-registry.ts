@@ -29,6 +29,8 @@ export class Instance implements Candidate {
   up = false
   /** Some probe ever answered. */
   everUp = false
+  /** Was usable once (so not ready now means failing, not booting). */
+  everUsable = false
   /** The instance's local service accepted connections at the last status query. */
   ready = false
   /** The image the instance reported it runs (rolling updates prefer the record's). */
@@ -69,6 +71,13 @@ export class ServiceEntry {
 
   hasUsable(): boolean {
     for (const i of this.instances.values()) if (i.usable) return true
+    return false
+  }
+
+  /** No instance is usable, and some were and now drain or fail their health check. */
+  degraded(): boolean {
+    if (this.hasUsable()) return false
+    for (const i of this.instances.values()) if (i.draining || (i.everUsable && i.up)) return true
     return false
   }
 
@@ -171,8 +180,14 @@ export class InstanceRegistry {
   lookForImage(name: string, imageId: string): void {
     const e = this.services.get(name)
     if (e == null || e.lookup != null) return
-    for (const i of e.instances.values()) if (i.imageId === imageId) return
-    if (performance.now() - e.lastLookup > NEGATIVE_CACHE_MS) this.startLookup(e)
+    let reporting = false
+    for (const i of e.instances.values()) {
+      if (i.imageId === imageId) return
+      if (i.imageId != null) reporting = true
+    }
+    // Instances that do not report their image (started by an older allocator) would make
+    // this look up every second for ever: the periodic refresh finds their replacements.
+    if (reporting && performance.now() - e.lastLookup > NEGATIVE_CACHE_MS) this.startLookup(e)
   }
 
   /** A request to `inst` failed at the connection level: probe it again now. */
@@ -302,6 +317,7 @@ export class InstanceRegistry {
       }
       inst.draining = status.draining === true
       inst.failures = 0
+      if (inst.usable) inst.everUsable = true
       if (inst.usable && !wasUsable) {
         this.log(
           'service %s: instance %s usable, rtt %s ms',
@@ -339,9 +355,9 @@ export class InstanceRegistry {
       }
       if (unused > ACTIVE_SERVICE_MS) continue
       for (const inst of e.instances.values()) void this.probe(e, inst)
-      // Without a usable instance (all draining or failing their health check) new ones
-      // are looked for every second, not only at the periodic refresh.
-      const refreshMs = e.hasUsable() ? PROVIDER_REFRESH_MS : NEGATIVE_CACHE_MS
+      // Instances that served and are now all draining or failing their health check: their
+      // replacements are looked for every second, not only at the periodic refresh.
+      const refreshMs = e.degraded() ? NEGATIVE_CACHE_MS : PROVIDER_REFRESH_MS
       if (e.lookup == null && now - e.lastLookup > refreshMs) this.startLookup(e)
     }
   }
