@@ -184,9 +184,11 @@ export class RolloutDriver {
     try {
       await manager.startReplacement(instance.service, signal)
     } catch (err) {
-      log.error('no replacement for %s: %s', instance.name, (err as Error).message)
+      // Kept: it gets no traffic while not ready, and may recover (a host under load)
+      // whereas stopping it could leave the service with no instance at all.
+      log.error('no replacement for %s (kept): %s', instance.name, (err as Error).message)
+      return
     }
-    // It gets no traffic (not ready): stopped whether or not the replacement started.
     await manager.drainAndStop(instance, 'unhealthy')
   }
 

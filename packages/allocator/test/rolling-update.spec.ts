@@ -238,9 +238,9 @@ before(async () => {
       join(dir.path, 'alloc'),
       '--max-instances',
       '4',
-      // The never-healthy image fails within this.
+      // The never-healthy image fails within this (the default 30 s; a loaded host needs it).
       '--start-timeout',
-      '15s',
+      '30s',
       '--drain-timeout',
       '10s',
       '--metrics',
@@ -326,7 +326,7 @@ describe('rolling updates under a steady load (real Docker)', () => {
     const load = steadyLoad(t)
     await sleep(500)
     await register(BAD_IMAGE, ids.bad)
-    const status = await cli(['rollout', 'status', '--timeout', '60s', SERVICE], 60_000)
+    const status = await cli(['rollout', 'status', '--timeout', '90s', SERVICE], 90_000)
     await sleep(1_000)
     const answers = await load.stop()
     console.log(

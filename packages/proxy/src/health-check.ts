@@ -23,8 +23,8 @@ export interface HealthCheckInit extends HealthSettings {
 /**
  * Readiness of the local service by HTTP: a GET of the health path on a fresh connection
  * every interval; the service is ready from its first 2xx answer until `threshold` checks
- * in a row fail (a non-2xx answer, a refused connection, or no answer within the interval,
- * at most HEALTH_TIMEOUT_CAP_MS). Replaces the TCP check when a health path is set.
+ * in a row fail (a non-2xx answer, a refused connection, or no answer within the interval
+ * bounded to 1-2 s). Replaces the TCP check when a health path is set.
  */
 export class HealthCheck {
   private readonly init: HealthCheckInit
@@ -69,7 +69,10 @@ export class HealthCheck {
   /** One GET of the health path; true on a 2xx answer. */
   check(signal?: AbortSignal): Promise<boolean> {
     const { host, port } = this.init.target
-    const timeoutMs = Math.min(this.intervalMs, HEALTH_TIMEOUT_CAP_MS)
+    const timeoutMs = Math.min(
+      Math.max(this.intervalMs, HEALTH_TIMEOUT_MIN_MS),
+      HEALTH_TIMEOUT_CAP_MS,
+    )
     return new Promise((resolve) => {
       const req = http.get(
         {
@@ -95,5 +98,7 @@ export class HealthCheck {
   }
 }
 
-/** A health answer slower than this has failed, whatever the interval. */
+/** A health answer gets the interval, at least HEALTH_TIMEOUT_MIN_MS (a loaded host answers
+ * late, not wrong) and at most HEALTH_TIMEOUT_CAP_MS. */
+const HEALTH_TIMEOUT_MIN_MS = 1_000
 const HEALTH_TIMEOUT_CAP_MS = 2_000
