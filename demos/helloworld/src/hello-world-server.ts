@@ -10,10 +10,15 @@ import { pipeline } from 'node:stream'
  *   GET  /status/:code           an empty answer with that status code
  *   GET  /bytes/:n               n bytes with a Content-Length, streamed (n > 1 GiB: 400)
  *   ANY  /inspect                {method, url, headers} of the request as JSON
+ *   GET  /healthz                200 "ok" while healthy, else 503 (health checks)
+ *   POST /healthz/fail           from now on /healthz answers 503
  *
  * Port: first argument or SERVICE_PORT; host: SERVICE_HOST (default 0.0.0.0).
  * INSTANCE_ID, when set, is sent back in an X-Instance header (to see who answered).
+ * HELLO_TEXT replaces "Hello, world" (to tell two versions of an image apart);
+ * HEALTH_FAIL=1 makes /healthz fail from the start (an image that never gets healthy).
  */
+let healthy = process.env.HEALTH_FAIL !== '1'
 const MAX_SLOW_CHUNKS = 10_000
 const MAX_SLOW_MS = 60_000
 /** /bytes/:n serves at most this much: enough for bulk-transfer benchmarks. */
@@ -45,7 +50,7 @@ function handle(req: IncomingMessage, res: ServerResponse, instance: string | un
   const status = /^\/status\/(\d{3})$/.exec(url.pathname)
   const bytes = /^\/bytes\/(\d{1,10})$/.exec(url.pathname)
   if (url.pathname === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
-    const body = 'Hello, world\n'
+    const body = `${process.env.HELLO_TEXT ?? 'Hello, world'}\n`
     res.writeHead(200, {
       'content-type': 'text/plain; charset=utf-8',
       'content-length': Buffer.byteLength(body),
@@ -83,6 +88,14 @@ function handle(req: IncomingMessage, res: ServerResponse, instance: string | un
       res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8' })
       res.end(`at most ${MAX_BYTES} bytes\n`)
     }
+  } else if (url.pathname === '/healthz' && req.method === 'GET') {
+    res.writeHead(healthy ? 200 : 503, { 'content-type': 'text/plain; charset=utf-8' })
+    res.end(healthy ? 'ok\n' : 'failing\n')
+  } else if (url.pathname === '/healthz/fail' && req.method === 'POST') {
+    healthy = false
+    req.resume()
+    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' })
+    res.end('/healthz fails from now on\n')
   } else if (url.pathname === '/inspect') {
     req.resume()
     req.on('end', () => {

@@ -3,11 +3,13 @@ import { expectReply, openRpc } from '@mtc/p2pnode'
 import { ALLOCATION_TIMEOUT_MS } from './constants.ts'
 import {
   ALLOCATE_PROTOCOL,
+  ALLOCATOR_INSTANCES_PROTOCOL,
   ALLOCATOR_STATUS_PROTOCOL,
   type AllocatedInstance,
   type AllocateReply,
   type AllocateRequest,
   type AllocatorStatusReply,
+  type InstancesReply,
 } from './protocol.ts'
 
 /**
@@ -45,6 +47,23 @@ export async function allocatorStatus(
   try {
     await rpc.writeJson({}, options.signal)
     return await expectReply<AllocatorStatusReply>(rpc, options.signal)
+  } finally {
+    await rpc.close()
+  }
+}
+
+/** The instances of `service` that `peer` runs, and its rollout of it (`hl-cli rollout status`). */
+export async function allocatorInstances(
+  libp2p: Libp2p,
+  peer: PeerId,
+  service: string,
+  options: { signal?: AbortSignal } = {},
+): Promise<InstancesReply> {
+  const rpc = await openRpc(libp2p, peer, ALLOCATOR_INSTANCES_PROTOCOL, { signal: options.signal })
+  try {
+    await rpc.writeJson({ service }, options.signal)
+    const reply = await expectReply<InstancesReply>(rpc, options.signal)
+    return { instances: reply.instances ?? [], rollout: reply.rollout }
   } finally {
     await rpc.close()
   }

@@ -37,6 +37,22 @@ export const DEFAULT_START_TIMEOUT_MS = 30_000
 /** Readiness polling: first wait, and the cap it doubles up to. */
 export const READY_POLL_INITIAL_MS = 20
 export const READY_POLL_MAX_MS = 250
+/**
+ * Draining (rolling updates): an instance told to drain is stopped once it had no request
+ * for a second, but not before DRAIN_NOTICE_MS (proxies probe their instances every
+ * second: by then every active one saw it draining), and at the latest after the drain
+ * timeout (`--drain-timeout`: long requests get that long to finish).
+ */
+export const DRAIN_NOTICE_MS = 3_000
+export const DRAIN_POLL_MS = 250
+export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000
+/** How often the allocator checks its instances' health and the records of their services. */
+export const ROLLOUT_CHECK_INTERVAL_MS = 1_000
+/**
+ * Health rounds in a row an instance that was ready reports not ready before it is
+ * replaced (the instance's own --health-threshold already debounced its checks).
+ */
+export const UNHEALTHY_ROUNDS = 2
 /** A container gets this long to stop on SIGTERM before Docker kills it. */
 export const CONTAINER_STOP_TIMEOUT_S = 5
 /** Where an instance finds its PSK and identity (read-only bind mounts). */

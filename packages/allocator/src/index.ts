@@ -3,7 +3,7 @@
  * allocator's status, the protocol, errors and limits — without the daemon's dependencies
  * (dockerode). The daemon is `@mtc/allocator/daemon` (src/daemon/), reached from its bin.
  */
-export { allocatorStatus, requestAllocation } from './client.ts'
+export { allocatorInstances, allocatorStatus, requestAllocation } from './client.ts'
 export * from './constants.ts'
 export { AllocationError, type AllocationErrorCode } from './errors.ts'
 export * from './protocol.ts'

@@ -9,6 +9,40 @@ export const ALLOCATE_PROTOCOL = `/${PROTOCOL_PREFIX}/alloc/1.0.0`
 /** What an allocator has room for, asked before choosing one. */
 export const ALLOCATOR_STATUS_PROTOCOL = `/${PROTOCOL_PREFIX}/alloc-status/1.0.0`
 
+/** The instances of one service this allocator runs, and its rollout of the service. */
+export const ALLOCATOR_INSTANCES_PROTOCOL = `/${PROTOCOL_PREFIX}/alloc-instances/1.0.0`
+
+export interface InstancesRequest {
+  service: string
+}
+
+export interface InstanceReport {
+  peerId: string
+  imageId: string
+  /** At its last health round (the instance's own status). */
+  ready: boolean
+  /** Being stopped after a replacement got ready. */
+  draining: boolean
+}
+
+export interface RolloutReport {
+  /** The image being rolled out (the record's). */
+  imageId: string
+  version: number
+  state: 'rolling' | 'done' | 'failed'
+  /** Why it failed. */
+  message?: string
+  /** ISO 8601 */
+  startedAt: string
+  endedAt?: string
+}
+
+export interface InstancesReply {
+  instances: InstanceReport[]
+  /** The last rollout of the service by this allocator, if any. */
+  rollout?: RolloutReport
+}
+
 export interface AllocateRequest {
   service: string
   /**

@@ -9,6 +9,7 @@ import type { ServiceRecord } from '@mtc/hash-lookup'
 import { metricValue, tempDir, waitFor } from '@mtc/testkit'
 import { Registry } from 'prom-client'
 import {
+  LABEL_IMAGE_ID,
   LABEL_MANAGED_BY,
   LABEL_OWNER,
   LABEL_PEER_ID,
@@ -16,10 +17,11 @@ import {
   LABEL_SERVICE,
 } from '../src/constants.ts'
 import type { ImageProvider } from '../src/daemon/image-provider.ts'
-import { InstanceManager } from '../src/daemon/instances.ts'
+import { InstanceManager, type InstanceProbe } from '../src/daemon/instances.ts'
 import { AllocatorMetrics } from '../src/daemon/metrics.ts'
 import { loadOrCreateOwnerId } from '../src/daemon/owner-id.ts'
 import { PortPool } from '../src/daemon/port-pool.ts'
+import { RolloutDriver } from '../src/daemon/rollout.ts'
 import type {
   ContainerExit,
   ContainerInfo,
@@ -107,7 +109,14 @@ async function peerId(): Promise<string> {
 /** A manager on `engine`, owning `owner`, with peer ID `peer`; `registry` for its metrics. */
 async function manager(
   engine: FakeEngine,
-  init: { owner: string; peer: string; stateDir: string; maxInstances?: number },
+  init: {
+    owner: string
+    peer: string
+    stateDir: string
+    maxInstances?: number
+    probe?: InstanceProbe
+    imageId?: () => string
+  },
 ) {
   const registry = new Registry()
   let m: InstanceManager | undefined
@@ -122,11 +131,20 @@ async function manager(
       runtime: engine,
       ports: new PortPool({ first, last: first + 39 }, '127.0.0.1'),
       images: { ensure: async () => false } as unknown as ImageProvider,
-      probe: { status: async () => ({ ready: true, idleSeconds: 0 }) },
+      probe: init.probe ?? {
+        status: async () => ({ ready: true, idleSeconds: 0 }),
+        drain: async () => {},
+      },
       libp2p: { peerStore: { merge: async () => {} } } as unknown as Libp2p,
       metrics,
       lookup: async (service) =>
-        ({ name: service, imageId: `sha256:${'ab'.repeat(32)}`, perf: {} }) as ServiceRecord,
+        ({
+          name: service,
+          image: 'acme/app',
+          imageId: init.imageId?.() ?? `sha256:${'ab'.repeat(32)}`,
+          perf: {},
+          version: 1,
+        }) as ServiceRecord,
       log: silent,
     },
     {
@@ -143,7 +161,7 @@ async function manager(
   )
   const reaped = async (reason: string) =>
     metricValue(await registry.metrics(), 'mtc_allocator_instances_reaped_total', { reason }) ?? 0
-  return { m, reaped }
+  return { m, reaped, metrics }
 }
 
 describe('instance manager', () => {
@@ -243,5 +261,83 @@ describe('instance manager', () => {
     assert.equal(await loadOrCreateOwnerId(dir.path), id)
     await writeFile(join(dir.path, 'allocator-id'), 'not an id\n')
     await assert.rejects(loadOrCreateOwnerId(dir.path), /does not hold an allocator ID/)
+  })
+
+  it('rolls a new image out (replacement first, old drained), and stops at an image that never gets ready', async (t) => {
+    const dir = await tempDir()
+    t.after(() => dir.remove())
+    const engine = new FakeEngine()
+    const id = (c: string) => `sha256:${c.repeat(64)}`
+    let current = id('1')
+    const drained: string[] = []
+    const imageOf = (peer: string) =>
+      [...engine.containers.values()].find((c) => c.labels[LABEL_PEER_ID] === peer)?.labels[
+        LABEL_IMAGE_ID
+      ]
+    const probe: InstanceProbe = {
+      // Instances of image 'bad' never get ready; the others idle (nothing in flight).
+      status: async (peer) => ({ ready: imageOf(peer.toString()) !== id('b'), idleSeconds: 5 }),
+      drain: async (peer) => {
+        drained.push(peer.toString())
+      },
+    }
+    const { m, metrics } = await manager(engine, {
+      owner: 'e'.repeat(16),
+      peer: await peerId(),
+      stateDir: dir.path,
+      probe,
+      imageId: () => current,
+    })
+    const driver = new RolloutDriver({
+      manager: m,
+      probe,
+      lookup: async (service) =>
+        ({
+          name: service,
+          image: `acme/app@${current}`,
+          imageId: current,
+          perf: {},
+          version: 1,
+        }) as ServiceRecord,
+      metrics,
+      log: silent,
+    })
+    const stop = new AbortController()
+    const running = driver.run(stop.signal)
+    t.after(async () => {
+      stop.abort()
+      await running
+    })
+    const v1 = await m.allocate('hello', AbortSignal.timeout(10_000))
+    const images = () => m.instancesOf('hello').map((i) => i.imageId)
+
+    current = id('2')
+    await waitFor('v2 rolled out', () => driver.report('hello').rollout?.state === 'done', {
+      timeoutMs: 20_000,
+    })
+    assert.deepEqual(images(), [id('2')])
+    assert.deepEqual(drained, [v1.peerId], 'the old instance was drained before it stopped')
+    assert.equal(engine.containers.size, 1)
+    // An allocation now hands out the v2 instance.
+    const v2 = await m.allocate('hello', AbortSignal.timeout(10_000))
+    assert.equal(v2.started, false)
+    assert.equal(imageOf(v2.peerId), id('2'))
+
+    current = id('b')
+    await waitFor(
+      'the rollout of the bad image failed',
+      () => {
+        return driver.report('hello').rollout?.state === 'failed'
+      },
+      { timeoutMs: 20_000 },
+    )
+    assert.match(driver.report('hello').rollout?.message ?? '', /not ready within/)
+    assert.deepEqual(images(), [id('2')], 'v2 keeps serving')
+    assert.equal(engine.containers.size, 1, 'the bad instance was removed')
+    assert.equal(drained.length, 1)
+    // Not tried again while the record names the same image.
+    await new Promise((r) => setTimeout(r, 2_500))
+    assert.equal(engine.containers.size, 1)
+    assert.equal(driver.report('hello').rollout?.state, 'failed')
   })
 })

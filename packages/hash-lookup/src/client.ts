@@ -8,14 +8,18 @@ import { errorFromCode, isErrorCode, RegistryUnavailableError } from './errors.t
 import {
   BLOB_GET,
   type GetReply,
+  type HistoryReply,
   HL_DELETE,
   HL_GET,
+  HL_HISTORY,
   HL_LIST,
   HL_PUT,
+  HL_ROLLBACK,
   type ListReply,
   type ListRequest,
   type PutReply,
   type PutRequest,
+  type RollbackReply,
 } from './protocol.ts'
 import type { ServiceRecord } from './records.ts'
 
@@ -57,6 +61,16 @@ export class HashLookupClient {
         if (upload != null) await rpc.writeChunks(upload.source, signal)
       })
     ).record
+  }
+
+  /** The record, then its earlier versions, newest first. */
+  async history(name: string, signal?: AbortSignal): Promise<ServiceRecord[]> {
+    return (await this.call<HistoryReply>(HL_HISTORY, { name }, signal)).records
+  }
+
+  /** Makes version `to` (default: the newest earlier one with another image) current again. */
+  async rollback(name: string, to?: number, signal?: AbortSignal): Promise<ServiceRecord> {
+    return (await this.call<RollbackReply>(HL_ROLLBACK, { name, to }, signal)).record
   }
 
   async delete(name: string, expectedVersion?: number, signal?: AbortSignal): Promise<void> {

@@ -34,6 +34,20 @@ export const MAX_RTT_MS = 60_000
 /** Upper bound on the CPU requirement; larger than any single host we schedule on. */
 export const MAX_CPUS = 1024
 
+/** A health path is a request target; 256 characters is plenty for `/healthz?deep=1`. */
+export const HEALTH_PATH_MAX_LENGTH = 256
+/** Health-check period bounds: 100 ms (a check costs one local HTTP request) to 10 min. */
+export const MIN_HEALTH_INTERVAL_MS = 100
+export const MAX_HEALTH_INTERVAL_MS = 600_000
+/** Failed checks in a row before an instance is not ready, at most. */
+export const MAX_HEALTH_THRESHOLD = 100
+
+/**
+ * Earlier versions kept per record (`hl-cli history`, `hl-cli rollback`): enough to go
+ * back a few updates; each is under 1 KiB, so one history value stays small.
+ */
+export const RECORD_HISTORY_LENGTH = 10
+
 // --- etcd ----------------------------------------------------------------------------------
 
 /** Key prefix of service records; several hl-services share one cluster under it. */

@@ -12,6 +12,10 @@ export const HL_GET = `/${PROTOCOL_PREFIX}/hl/get/1.0.0`
 export const HL_LIST = `/${PROTOCOL_PREFIX}/hl/list/1.0.0`
 export const HL_PUT = `/${PROTOCOL_PREFIX}/hl/put/1.0.0`
 export const HL_DELETE = `/${PROTOCOL_PREFIX}/hl/delete/1.0.0`
+/** A record and its earlier versions, newest first. */
+export const HL_HISTORY = `/${PROTOCOL_PREFIX}/hl/history/1.0.0`
+/** Makes an earlier version current again (a write: authorised like put). */
+export const HL_ROLLBACK = `/${PROTOCOL_PREFIX}/hl/rollback/1.0.0`
 /**
  * Change notices: the client sends `{}`; hl-service answers `{ok:true}` once subscribed (a
  * write after that is notified), then sends WatchNotices for as long as the stream lives.
@@ -24,6 +28,23 @@ export interface GetRequest {
   name: string
 }
 export interface GetReply {
+  record: ServiceRecord
+}
+
+export interface HistoryRequest {
+  name: string
+}
+export interface HistoryReply {
+  /** The current record first, then up to RECORD_HISTORY_LENGTH earlier versions. */
+  records: ServiceRecord[]
+}
+
+export interface RollbackRequest {
+  name: string
+  /** The version to make current again; default: the newest earlier one with another image. */
+  to?: number
+}
+export interface RollbackReply {
   record: ServiceRecord
 }
 
@@ -41,6 +62,9 @@ export interface PutRequest {
     /** Required without an upload; with one it must match the tarball's, if given. */
     imageId?: string
     perf?: PerfRequirements
+    healthPath?: string
+    healthIntervalMs?: number
+    healthThreshold?: number
   }
   expectedVersion?: number
   /** A tarball follows as chunks; its exact size is announced so the cap applies early. */

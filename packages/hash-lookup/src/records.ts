@@ -2,7 +2,14 @@
  * The service record kept in etcd, and the validation of what clients send for it.
  */
 
-import { MAX_CPUS, MAX_RTT_MS } from './constants.ts'
+import {
+  HEALTH_PATH_MAX_LENGTH,
+  MAX_CPUS,
+  MAX_HEALTH_INTERVAL_MS,
+  MAX_HEALTH_THRESHOLD,
+  MAX_RTT_MS,
+  MIN_HEALTH_INTERVAL_MS,
+} from './constants.ts'
 import { InvalidRecordError } from './errors.ts'
 import { assertDigest, assertImageReference, assertServiceName } from './names.ts'
 import { SCALING_FIELDS, type ScalingSettings, validateScaling } from './scaling.ts'
@@ -32,6 +39,10 @@ export interface ServiceRecordInput extends Partial<ScalingSettings> {
   imageId: string
   blob?: BlobRef
   perf?: PerfRequirements
+  /** HTTP path an instance is ready at only while it answers 2xx (see HealthSettings). */
+  healthPath?: string
+  healthIntervalMs?: number
+  healthThreshold?: number
 }
 
 /** A record's fields as validated, before the store adds timestamps and version. */
@@ -41,6 +52,12 @@ export interface ServiceRecordFields extends Partial<ScalingSettings> {
   imageId: string
   blob?: BlobRef
   perf: PerfRequirements
+  /** Optional HTTP health check of every instance: readiness = 2xx at this path. */
+  healthPath?: string
+  /** Between two checks (default: the proxy's). */
+  healthIntervalMs?: number
+  /** Failed checks in a row that make a ready instance not ready (default: the proxy's). */
+  healthThreshold?: number
 }
 
 export interface ServiceRecord extends ServiceRecordFields {
@@ -53,6 +70,8 @@ export interface ServiceRecord extends ServiceRecordFields {
 }
 
 const INPUT_FIELDS = new Set(['name', 'image', 'imageId', 'blob', 'perf', ...SCALING_FIELDS])
+const HEALTH_FIELDS = ['healthPath', 'healthIntervalMs', 'healthThreshold']
+for (const f of HEALTH_FIELDS) INPUT_FIELDS.add(f)
 const BLOB_FIELDS = new Set(['digest', 'size'])
 const PERF_FIELDS = new Set(['softRttMs', 'hardRttMs', 'cpus', 'memoryBytes'])
 
@@ -67,7 +86,58 @@ export function validateRecordInput(input: unknown): ServiceRecordFields {
   }
   if (fields.blob !== undefined) record.blob = validateBlob(fields.blob)
   Object.assign(record, validateScaling(fields))
+  Object.assign(record, validateHealth(fields))
   return record
+}
+
+/** A path of printable ASCII starting with `/` (no spaces: it goes into a request line). */
+const HEALTH_PATH = /^\/[\x21-\x7e]*$/
+
+function validateHealth(
+  fields: Record<string, unknown>,
+): Pick<ServiceRecordFields, 'healthPath' | 'healthIntervalMs' | 'healthThreshold'> {
+  const out: Pick<ServiceRecordFields, 'healthPath' | 'healthIntervalMs' | 'healthThreshold'> = {}
+  const { healthPath, healthIntervalMs, healthThreshold } = fields
+  if (healthPath !== undefined) {
+    if (
+      typeof healthPath !== 'string' ||
+      healthPath.length > HEALTH_PATH_MAX_LENGTH ||
+      !HEALTH_PATH.test(healthPath)
+    ) {
+      throw new InvalidRecordError(
+        `healthPath must start with / and hold at most ${HEALTH_PATH_MAX_LENGTH} printable characters, no spaces`,
+      )
+    }
+    out.healthPath = healthPath
+  }
+  if (healthIntervalMs !== undefined) {
+    if (
+      !Number.isSafeInteger(healthIntervalMs) ||
+      (healthIntervalMs as number) < MIN_HEALTH_INTERVAL_MS ||
+      (healthIntervalMs as number) > MAX_HEALTH_INTERVAL_MS
+    ) {
+      throw new InvalidRecordError(
+        `healthIntervalMs must be a whole number from ${MIN_HEALTH_INTERVAL_MS} to ${MAX_HEALTH_INTERVAL_MS}`,
+      )
+    }
+    out.healthIntervalMs = healthIntervalMs as number
+  }
+  if (healthThreshold !== undefined) {
+    if (
+      !Number.isSafeInteger(healthThreshold) ||
+      (healthThreshold as number) < 1 ||
+      (healthThreshold as number) > MAX_HEALTH_THRESHOLD
+    ) {
+      throw new InvalidRecordError(
+        `healthThreshold must be a whole number from 1 to ${MAX_HEALTH_THRESHOLD}`,
+      )
+    }
+    out.healthThreshold = healthThreshold as number
+  }
+  if (out.healthPath == null && (out.healthIntervalMs != null || out.healthThreshold != null)) {
+    throw new InvalidRecordError('healthIntervalMs and healthThreshold need a healthPath')
+  }
+  return out
 }
 
 function validateBlob(input: unknown): BlobRef {

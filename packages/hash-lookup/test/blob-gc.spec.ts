@@ -124,6 +124,23 @@ describe('garbage collection', () => {
     assert.deepEqual(collected, [b.digest, a.digest])
   })
 
+  it('keeps the blobs of earlier versions (a rollback needs them)', async () => {
+    const s = await store()
+    const current = await s.write(chunked(bytes(10, 3)))
+    const earlier = await s.write(chunked(bytes(20, 4)))
+    const gone = await s.write(chunked(bytes(30, 5)))
+    const gc = new BlobCollector({
+      blobs: s,
+      records: {
+        ...recordsOf(() => [current.digest]),
+        historyBlobs: async () => new Set([earlier.digest]),
+      },
+      log: quiet,
+    })
+    assert.deepEqual((await gc.sweep()).collected, [gone.digest])
+    assert.deepEqual((await s.list()).sort(), [current.digest, earlier.digest].sort())
+  })
+
   it('reads every page of records before deleting', async () => {
     const s = await store()
     const kept = await s.write(chunked(bytes(10, 9)))

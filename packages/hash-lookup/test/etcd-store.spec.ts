@@ -191,4 +191,64 @@ describe('RecordStore on a real etcd', () => {
     const last = written.find((r) => r.version === Math.max(...versions))!
     assert.deepEqual(await store.get('web'), last)
   })
+
+  it('keeps earlier versions and rolls back to one as a new version', async () => {
+    freshStore()
+    const idOf = (c: string) => `sha256:${c.repeat(64)}`
+    const blob = { digest: `sha256:${'d'.repeat(64)}`, size: 10 }
+    const v1 = await store.put(input('web', { imageId: idOf('1'), blob, healthPath: '/healthz' }))
+    const v2 = await store.put(input('web', { image: 'acme/web:2', imageId: idOf('2') }))
+    const v2b = await store.put(input('web', { image: 'acme/web:2', imageId: idOf('2') }))
+    assert.deepEqual(
+      (await store.history('web')).map((r) => r.version),
+      [v2b.version, v2.version, v1.version],
+    )
+    assert.deepEqual(await store.historyBlobs(), new Set([blob.digest]))
+    // Default target: the newest earlier version with another image (v1, not v2).
+    const back = await store.rollback('web')
+    assert.ok(back.version > v2b.version)
+    assert.equal(back.imageId, idOf('1'))
+    assert.deepEqual(back.blob, blob)
+    assert.equal(back.healthPath, '/healthz')
+    assert.deepEqual(await store.get('web'), back)
+    // --to: any kept version; the current one or an unknown one is refused.
+    const forward = await store.rollback('web', v2.version)
+    assert.equal(forward.imageId, idOf('2'))
+    await assert.rejects(store.rollback('web', forward.version), InvalidRecordError)
+    await assert.rejects(store.rollback('web', 1), NotFoundError)
+    await assert.rejects(store.rollback('nope'), NotFoundError)
+  })
+
+  it('keeps at most RECORD_HISTORY_LENGTH earlier versions and forgets them on delete', async () => {
+    freshStore()
+    for (let i = 0; i < 15; i++) await store.put(input('web', { image: `acme/web:${i}` }))
+    const history = await store.history('web')
+    assert.equal(history.length, 11)
+    assert.equal(history[0]!.image, 'acme/web:14')
+    assert.equal(history[10]!.image, 'acme/web:4')
+    await store.delete('web')
+    await store.put(input('web'))
+    assert.equal((await store.history('web')).length, 1)
+    // Only records: the history keys are outside the records' prefix.
+    assert.equal((await store.list()).records.length, 1)
+  })
+
+  it('refuses malformed health settings', async () => {
+    freshStore()
+    for (const bad of [
+      { healthPath: 'healthz' },
+      { healthPath: '/a b' },
+      { healthPath: `/${'x'.repeat(300)}` },
+      { healthPath: '/h', healthIntervalMs: 5 },
+      { healthPath: '/h', healthThreshold: 0 },
+      { healthPath: '/h', healthThreshold: 1.5 },
+      { healthIntervalMs: 1000 },
+    ]) {
+      await assert.rejects(store.put(input('web', bad)), InvalidRecordError, JSON.stringify(bad))
+    }
+    const ok = await store.put(
+      input('web', { healthPath: '/healthz?deep=1', healthIntervalMs: 500, healthThreshold: 2 }),
+    )
+    assert.equal((await store.get('web')).healthThreshold, ok.healthThreshold)
+  })
 })

@@ -395,6 +395,45 @@ describe('hl-service and hl-cli', () => {
     assert.deepEqual([reply.ok, reply.code], [false, 'ERR_PROTOCOL'])
   })
 
+  it('history and rollback through hl-cli; a non-writer may not roll back', async () => {
+    const id = (c: string) => `sha256:${c.repeat(64)}`
+    const add = async (tag: string, imageId: string) => {
+      const r = await cli([
+        '--json',
+        'add',
+        '--image-id',
+        imageId,
+        '--health-path',
+        '/healthz',
+        `acme/app:${tag}`,
+        'versioned',
+      ])
+      assert.equal(r.code, 0, r.stderr)
+      return JSON.parse(r.stdout) as { version: number; healthPath: string }
+    }
+    const v1 = await add('1', id('1'))
+    assert.equal(v1.healthPath, '/healthz')
+    await add('2', id('2'))
+    const history = await cli(['--json', 'history', 'versioned'])
+    assert.equal(history.code, 0, history.stderr)
+    assert.deepEqual(
+      (JSON.parse(history.stdout) as Array<{ imageId: string }>).map((r) => r.imageId),
+      [id('2'), id('1')],
+    )
+    const other = join(dir.path, 'other.key')
+    const refused = await cli(['rollback', 'versioned'], { key: other })
+    assert.match(refused.stderr, /may not roll back services \(ERR_FORBIDDEN\)/)
+    const back = await cli(['--json', 'rollback', 'versioned'])
+    assert.equal(back.code, 0, back.stderr)
+    const record = JSON.parse(back.stdout) as { imageId: string; version: number }
+    assert.equal(record.imageId, id('1'))
+    assert.ok(record.version > v1.version)
+    assert.equal((await client.get('versioned')).imageId, id('1'))
+    const missing = await cli(['rollback', '--to', '1', 'versioned'])
+    assert.equal(missing.code, 3, missing.stderr)
+    assert.match(missing.stderr, /has no version 1 \(kept: /)
+  })
+
   it('deletes with optimistic concurrency: a stale version is exit 4', async () => {
     const version = (await client.get('web')).version
     const stale = await cli(['delete', '--expect-version', String(version - 1), 'web'])

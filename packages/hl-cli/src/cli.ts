@@ -24,7 +24,7 @@ import {
   UsageError,
 } from '@mtc/p2pnode/cli'
 import { EXIT_CODES, exitCodeFor } from './exit-codes.ts'
-import { formatBytes, formatRecord, formatTable, progressBar } from './format.ts'
+import { formatBytes, formatHistory, formatRecord, formatTable, progressBar } from './format.ts'
 
 const DEFAULT_TIMEOUT = '30s'
 
@@ -95,6 +95,22 @@ export const COMMAND: CommandSpec = {
       arg: 'N',
       help: 'add/delete: only if the record still has this version (0: must not exist)',
     },
+    'health-path': {
+      type: 'string',
+      arg: 'PATH',
+      help: 'add: HTTP path an instance is ready at only while it answers 2xx (e.g. /healthz)',
+    },
+    'health-interval': {
+      type: 'string',
+      arg: 'DURATION',
+      help: 'add: between two health checks (default 2s)',
+    },
+    'health-threshold': {
+      type: 'string',
+      arg: 'N',
+      help: 'add: failed health checks in a row before an instance is not ready (default 3)',
+    },
+    to: { type: 'string', arg: 'VERSION', help: 'rollback: the version to make current again' },
     prefix: { type: 'string', arg: 'PREFIX', help: 'list: only names starting with this' },
     limit: {
       type: 'string',
@@ -110,6 +126,12 @@ export const COMMAND: CommandSpec = {
   get NAME             show a service
   list [--prefix P]    list services
   delete NAME          remove a service
+  history NAME         the service's current and earlier versions (newest first)
+  rollback [--to VERSION] NAME
+                       make an earlier version current again (default: the newest earlier
+                       one with another image); it is rolled out like an update
+  rollout status NAME  wait for the rollout of the current version: exit 0 once every
+                       instance runs its image, 7 if it failed (needs --bootstrap)
 
 Exit codes:
 ${EXIT_CODES.map((e) => `  ${String(e.exit).padEnd(3)} ${e.code.padEnd(26)} ${e.meaning}`).join('\n')}
@@ -129,12 +151,26 @@ const COMMAND_FLAGS: Record<string, string[]> = {
     'concurrency',
     'min-instances',
     'max-instances',
+    'health-path',
+    'health-interval',
+    'health-threshold',
   ],
+  history: [],
+  rollback: ['to'],
+  rollout: [],
   get: [],
   list: ['prefix', 'limit'],
   delete: ['expect-version'],
 }
-const ARITY: Record<string, number> = { add: 2, get: 1, list: 0, delete: 1 }
+const ARITY: Record<string, number> = {
+  add: 2,
+  get: 1,
+  list: 0,
+  delete: 1,
+  history: 1,
+  rollback: 1,
+  rollout: 2,
+}
 
 export interface CliIO {
   stdout: (s: string) => unknown
@@ -168,7 +204,9 @@ export async function main(
     const { values, positionals } = parsed
     const [command, ...args] = positionals
     if (!(command in ARITY))
-      throw new UsageError(`unknown command "${command}" (add, get, list, delete)`)
+      throw new UsageError(
+        `unknown command "${command}" (add, get, list, delete, history, rollback, rollout)`,
+      )
     if (args.length !== ARITY[command]) {
       throw new UsageError(
         `${command} takes ${ARITY[command]} argument(s), got ${args.length} (see --help)`,
@@ -178,6 +216,9 @@ export async function main(
       if (values[flag] != null && !COMMAND_FLAGS[command].includes(flag)) {
         throw new UsageError(`--${flag} does not apply to ${command}`)
       }
+    }
+    if (command === 'rollout' && args[0] !== 'status') {
+      throw new UsageError(`unknown rollout command "${args[0]}" (status)`)
     }
     const timeoutMs = parseDurationFlag(
       'timeout',
@@ -191,6 +232,11 @@ export async function main(
     const [mesh, registry] = await Promise.all([import('@mtc/p2pnode'), import('@mtc/hash-lookup')])
     const config = await mesh.resolveNodeConfig(values, env, { listen: [] })
     mesh.configureLogging(config.logLevel === 'info' ? 'error' : config.logLevel, env.DEBUG)
+    if (command === 'rollout' && config.bootstraps.length === 0) {
+      throw new UsageError(
+        'rollout status finds the allocators through --bootstrap (P2P_BOOTSTRAPS)',
+      )
+    }
     if (hl == null && config.bootstraps.length === 0) {
       throw new UsageError(
         'give --hl MULTIADDR, or --bootstrap (P2P_BOOTSTRAPS) to find hl-service',
@@ -200,12 +246,13 @@ export async function main(
     node = await mesh.MeshNode.startClient({
       role: 'hl-cli',
       version: MTC_VERSION,
-      bootstraps: hl != null ? [] : config.bootstraps,
+      // rollout status finds the allocators through the DHT, even with --hl.
+      bootstraps: hl != null && command !== 'rollout' ? [] : config.bootstraps,
       psk: config.psk,
       privateKey: config.privateKey,
     })
     const signal = AbortSignal.timeout(timeoutMs)
-    if (hl == null) {
+    if (hl == null || command === 'rollout') {
       const n = node
       await mesh
         .waitUntil(() => n.connectedBootstraps().length > 0, signal, 'no bootstrap reachable')
@@ -245,6 +292,31 @@ export async function main(
       case 'list': {
         const records = await listAll(client, values, signal)
         out(records, records.length === 0 ? 'no services\n' : formatTable(records))
+        break
+      }
+      case 'history': {
+        const records = await client.history(args[0], signal)
+        out(records, formatHistory(records))
+        break
+      }
+      case 'rollback': {
+        const record = await client.rollback(args[0], optionalInt(values, 'to'), signal)
+        out(
+          record,
+          `rolled ${record.name} back: version ${record.version} runs ${record.image} (${record.imageId})\n`,
+        )
+        break
+      }
+      case 'rollout': {
+        // Loaded only here: it needs the allocator client and DHT lookups.
+        const { RolloutFailedError, waitForRollout } = await import('./rollout-status.ts')
+        const status = await waitForRollout(node.libp2p, client, args[1], signal, (line) => {
+          if (!json) io.stdout(`${line}\n`)
+        })
+        if (json) io.stdout(`${JSON.stringify(status, null, 2)}\n`)
+        if (status.state === 'failed') {
+          throw new RolloutFailedError(status.message ?? 'the rollout failed')
+        }
         break
       }
       case 'delete': {
@@ -303,6 +375,16 @@ function buildRequest(command: string, args: string[], values: Record<string, un
       throw new Error((err as Error).message.replace(/\b[a-zA-Z]+\b/g, (w) => flagOf[w] ?? w))
     }
   })
+  const health: Record<string, unknown> = {}
+  if (values['health-path'] != null) health.healthPath = values['health-path']
+  if (values['health-interval'] != null) {
+    health.healthIntervalMs = parseDurationFlag(
+      'health-interval',
+      values['health-interval'] as string,
+    )
+  }
+  const threshold = optionalInt(values, 'health-threshold')
+  if (threshold != null) health.healthThreshold = threshold
   return {
     record: {
       name,
@@ -310,6 +392,7 @@ function buildRequest(command: string, args: string[], values: Record<string, un
       imageId: values['image-id'] as string | undefined,
       perf,
       ...withoutUndefined(scaling),
+      ...health,
     },
     expectedVersion: optionalInt(values, 'expect-version'),
   }

@@ -37,6 +37,11 @@ export const EXIT_CODES = [
     code: QuotaExceededError.code,
     meaning: "the tarball does not fit in hl-service's --max-storage; delete services or raise it",
   },
+  {
+    exit: 7,
+    code: 'ERR_ROLLOUT_FAILED',
+    meaning: "rollout status: the new version's instances never got ready; the old ones serve",
+  },
 ] as const
 
 export function exitCodeFor(code: string | undefined): number {

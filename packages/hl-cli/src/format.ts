@@ -31,6 +31,11 @@ export function formatRecord(r: ServiceRecord): string {
     ['concurrency', String(scaling.concurrency)],
     ['instances', `${scaling.minInstances} to ${scaling.maxInstances}`],
   )
+  if (r.healthPath != null) {
+    const every = r.healthIntervalMs != null ? ` every ${r.healthIntervalMs}ms` : ''
+    const after = r.healthThreshold != null ? `, ${r.healthThreshold} failures` : ''
+    lines.push(['health', `GET ${r.healthPath}${every}${after}`])
+  }
   lines.push(['version', String(r.version)], ['created', r.createdAt], ['updated', r.updatedAt])
   return `${lines.map(([k, v]) => `${k.padEnd(11)} ${v}`).join('\n')}\n`
 }
@@ -76,4 +81,27 @@ export function progressBar(total: number, write: (s: string) => void): (sent: n
     )
     if (sent >= total) write('\n')
   }
+}
+
+/** `hl-cli history`: one line per version, the current one first. */
+export function formatHistory(records: ServiceRecord[]): string {
+  const rows = [
+    ['VERSION', 'IMAGE', 'IMAGE ID', 'UPDATED', ''],
+    ...records.map((r, i) => [
+      String(r.version),
+      r.image,
+      short(r.imageId),
+      r.updatedAt,
+      i === 0 ? 'current' : '',
+    ]),
+  ]
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)))
+  return `${rows
+    .map((row) =>
+      row
+        .map((c, i) => c.padEnd(widths[i]))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')}\n`
 }

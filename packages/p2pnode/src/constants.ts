@@ -153,6 +153,12 @@ export const STREAM_MAX_READ_BUFFER_BYTES = 2 * YAMUX_MAX_STREAM_WINDOW_BYTES
  * local service answers, how long since the last request (the allocator reaps on it).
  */
 export const STATUS_PROTOCOL = `/${PROTOCOL_PREFIX}/instance-status/1.0.0`
+/**
+ * "Stop taking new requests": sent by the allocator that owns an instance before it stops
+ * it (a rolling update); the instance reports `draining` from then on, and proxies stop
+ * choosing it. Accepted only from the peer named in the instance's ALLOCATOR_PEER_ID.
+ */
+export const DRAIN_PROTOCOL = `/${PROTOCOL_PREFIX}/instance-drain/1.0.0`
 /** A status answer is a tiny JSON document. */
 export const MAX_STATUS_BYTES = 4 * 1024
 /** A status query unanswered this long has failed. */

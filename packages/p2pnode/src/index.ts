@@ -35,7 +35,13 @@ export {
   parsePositiveNumberFlag,
 } from './flags.ts'
 export { loadOrCreateKey } from './identity.ts'
-export { answerStatus, type InstanceStatus, queryStatus } from './instance-status.ts'
+export {
+  answerDrain,
+  answerStatus,
+  type InstanceStatus,
+  queryStatus,
+  requestDrain,
+} from './instance-status.ts'
 export { keygenMain } from './keygen.ts'
 export { configureLogging } from './logging.ts'
 export {

@@ -5,20 +5,29 @@ import type {
   StreamCloseEvent,
   StreamMessageEvent,
 } from '@libp2p/interface'
-import { MAX_STATUS_BYTES, STATUS_PROTOCOL, STATUS_TIMEOUT_MS } from './constants.ts'
+import {
+  DRAIN_PROTOCOL,
+  MAX_STATUS_BYTES,
+  STATUS_PROTOCOL,
+  STATUS_TIMEOUT_MS,
+} from './constants.ts'
 
 /** What an instance's proxy reports about itself on STATUS_PROTOCOL and at /status. */
 export interface InstanceStatus {
   service: string
   /** Seconds since the last request from the mesh ended; 0 while one is in flight. */
   idleSeconds: number
-  /** The local service accepts connections. */
+  /** The local service accepts connections (or passes its health check, when it has one). */
   ready: boolean
   /**
    * Requests from the mesh the instance is serving now, from every proxy (its own load as a
    * whole, which no single client proxy sees); absent from older instances.
    */
   inFlight?: number
+  /** ID (`sha256:...`) of the image the instance runs, when its allocator said. */
+  imageId?: string
+  /** Being stopped (rolling update): finishes what it has, should get no new request. */
+  draining?: boolean
 }
 
 /** Answers one status query: the JSON document, then close. */
@@ -83,6 +92,8 @@ export async function queryStatus(
     }
     if (Number.isSafeInteger(json.inFlight) && (json.inFlight as number) >= 0)
       status.inFlight = json.inFlight
+    if (typeof json.imageId === 'string') status.imageId = json.imageId
+    if (json.draining === true) status.draining = true
     return status
   } catch (err) {
     stream.abort(err as Error)
@@ -92,5 +103,60 @@ export async function queryStatus(
     stream.removeEventListener('end', onEnd)
     stream.removeEventListener('close', onClose)
     signal.removeEventListener('abort', onAbort)
+  }
+}
+
+/**
+ * Asks an instance to drain (DRAIN_PROTOCOL): resolves once it answered that it drains;
+ * rejects when it refuses (not its allocator) or does not answer.
+ */
+export async function requestDrain(
+  libp2p: Libp2p,
+  peer: PeerId,
+  options: { signal?: AbortSignal } = {},
+): Promise<void> {
+  const signal = AbortSignal.any([
+    AbortSignal.timeout(STATUS_TIMEOUT_MS),
+    ...(options.signal != null ? [options.signal] : []),
+  ])
+  const stream = await libp2p.dialProtocol(peer, DRAIN_PROTOCOL, { signal })
+  try {
+    let answer = ''
+    const { promise, resolve, reject } = Promise.withResolvers<void>()
+    stream.addEventListener('message', (evt: StreamMessageEvent) => {
+      answer += Buffer.from(evt.data.subarray()).toString('utf8')
+      if (answer.length > MAX_STATUS_BYTES) reject(new Error('drain answer too long'))
+    })
+    stream.addEventListener('close', (evt: StreamCloseEvent) =>
+      evt.error != null ? reject(evt.error) : setTimeout(resolve, 0),
+    )
+    signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+    await stream.close({ signal })
+    await promise
+    if (answer !== 'draining')
+      throw new Error(`instance refused to drain: ${answer || 'no answer'}`)
+  } catch (err) {
+    stream.abort(err as Error)
+    throw err
+  }
+}
+
+/**
+ * Serves DRAIN_PROTOCOL: `allowed` decides from the caller's peer ID; an accepted caller
+ * gets "draining" (and `onDrain` runs), others "refused".
+ */
+export async function answerDrain(
+  stream: Stream,
+  caller: PeerId,
+  allowed: (caller: PeerId) => boolean,
+  onDrain: () => void,
+): Promise<void> {
+  try {
+    const ok = allowed(caller)
+    if (ok) onDrain()
+    stream.send(new TextEncoder().encode(ok ? 'draining' : 'refused'))
+    await stream.close({ signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) })
+  } catch (err) {
+    stream.abort(err as Error)
   }
 }

@@ -195,6 +195,10 @@ export const STREAM_LINGER_MS = 5_000
 export const STOP_QUIET_MS = 250
 /** ...and resets what is still open after this, within the daemon's 10 s stop. */
 export const STOP_GRACE_MS = 8_000
+/** Health checks (`--health-path`): default period, and failed checks in a row before an
+ * instance is not ready (so one slow answer does not take it out of service). */
+export const DEFAULT_HEALTH_INTERVAL_MS = 2_000
+export const DEFAULT_HEALTH_THRESHOLD = 3
 
 // ---------------------------------------------------------------- on-demand instances
 

@@ -19,7 +19,7 @@ import {
   type Requirements,
   type RequirementsSource,
 } from './requirements.ts'
-import { type Ranking, rank } from './selector.ts'
+import { preferImage, type Ranking, rank } from './selector.ts'
 
 /** Methods whose repetition has the effect of one request (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
@@ -185,7 +185,10 @@ export class Forwarder {
     const entry = await this.registry.resolve(service)
     const override = early ?? (await this.requirementsSource.get(service))
     const requirements = mergeRequirements(this.requirements, override)
-    const pick = (): Ranking<Instance> => rank(entry.instances.values(), requirements, exclude)
+    const { imageId } = requirements
+    if (imageId != null) this.registry.lookForImage(service, imageId)
+    const pick = (): Ranking<Instance> =>
+      rank(preferImage(entry.instances.values(), imageId, exclude), requirements, exclude)
     let ranking = pick()
     if (ranking.ranked.length === 0 && (exclude.size === 0 || afterLoss)) {
       const inst = await this.onDemand.waitFor(entry, () => pick().ranked[0], signal)

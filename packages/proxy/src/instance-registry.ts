@@ -30,8 +30,14 @@ export class Instance implements Candidate {
   up = false
   /** Some probe ever answered. */
   everUp = false
+  /** Was usable once (so not ready now means failing, not booting). */
+  everUsable = false
   /** The instance's local service accepted connections at the last status query. */
   ready = false
+  /** The image the instance reported it runs (rolling updates prefer the record's). */
+  imageId?: string
+  /** Its allocator is stopping it: no new request goes to it. */
+  draining = false
   /** Probes failed in a row. */
   failures = 0
   /** When an allocator handed it out (undefined: found in the DHT). */
@@ -47,7 +53,7 @@ export class Instance implements Candidate {
   }
 
   get usable(): boolean {
-    return this.up && this.ready
+    return this.up && this.ready && !this.draining
   }
 
   /** An attempt of this proxy on the instance starts (counted in its load)... */
@@ -85,6 +91,13 @@ export class ServiceEntry {
 
   hasUsable(): boolean {
     for (const i of this.instances.values()) if (i.usable) return true
+    return false
+  }
+
+  /** No instance is usable, and some were and now drain or fail their health check. */
+  degraded(): boolean {
+    if (this.hasUsable()) return false
+    for (const i of this.instances.values()) if (i.draining || (i.everUsable && i.up)) return true
     return false
   }
 
@@ -185,6 +198,23 @@ export class InstanceRegistry {
   *activeServices(): Iterable<ServiceEntry> {
     const now = performance.now()
     for (const e of this.services.values()) if (now - e.lastUsed <= ACTIVE_SERVICE_MS) yield e
+  }
+
+  /**
+   * The registry names `imageId` as the service's image and no instance known runs it (a
+   * rolling update began): look for new instances now rather than at the next refresh.
+   */
+  lookForImage(name: string, imageId: string): void {
+    const e = this.services.get(name)
+    if (e == null || e.lookup != null) return
+    let reporting = false
+    for (const i of e.instances.values()) {
+      if (i.imageId === imageId) return
+      if (i.imageId != null) reporting = true
+    }
+    // Instances that do not report their image (started by an older allocator) would make
+    // this look up every second for ever: the periodic refresh finds their replacements.
+    if (reporting && performance.now() - e.lastLookup > NEGATIVE_CACHE_MS) this.startLookup(e)
   }
 
   /** A request to `inst` failed at the connection level: probe it again now. */
@@ -309,9 +339,17 @@ export class InstanceRegistry {
       inst.up = true
       inst.everUp = true
       inst.ready = status.ready
+      inst.imageId = status.imageId
+      if (status.draining === true && !inst.draining) {
+        // Its replacement is (about to be) announced: find it before this one is gone.
+        this.log('service %s: instance %s drains', e.name, inst.id)
+        if (e.lookup == null) this.startLookup(e)
+      }
+      inst.draining = status.draining === true
       inst.failures = 0
       if (status.inFlight != null)
         inst.reported = { inFlight: status.inFlight, at: performance.now() }
+      if (inst.usable) inst.everUsable = true
       if (inst.usable && !wasUsable) {
         this.log(
           'service %s: instance %s usable, rtt %s ms',
@@ -344,6 +382,7 @@ export class InstanceRegistry {
   }
 
   private tick(): void {
+    this.countInstances()
     const now = performance.now()
     for (const e of this.services.values()) {
       const unused = now - e.lastUsed
@@ -354,7 +393,23 @@ export class InstanceRegistry {
       }
       if (unused > ACTIVE_SERVICE_MS) continue
       for (const inst of e.instances.values()) void this.probe(e, inst)
-      if (e.lookup == null && now - e.lastLookup > PROVIDER_REFRESH_MS) this.startLookup(e)
+      // Instances that served and are now all draining or failing their health check: their
+      // replacements are looked for every second, not only at the periodic refresh.
+      const refreshMs = e.degraded() ? NEGATIVE_CACHE_MS : PROVIDER_REFRESH_MS
+      if (e.lookup == null && now - e.lastLookup > refreshMs) this.startLookup(e)
+    }
+  }
+
+  /** Instances known per service, image and state, for mtc_proxy_instances. */
+  private countInstances(): void {
+    const gauge = this.init.metrics.instancesByImage
+    gauge.reset()
+    for (const e of this.services.values()) {
+      for (const i of e.instances.values()) {
+        const state = i.draining ? 'draining' : i.usable ? 'usable' : 'down'
+        const image = (i.imageId ?? 'unknown').replace(/^sha256:/, '').slice(0, 12)
+        gauge.inc({ service: e.name, image, state })
+      }
     }
   }
 

@@ -18,9 +18,12 @@ import { Registry } from 'prom-client'
 import {
   DEFAULT_ALLOCATION_TIMEOUT_MS,
   DEFAULT_HEADERS_TIMEOUT_MS,
+  DEFAULT_HEALTH_INTERVAL_MS,
+  DEFAULT_HEALTH_THRESHOLD,
   DEFAULT_METRICS,
   DEFAULT_UPSTREAM_TIMEOUT_MS,
 } from './constants.ts'
+import type { HealthSettings } from './health-check.ts'
 import { MeshAllocator } from './mesh-allocator.ts'
 import { MeshProxy } from './mesh-proxy.ts'
 import { ProxyMetrics } from './metrics.ts'
@@ -63,6 +66,21 @@ export const COMMAND: CommandSpec = {
       arg: 'MULTIADDR',
       help: 'hl-service to read per-service requirements from (default: found in the DHT)',
     },
+    'health-path': {
+      type: 'string',
+      arg: 'PATH',
+      help: 'service mode: ready only while GET PATH answers 2xx (env HEALTH_PATH; default: TCP check)',
+    },
+    'health-interval': {
+      type: 'string',
+      arg: 'DURATION',
+      help: `service mode: between health checks (env HEALTH_INTERVAL_MS; default ${DEFAULT_HEALTH_INTERVAL_MS / 1000}s)`,
+    },
+    'health-threshold': {
+      type: 'string',
+      arg: 'N',
+      help: `service mode: failed checks in a row before not ready (env HEALTH_THRESHOLD; default ${DEFAULT_HEALTH_THRESHOLD})`,
+    },
   },
   epilog: `Client mode (PORT): http://127.0.0.1:PORT/<service>/<path> is sent to the instance of
 <service> with the lowest latency, as /<path>.
@@ -73,7 +91,9 @@ to start one and the request waits for it (--allocation-timeout); --no-allocate 
 this off. Per-service RTT limits come from the hash-lookup record (--hl, or an hl-service
 found in the DHT), over --config's.
 Metrics: --metrics, default ${DEFAULT_METRICS} in client mode; in service mode METRICS_PORT if
-set, else none. /status (service mode) reports {service, idleSeconds, ready}.
+set, else none. /status (service mode) reports {service, idleSeconds, ready, imageId,
+draining}. The allocator sets IMAGE_ID (reported as imageId) and ALLOCATOR_PEER_ID (the only
+peer whose drain request is obeyed) in an instance's environment, and HEALTH_* from the record.
 
 ${NODE_ENV_HELP}
   METRICS_PORT     service mode: metrics port when --metrics is not given`,
@@ -106,6 +126,46 @@ export function parsePositionals(positionals: string[]): ProxyArgs {
 function durationFlag(values: Record<string, unknown>, flag: string): number | undefined {
   const v = values[flag] as string | undefined
   return v != null ? parseDurationFlag(flag, v) : undefined
+}
+
+/**
+ * Service mode's health check from the flags, else the environment the allocator sets
+ * (HEALTH_PATH, HEALTH_INTERVAL_MS, HEALTH_THRESHOLD: the registry record's); none without a path.
+ */
+export function healthSettings(
+  values: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+): HealthSettings | undefined {
+  const path = (values['health-path'] as string | undefined) ?? nonEmpty(env.HEALTH_PATH)
+  if (path == null) return undefined
+  if (!/^\/[\x21-\x7e]*$/.test(path) || path.length > 256) {
+    throw new UsageError(`--health-path: "${path}" is not a path starting with / (no spaces)`)
+  }
+  const intervalFlag = values['health-interval'] as string | undefined
+  const intervalEnv = nonEmpty(env.HEALTH_INTERVAL_MS)
+  const intervalMs =
+    intervalFlag != null
+      ? parseDurationFlag('health-interval', intervalFlag)
+      : intervalEnv != null
+        ? parseDurationFlag('health-interval', `${intervalEnv}ms`)
+        : undefined
+  if (intervalMs != null && intervalMs < 100) {
+    throw new UsageError('--health-interval: at least 100ms')
+  }
+  const thresholdText =
+    (values['health-threshold'] as string | undefined) ?? nonEmpty(env.HEALTH_THRESHOLD)
+  let threshold: number | undefined
+  if (thresholdText != null) {
+    threshold = Number(thresholdText)
+    if (!/^\d+$/.test(thresholdText) || threshold < 1 || threshold > 100) {
+      throw new UsageError(`--health-threshold: "${thresholdText}" is not a whole number 1-100`)
+    }
+  }
+  return { path, intervalMs, threshold }
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v != null && v.trim() !== '' ? v.trim() : undefined
 }
 
 /** The daemon spec; the metrics default depends on the mode (see COMMAND's epilog). */
@@ -143,7 +203,15 @@ export function proxySpec(metricsDefault: string | undefined): DaemonSpec {
         metrics,
         logger: ctx.logger,
         port: args.port,
-        service: args.service,
+        service:
+          args.service != null
+            ? {
+                ...args.service,
+                health: healthSettings(ctx.values, ctx.env),
+                imageId: nonEmpty(ctx.env.IMAGE_ID),
+                drainFrom: nonEmpty(ctx.env.ALLOCATOR_PEER_ID),
+              }
+            : undefined,
         requirements,
         requirementsSource: new RegistryRequirements({
           libp2p,

@@ -4,6 +4,7 @@ import type { Registry } from 'prom-client'
 import type { Allocator } from './allocator.ts'
 import { Forwarder } from './forwarder.ts'
 import { Gateway } from './gateway.ts'
+import type { HealthSettings } from './health-check.ts'
 import { InstanceRegistry } from './instance-registry.ts'
 import { ProxyMetrics } from './metrics.ts'
 import type { Requirements, RequirementsSource } from './requirements.ts'
@@ -19,7 +20,14 @@ export interface MeshProxyInit {
   /** Gateway port on 127.0.0.1. */
   port: number
   /** Service mode: the service this instance runs and where it listens. */
-  service?: { name: string; target: { host: string; port: number } }
+  service?: {
+    name: string
+    target: { host: string; port: number }
+    /** Readiness by HTTP health check, the image run, the allocator that may drain it. */
+    health?: HealthSettings
+    imageId?: string
+    drainFrom?: string
+  }
   requirements?: Requirements
   /** Per-service requirements (the registry's); started and stopped with the proxy. */
   requirementsSource?: RequirementsSource
@@ -79,6 +87,9 @@ export class MeshProxy {
         libp2p: init.libp2p,
         service: init.service.name,
         target: init.service.target,
+        health: init.service.health,
+        imageId: init.service.imageId,
+        drainFrom: init.service.drainFrom,
         metrics: this.metrics,
         log: logger.forComponent('mtc:proxy:endpoint'),
       })

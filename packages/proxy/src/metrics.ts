@@ -47,6 +47,8 @@ export class ProxyMetrics {
   readonly scaleOuts: Counter<'service' | 'trigger' | 'result'>
   private scalingSource: () => Array<{ service: string; instances: number; perInstance: number }> =
     () => []
+  readonly healthCheckFailures: Counter
+  readonly instancesByImage: Gauge<'service' | 'image' | 'state'>
   private rttSource: () => RttSample[] = () => []
   private gatewaySource?: () => { inFlight: number }
   private endpointSource?: () => EndpointCounts
@@ -83,6 +85,17 @@ export class ProxyMetrics {
       name: 'mtc_proxy_streams_opened_total',
       help: 'Mesh streams the gateway opened to instances (warm streams are reused)',
       labelNames: ['service'],
+      registers,
+    })
+    this.healthCheckFailures = new Counter({
+      name: 'mtc_proxy_health_check_failures_total',
+      help: 'Service mode: failed HTTP health checks of the local service (--health-path)',
+      registers,
+    })
+    this.instancesByImage = new Gauge({
+      name: 'mtc_proxy_instances',
+      help: 'Instances this proxy knows, by service, image ID (short) and state (usable, draining, down)',
+      labelNames: ['service', 'image', 'state'],
       registers,
     })
     this.inboundStreams = new Counter({

@@ -128,5 +128,6 @@ function requirementsOf(record: ServiceRecord): Requirements {
     softRttMs: positive(perf.softRttMs),
     hardRttMs: positive(perf.hardRttMs),
     scaling: scalingOf(record),
+    imageId: typeof record.imageId === 'string' ? record.imageId : undefined,
   }
 }

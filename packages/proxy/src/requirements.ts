@@ -12,6 +12,8 @@ export interface Requirements {
   hardRttMs?: number
   /** The record's scaling settings (none: the registry's defaults, see Autoscaler). */
   scaling?: ScalingSettings
+  /** The registry's current image of the service: its instances are preferred. */
+  imageId?: string
 }
 
 /**
@@ -98,5 +100,6 @@ export function mergeRequirements(defaults: Requirements, override?: Requirement
     softRttMs: override?.softRttMs ?? defaults.softRttMs,
     hardRttMs: override?.hardRttMs ?? defaults.hardRttMs,
     scaling: override?.scaling ?? defaults.scaling,
+    imageId: override?.imageId,
   }
 }

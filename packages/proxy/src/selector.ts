@@ -144,3 +144,19 @@ export function rank<C extends Candidate>(
     scored.length > 0 && requirements.softRttMs != null && nearest > requirements.softRttMs
   return { ranked: scored.map((s) => s.c), tooFar, aboveSoft }
 }
+
+/**
+ * Rolling updates: when some usable candidate runs `imageId` (the registry's current
+ * image), only those; otherwise all (the update has not reached this service yet, or
+ * failed: the previous image keeps serving).
+ */
+export function preferImage<C extends Candidate & { imageId?: string }>(
+  candidates: Iterable<C>,
+  imageId: string | undefined,
+  exclude: ReadonlySet<string> = new Set(),
+): C[] {
+  const all = [...candidates]
+  if (imageId == null) return all
+  const current = all.filter((c) => c.imageId === imageId)
+  return current.some((c) => c.usable && !exclude.has(c.id)) ? current : all
+}

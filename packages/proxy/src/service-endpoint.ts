@@ -1,7 +1,15 @@
 import { connect, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Logger, Stream } from '@libp2p/interface'
-import { answerStatus, Backoff, type InstanceStatus, provide, STATUS_PROTOCOL } from '@mtc/p2pnode'
+import {
+  answerDrain,
+  answerStatus,
+  Backoff,
+  DRAIN_PROTOCOL,
+  type InstanceStatus,
+  provide,
+  STATUS_PROTOCOL,
+} from '@mtc/p2pnode'
 import {
   HTTP_PROTOCOL,
   MAX_HTTP_STREAMS_PER_CONNECTION,
@@ -14,6 +22,7 @@ import {
   STOP_GRACE_MS,
   STOP_QUIET_MS,
 } from './constants.ts'
+import { HealthCheck, type HealthSettings } from './health-check.ts'
 import type { EndpointCounts, ProxyMetrics } from './metrics.ts'
 import { checkServiceReady, type ServiceTarget } from './service-readiness.ts'
 import { StreamDuplex } from './stream-duplex.ts'
@@ -29,6 +38,12 @@ export interface ServiceEndpointInit {
   log: Logger
   /** Whether the service is ready (checkServiceReady by default). */
   checkReady?: (target: ServiceTarget) => Promise<boolean>
+  /** Readiness by an HTTP health check instead of a TCP connect. */
+  health?: HealthSettings
+  /** The image this instance runs (reported in its status). */
+  imageId?: string
+  /** Peer ID of the allocator allowed to make this instance drain (none: nobody). */
+  drainFrom?: string
 }
 
 /** One stream being relayed, for idle and shutdown accounting. */
@@ -57,6 +72,9 @@ export class ServiceEndpoint {
   private ready = false
   /** When a byte was last relayed either way (warm streams held idle do not count). */
   private lastActive = performance.now()
+  private readonly health?: HealthCheck
+  /** Asked to drain by its allocator: reported in the status, so proxies stop choosing it. */
+  private draining = false
   private started = false
   private stopping = false
   private readonly open = new Set<OpenStream>()
@@ -72,6 +90,14 @@ export class ServiceEndpoint {
     this.init = init
     this.log = init.log
     this.checkReady = init.checkReady ?? checkServiceReady
+    if (init.health != null) {
+      this.health = new HealthCheck({
+        ...init.health,
+        target: init.target,
+        log: init.log,
+        onFailure: () => init.metrics.healthCheckFailures.inc(),
+      })
+    }
   }
 
   /**
@@ -95,12 +121,16 @@ export class ServiceEndpoint {
     const now = performance.now()
     const inFlight = this.exchangesOpen(now)
     const idle = inFlight > 0 ? 0 : (now - this.lastActive) / 1000
-    return {
+    const status: InstanceStatus = {
       service: this.init.service,
       idleSeconds: Math.floor(idle),
-      ready: this.ready,
+      // With a health path, only its checks decide (not "a connection was accepted").
+      ready: this.health != null ? this.health.ready : this.ready,
       inFlight,
     }
+    if (this.init.imageId != null) status.imageId = this.init.imageId
+    if (this.draining) status.draining = true
+    return status
   }
 
   async start(): Promise<void> {
@@ -113,8 +143,20 @@ export class ServiceEndpoint {
       maxOutboundStreams: MAX_HTTP_STREAMS_PER_CONNECTION,
     })
     await libp2p.handle(STATUS_PROTOCOL, (stream: Stream) => answerStatus(stream, this.status()))
+    await libp2p.handle(DRAIN_PROTOCOL, (stream: Stream, conn) =>
+      answerDrain(
+        stream,
+        conn.remotePeer,
+        (caller) => this.init.drainFrom != null && caller.toString() === this.init.drainFrom,
+        () => {
+          if (!this.draining) this.log('draining: asked by allocator %p', conn.remotePeer)
+          this.draining = true
+        },
+      ),
+    )
     const signal = this.controller.signal
     this.loops = [this.watchReadiness(signal), this.announce(signal)]
+    if (this.health != null) this.loops.push(this.health.run(signal))
   }
 
   /**
@@ -128,7 +170,7 @@ export class ServiceEndpoint {
     this.stopping = true
     this.controller.abort()
     const { libp2p } = this.init
-    await libp2p.unhandle([HTTP_PROTOCOL, STATUS_PROTOCOL])
+    await libp2p.unhandle([HTTP_PROTOCOL, STATUS_PROTOCOL, DRAIN_PROTOCOL])
     await Promise.allSettled(this.loops)
     const deadline = performance.now() + STOP_GRACE_MS
     while (this.open.size > 0 && performance.now() < deadline) {

@@ -9,6 +9,7 @@ export { ALLOCATOR, COMMAND, main } from './main.ts'
 export { AllocatorMetrics } from './metrics.ts'
 export { loadOrCreateOwnerId, OWNER_ID_FILE } from './owner-id.ts'
 export { PortPool } from './port-pool.ts'
+export { RolloutDriver } from './rollout.ts'
 export {
   type ContainerExit,
   type ContainerInfo,

@@ -11,6 +11,9 @@ import {
   CONTAINER_KEY_PATH,
   CONTAINER_PSK_PATH,
   CONTAINER_STOP_TIMEOUT_S,
+  DEFAULT_DRAIN_TIMEOUT_MS,
+  DRAIN_NOTICE_MS,
+  DRAIN_POLL_MS,
   EVENTS_RETRY_MS,
   LABEL_IMAGE_ID,
   LABEL_MANAGED_BY,
@@ -34,7 +37,9 @@ export interface InstanceProbe {
   status(
     peer: PeerId,
     signal: AbortSignal,
-  ): Promise<{ ready: boolean; idleSeconds: number; inFlight?: number }>
+  ): Promise<{ ready: boolean; idleSeconds: number; inFlight?: number; draining?: boolean }>
+  /** Tells the instance to take no new request (it reports `draining`). */
+  drain(peer: PeerId, signal: AbortSignal): Promise<void>
 }
 
 export interface Instance {
@@ -44,6 +49,12 @@ export interface Instance {
   peerId: PeerId
   addrs: string[]
   ports: number[]
+  /** The image it runs (`sha256:...`; label mtc.image-id). */
+  imageId: string
+  /** Ready at the last health round (rollout.ts). */
+  ready: boolean
+  /** Being drained and stopped: never handed out again. */
+  draining: boolean
 }
 
 export interface InstanceManagerComponents {
@@ -77,6 +88,8 @@ export interface InstanceManagerInit {
   maxInstances: number
   idleTimeoutMs: number
   startTimeoutMs: number
+  /** A draining instance is stopped once idle, or after this long at most (--drain-timeout). */
+  drainTimeoutMs?: number
 }
 
 /**
@@ -92,6 +105,8 @@ export class InstanceManager {
   private readonly starting = new Map<string, Promise<Instance>>()
   /** Containers being started, by ID: their exit ends the wait for readiness at once. */
   private readonly booting = new Map<string, AbortController>()
+  /** Replacement starts in flight (rolling updates, unhealthy instances): not shared. */
+  private replacing = 0
 
   constructor(components: InstanceManagerComponents, init: InstanceManagerInit) {
     this.c = components
@@ -103,7 +118,71 @@ export class InstanceManager {
   }
 
   get startingCount(): number {
-    return this.starting.size
+    return this.starting.size + this.replacing
+  }
+
+  /** Services with a running instance here. */
+  services(): Set<string> {
+    return new Set([...this.running.values()].map((i) => i.service))
+  }
+
+  /** The running instances of `service` (draining ones included). */
+  instancesOf(service: string): Instance[] {
+    return [...this.running.values()].filter((i) => i.service === service)
+  }
+
+  /** Instances this host may still start. */
+  get freeCapacity(): number {
+    return Math.max(0, this.init.maxInstances - this.running.size - this.startingCount)
+  }
+
+  /**
+   * Starts one more instance of `service` (the record's current image), not shared with
+   * allocations; resolves once it is ready. A rolling update may start one beyond
+   * --max-instances when the host is full (it stops an old one right after).
+   */
+  async startReplacement(service: string, signal: AbortSignal): Promise<Instance> {
+    this.replacing++
+    try {
+      return await this.start(service, signal)
+    } finally {
+      this.replacing--
+    }
+  }
+
+  /**
+   * Takes an instance out of service without failing a request: it is never handed out
+   * again, is told to drain (proxies stop choosing it within their next probe), and is
+   * stopped once it had no request for a second after DRAIN_NOTICE_MS — or after the
+   * drain timeout at most.
+   */
+  async drainAndStop(instance: Instance, reason: 'replaced' | 'unhealthy'): Promise<void> {
+    if (this.running.get(instance.name) !== instance || instance.draining) return
+    instance.draining = true
+    const { probe, log } = this.c
+    const drainTimeoutMs = this.init.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS
+    const deadline = AbortSignal.timeout(drainTimeoutMs)
+    const t0 = performance.now()
+    try {
+      await probe.drain(instance.peerId, deadline)
+    } catch (err) {
+      log('instance %s did not take the drain request: %s', instance.name, (err as Error).message)
+    }
+    while (!deadline.aborted) {
+      await sleep(DRAIN_POLL_MS, undefined, { signal: deadline }).catch(() => {})
+      if (performance.now() - t0 < DRAIN_NOTICE_MS) continue
+      const status = await probe.status(instance.peerId, deadline).catch(() => undefined)
+      // Gone, or nothing in flight for a second: nobody is served by it any more.
+      if (status == null || status.idleSeconds >= 1) break
+    }
+    log(
+      'instance %s of %s drained in %d ms (%s); stopping',
+      instance.name,
+      instance.service,
+      Math.round(performance.now() - t0),
+      reason,
+    )
+    await this.retire(instance, reason)
   }
 
   /** Per service: instances running and starting on this host. */
@@ -128,13 +207,15 @@ export class InstanceManager {
     signal: AbortSignal,
     scaleOut = false,
   ): Promise<AllocatedInstance> {
+    // During a rolling update, an instance of the current image is handed out first.
+    const current = this.running.size > 0 ? await this.currentImage(service, signal) : undefined
     // An exit can be reported after the instance's clients noticed it (and asked for a
     // new one): the container is checked before it is handed out (when Docker does not
     // answer, it is handed out as before). Each round retires one.
     for (
-      let existing = scaleOut ? undefined : this.find(service);
+      let existing = scaleOut ? undefined : this.find(service, current);
       existing != null;
-      existing = this.find(service)
+      existing = this.find(service, current)
     ) {
       const id = existing.containerId
       if (await this.c.runtime.isRunning(id).catch(() => true)) return describe(existing, false)
@@ -163,9 +244,27 @@ export class InstanceManager {
     return describe(await start, true)
   }
 
-  private find(service: string): Instance | undefined {
-    for (const i of this.running.values()) if (i.service === service) return i
-    return undefined
+  /**
+   * A running instance of `service`, not draining: best a ready one of image `imageId`,
+   * then any ready one, then any (its readiness is from the last health round).
+   */
+  private find(service: string, imageId?: string): Instance | undefined {
+    let best: Instance | undefined
+    let bestRank = 0
+    for (const i of this.running.values()) {
+      if (i.service !== service || i.draining) continue
+      const rank = (i.ready ? 2 : 0) + (imageId == null || i.imageId === imageId ? 1 : 0) + 1
+      if (rank > bestRank) {
+        best = i
+        bestRank = rank
+      }
+    }
+    return best
+  }
+
+  /** The record's image ID, when the registry answers. */
+  private async currentImage(service: string, signal: AbortSignal): Promise<string | undefined> {
+    return (await this.c.lookup(service, signal).catch(() => undefined))?.imageId
   }
 
   private async start(service: string, signal: AbortSignal): Promise<Instance> {
@@ -197,6 +296,10 @@ export class InstanceManager {
           METRICS_PORT: String(metricsPort),
           P2P_PORT: String(p2pPort),
           P2P_BOOTSTRAPS: this.init.bootstraps.join(' '),
+          // Reported in the instance's status; only this allocator may make it drain.
+          IMAGE_ID: record.imageId,
+          ALLOCATOR_PEER_ID: this.init.peerId,
+          ...healthEnv(record),
         },
         labels: {
           [LABEL_MANAGED_BY]: this.init.peerId,
@@ -222,10 +325,14 @@ export class InstanceManager {
         peerId,
         addrs: [`/ip4/${this.init.hostIp}/tcp/${p2pPort}/p2p/${peerId.toString()}`],
         ports,
+        imageId: record.imageId,
+        ready: false,
+        draining: false,
       }
       const tReady = performance.now()
       await this.waitReady(instance, signal)
       metrics.phase.observe({ phase: 'ready' }, (performance.now() - tReady) / 1000)
+      instance.ready = true
       this.running.set(name, instance)
       const total = (performance.now() - t0) / 1000
       metrics.phase.observe({ phase: 'total' }, total)
@@ -323,6 +430,9 @@ export class InstanceManager {
         peerId,
         addrs: [`/ip4/${this.init.hostIp}/tcp/${ports[3]}/p2p/${peerId.toString()}`],
         ports,
+        imageId: c.labels[LABEL_IMAGE_ID] ?? '',
+        ready: true,
+        draining: false,
       }
       this.c.ports.claim(ports)
       await this.c.libp2p.peerStore.merge(peerId, {
@@ -404,7 +514,11 @@ export class InstanceManager {
   }
 
   /** Stops and removes an instance (its ports and key freed); once per instance. */
-  private async retire(instance: Instance, reason: 'idle' | 'exited', how?: string): Promise<void> {
+  async retire(
+    instance: Instance,
+    reason: 'idle' | 'exited' | 'replaced' | 'unhealthy' | 'failed',
+    how?: string,
+  ): Promise<void> {
     if (this.running.get(instance.name) !== instance) return
     this.running.delete(instance.name)
     this.c.metrics.reaped.inc({ reason })
@@ -427,6 +541,18 @@ export class InstanceManager {
         this.c.log.error('removing %s failed: %s', name, err.message)
       })
     await rm(join(this.init.stateDir, name), { recursive: true, force: true })
+  }
+}
+
+/** The record's health check for the instance's proxy (see packages/proxy: --health-path). */
+function healthEnv(record: ServiceRecord): Record<string, string> {
+  if (record.healthPath == null) return {}
+  return {
+    HEALTH_PATH: record.healthPath,
+    ...(record.healthIntervalMs != null
+      ? { HEALTH_INTERVAL_MS: String(record.healthIntervalMs) }
+      : {}),
+    ...(record.healthThreshold != null ? { HEALTH_THRESHOLD: String(record.healthThreshold) } : {}),
   }
 }
 

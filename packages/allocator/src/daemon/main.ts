@@ -2,6 +2,7 @@ import { mkdir, readdir, readFile, stat } from 'node:fs/promises'
 import { networkInterfaces } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import type { PeerId } from '@libp2p/interface'
 import { BlobStore, serveBlobs } from '@mtc/blobs'
 import {
   Announcer,
@@ -14,6 +15,7 @@ import {
   parseDurationFlag,
   parseMultiaddrFlag,
   queryStatus,
+  requestDrain,
   runDaemon,
   UsageError,
   writeFileAtomic,
@@ -21,6 +23,7 @@ import {
 import Dockerode from 'dockerode'
 import { Registry } from 'prom-client'
 import {
+  DEFAULT_DRAIN_TIMEOUT_MS,
   DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_MAX_INSTANCES,
   DEFAULT_PORT_RANGE,
@@ -35,6 +38,7 @@ import { MinInstancesKeeper } from './min-instances.ts'
 import { loadOrCreateOwnerId } from './owner-id.ts'
 import { PortPool } from './port-pool.ts'
 import { RegistryAccess } from './registry.ts'
+import { RolloutDriver } from './rollout.ts'
 import { DockerRuntime } from './runtime.ts'
 import { AllocatorServer } from './server.ts'
 
@@ -71,6 +75,11 @@ export const COMMAND: CommandSpec = {
       type: 'string',
       arg: 'DURATION',
       help: 'an instance not ready by then has failed (default 30s)',
+    },
+    'drain-timeout': {
+      type: 'string',
+      arg: 'DURATION',
+      help: 'a replaced instance gets this long to finish its requests (default 30s)',
     },
     'docker-socket': {
       type: 'string',
@@ -162,6 +171,10 @@ export const ALLOCATOR: DaemonSpec = {
       v['start-timeout'] != null
         ? parseDurationFlag('start-timeout', v['start-timeout'] as string)
         : DEFAULT_START_TIMEOUT_MS
+    const drainTimeoutMs =
+      v['drain-timeout'] != null
+        ? parseDurationFlag('drain-timeout', v['drain-timeout'] as string)
+        : DEFAULT_DRAIN_TIMEOUT_MS
     const eph = await ephemeralRange()
     if (eph != null && range.first <= eph.last && range.last >= eph.first) {
       ctx.log.error(
@@ -195,11 +208,15 @@ export const ALLOCATOR: DaemonSpec = {
 
     const registry = new Registry()
     let manager: InstanceManager | undefined
+    let rollouts: RolloutDriver | undefined
     const metrics = new AllocatorMetrics(registry, {
       running: () => manager?.runningCount ?? 0,
       starting: () => manager?.startingCount ?? 0,
       cacheBytes: () => dirBytes(join(dataDir, 'blobs', 'sha256')),
       services: () => manager?.serviceCounts() ?? {},
+      instances: () =>
+        [...(manager?.services() ?? [])].flatMap((s) => manager?.instancesOf(s) ?? []),
+      rolloutStates: () => rollouts?.states() ?? [],
     })
     const mesh = await MeshDaemon.start(ctx, { role: 'allocator', registry })
     const libp2p = mesh.node.libp2p
@@ -220,12 +237,16 @@ export const ALLOCATOR: DaemonSpec = {
       registryPeer: () => registryAccess.peer(AbortSignal.timeout(5_000)),
       log: ctx.logger.forComponent('mtc:allocator:images'),
     })
+    const probe = {
+      status: (peer: PeerId, signal: AbortSignal) => queryStatus(libp2p, peer, { signal }),
+      drain: (peer: PeerId, signal: AbortSignal) => requestDrain(libp2p, peer, { signal }),
+    }
     manager = new InstanceManager(
       {
         runtime,
         ports,
         images,
-        probe: { status: (peer, signal) => queryStatus(libp2p, peer, { signal }) },
+        probe,
         libp2p,
         metrics,
         lookup: (service, signal) => registryAccess.get(service, signal),
@@ -245,6 +266,7 @@ export const ALLOCATOR: DaemonSpec = {
         maxInstances,
         idleTimeoutMs,
         startTimeoutMs,
+        drainTimeoutMs,
       },
     )
     const keeper = new MinInstancesKeeper({
@@ -255,12 +277,27 @@ export const ALLOCATOR: DaemonSpec = {
       lookup: (service, signal) => registryAccess.get(service, signal),
       log: ctx.logger.forComponent('mtc:allocator:min-instances'),
     })
+    rollouts = new RolloutDriver({
+      manager,
+      probe,
+      lookup: (service, signal) => registryAccess.get(service, signal),
+      metrics,
+      log: ctx.logger.forComponent('mtc:allocator:rollout'),
+    })
     const reaper = new AbortController()
     // Before adopting: an instance that dies meanwhile is noticed either way.
     const watching = manager.watch(reaper.signal)
     const adopted = await manager.adopt()
     if (adopted > 0) ctx.log('re-adopted %d running instance(s)', adopted)
-    const server = new AllocatorServer({ libp2p, manager, metrics, maxInstances, log: ctx.log })
+    const driver = rollouts
+    const server = new AllocatorServer({
+      libp2p,
+      manager,
+      metrics,
+      maxInstances,
+      log: ctx.log,
+      report: (service) => driver.report(service),
+    })
     await server.start()
     await serveBlobs(libp2p, blobs)
     for (const digest of await blobs.list()) announcer.add('blob', digest)
@@ -278,6 +315,7 @@ export const ALLOCATOR: DaemonSpec = {
     }
     const reaping = reap()
     const keeping = keeper.run(reaper.signal)
+    const rolling = driver.run(reaper.signal)
     ctx.log(
       'allocating on %s, ports %d-%d, at most %d instances',
       hostIp,
@@ -295,6 +333,7 @@ export const ALLOCATOR: DaemonSpec = {
         await mesh.stop()
         await reaping
         await keeping
+        await rolling
         await watching
       },
     }

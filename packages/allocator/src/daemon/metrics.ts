@@ -7,6 +7,9 @@ export class AllocatorMetrics {
   readonly reaped: Counter<'reason'>
   readonly minInstanceStarts: Counter<'where'>
   readonly keptIdle: Counter
+  readonly rollouts: Counter<'outcome'>
+  readonly rolloutDuration: Histogram
+  readonly unhealthy: Counter<'service'>
 
   constructor(
     registry: Registry,
@@ -15,6 +18,9 @@ export class AllocatorMetrics {
       starting: () => number
       cacheBytes: () => Promise<number>
       services?: () => Record<string, { running: number; starting: number }>
+      /** Running instances per service and image, and rollout states (rollout.ts). */
+      instances?: () => Array<{ service: string; imageId: string; draining: boolean }>
+      rolloutStates?: () => Array<{ service: string; state: number }>
     },
   ) {
     const registers = [registry]
@@ -33,7 +39,7 @@ export class AllocatorMetrics {
     })
     this.reaped = new Counter({
       name: 'mtc_allocator_instances_reaped_total',
-      help: 'Instances stopped by the allocator, by reason (idle, exited)',
+      help: 'Instances stopped by the allocator, by reason (idle, exited, replaced, unhealthy)',
       labelNames: ['reason'],
       registers,
     })
@@ -49,7 +55,7 @@ export class AllocatorMetrics {
       registers,
     })
     const perService: Gauge<'service' | 'state'> = new Gauge({
-      name: 'mtc_allocator_service_instances',
+      name: 'mtc_allocator_service_instances_by_state',
       help: 'Instances this allocator runs or starts, per service and state (running, starting)',
       labelNames: ['service', 'state'],
       registers,
@@ -59,6 +65,48 @@ export class AllocatorMetrics {
           perService.set({ service, state: 'running' }, c.running)
           perService.set({ service, state: 'starting' }, c.starting)
         }
+      },
+    })
+    this.rollouts = new Counter({
+      name: 'mtc_allocator_rollouts_total',
+      help: 'Rolling updates of a service on this host, by outcome (done, failed)',
+      labelNames: ['outcome'],
+      registers,
+    })
+    this.rolloutDuration = new Histogram({
+      name: 'mtc_allocator_rollout_duration_seconds',
+      help: 'Rolling updates that completed, from the new version seen to the last old instance stopped',
+      buckets: [1, 2.5, 5, 10, 20, 30, 60, 120, 300],
+      registers,
+    })
+    this.unhealthy = new Counter({
+      name: 'mtc_allocator_unhealthy_replacements_total',
+      help: 'Instances replaced because they stopped passing their health check',
+      labelNames: ['service'],
+      registers,
+    })
+    const byImage: Gauge<'service' | 'image' | 'state'> = new Gauge({
+      name: 'mtc_allocator_service_instances',
+      help: 'Instances this allocator runs, by service, image ID (short) and state (serving, draining)',
+      labelNames: ['service', 'image', 'state'],
+      registers,
+      collect: () => {
+        byImage.reset()
+        for (const i of sources.instances?.() ?? []) {
+          const image = i.imageId.replace(/^sha256:/, '').slice(0, 12)
+          byImage.inc({ service: i.service, image, state: i.draining ? 'draining' : 'serving' })
+        }
+      },
+    })
+    const rolloutState: Gauge<'service'> = new Gauge({
+      name: 'mtc_allocator_rollout_state',
+      help: 'Last rollout of each service on this host: 0 done, 1 rolling, 2 failed',
+      labelNames: ['service'],
+      registers,
+      collect: () => {
+        rolloutState.reset()
+        for (const r of sources.rolloutStates?.() ?? [])
+          rolloutState.set({ service: r.service }, r.state)
       },
     })
     const running: Gauge = new Gauge({

@@ -4,9 +4,12 @@ import { handleRpc } from '@mtc/p2pnode'
 import { AllocationError } from '../errors.ts'
 import {
   ALLOCATE_PROTOCOL,
+  ALLOCATOR_INSTANCES_PROTOCOL,
   ALLOCATOR_STATUS_PROTOCOL,
   type AllocateRequest,
   type AllocatorStatusReply,
+  type InstancesReply,
+  type InstancesRequest,
 } from '../protocol.ts'
 import type { InstanceManager } from './instances.ts'
 import type { AllocatorMetrics } from './metrics.ts'
@@ -18,6 +21,8 @@ export class AllocatorServer {
   private readonly metrics: AllocatorMetrics
   private readonly maxInstances: number
   private readonly log: Logger
+  /** The instances and rollout of a service (ALLOCATOR_INSTANCES_PROTOCOL). */
+  private readonly report?: (service: string) => InstancesReply
   private readonly controller = new AbortController()
 
   constructor(init: {
@@ -26,7 +31,9 @@ export class AllocatorServer {
     metrics: AllocatorMetrics
     maxInstances: number
     log: Logger
+    report?: (service: string) => InstancesReply
   }) {
+    this.report = init.report
     this.libp2p = init.libp2p
     this.manager = init.manager
     this.metrics = init.metrics
@@ -62,6 +69,16 @@ export class AllocatorServer {
         throw e.code != null ? e : new AllocationError('ERR_START_FAILED', e.message, { cause: e })
       }
     })
+    await handleRpc(this.libp2p, ALLOCATOR_INSTANCES_PROTOCOL, async (rpc) => {
+      const req = await rpc.readJson<InstancesRequest>()
+      if (!isServiceName(req?.service)) {
+        throw new AllocationError(
+          'ERR_INVALID_NAME',
+          `invalid service name ${JSON.stringify(req?.service)}`,
+        )
+      }
+      await rpc.writeJson({ ok: true, ...(this.report?.(req.service) ?? { instances: [] }) })
+    })
     await handleRpc(this.libp2p, ALLOCATOR_STATUS_PROTOCOL, async (rpc) => {
       await rpc.readJson()
       const status: AllocatorStatusReply = {
@@ -78,5 +95,6 @@ export class AllocatorServer {
     this.controller.abort()
     await this.libp2p.unhandle(ALLOCATE_PROTOCOL)
     await this.libp2p.unhandle(ALLOCATOR_STATUS_PROTOCOL)
+    await this.libp2p.unhandle(ALLOCATOR_INSTANCES_PROTOCOL)
   }
 }

@@ -16,7 +16,7 @@ import type { RecordStore } from './etcd-store.ts'
 
 export interface BlobCollectorComponents {
   blobs: BlobStore
-  records: Pick<RecordStore, 'list'>
+  records: Pick<RecordStore, 'list'> & Partial<Pick<RecordStore, 'historyBlobs'>>
   log: (format: string, ...args: unknown[]) => void
   /** Called for each blob deleted (stop announcing it, count it). */
   onCollected?: (digest: string, bytes: number) => void
@@ -105,6 +105,8 @@ export class BlobCollector {
         if (next == null) break
         after = next
       }
+      // Earlier versions' tarballs stay: `hl-cli rollback` makes them current again.
+      for (const d of (await records.historyBlobs?.()) ?? []) referenced.add(d)
       const collected: string[] = []
       let bytes = 0
       for (const digest of stored) {

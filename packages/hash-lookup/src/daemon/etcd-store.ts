@@ -20,6 +20,7 @@ import {
   DEFAULT_LIST_LIMIT,
   MAX_LIST_LIMIT,
   MAX_PUT_ATTEMPTS,
+  RECORD_HISTORY_LENGTH,
   WATCH_REOPEN_DELAY_MS,
 } from '../constants.ts'
 import {
@@ -90,12 +91,16 @@ const NAME_PREFIX = /^[a-z0-9-]*$/
 export class RecordStore {
   readonly #etcd: Etcd3
   readonly #prefix: string
+  /** Earlier versions of each record, one JSON array per name, outside the records' prefix
+   * (so list and watch do not see them): `/mtc/services/` keeps them in `/mtc/services.history/`. */
+  readonly #historyPrefix: string
   readonly #timeoutMs: number
   readonly #now: () => Date
 
   constructor(components: RecordStoreComponents, init: RecordStoreInit = {}) {
     this.#etcd = components.etcd
     this.#prefix = init.prefix ?? DEFAULT_ETCD_PREFIX
+    this.#historyPrefix = `${this.#prefix.replace(/\/+$/, '')}.history/`
     this.#timeoutMs = init.timeoutMs ?? DEFAULT_ETCD_TIMEOUT_MS
     this.#now = init.now ?? (() => new Date())
   }
@@ -107,12 +112,21 @@ export class RecordStore {
     const key = this.#key(fields.name)
     return this.#call(async (callOptions) => {
       // Read, then compare-and-swap on the mod revision read; retry only when unconditional.
+      const historyKey = this.#historyKey(fields.name)
       for (let attempt = 1; ; attempt++) {
         const current = (await this.#etcd.kv.range({ key }, callOptions)).kvs[0]
         const currentVersion = current ? Number(current.mod_revision) : 0
         if (expected !== undefined && expected !== currentVersion) {
           throw conflict(fields.name, expected, currentVersion)
         }
+        // The version being replaced joins the history in the same transaction.
+        const history = (await this.#etcd.kv.range({ key: historyKey }, callOptions)).kvs[0]
+        const historyVersion = history ? Number(history.mod_revision) : 0
+        const previous = current != null ? decodeOrUndefined(current) : undefined
+        const kept = [
+          ...(previous != null ? [previous] : []),
+          ...(history != null ? decodeHistory(history) : []),
+        ].slice(0, RECORD_HISTORY_LENGTH)
         const now = this.#now().toISOString()
         const stored: StoredRecord = {
           ...fields,
@@ -121,8 +135,16 @@ export class RecordStore {
         }
         const txn = await this.#etcd.kv.txn(
           {
-            compare: [{ key, target: 'Mod', result: 'Equal', mod_revision: currentVersion }],
-            success: [{ request_put: { key, value: Buffer.from(JSON.stringify(stored)) } }],
+            compare: [
+              { key, target: 'Mod', result: 'Equal', mod_revision: currentVersion },
+              { key: historyKey, target: 'Mod', result: 'Equal', mod_revision: historyVersion },
+            ],
+            success: [
+              { request_put: { key, value: Buffer.from(JSON.stringify(stored)) } },
+              ...(kept.length > 0
+                ? [{ request_put: { key: historyKey, value: Buffer.from(JSON.stringify(kept)) } }]
+                : []),
+            ],
           },
           callOptions,
         )
@@ -140,6 +162,65 @@ export class RecordStore {
       const kv = (await this.#etcd.kv.range({ key }, callOptions)).kvs[0]
       if (kv === undefined) throw notFound(name)
       return decode(kv)
+    })
+  }
+
+  /**
+   * The record and its earlier versions, newest first (at most RECORD_HISTORY_LENGTH
+   * earlier ones): what `hl-cli history` shows.
+   */
+  async history(name: string): Promise<ServiceRecord[]> {
+    const key = this.#key(assertServiceName(name))
+    const historyKey = this.#historyKey(name)
+    return this.#call(async (callOptions) => {
+      const kv = (await this.#etcd.kv.range({ key }, callOptions)).kvs[0]
+      if (kv === undefined) throw notFound(name)
+      const history = (await this.#etcd.kv.range({ key: historyKey }, callOptions)).kvs[0]
+      return [decode(kv), ...(history != null ? decodeHistory(history) : [])]
+    })
+  }
+
+  /**
+   * Makes an earlier version current again, as a new version (its image, tarball and
+   * settings; new timestamps). Without `to`: the newest earlier version with another image.
+   * Fails with ConflictError if the record changed meanwhile.
+   */
+  async rollback(name: string, to?: number): Promise<ServiceRecord> {
+    if (to !== undefined && (!Number.isSafeInteger(to) || to < 1)) {
+      throw new InvalidRecordError('the version to roll back to must be a positive integer')
+    }
+    const [current, ...earlier] = await this.history(name)
+    let target: ServiceRecord | undefined
+    if (to === undefined) {
+      target = earlier.find((r) => r.imageId !== current!.imageId)
+      if (target == null) {
+        throw new NotFoundError(`Service "${name}" has no earlier version with another image`)
+      }
+    } else {
+      if (to === current!.version) {
+        throw new InvalidRecordError(`version ${to} of "${name}" is the current one`)
+      }
+      target = earlier.find((r) => r.version === to)
+      if (target == null) {
+        throw new NotFoundError(
+          `Service "${name}" has no version ${to} (kept: ${earlier.map((r) => r.version).join(', ') || 'none'})`,
+        )
+      }
+    }
+    const { createdAt: _c, updatedAt: _u, version: _v, ...fields } = target
+    return await this.put(fields, { expectedVersion: current!.version })
+  }
+
+  /** Digests of the tarballs earlier versions name (kept: a rollback needs them). */
+  async historyBlobs(): Promise<Set<string>> {
+    const from = Buffer.from(this.#historyPrefix)
+    return this.#call(async (callOptions) => {
+      const digests = new Set<string>()
+      const res = await this.#etcd.kv.range({ key: from, range_end: prefixEnd(from) }, callOptions)
+      for (const kv of res.kvs) {
+        for (const r of decodeHistory(kv)) if (r.blob != null) digests.add(r.blob.digest)
+      }
+      return digests
     })
   }
 
@@ -176,15 +257,28 @@ export class RecordStore {
     const key = this.#key(assertServiceName(name))
     const expected = checkVersion(options.expectedVersion)
     return await this.#call(async (callOptions) => {
+      const historyKey = this.#historyKey(name)
       if (expected === undefined) {
-        const response = await this.#etcd.kv.deleteRange({ key }, callOptions)
-        if (Number(response.deleted) === 0) throw notFound(name)
-        return Number(response.header.revision)
+        const txn = await this.#etcd.kv.txn(
+          {
+            compare: [],
+            success: [
+              { request_delete_range: { key } },
+              { request_delete_range: { key: historyKey } },
+            ],
+          },
+          callOptions,
+        )
+        if (Number(txn.responses[0]?.response_delete_range.deleted) === 0) throw notFound(name)
+        return Number(txn.header.revision)
       }
       const txn = await this.#etcd.kv.txn(
         {
           compare: [{ key, target: 'Mod', result: 'Equal', mod_revision: expected }],
-          success: [{ request_delete_range: { key } }],
+          success: [
+            { request_delete_range: { key } },
+            { request_delete_range: { key: historyKey } },
+          ],
           failure: [{ request_range: { key, keys_only: true } }],
         },
         callOptions,
@@ -261,6 +355,10 @@ export class RecordStore {
     return Buffer.from(`${this.#prefix}${name}`)
   }
 
+  #historyKey(name: string): Buffer {
+    return Buffer.from(`${this.#historyPrefix}${name}`)
+  }
+
   /** Runs one operation under one deadline; etcd's own failures become RegistryUnavailableError. */
   async #call<T>(operation: (options: CallOptions) => Promise<T>): Promise<T> {
     try {
@@ -297,6 +395,37 @@ function checkVersion(version: number | undefined): number | undefined {
 function decode(kv: IKeyValue): ServiceRecord {
   const { createdAt, updatedAt, ...fields } = JSON.parse(kv.value.toString()) as StoredRecord
   return { ...validateRecordInput(fields), createdAt, updatedAt, version: Number(kv.mod_revision) }
+}
+
+/** A stored record, or undefined when it is corrupt (it can still be replaced). */
+function decodeOrUndefined(kv: IKeyValue): ServiceRecord | undefined {
+  try {
+    return decode(kv)
+  } catch {
+    return undefined
+  }
+}
+
+/** The earlier versions kept for a record; entries that no longer validate are skipped. */
+function decodeHistory(kv: IKeyValue): ServiceRecord[] {
+  let list: unknown
+  try {
+    list = JSON.parse(kv.value.toString())
+  } catch {
+    return []
+  }
+  if (!Array.isArray(list)) return []
+  const out: ServiceRecord[] = []
+  for (const entry of list) {
+    try {
+      const { createdAt, updatedAt, version, ...fields } = entry as ServiceRecord
+      if (typeof version !== 'number') continue
+      out.push({ ...validateRecordInput(fields), createdAt, updatedAt, version })
+    } catch {
+      // skipped
+    }
+  }
+  return out
 }
 
 /** createdAt of a stored record, tolerating a corrupt value so it can still be replaced. */

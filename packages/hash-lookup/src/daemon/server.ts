@@ -13,12 +13,16 @@ import {
   BLOB_GET,
   type DeleteRequest,
   type GetRequest,
+  type HistoryRequest,
   HL_DELETE,
   HL_GET,
+  HL_HISTORY,
   HL_LIST,
   HL_PUT,
+  HL_ROLLBACK,
   type ListRequest,
   type PutRequest,
+  type RollbackRequest,
 } from '../protocol.ts'
 import { validateRecordInput } from '../records.ts'
 import type { BlobCollector } from './blob-gc.ts'
@@ -77,6 +81,8 @@ export class HashLookupServer {
     await serve(HL_LIST, 'list', (rpc) => this.list(rpc))
     await serve(HL_PUT, 'put', (rpc, conn) => this.put(rpc, conn))
     await serve(HL_DELETE, 'delete', (rpc, conn) => this.delete(rpc, conn))
+    await serve(HL_HISTORY, 'history', (rpc) => this.history(rpc))
+    await serve(HL_ROLLBACK, 'rollback', (rpc, conn) => this.rollback(rpc, conn))
     await this.feed.start()
     this.watch = this.c.records.watch(this.feed)
     await serveBlobs(libp2p, this.c.blobs, {
@@ -91,13 +97,34 @@ export class HashLookupServer {
     await this.watch?.stop()
     this.watch = undefined
     await this.feed.stop()
-    for (const p of [HL_GET, HL_LIST, HL_PUT, HL_DELETE, BLOB_GET]) await this.c.libp2p.unhandle(p)
+    for (const p of [HL_GET, HL_LIST, HL_PUT, HL_DELETE, HL_HISTORY, HL_ROLLBACK, BLOB_GET])
+      await this.c.libp2p.unhandle(p)
   }
 
   private async get(rpc: RpcStream): Promise<void> {
     const req = await rpc.readJson<GetRequest>()
     const record = await this.c.records.get(assertServiceName(req?.name))
     await rpc.writeJson({ ok: true, record })
+  }
+
+  private async history(rpc: RpcStream): Promise<void> {
+    const req = await rpc.readJson<HistoryRequest>()
+    const records = await this.c.records.history(assertServiceName(req?.name))
+    await rpc.writeJson({ ok: true, records })
+  }
+
+  private async rollback(rpc: RpcStream, conn: Connection): Promise<void> {
+    this.authorise(conn, 'roll back')
+    const req = await rpc.readJson<RollbackRequest>()
+    const name = assertServiceName(req?.name)
+    if (req.to !== undefined && typeof req.to !== 'number') {
+      throw new InvalidRecordError('rollback: to must be a number')
+    }
+    const saved = await this.c.records.rollback(name, req.to)
+    this.feed.published(saved.name, saved.version)
+    this.c.log('rolled %s back to %s (version %d)', saved.name, saved.image, saved.version)
+    void this.c.collector?.request()
+    await rpc.writeJson({ ok: true, record: saved })
   }
 
   private async list(rpc: RpcStream): Promise<void> {
