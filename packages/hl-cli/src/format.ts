@@ -1,4 +1,4 @@
-import { type ServiceRecord, scalingOf } from '@mtc/hash-lookup'
+import { type ServiceRecord, scalingOf } from '@mtc/hash-lookup/core'
 
 export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
