@@ -74,6 +74,12 @@ export interface MeshSpec {
   extraArgs?: Partial<Record<Daemon, string[]>>
   /** The bootstraps' probe `--interval` (default MESH_PING_INTERVAL, 10s: the proxies measure). */
   pingInterval?: string
+  /**
+   * Client hosts from which a DHT lookup must find every allocator and the hl-service
+   * before the client proxies start (default: every client). Each check is a node
+   * process of its own: with many clients, one per region is enough (the DHT is one).
+   */
+  discoverFrom?: string[]
 }
 
 /** A container an allocator started, as its host's dockerd lists it. */
@@ -272,7 +278,7 @@ export class Mesh {
     })()
     const discoverable = (async () => {
       await Promise.all([registry, allocators])
-      await Promise.all(spec.clients.map((h) => this.waitDiscoverable(h)))
+      await Promise.all((spec.discoverFrom ?? spec.clients).map((h) => this.waitDiscoverable(h)))
       this.mark('discoverable')
     })()
     await Promise.all([registry, allocators, registered, discoverable])
