@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
+import { metricValue } from '@mtc/testkit'
 import {
   cpuRates,
   type Daemon,
@@ -64,6 +65,8 @@ export interface HostCost {
   protocolBps: Record<string, number>
   /** libp2p connections of the host's daemons at the end of the window. */
   connections: number
+  /** Connections its daemons cut in the window as silent after a liveness ping. */
+  silentCuts: number
 }
 
 /** Which group a libp2p protocol's bytes count in. */
@@ -86,6 +89,10 @@ async function scrapeAll(mesh: Mesh, hosts: readonly string[]): Promise<Map<stri
     ),
   )
   return out
+}
+
+function silentIn(metrics: string): number {
+  return metricValue(metrics, 'mtc_liveness_pings_total', { verdict: 'silent' }) ?? 0
 }
 
 function connectionsIn(metrics: string): number {
@@ -126,6 +133,7 @@ export async function measureHosts(mesh: Mesh, windowMs: number): Promise<HostCo
     }
     const protocolBps: Record<string, number> = {}
     let connections = 0
+    let silentCuts = 0
     for (const k of daemonsOf(mesh, host)) {
       const key = `${host}/${k}`
       const by = transferByProtocol(metricsBefore.get(key) ?? '', metricsAfter.get(key) ?? '')
@@ -134,6 +142,7 @@ export async function measureHosts(mesh: Mesh, windowMs: number): Promise<HostCo
         protocolBps[group] = (protocolBps[group] ?? 0) + bytes / s
       }
       connections += connectionsIn(metricsAfter.get(key) ?? '')
+      silentCuts += silentIn(metricsAfter.get(key) ?? '') - silentIn(metricsBefore.get(key) ?? '')
     }
     const sum = (r: Record<string, number>) => Object.values(r).reduce((x, y) => x + y, 0)
     return {
@@ -147,6 +156,7 @@ export async function measureHosts(mesh: Mesh, windowMs: number): Promise<HostCo
       wireBps: (b.rxBytes - a.rxBytes + (b.txBytes - a.txBytes)) / s,
       protocolBps,
       connections,
+      silentCuts,
     }
   })
 }
@@ -189,7 +199,8 @@ export function costLines(costs: HostCost[]): string[] {
       `WAN ${(mean(all.map((c) => c.wireBps)) / 1024).toFixed(2)} KiB/s, ` +
       `probes ${(mean(all.map((c) => c.protocolBps.probes ?? 0)) / 1024).toFixed(2)} KiB/s, ` +
       `dht ${(mean(all.map((c) => c.protocolBps.dht ?? 0)) / 1024).toFixed(2)} KiB/s, ` +
-      `connections ${mean(all.map((c) => c.connections)).toFixed(1)}; ` +
+      `connections ${mean(all.map((c) => c.connections)).toFixed(1)}, ` +
+      `cut as silent by liveness ${all.reduce((x, c) => x + c.silentCuts, 0)}; ` +
       `total PSS ${all.reduce((x, c) => x + c.pssTotalMiB, 0).toFixed(0)} MiB`,
   )
   return lines

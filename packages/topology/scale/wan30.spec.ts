@@ -25,6 +25,14 @@ import { costLines, measureHosts } from './measure.ts'
  * `scale4:` / `scale30:`; the README's "30 hosts" section quotes them.
  */
 
+/**
+ * The daemons' niceness: 45 daemons share 2 cores with other jobs (load 20–70 here), where
+ * each real host has its own CPU. At nice 0, CPU-starved daemons answered liveness pings
+ * after > 2 s and cut each other's connections (requests then failed: see the README).
+ * Not -10: the forwarder (the network) runs at -10 and must keep precedence.
+ */
+const MESH_NICE = -5
+
 const SERVICE = 'hello-world-server'
 const PATH = `/${SERVICE}/`
 /** A quiet window long enough for several ping-monitor rounds (10 s) and probe rounds (1 s). */
@@ -51,10 +59,14 @@ const SPEC30: MeshSpec = {
   // In-region RTTs are 2–10 ms, the nearest other region 40 ms: a soft limit of 20 ms
   // has a client start an instance in its own region, a hard one of 35 ms (with room
   // for a noisy first sample) never sends it to another region.
-  services: [{ name: SERVICE, softRttMs: 20, hardRttMs: 35 }],
+  // Every allocator's dockerd is preloaded: the image ID is registered, not the ~130 MB
+  // tarball (the fetch over the overlay is the 4-host fault scenario's; here its upload
+  // through hl-service timed out on the loaded machine and only slowed the start).
+  services: [{ name: SERVICE, softRttMs: 20, hardRttMs: 35, upload: false }],
   // One DHT check per region before the client proxies start: 16 at once (a node
   // process each) took longer than the check's 30 s on this 2-core machine.
   discoverFrom: R.regions.map((r) => regionHosts(R, r)[5]),
+  nice: MESH_NICE,
 }
 
 function line(prefix: string, figure: string, value: string): void {
@@ -72,6 +84,19 @@ function statuses(answers: ReadonlyArray<{ status: number; code?: string; error?
 
 const skip = missing()
 
+let current: Mesh | undefined
+/** A client proxy's log and those of the allocators of its region, for a failure message. */
+function logTail(client: string): string {
+  const mesh = current
+  if (mesh == null) return ''
+  const region = regionOf(client)
+  const allocs = mesh.spec.allocators.filter((h) => regionOf(h) === region)
+  return [
+    `--- proxy on ${client}:\n${mesh.log(client, 'proxy').slice(-3000)}`,
+    ...allocs.map((h) => `--- allocator on ${h}:\n${mesh.log(h, 'allocator').slice(-1500)}`),
+  ].join('\n')
+}
+
 describe('scale: the 4-host WAN, for comparison', { skip, timeout: 300_000 }, () => {
   let mesh: Mesh
   before(async () => {
@@ -81,6 +106,7 @@ describe('scale: the 4-host WAN, for comparison', { skip, timeout: 300_000 }, ()
       allocators: ['near', 'far'],
       clients: ['client'],
       services: [{ name: SERVICE, softRttMs: 20, hardRttMs: 35 }],
+      nice: MESH_NICE,
     })
     line('scale4', 'mesh up', `${JSON.stringify(mesh.timings)} (ms after start)`)
   })
@@ -93,6 +119,7 @@ describe('scale: the 4-host WAN, for comparison', { skip, timeout: 300_000 }, ()
     assert.equal(cold.status, 200, `${cold.body}${cold.error ?? ''}`)
     const costs = await measureHosts(mesh, WINDOW_MS)
     for (const l of costLines(costs)) line('scale4', 'upkeep', l)
+    line('scale4', 'forwarder (the network) so far', JSON.stringify(await mesh.topo.stats()))
     // The window saw the mesh's own traffic on every host.
     for (const c of costs) assert.ok(c.wireBps > 0, `${c.host} sent or received nothing`)
   })
@@ -116,6 +143,7 @@ describe('scale: 30 hosts in 3 regions', { skip, timeout: 1_800_000 }, () => {
 
   before(async () => {
     mesh = await Mesh.start(SPEC30)
+    current = mesh
     line('scale30', 'mesh up', `${JSON.stringify(mesh.timings)} (ms after start)`)
   })
   after(async () => {
@@ -125,17 +153,19 @@ describe('scale: 30 hosts in 3 regions', { skip, timeout: 1_800_000 }, () => {
   it('memory, CPU and upkeep per host kind, nothing in use', async () => {
     const costs = await measureHosts(mesh, WINDOW_MS)
     for (const l of costLines(costs)) line('scale30', 'idle', l)
+    line('scale30', 'forwarder (the network) so far', JSON.stringify(await mesh.topo.stats()))
     for (const c of costs) assert.ok(c.wireBps > 0, `${c.host} sent or received nothing`)
   })
 
   it('placement: cold requests from each region start instances in that region (≥ 95 % served there)', async () => {
-    // The first client of each region asks at once: three cold starts in parallel.
+    // The first client of each region asks, one region after the other (three cold
+    // starts at once overload this machine: see the README).
     const firsts = R.regions.map((r) => hostsOf(r)[5])
-    const cold = await Promise.all(
-      firsts.map((client) => mesh.request(PATH, { client, timeoutMs: 120_000 })),
-    )
-    for (const [i, a] of cold.entries()) {
-      assert.equal(a.status, 200, `${firsts[i]}: ${a.body}${a.error ?? ''}`)
+    const cold = []
+    for (const client of firsts) {
+      const a = await mesh.request(PATH, { client, timeoutMs: 120_000 })
+      assert.equal(a.status, 200, `${client}: ${a.body}${a.error ?? ''}\n${logTail(client)}`)
+      cold.push(a)
     }
     instances = await mesh.instances(SERVICE)
     const regions = new Set(instances.map((i) => regionOf(i.host)))
@@ -151,7 +181,7 @@ describe('scale: 30 hosts in 3 regions', { skip, timeout: 1_800_000 }, () => {
       assert.deepEqual(
         answers.filter((a) => a.status !== 200).map((a) => `${a.status} ${a.error ?? ''}`),
         [],
-        `requests from ${client}`,
+        `requests from ${client}\n${logTail(client)}`,
       )
       // Instances a client started meanwhile (none expected) join the list.
       instances = await mesh.instances(SERVICE)
@@ -221,6 +251,7 @@ describe('scale: 30 hosts in 3 regions', { skip, timeout: 1_800_000 }, () => {
   it('upkeep per host kind with the service in use (no requests)', async () => {
     const costs = await measureHosts(mesh, WINDOW_MS)
     for (const l of costLines(costs)) line('scale30', 'in use', l)
+    line('scale30', 'forwarder (the network) so far', JSON.stringify(await mesh.topo.stats()))
   })
 
   it('a host of region a dies: its clients move to the next-nearest instance, no GET fails', async () => {
@@ -339,7 +370,7 @@ describe('scale: 30 hosts in 3 regions', { skip, timeout: 1_800_000 }, () => {
       assert.deepEqual(
         answers.map((a) => a.status),
         Array(5).fill(200),
-        `requests from ${client}`,
+        `requests from ${client}\n${logTail(client)}`,
       )
     }
     const host = hostsOf(B)[3] // an allocator host without a client proxy
