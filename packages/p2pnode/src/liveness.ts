@@ -54,6 +54,37 @@ export interface PingTimeouts {
 }
 
 /**
+ * How long a connection has been silent, counted only in time this process was running
+ * on schedule. A poll that comes late means this process was stalled (CPU starvation, a
+ * long GC) and did not read its sockets meanwhile: it cannot tell the peer's silence from
+ * its own stall, so a late poll adds at most 1.5 poll intervals of silence (SWIM's
+ * Lifeguard "local health" in its simplest form). A poll later than 3 intervals restarts
+ * the count.
+ */
+export class SilenceClock {
+  private readonly pollMs: number
+  private lastPoll: number
+  private lastBytes: number | undefined
+  private silent = 0
+
+  constructor(pollMs: number, now: number, bytes: number | undefined) {
+    this.pollMs = pollMs
+    this.lastPoll = now
+    this.lastBytes = bytes
+  }
+
+  /** Records one poll; returns the silence so far in ms. */
+  observe(now: number, bytes: number | undefined): number {
+    const elapsed = now - this.lastPoll
+    if (bytes !== this.lastBytes || elapsed > 3 * this.pollMs) this.silent = 0
+    else this.silent += Math.min(elapsed, 1.5 * this.pollMs)
+    this.lastBytes = bytes
+    this.lastPoll = now
+    return this.silent
+  }
+}
+
+/**
  * One liveness ping on `conn`: opens an RTT_PROTOCOL stream, sends one ping and waits for
  * its echo. The wait ends as 'silent' only after `silenceMs` in which nothing at all
  * arrived on the connection; a ping queued behind a transfer is not a dead peer. `stop`
@@ -71,18 +102,10 @@ export async function pingConnection(
   const signal = AbortSignal.any([waiter.signal, stop])
   let silent = false
   const sentAt = performance.now()
-  let lastHeard = sentAt
-  let lastPoll = sentAt
-  let lastBytes = receivedBytes(conn)
+  const clock = new SilenceClock(pollMs, sentAt, receivedBytes(conn))
   const poll = setInterval(() => {
     const now = performance.now()
-    const bytes = receivedBytes(conn)
-    // A late timer means this process was stalled and did not read its sockets: it
-    // cannot tell silence from its own stall, so the peer gets the benefit of the doubt.
-    if (bytes !== lastBytes || now - lastPoll > 3 * pollMs) lastHeard = now
-    lastBytes = bytes
-    lastPoll = now
-    if (now - lastHeard >= silenceMs) {
+    if (clock.observe(now, receivedBytes(conn)) >= silenceMs) {
       silent = true
       waiter.abort(new Error(`nothing received for ${silenceMs} ms after a liveness ping`))
     } else if (now - sentAt >= maxWaitMs) {
@@ -126,6 +149,9 @@ interface LivenessComponents {
   logger: ComponentLogger
 }
 
+/** A slow peer gets at most this many timeouts of silence. */
+const SLOW_PEER_FACTOR = 5
+
 /** Streams other than liveness and RTT probes: the connection carries traffic. */
 function carriesTraffic(conn: Connection): boolean {
   return conn.streams.some((s) => s.protocol !== RTT_PROTOCOL)
@@ -146,6 +172,8 @@ export class LivenessMonitor {
   private readonly pings: Counter<'verdict'> | undefined
   private readonly inFlight = new WeakSet<Connection>()
   private readonly lastPing = new WeakMap<Connection, number>()
+  /** Decaying peak of each connection's echo times (ms). */
+  private readonly slowEcho = new WeakMap<Connection, number>()
   private controller = new AbortController()
   private timer: NodeJS.Timeout | undefined
 
@@ -196,21 +224,36 @@ export class LivenessMonitor {
     }
   }
 
+  /**
+   * The silence that condemns `conn`: the timeout, or 4 × its recent slowest echo when
+   * that is longer (as TCP's retransmission timeout follows the RTT's variation), at most
+   * SLOW_PEER_FACTOR timeouts. A peer that answers slowly but answers (a loaded host, long
+   * GC pauses) is given time in proportion; a fast peer that dies is cut after the timeout.
+   */
+  private silenceFor(conn: Connection): number {
+    const slow = this.slowEcho.get(conn) ?? 0
+    return Math.min(Math.max(this.timeoutMs, 4 * slow), SLOW_PEER_FACTOR * this.timeoutMs)
+  }
+
   private async check(conn: Connection): Promise<void> {
+    const silenceMs = this.silenceFor(conn)
     const { verdict, rttMs, error } = await pingConnection(
       conn,
-      { silenceMs: this.timeoutMs },
+      { silenceMs },
       this.controller.signal,
     )
     this.pings?.inc({ verdict })
-    if (rttMs != null) conn.rtt = rttMs
+    if (rttMs != null) {
+      conn.rtt = rttMs
+      this.slowEcho.set(conn, Math.max(rttMs, 0.75 * (this.slowEcho.get(conn) ?? 0)))
+    }
     if (verdict === 'silent') {
       this.log.error(
         'aborting connection to %p: nothing received for %d ms after a liveness ping',
         conn.remotePeer,
-        this.timeoutMs,
+        silenceMs,
       )
-      conn.abort(new Error(`peer silent for ${this.timeoutMs} ms after a liveness ping`))
+      conn.abort(new Error(`peer silent for ${silenceMs} ms after a liveness ping`))
     } else if (verdict === 'skipped' && error != null) {
       this.log.trace('liveness ping of %p skipped: %s', conn.remotePeer, error.message)
     }

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { afterEach, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { RTT_MAX_STREAMS_PER_CONNECTION, RTT_PROTOCOL } from '../src/constants.ts'
-import { pingConnection, receivedBytes } from '../src/liveness.ts'
+import { pingConnection, receivedBytes, SilenceClock } from '../src/liveness.ts'
 import { MeshNode, type MeshNodeInit } from '../src/node.ts'
 import { generatePsk } from '../src/psk.ts'
 import { probeRtt } from '../src/rtt.ts'
@@ -200,5 +200,60 @@ describe('liveness and RTT probes', () => {
     await stream.close()
     assert.equal(conn.status, 'open')
     assert.equal(await received.totals[0], sent)
+  })
+
+  it('a peer whose echoes slow down step by step (a loaded host) is kept', async () => {
+    // `b` echoes each ping 100 ms later than the one before, up to 900 ms, and sends
+    // nothing else: a fixed 400 ms silence limit would cut it at the fifth ping. Each
+    // slower echo raises the limit (4 × the recent slowest echo), as a peer that answers
+    // slowly is not a dead one.
+    const [a, b] = await pair(
+      { busyIntervalMs: 100, idleIntervalMs: 100, timeoutMs: 400 },
+      { busyIntervalMs: 3_600_000 },
+    )
+    await b.libp2p.unhandle(RTT_PROTOCOL)
+    let echoed = 0
+    await b.libp2p.handle(
+      RTT_PROTOCOL,
+      async (stream) => {
+        for await (const chunk of stream) {
+          await new Promise((r) => setTimeout(r, 100 * Math.min(echoed + 1, 9)))
+          echoed++
+          stream.send(chunk)
+        }
+        await stream.close().catch(() => {})
+      },
+      { maxInboundStreams: 1_000 },
+    )
+    const conn = a.libp2p.getConnections(b.peerId)[0]
+    const deadline = AbortSignal.timeout(30_000)
+    while (echoed < 10 && conn.status === 'open' && !deadline.aborted) {
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    assert.equal(conn.status, 'open', `cut after ${echoed} echoes`)
+    assert.ok(echoed >= 10, `${echoed} echoes within 30 s`)
+  })
+})
+
+describe('SilenceClock', () => {
+  it('counts silence at wall-clock pace while polls are on time', () => {
+    const clock = new SilenceClock(250, 0, 100)
+    let silent = 0
+    for (let t = 250; t <= 2_000; t += 250) silent = clock.observe(t, 100)
+    assert.equal(silent, 2_000)
+  })
+
+  it('a late poll adds at most 1.5 intervals: a stalled process does not blame its peer', () => {
+    const clock = new SilenceClock(250, 0, 100)
+    assert.equal(clock.observe(600, 100), 375)
+    assert.equal(clock.observe(1_200, 100), 750)
+  })
+
+  it('restarts on any received byte, and after a poll more than 3 intervals late', () => {
+    const clock = new SilenceClock(250, 0, 100)
+    assert.equal(clock.observe(250, 100), 250)
+    assert.equal(clock.observe(500, 101), 0)
+    assert.equal(clock.observe(750, 101), 250)
+    assert.equal(clock.observe(1_600, 101), 0)
   })
 })

@@ -24,9 +24,12 @@ class TestService {
   private server?: Server
   private static readonly held: ServerResponse[] = []
   private static firstHeld = false
+  /** Every plain answer waits this long (a slow instance the gateway learns to avoid). */
+  private readonly delayMs: number
 
-  constructor(name: string) {
+  constructor(name: string, delayMs = 0) {
     this.name = name
+    this.delayMs = delayMs
   }
 
   async start(port?: number): Promise<void> {
@@ -72,7 +75,8 @@ class TestService {
       res.end('the service failed on its own\n')
       return
     }
-    res.end(`${this.name}\n`)
+    if (this.delayMs > 0) setTimeout(() => res.end(`${this.name}\n`), this.delayMs)
+    else res.end(`${this.name}\n`)
   }
 }
 
@@ -251,12 +255,14 @@ describe('proxy error table: the instance is lost mid-request', () => {
 describe('proxy error table: the 64 KiB replay buffer', () => {
   let pairs = 0
 
-  /** A new service with two instances, both usable through the client. */
+  /** A new service with two instances, both usable through the client: `fast` answers at
+   * once, `slow` after 80 ms. */
   async function twoInstances(t: TestContext) {
     const service = `et-replay-${pairs++}`
-    const services = [new TestService(`${service}-a`), new TestService(`${service}-b`)]
+    const fast = new TestService(`${service}-fast`)
+    const slow = new TestService(`${service}-slow`, 80)
     const ids: string[] = []
-    for (const s of services) {
+    for (const s of [fast, slow]) {
       await s.start()
       const proxy = await mesh.serviceProxy(service, s.port)
       t.after(async () => {
@@ -272,25 +278,32 @@ describe('proxy error table: the 64 KiB replay buffer', () => {
       () => ids.every((id) => client.proc.stderr().includes(`${service}: instance ${id} usable`)),
       { timeoutMs: 30_000, intervalMs: 100 },
     )
-    return { service, services }
+    return { service, fast, slow }
   }
 
   /**
    * POSTs `bytes` to a service right after the service of its preferred instance stopped
    * accepting connections: the first attempt fails before a byte reached the service.
-   * The instance reports its service down within a second (then the gateway would not try
-   * it at all): when no attempt failed (no retry counted, no refusal), the race was lost:
-   * try again with new instances (at most 3 times).
+   *
+   * Two equal instances would be ranked by ping RTT noise, so the preferred one is made
+   * certain: the other's service is slow, and GETs go on until the gateway has learnt that
+   * (three answers in a row from the fast one). The instance reports its service down
+   * within a second (then the gateway would not try it at all): when no attempt failed (no
+   * retry counted, no refusal), that race was lost: try again with new instances (at most
+   * 3 times).
    */
   async function postAfterRefusal(t: TestContext, bytes: number) {
     for (let i = 0; i < 3; i++) {
-      const { service, services } = await twoInstances(t)
-      const name = (await http(client.port, `/${service}/`)).body.toString().trim()
-      const down = services.find((s) => s.name === name)!
-      const other = services.find((s) => s !== down)!
+      const { service, fast, slow } = await twoInstances(t)
+      let fastInARow = 0
+      for (let get = 0; get < 30 && fastInARow < 3; get++) {
+        const name = (await http(client.port, `/${service}/`)).body.toString().trim()
+        fastInARow = name === fast.name ? fastInARow + 1 : 0
+      }
+      assert.equal(fastInARow, 3, `the gateway never settled on ${fast.name}`)
       const retriesBefore = await client.metric('mtc_proxy_retries_total', { service }, 0)
-      const seenBefore = other.seen.length
-      await down.close()
+      const seenBefore = slow.seen.length
+      await fast.close()
       const res = await http(client.port, `/${service}/upload`, {
         method: 'POST',
         body: Buffer.alloc(bytes, 7),
@@ -298,9 +311,10 @@ describe('proxy error table: the 64 KiB replay buffer', () => {
       })
       const retries =
         (await client.metric('mtc_proxy_retries_total', { service }, 0)) - retriesBefore
-      const reachedOther = other.seen.slice(seenBefore).filter((r) => r.path === '/upload')
+      const reachedOther = slow.seen.slice(seenBefore).filter((r) => r.path === '/upload')
       if (retries > 0 || res.headers['x-mtc-error'] === 'ERR_SERVICE_UNREACHABLE')
-        return { res, retries, reachedOther, other }
+        return { res, retries, reachedOther, other: slow }
+      console.log(`replay buffer: attempt ${i + 1} lost the race (${res.status}, ${res.body})`)
     }
     assert.fail('the gateway never tried the instance whose service had just gone')
   }
