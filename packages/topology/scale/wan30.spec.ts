@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { LIVENESS_BUSY_INTERVAL_MS, LIVENESS_TIMEOUT_MS } from '@mtc/p2pnode'
 import { OPEN_STREAM_TIMEOUT_MS } from '@mtc/proxy'
 import { waitFor } from '@mtc/testkit'
 import {
+  type Component,
+  type Daemon,
   type Instance,
   Mesh,
   type MeshSpec,
@@ -84,6 +88,43 @@ function statuses(answers: ReadonlyArray<{ status: number; code?: string; error?
 
 const skip = missing()
 
+/**
+ * With MTC_SCALE_LOGS=DIR, every daemon's stderr and every instance's log are written to
+ * DIR/<host>.<component>.log before the mesh goes (the in-memory logs die with it; a
+ * failed scenario at this size is read from them).
+ */
+async function dumpLogs(mesh: Mesh): Promise<void> {
+  const dir = process.env.MTC_SCALE_LOGS
+  if (dir == null || dir === '') return
+  await mkdir(dir, { recursive: true })
+  const { registry, bootstraps = [], allocators, clients } = mesh.spec
+  const kinds: Array<[string, Component]> = [
+    [registry, 'bootstrap'],
+    [registry, 'hl-service'],
+    ...bootstraps.map((h): [string, Component] => [h, 'bootstrap']),
+    ...allocators.map((h): [string, Component] => [h, 'allocator']),
+    ...[...allocators, ...clients].map((h): [string, Component] => [h, 'proxy']),
+  ]
+  // Which peer is which: the logs name peers by ID only.
+  const peers: string[] = []
+  for (const [host, kind] of kinds) {
+    let text = ''
+    try {
+      text = mesh.log(host, kind)
+      peers.push(`${mesh.peerId(host, kind as Daemon)} ${host} ${kind}`)
+    } catch {
+      continue // no such daemon on that host
+    }
+    await writeFile(join(dir, `${host}.${kind}.log`), text)
+  }
+  for (const i of await mesh.instances().catch(() => [])) {
+    peers.push(`${i.peerId} ${i.host} instance`)
+    const r = await mesh.dockerd(i.host).docker(['logs', '-t', i.id], true)
+    await writeFile(join(dir, `${i.host}.instance-${i.peerId.slice(-6)}.log`), r.stdout + r.stderr)
+  }
+  await writeFile(join(dir, 'peers.txt'), `${peers.join('\n')}\n`)
+}
+
 let current: Mesh | undefined
 /** A client proxy's log and those of the allocators of its region, for a failure message. */
 function logTail(client: string): string {
@@ -147,6 +188,7 @@ describe('scale: 30 hosts in 3 regions', { skip, timeout: 1_800_000 }, () => {
     line('scale30', 'mesh up', `${JSON.stringify(mesh.timings)} (ms after start)`)
   })
   after(async () => {
+    if (mesh != null) await dumpLogs(mesh).catch((e) => console.log(`logs not written: ${e}`))
     await mesh?.destroy()
   })
 
