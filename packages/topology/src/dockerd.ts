@@ -11,7 +11,7 @@ import {
   DOCKERD_STOP_GRACE_MS,
   MESH_DIR_PREFIX,
 } from './constants.ts'
-import { killQuietly, ofDeadRun } from './processes.ts'
+import { killQuietly, ofDeadRun, setNice } from './processes.ts'
 
 /**
  * A Docker daemon of its own inside one simulated host: started with `nsenter --net` (not
@@ -28,10 +28,19 @@ export class HostDockerd {
   private readonly execRoot: string
   private readonly pidFile: string
   private readonly configFile: string
+  private readonly nice?: number
   private proc?: Proc
 
-  constructor(init: { host: string; netnsPath: string; dir: string; execRoot: string }) {
+  constructor(init: {
+    host: string
+    netnsPath: string
+    dir: string
+    execRoot: string
+    /** Niceness of the daemon (set at once, so containerd and the containers inherit it). */
+    nice?: number
+  }) {
     this.host = init.host
+    this.nice = init.nice
     this.netnsPath = init.netnsPath
     this.dataRoot = join(init.dir, 'data')
     this.execRoot = init.execRoot
@@ -78,6 +87,7 @@ export class HostDockerd {
       'error',
     ])
     this.proc = proc
+    if (this.nice != null) setNice(proc, this.nice)
     await waitFor(
       `dockerd in ${this.host}`,
       async () => {

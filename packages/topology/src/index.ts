@@ -11,6 +11,7 @@ export {
   type Served,
   type ServiceSpec,
 } from './mesh.ts'
+export * from './regions.ts'
 export {
   type HttpAnswer,
   listNetns,
@@ -23,3 +24,4 @@ export {
   Topology,
   type TopologySpec,
 } from './topology.ts'
+export * from './usage.ts'

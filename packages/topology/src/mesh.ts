@@ -23,7 +23,7 @@ import {
   STOP_GRACE_MS,
 } from './constants.ts'
 import { HostDockerd, meshDirPrefix, sweepStaleMeshDirs, unmountAndRemove } from './dockerd.ts'
-import { ExitReaper, pidsIn } from './processes.ts'
+import { ExitReaper, pidsIn, setNice } from './processes.ts'
 import { type HttpAnswer, sweepStale, Topology, type TopologySpec } from './topology.ts'
 
 /** The demo service every scenario runs (built by scripts/build-images.sh). */
@@ -74,6 +74,19 @@ export interface MeshSpec {
   extraArgs?: Partial<Record<Daemon, string[]>>
   /** The bootstraps' probe `--interval` (default MESH_PING_INTERVAL, 10s: the proxies measure). */
   pingInterval?: string
+  /**
+   * Client hosts from which a DHT lookup must find every allocator and the hl-service
+   * before the client proxies start (default: every client). Each check is a node
+   * process of its own: with many clients, one per region is enough (the DHT is one).
+   */
+  discoverFrom?: string[]
+  /**
+   * Niceness of every daemon and dockerd (as root, negative raises their priority). The
+   * simulated hosts share this machine's cores, which a real host has to itself: on a
+   * loaded machine a CPU-starved daemon answers a liveness ping after 2 s, and its peers
+   * cut the connection as dead (see README, 30 hosts). Default: inherited.
+   */
+  nice?: number
 }
 
 /** A container an allocator started, as its host's dockerd lists it. */
@@ -238,6 +251,7 @@ export class Mesh {
           netnsPath: topo.netnsPath(h),
           dir: join(this.dir, h),
           execRoot: join(this.dir, `x${i}`),
+          nice: spec.nice,
         })
         this.dockerds.set(h, d)
         await d.start()
@@ -272,7 +286,7 @@ export class Mesh {
     })()
     const discoverable = (async () => {
       await Promise.all([registry, allocators])
-      await Promise.all(spec.clients.map((h) => this.waitDiscoverable(h)))
+      await Promise.all((spec.discoverFrom ?? spec.clients).map((h) => this.waitDiscoverable(h)))
       this.mark('discoverable')
     })()
     await Promise.all([registry, allocators, registered, discoverable])
@@ -352,6 +366,7 @@ export class Mesh {
     await rm(s.addrFile, { force: true })
     const proc = this.topo.spawn(host, BINARY[kind], s.args)
     s.proc = proc
+    if (this.spec.nice != null) setNice(proc, this.spec.nice)
     const failed = (why: string) =>
       new Error(`${kind} on ${host} did not start: ${why}\n${proc.stderr().trim().slice(-3000)}`)
     const exited = proc.exited.then((code) => {

@@ -1,4 +1,6 @@
 import { spawnSync } from 'node:child_process'
+import { setPriority } from 'node:os'
+import type { Proc } from '@mtc/testkit'
 import { COMMAND_TIMEOUT_MS } from './constants.ts'
 
 /**
@@ -20,6 +22,20 @@ export function killQuietly(pid: number, signal: NodeJS.Signals): void {
     process.kill(pid, signal)
   } catch {
     // already gone
+  }
+}
+
+/**
+ * Sets a just-spawned process's niceness (`ip netns exec` and `nsenter` exec the program,
+ * so the pid is the daemon's; children it starts later inherit the value).
+ */
+export function setNice(proc: Proc, nice: number): void {
+  const pid = proc.child.pid
+  if (pid == null) return
+  try {
+    setPriority(pid, nice)
+  } catch {
+    // exited already: its start fails on its own
   }
 }
 

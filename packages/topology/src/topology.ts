@@ -365,6 +365,11 @@ export class Topology {
     return `/var/run/netns/${this.netns(host)}`
   }
 
+  /** The host's WAN interface (a TUN device) inside its namespace. */
+  wanIf(host: string): string {
+    return `${WAN_IF_PREFIX}${this.indexOf(host)}`
+  }
+
   /** The configured RTT (ms) between two hosts. */
   rtt(a: string, b: string): number {
     return this.rttMs[this.indexOf(a)][this.indexOf(b)]

@@ -35,6 +35,7 @@ export function fourHosts(): TopologySpec {
 /** Median, p90 and max of the answers' times, for the scenarios' one-line reports. */
 export function summary(answers: ReadonlyArray<Pick<HttpAnswer, 'ms'>>): string {
   const ms = answers.map((a) => a.ms).sort((x, y) => x - y)
+  if (ms.length === 0) return 'no answers'
   const at = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))].toFixed(1)
   return `median ${at(0.5)} ms, p90 ${at(0.9)} ms, max ${at(1)} ms`
 }
