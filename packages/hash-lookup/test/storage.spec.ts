@@ -222,17 +222,24 @@ describe('garbage collection of tarballs', () => {
     )
   })
 
-  it('deletes the old tarball when a service is replaced with another', async () => {
+  it('keeps a replaced tarball while the record history names it (rollback), deletes both with the record', async () => {
     const v1 = await tarballFile('v1', 'mtc/app:1')
     const v2 = await tarballFile('v2', 'mtc/app:2')
     assert.equal((await cli(hl, ['add', '--file', v1.path, 'mtc/app:1', 'app'])).code, 0)
+    const sweeps = await sweepCount(hl)
     assert.equal((await cli(hl, ['add', '--file', v2.path, 'mtc/app:2', 'app'])).code, 0)
-    await waitFor('the replaced tarball deleted', async () => {
-      const { blobs } = await files(hl.dataDir)
-      return blobs.length === 1 && blobs[0] === v2.hex ? true : undefined
-    })
     const get = await cli(hl, ['--json', 'get', 'app'])
     assert.equal(JSON.parse(get.stdout).blob.digest, `sha256:${v2.hex}`)
+    // A sweep after the replacement keeps v1: a rollback to it needs no upload.
+    await waitFor('a sweep after the replacement', async () =>
+      (await sweepCount(hl)) > sweeps ? true : undefined,
+    )
+    assert.deepEqual((await files(hl.dataDir)).blobs.sort(), [v1.hex, v2.hex].sort())
+    assert.equal((await cli(hl, ['delete', 'app'])).code, 0)
+    await waitFor('both tarballs deleted with the record and its history', async () => {
+      const { blobs } = await files(hl.dataDir)
+      return blobs.includes(v1.hex) || blobs.includes(v2.hex) ? undefined : true
+    })
   })
 
   it('does not collect an upload in progress while other tarballs are collected', async () => {
