@@ -68,7 +68,8 @@ async function servedBy(service: string): Promise<number[]> {
     }))
     let total = 0
     for (const line of body.split('\n'))
-      if (line.startsWith('mtc_proxy_inbound_requests_total{')) total += Number(line.split(' ')[1])
+      if (/^mtc_proxy_inbound_requests_total[ {]/.test(line))
+        total += Number(line.split(' ').at(-1))
     out.push(total)
   }
   return out
