@@ -134,6 +134,10 @@ before(async () => {
       'add',
       '--image-id',
       imageId,
+      // One instance at most: the GETs that queue while the killed one is replaced reach
+      // the new one at once, which load-aware scaling would answer with a second instance.
+      '--max-instances',
+      '1',
       'mtc/hello-world-server:1.0',
       name,
     ])

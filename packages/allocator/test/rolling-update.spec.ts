@@ -385,14 +385,19 @@ describe('rolling updates under a steady load (real Docker)', () => {
     })
     assert.equal(failing.status, 200)
     const t0 = performance.now()
+    let running: string[] = []
     const replacedAt = await waitFor(
       'the failing instance replaced',
       async () => {
-        const running = await containersOf(ids.v1)
-        return running.length === 1 && running[0] !== sick ? performance.now() : undefined
+        // The requests held while no instance was usable reach the replacement at once,
+        // which load-aware scaling may answer with a second one: count the sick one gone.
+        running = await containersOf(ids.v1)
+        return running.length >= 1 && !running.includes(sick) ? performance.now() : undefined
       },
       { timeoutMs: 30_000, intervalMs: 250 },
-    )
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}: v1 containers ${running.join(' ')} (sick ${sick})${logs()}`)
+    })
     // Served by the replacement from then on.
     await sleep(2_000)
     const answers = await load.stop()
