@@ -147,6 +147,16 @@ export const YAMUX_MAX_STREAM_WINDOW_BYTES = 16 * 1024 * 1024
  * read buffer cap (4 MiB) is below yamux's window, so pausing a fast stream reset it.
  */
 export const STREAM_MAX_READ_BUFFER_BYTES = 2 * YAMUX_MAX_STREAM_WINDOW_BYTES
+/** Streams one peer has open to us on one connection at once (yamux's default); more are reset. */
+export const YAMUX_MAX_INBOUND_STREAMS = 1_000
+/**
+ * Streams a new connection may carry before libp2p listens for them: the peer's first
+ * frames can arrive with its last handshake message, before the upgrader has wired the
+ * muxer to the connection. libp2p's default (10) aborted the whole connection when a
+ * client opened more at once (20 concurrent requests to a fresh peer: every stream
+ * reset); held streams are bounded by the inbound cap either way.
+ */
+export const YAMUX_MAX_EARLY_STREAMS = YAMUX_MAX_INBOUND_STREAMS
 
 /**
  * An instance's proxy answers "how are you" on this protocol: which service, whether the

@@ -21,6 +21,8 @@ import {
   PING_MAX_INBOUND_STREAMS,
   PING_MAX_OUTBOUND_STREAMS,
   STREAM_MAX_READ_BUFFER_BYTES,
+  YAMUX_MAX_EARLY_STREAMS,
+  YAMUX_MAX_INBOUND_STREAMS,
   YAMUX_MAX_STREAM_WINDOW_BYTES,
 } from './constants.ts'
 import { HandshakeGuard } from './handshake-guard.ts'
@@ -179,6 +181,8 @@ export class MeshNode {
         // Frames written in one event-loop turn leave as one encrypted message.
         coalescingMuxer(
           yamux({
+            maxInboundStreams: YAMUX_MAX_INBOUND_STREAMS,
+            maxEarlyStreams: YAMUX_MAX_EARLY_STREAMS,
             streamOptions: {
               maxStreamWindowSize: YAMUX_MAX_STREAM_WINDOW_BYTES,
               maxReadBufferLength: STREAM_MAX_READ_BUFFER_BYTES,
