@@ -273,7 +273,8 @@ export async function startDaemon(
 ): Promise<{ proc: Proc; addr: string; peerId: string }> {
   const addrFile = join(dir, `${bin}-${daemonSeq++}.addr`)
   const proc = run(bin, [...args, '--addr-file', addrFile], { env: options.env })
-  const lines = await readLinesWhenReady(addrFile, options.timeoutMs ?? 30_000).catch(
+  // 60 s: an allocator took over 30 s to listen while the 2 shared cores ran at load 40.
+  const lines = await readLinesWhenReady(addrFile, options.timeoutMs ?? 60_000).catch(
     (err: Error) => {
       throw new Error(`${bin} did not start: ${err.message}\n${proc.stderr()}`)
     },
