@@ -226,6 +226,13 @@ export const ALLOCATION_FAILURE_HOLD_MS = 5_000
  */
 export const NEARER_ALLOCATION_INTERVAL_MS = 30_000
 /**
+ * An allocation that handed out an instance which answers but takes no request yet (not
+ * ready, draining, failing its health check) stays the service's allocation this long:
+ * requests arriving meanwhile wait for that instance (or another becoming usable) with the
+ * others, rather than each asking again (one ask per request while every instance drains).
+ */
+export const HANDED_OUT_SHARE_MS = 5_000
+/**
  * An allocation that handed out an instance this proxy cannot reach (it died, and its
  * allocator had not noticed yet) is asked again, at most this many times per waiting
  * request, each after ALLOCATION_REASK_DELAY_MS; then the request waits out
