@@ -271,6 +271,13 @@ export const SCALE_TICK_MS = 500
  * instances that take seconds to start; ours start in about one, so 3 s.
  */
 export const SCALE_OUT_WINDOW_MS = 3_000
+/**
+ * Twice the target on average over this window asks at once (Knative's panic window, 6 s
+ * there, 10 % of its stable window): longer than one probe interval, so that a burst of
+ * requests that waited during an outage and reach the replacement at once weighs what it
+ * costs (request-seconds), not its count.
+ */
+export const PANIC_WINDOW_MS = 1_000
 /** After a scale-out ended, the next waits this long: the new instance takes its share of
  * the requests first (selection moves them within a few answers). */
 export const SCALE_OUT_COOLDOWN_MS = 1_000
