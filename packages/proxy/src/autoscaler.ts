@@ -2,6 +2,7 @@ import type { Logger, PeerId } from '@libp2p/interface'
 import { type ScalingSettings, scalingOf } from '@mtc/hash-lookup/client'
 import type { Allocator } from './allocator.ts'
 import {
+  PANIC_WINDOW_MS,
   REPORTED_LOAD_MAX_AGE_MS,
   SCALE_OUT_COOLDOWN_MS,
   SCALE_OUT_WINDOW_MS,
@@ -32,7 +33,11 @@ export interface AutoscalerInit {
 
 /** One service's recent load, as the decision sees it. */
 interface Load {
-  samples: Array<{ at: number; perInstance: number }>
+  /** Per tick: its end, its length and the load per instance over it. */
+  samples: Array<{ at: number; ms: number; perInstance: number }>
+  /** Each instance's busyMsNow() at the last tick, and when that was. */
+  busy: Map<string, number>
+  lastAt: number
   scaling?: ScalingSettings
   running?: Promise<void>
   /** When the last scale-out ended: the next waits SCALE_OUT_COOLDOWN_MS. */
@@ -44,10 +49,13 @@ interface Load {
 /**
  * Scale-out on concurrency (Knative's rule, with short windows): for every service in use,
  * twice a second, load = requests in flight on its usable instances — the larger of what
- * this proxy has in flight (plus requests waiting for an instance) and what the instances
- * report in their status (every proxy's requests: the instance sees its whole load) —
- * divided by the usable instances. Another instance is asked for when that stays above the
- * record's `concurrency` for SCALE_OUT_WINDOW_MS on average, or at once above twice it.
+ * this proxy had in flight over the tick, time-weighted (plus requests waiting for an
+ * instance), and what the instances report in their status (every proxy's requests: the
+ * instance sees its whole load; the lesser of its last two statuses) — divided by the
+ * usable instances. Another instance is asked for when that is above the record's
+ * `concurrency` on average over SCALE_OUT_WINDOW_MS (Knative's stable window), or above
+ * twice it over PANIC_WINDOW_MS (its panic window): a backlog released at once after an
+ * outage weighs its request-seconds, not its count.
  * One scale-out per service at a time from this proxy, then SCALE_OUT_COOLDOWN_MS for the
  * new instance to take its share. Many proxies seeing the same load do not flood: before
  * asking, the allocators' status is read (MeshAllocator.scaleOut): a start of the service in
@@ -102,16 +110,37 @@ export class Autoscaler {
     const service = entry.name
     let load = this.loads.get(service)
     if (load == null) {
-      load = { samples: [], endedAt: Number.NEGATIVE_INFINITY, instances: 0, perInstance: 0 }
+      load = {
+        samples: [],
+        busy: new Map(),
+        lastAt: now,
+        endedAt: Number.NEGATIVE_INFINITY,
+        instances: 0,
+        perInstance: 0,
+      }
       this.loads.set(service, load)
     }
     const usable = [...entry.instances.values()].filter((i) => i.usable)
-    let local = this.init.waiting(service)
+    // Local: time-weighted over the tick (requests in flight × ms / ms), so a burst of
+    // quick requests weighs what it costs, not its count (Knative measures concurrency so).
+    const ms = now - load.lastAt
+    let busy = 0
+    const seen = new Map<string, number>()
+    for (const i of entry.instances.values()) {
+      const b = i.busyMsNow()
+      seen.set(i.id, b)
+      busy += b - (load.busy.get(i.id) ?? b)
+    }
+    load.busy = seen
+    load.lastAt = now
+    const local = this.init.waiting(service) + (ms > 0 ? busy / ms : 0)
+    // Reported: a status is a snapshot; the lesser of the last two, so that a burst seen
+    // by one status only is not taken for load (a new instance's first status alone, neither).
     let reported = 0
     for (const i of usable) {
-      local += i.inFlight
-      if (i.reported != null && now - i.reported.at < REPORTED_LOAD_MAX_AGE_MS)
-        reported += i.reported.inFlight
+      const r = i.reported
+      if (r != null && now - r.at < REPORTED_LOAD_MAX_AGE_MS)
+        reported += Math.min(r.inFlight, r.previous ?? 0)
     }
     load.instances = usable.length
     load.perInstance = usable.length > 0 ? Math.max(local, reported) / usable.length : 0
@@ -120,19 +149,21 @@ export class Autoscaler {
       load.samples = []
       return
     }
-    load.samples.push({ at: now, perInstance: load.perInstance })
+    load.samples.push({ at: now, ms, perInstance: load.perInstance })
     while (load.samples.length > 0 && now - load.samples[0].at > SCALE_OUT_WINDOW_MS)
       load.samples.shift()
     if (load.running != null || now - load.endedAt < SCALE_OUT_COOLDOWN_MS) return
     const scaling = await this.settings(service)
     const target = scaling.concurrency
-    const panic = load.perInstance > 2 * target
-    const covered = now - load.samples[0].at >= SCALE_OUT_WINDOW_MS - SCALE_TICK_MS
-    const average = load.samples.reduce((s, x) => s + x.perInstance, 0) / load.samples.length
-    if (!panic && !(covered && average > target)) return
+    // Knative's two windows: twice the target over the short one asks at once, the target
+    // over the long one asks too. A window counts once the samples cover it.
+    const panic = average(load.samples, now, PANIC_WINDOW_MS) > 2 * target
+    const stable = average(load.samples, now, SCALE_OUT_WINDOW_MS) > target
+    if (!panic && !stable) return
     if (entry.instances.size >= scaling.maxInstances) return
     const trigger = panic ? 'panic' : 'sustained'
-    load.running = this.scaleOut(service, scaling, trigger, load.perInstance).finally(() => {
+    const perInstance = average(load.samples, now, panic ? PANIC_WINDOW_MS : SCALE_OUT_WINDOW_MS)
+    load.running = this.scaleOut(service, scaling, trigger, perInstance).finally(() => {
       const l = this.loads.get(service)
       if (l == null) return
       l.running = undefined
@@ -184,4 +215,23 @@ export class Autoscaler {
       metrics.scaleOuts.inc({ service, trigger, result })
     }
   }
+}
+
+/**
+ * The load per instance over the last `windowMs` (the samples weighted by their length);
+ * 0 until the samples cover the window (less half a tick): no decision on a part of it.
+ */
+function average(
+  samples: ReadonlyArray<{ at: number; ms: number; perInstance: number }>,
+  now: number,
+  windowMs: number,
+): number {
+  let sum = 0
+  let ms = 0
+  for (const s of samples) {
+    if (now - s.at >= windowMs) continue
+    sum += s.perInstance * s.ms
+    ms += s.ms
+  }
+  return ms > 0 && ms >= windowMs - SCALE_TICK_MS / 2 ? sum / ms : 0
 }

@@ -226,6 +226,13 @@ export const ALLOCATION_FAILURE_HOLD_MS = 5_000
  */
 export const NEARER_ALLOCATION_INTERVAL_MS = 30_000
 /**
+ * An allocation that handed out an instance which answers but takes no request yet (not
+ * ready, draining, failing its health check) stays the service's allocation this long:
+ * requests arriving meanwhile wait for that instance (or another becoming usable) with the
+ * others, rather than each asking again (one ask per request while every instance drains).
+ */
+export const HANDED_OUT_SHARE_MS = 5_000
+/**
  * An allocation that handed out an instance this proxy cannot reach (it died, and its
  * allocator had not noticed yet) is asked again, at most this many times per waiting
  * request, each after ALLOCATION_REASK_DELAY_MS; then the request waits out
@@ -264,6 +271,13 @@ export const SCALE_TICK_MS = 500
  * instances that take seconds to start; ours start in about one, so 3 s.
  */
 export const SCALE_OUT_WINDOW_MS = 3_000
+/**
+ * Twice the target on average over this window asks at once (Knative's panic window, 6 s
+ * there, 10 % of its stable window): longer than one probe interval, so that a burst of
+ * requests that waited during an outage and reach the replacement at once weighs what it
+ * costs (request-seconds), not its count.
+ */
+export const PANIC_WINDOW_MS = 1_000
 /** After a scale-out ended, the next waits this long: the new instance takes its share of
  * the requests first (selection moves them within a few answers). */
 export const SCALE_OUT_COOLDOWN_MS = 1_000

@@ -42,8 +42,12 @@ export class Instance implements Candidate {
   failures = 0
   /** When an allocator handed it out (undefined: found in the DHT). */
   adoptedAt?: number
-  /** Requests in flight the instance reported in its last status (every proxy's), and when. */
-  reported?: { inFlight: number; at: number }
+  /** Requests in flight the instance reported in its last status (every proxy's), and when;
+   * `previous`: in the status before (a burst shows in one status only). */
+  reported?: { inFlight: number; at: number; previous?: number }
+  /** This proxy's attempts on it × ms, summed: its time-weighted load (the autoscaler's). */
+  private busyMs = 0
+  private busySince = performance.now()
   probing?: Promise<void>
 
   constructor(peer: PeerId, agent: MeshAgent) {
@@ -58,12 +62,25 @@ export class Instance implements Candidate {
 
   /** An attempt of this proxy on the instance starts (counted in its load)... */
   begin(): void {
+    this.accrue()
     this.stats.begin()
   }
 
   /** ...and ends. */
   end(): void {
+    this.accrue()
     this.stats.end()
+  }
+
+  /** Requests in flight × ms, summed until now (a difference over a window / its length is
+   * the average in flight there, as Knative measures concurrency). */
+  busyMsNow(): number {
+    return this.busyMs + this.inFlight * (performance.now() - this.busySince)
+  }
+
+  private accrue(): void {
+    this.busyMs = this.busyMsNow()
+    this.busySince = performance.now()
   }
 
   /** Attempts of this proxy on the instance now. */
@@ -348,7 +365,11 @@ export class InstanceRegistry {
       inst.draining = status.draining === true
       inst.failures = 0
       if (status.inFlight != null)
-        inst.reported = { inFlight: status.inFlight, at: performance.now() }
+        inst.reported = {
+          inFlight: status.inFlight,
+          at: performance.now(),
+          previous: inst.reported?.inFlight,
+        }
       if (inst.usable) inst.everUsable = true
       if (inst.usable && !wasUsable) {
         this.log(

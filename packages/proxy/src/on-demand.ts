@@ -6,6 +6,7 @@ import {
   ALLOCATION_FAILURE_HOLD_MS,
   ALLOCATION_REASK_DELAY_MS,
   DEFAULT_ALLOCATION_TIMEOUT_MS,
+  HANDED_OUT_SHARE_MS,
   MAX_ALLOCATION_REASKS,
   MAX_TRACKED_SERVICES,
   MAX_WAITING_PER_SERVICE,
@@ -34,6 +35,12 @@ interface Allocation {
   next?: Allocation
 }
 
+/** The allocation ended with an instance that answers but takes no request (yet). */
+function awaited(a: Allocation): boolean {
+  const r = a.result
+  return r != null && 'instance' in r && r.instance != null && r.instance.up && !r.instance.usable
+}
+
 /** The allocation ended with an instance this proxy cannot reach (e.g. one that just died). */
 function unreachable(a: Allocation): boolean {
   const r = a.result
@@ -54,6 +61,8 @@ export class OnDemand {
   private readonly log: Logger
   private readonly waitTimeoutMs: number
   private readonly running = new Map<string, Allocation>()
+  /** Ended allocations whose instance is still awaited (HANDED_OUT_SHARE_MS), by service. */
+  private readonly handedOut = new Map<string, { allocation: Allocation; at: number }>()
   private readonly waiting = new Map<string, number>()
   /** Recent failures per service, answered again without asking (ALLOCATION_FAILURE_HOLD_MS). */
   private readonly failures = new Map<string, { error: ProxyError; at: number }>()
@@ -140,7 +149,10 @@ export class OnDemand {
         if (inst != null) return inst
       }
     }
-    let allocation = this.running.get(entry.name) ?? this.start(entry.name, 'no-instance')
+    let allocation =
+      this.running.get(entry.name) ??
+      this.stillAwaited(entry.name) ??
+      this.start(entry.name, 'no-instance')
     let reasks = 0
     while (true) {
       const inst = pick()
@@ -182,11 +194,32 @@ export class OnDemand {
     }
   }
 
+  /**
+   * The last allocation of `service`, ended within HANDED_OUT_SHARE_MS with an instance
+   * that answers but takes no request yet: a new waiter joins it rather than asking again
+   * (the allocator would hand out the same instance, or share the same start).
+   */
+  private stillAwaited(service: string): Allocation | undefined {
+    const h = this.handedOut.get(service)
+    if (h == null) return undefined
+    if (performance.now() - h.at < HANDED_OUT_SHARE_MS && awaited(h.allocation)) {
+      return h.allocation
+    }
+    this.handedOut.delete(service)
+    return undefined
+  }
+
   private start(service: string, reason: AllocationReason): Allocation {
     const allocation: Allocation = { done: Promise.resolve() }
     this.running.set(service, allocation)
+    this.handedOut.delete(service)
     allocation.done = this.run(service, reason, allocation).finally(() => {
-      if (this.running.get(service) === allocation) this.running.delete(service)
+      if (this.running.get(service) !== allocation) return
+      this.running.delete(service)
+      if (awaited(allocation)) {
+        this.handedOut.set(service, { allocation, at: performance.now() })
+        this.forgetOld(this.handedOut, HANDED_OUT_SHARE_MS, (h) => h.at)
+      }
     })
     return allocation
   }

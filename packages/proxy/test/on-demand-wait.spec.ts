@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { Registry } from 'prom-client'
 import type { Instance, InstanceRegistry } from '../src/instance-registry.ts'
@@ -81,5 +82,45 @@ describe('on demand: waiting for a new instance', () => {
     assert.equal(got, inst)
     assert.equal(asked, 0, 'a live instance is not replaced')
     onDemand.stop()
+  })
+
+  it('asks once while every instance drains: requests arriving meanwhile share the ask', async () => {
+    const entry = new ServiceEntry('hello')
+    // The only instance drains (it answers, takes no request); its allocator, not knowing
+    // (the instance was told to stop by someone else), hands it out again at once.
+    const draining = { id: PEER, up: true, usable: false, everUp: true } as unknown as Instance
+    entry.instances.set(draining.id, draining)
+    const replacement = { id: 'replacement', up: true, usable: false } as unknown as Instance
+    let asked = 0
+    const onDemand = new OnDemand({
+      allocator: {
+        allocate: async () => {
+          asked++
+          return peerIdFromString(PEER)
+        },
+      },
+      registry: { adopt: async () => draining } as unknown as InstanceRegistry,
+      metrics: new ProxyMetrics(new Registry()),
+      log: silent,
+      waitTimeoutMs: 10_000,
+    })
+    const pick = (): Instance | undefined => (replacement.usable ? replacement : undefined)
+    // A request every 20 ms for 0.8 s (as a client's steady traffic), then the replacement
+    // (found by the next lookup) becomes usable and takes them all.
+    const requests = Array.from({ length: 40 }, async (_, i) => {
+      await sleep(20 * i)
+      return await onDemand.waitFor(entry, pick, new AbortController().signal)
+    })
+    await sleep(1_000)
+    ;(replacement as { usable: boolean }).usable = true
+    entry.instances.set(replacement.id, replacement)
+    entry.notify()
+    const got = await Promise.all(requests)
+    onDemand.stop()
+    assert.ok(
+      got.every((g) => g === replacement),
+      'every request went to the replacement',
+    )
+    assert.equal(asked, 1, `${asked} asks for 40 requests`)
   })
 })

@@ -52,6 +52,8 @@ export interface ServiceSpec {
    * daemon lacks the image fetches it over the overlay; false registers the image ID only.
    */
   upload?: boolean
+  /** Further `hl-cli add` flags, e.g. scaling settings `['--concurrency', '2']`. */
+  addFlags?: string[]
 }
 
 export interface MeshSpec {
@@ -72,6 +74,8 @@ export interface MeshSpec {
   logLevel?: string
   /** Extra flags per daemon kind, e.g. `{ proxy: ['--allocation-timeout', '30s'] }`. */
   extraArgs?: Partial<Record<Daemon, string[]>>
+  /** Extra flags for one host's daemons, after extraArgs: `{ near: { allocator: [...] } }`. */
+  hostArgs?: Record<string, Partial<Record<Daemon, string[]>>>
   /** The bootstraps' probe `--interval` (default MESH_PING_INTERVAL, 10s: the proxies measure). */
   pingInterval?: string
   /**
@@ -330,7 +334,11 @@ export class Mesh {
       spec.logLevel ?? 'error',
     ]
     const state = this.state(host, kind)
-    state.args = [...common, ...(spec.extraArgs?.[kind] ?? [])]
+    state.args = [
+      ...common,
+      ...(spec.extraArgs?.[kind] ?? []),
+      ...(spec.hostArgs?.[host]?.[kind] ?? []),
+    ]
     // Bootstraps are planned first: every later daemon knows all of them.
     const bootstraps = [...this.daemons.values()]
       .filter((d) => d.kind === 'bootstrap' && d !== state)
@@ -446,6 +454,7 @@ export class Mesh {
     }
     if (service.softRttMs != null) args.push('--soft-rtt', String(service.softRttMs))
     if (service.hardRttMs != null) args.push('--hard-rtt', String(service.hardRttMs))
+    args.push(...(service.addFlags ?? []))
     const r = await this.hlCli([...args, image, service.name])
     if (r.code !== 0) throw new Error(`hl-cli add ${service.name} failed (${r.code}): ${r.stderr}`)
   }
