@@ -1,7 +1,6 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { type BlobSink, requestBlob } from '@mtc/blobs'
-import { expectReply, findProviders, openRpc, RemoteError } from '@mtc/p2pnode'
+import { expectReply, findReachableProvider, openRpc, RemoteError } from '@mtc/p2pnode'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { HL_LOOKUP_TIMEOUT_MS } from './constants.ts'
 import { errorFromCode, isErrorCode, RegistryUnavailableError } from './errors.ts'
@@ -134,23 +133,13 @@ export class HashLookupClient {
 }
 
 /**
- * An hl-service found through the DHT that answers a dial: provider records can be
- * stale, so each candidate is dialled before it is used.
+ * An hl-service found through the DHT that answers a dial (provider records can be stale),
+ * looked for until HL_LOOKUP_TIMEOUT_MS or `signal`; RegistryUnavailableError when none.
  */
 export async function findHashLookup(libp2p: Libp2p, signal?: AbortSignal): Promise<PeerId> {
   const deadline = AbortSignal.timeout(HL_LOOKUP_TIMEOUT_MS)
   const s = signal != null ? AbortSignal.any([signal, deadline]) : deadline
-  for (let attempt = 0; attempt < 100 && !s.aborted; attempt++) {
-    const candidates = await findProviders(libp2p, 'hash-lookup', '', { signal: s }).catch(() => [])
-    for (const peer of candidates) {
-      try {
-        await libp2p.dial(peer, { signal: s })
-        return peer
-      } catch {
-        // stale record: try the next one
-      }
-    }
-    await sleep(250, undefined, { signal: s }).catch(() => {})
-  }
-  throw new RegistryUnavailableError('no reachable hl-service found in the mesh')
+  const peer = await findReachableProvider(libp2p, 'hash-lookup', '', s)
+  if (peer == null) throw new RegistryUnavailableError('no reachable hl-service found in the mesh')
+  return peer
 }

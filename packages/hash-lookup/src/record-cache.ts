@@ -1,7 +1,7 @@
 import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
-import { Backoff, expectReply, openRpc, ProtocolViolationError } from '@mtc/p2pnode'
+import { Backoff, expectReply, openRpc, PeerLocator, ProtocolViolationError } from '@mtc/p2pnode'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { findHashLookup, HashLookupClient } from './client.ts'
+import { HashLookupClient } from './client.ts'
 import {
   HL_LOOKUP_TIMEOUT_MS,
   MAX_NAMES_PER_NOTICE,
@@ -72,19 +72,19 @@ const MAX_QUEUED_READS = 4_096
 export class RecordCache {
   private readonly libp2p: Libp2p
   private readonly log: Logger | undefined
-  private readonly hl: Multiaddr | undefined
+  /** `--hl`, or an hl-service found in the DHT and dropped once it fails. */
+  private readonly locator: PeerLocator
   private readonly maxEntries: number
   private readonly maxReads: number
   private readonly negativeTtlMs: number
   private readonly positiveTtlMs: number
   private readonly readTimeoutMs: number
-  private readonly lookupTimeoutMs: number
   private readonly retryMs: number
   private readonly onRead: (result: RegistryReadResult) => void
   private readonly entries = new Map<string, Entry>()
   private readonly controller = new AbortController()
+  /** The client of the hl-service in use (the locator's current peer). */
   private client?: HashLookupClient
-  private finding?: Promise<HashLookupClient | undefined>
   /** When the registry last failed (undefined: it answers). */
   private downAt?: number
   private reads = 0
@@ -92,24 +92,34 @@ export class RecordCache {
   /** Counts change-notice streams (and resets): answers of an older session are stale. */
   private session = 0
   private notified = false
-  /** A registry lookup in the DHT has ended at least once (found or not). */
-  private searched = false
   private watching?: Promise<void>
   private wakeWatcher?: () => void
 
   constructor(libp2p: Libp2p, init: RecordCacheInit = {}) {
     this.libp2p = libp2p
     this.log = init.log
-    this.hl = init.hl
     this.maxEntries = init.maxEntries ?? RECORD_CACHE_MAX_ENTRIES
     this.maxReads = init.maxReads ?? RECORD_CACHE_MAX_READS
     this.negativeTtlMs = init.negativeTtlMs ?? RECORD_CACHE_NEGATIVE_TTL_MS
     this.positiveTtlMs = init.positiveTtlMs ?? RECORD_CACHE_POSITIVE_TTL_MS
     this.readTimeoutMs = init.readTimeoutMs ?? RECORD_CACHE_READ_TIMEOUT_MS
-    this.lookupTimeoutMs = init.lookupTimeoutMs ?? HL_LOOKUP_TIMEOUT_MS
     this.retryMs = init.retryMs ?? RECORD_CACHE_RETRY_MS
     this.onRead = init.onRead ?? (() => {})
-    if (init.hl != null) this.client = new HashLookupClient(libp2p, init.hl)
+    this.locator = new PeerLocator(libp2p, {
+      kind: 'hash-lookup',
+      fixed: init.hl,
+      lookupTimeoutMs: init.lookupTimeoutMs ?? HL_LOOKUP_TIMEOUT_MS,
+      // No new lookup while the registry failed lately.
+      mayLook: () => this.available && !this.stopped,
+      onLookupEnd: (peer) => {
+        if (peer != null) {
+          this.log?.('reading the registry from hl-service %p', peer)
+          this.wakeWatcher?.()
+        } else if (!this.stopped) {
+          this.markDown('no reachable hl-service found in the mesh')
+        }
+      },
+    })
   }
 
   /** Finds the registry and subscribes to its change notices (kept up until stop()). */
@@ -123,7 +133,7 @@ export class RecordCache {
     this.controller.abort()
     this.wakeWatcher?.()
     const reading = [...this.entries.values()].map((e) => e.reading)
-    await Promise.allSettled([this.finding, this.watching, ...reading])
+    await Promise.allSettled([this.locator.stop(), this.watching, ...reading])
   }
 
   get stopped(): boolean {
@@ -145,7 +155,7 @@ export class RecordCache {
    * worth waiting for. False once a lookup found none (the cache looks again by itself).
    */
   get mayAnswer(): boolean {
-    return this.client != null || !this.searched
+    return this.locator.current != null || !this.locator.searched
   }
 
   /** Answers held now (valid or not). */
@@ -153,10 +163,10 @@ export class RecordCache {
     return this.entries.size
   }
 
-  /** The hl-service in use: `--hl`'s address, or the peer found in the DHT (looked for now
-   * if none is known); undefined when none is found. */
-  async registryTarget(): Promise<PeerId | Multiaddr | undefined> {
-    return (await this.registry())?.target
+  /** The peer ID of the hl-service in use (`--hl`'s is learnt by dialling it), looked for
+   * now if none is known; undefined when none is found. */
+  async registryPeer(signal?: AbortSignal): Promise<PeerId | undefined> {
+    return await this.locator.peerId(signal)
   }
 
   /** The cached answer while valid; undefined when there is none or it may be stale. */
@@ -247,7 +257,7 @@ export class RecordCache {
         this.onRead('unavailable')
         this.markDown(`reading ${name}: ${(err as Error).message}`)
         // A vanished hl-service: look for another one next time.
-        if (this.hl == null && this.client === client) this.client = undefined
+        this.locator.drop(client.target)
         throw err instanceof RegistryUnavailableError
           ? err
           : new RegistryUnavailableError((err as Error).message, { cause: err })
@@ -280,34 +290,13 @@ export class RecordCache {
     this.downAt = performance.now()
   }
 
-  /** `--hl`'s client, or one found in the DHT (one lookup at a time, none while down). */
+  /** The client of `--hl`, or of an hl-service found in the DHT (one lookup at a time,
+   * none while the registry is down); undefined when none is found. */
   private async registry(): Promise<HashLookupClient | undefined> {
-    if (this.client != null) return this.client
-    if (this.finding != null) return await this.finding
-    if (!this.available || this.stopped) return undefined
-    this.finding = this.find().finally(() => {
-      this.finding = undefined
-    })
-    return await this.finding
-  }
-
-  private async find(): Promise<HashLookupClient | undefined> {
-    const signal = AbortSignal.any([
-      this.controller.signal,
-      AbortSignal.timeout(this.lookupTimeoutMs),
-    ])
-    try {
-      const peer = await findHashLookup(this.libp2p, signal)
-      this.log?.('reading the registry from hl-service %p', peer)
-      this.client = new HashLookupClient(this.libp2p, peer)
-      this.wakeWatcher?.()
-      return this.client
-    } catch (err) {
-      if (!this.stopped) this.markDown((err as Error).message)
-      return undefined
-    } finally {
-      this.searched = true
-    }
+    const target = await this.locator.locate()
+    if (target == null) return undefined
+    if (this.client?.target !== target) this.client = new HashLookupClient(this.libp2p, target)
+    return this.client
   }
 
   /** Keeps a change-notice stream open to the registry in use, for as long as it runs. */
@@ -315,7 +304,7 @@ export class RecordCache {
     const backoff = new Backoff(WATCH_BACKOFF)
     const signal = this.controller.signal
     while (!signal.aborted) {
-      const client = this.client
+      const client = this.locator.current != null ? await this.registry() : undefined
       if (client == null) {
         // No registry known: look for one as soon as a lookup may be made again, not only
         // when a request asks, so that notices and reads resume by themselves.
@@ -373,7 +362,9 @@ export class RecordCache {
       onSubscribed()
       this.log?.('change notices from hl-service %s', String(client.target))
       // Until the stream ends, or another registry is in use (the next notice says so).
-      while (this.client === client) this.apply(await rpc.readJson<WatchNotice>(signal))
+      while (this.locator.current === client.target) {
+        this.apply(await rpc.readJson<WatchNotice>(signal))
+      }
     } finally {
       rpc.abort(new Error('unsubscribed'))
     }

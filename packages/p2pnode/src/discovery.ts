@@ -2,6 +2,7 @@ import type { Libp2p, PeerId } from '@libp2p/interface'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
+import { iterateUntil } from './abort.ts'
 import { DHT_PROTOCOL, PROTOCOL_PREFIX } from './constants.ts'
 
 /** What a provider record announces: instances of a service, allocators, hl-services, blobs. */
@@ -50,27 +51,54 @@ export async function provide(
   await libp2p.contentRouting.provide(await discoveryKey(kind, name), options)
 }
 
+export interface ProviderLookupOptions {
+  /** Ends the lookup; the iteration then throws the signal's reason. */
+  signal?: AbortSignal
+  /** Stop after this many distinct providers. */
+  limit?: number
+}
+
 /**
- * Providers of `kind`/`name` as the DHT knows them, this node excluded. Provider
- * records can be stale: dial a peer before relying on it.
+ * Providers of `kind`/`name` as the DHT streams them in: each distinct one once, this node
+ * excluded, the addresses the DHT gave with it merged into the peer store first (so a dial
+ * can use them). Ends with the lookup, at `limit`, or with an error once `signal` aborts
+ * (raced: kad-dht does not always honour it). Provider records can be stale: dial a peer
+ * before relying on it.
  */
+export async function* streamProviders(
+  libp2p: Libp2p,
+  kind: DiscoveryKind,
+  name = '',
+  options: ProviderLookupOptions = {},
+): AsyncGenerator<PeerId> {
+  const { signal } = options
+  const limit = options.limit ?? Number.POSITIVE_INFINITY
+  if (limit <= 0) return
+  const key = await discoveryKey(kind, name)
+  // A lookup started with an aborted signal leaves a rejection nobody handles in libp2p.
+  signal?.throwIfAborted()
+  const found = libp2p.contentRouting.findProviders(key, { signal })
+  const seen = new Set<string>()
+  for await (const provider of signal != null ? iterateUntil(found, signal) : found) {
+    const id = provider.id.toString()
+    if (provider.id.equals(libp2p.peerId) || seen.has(id)) continue
+    seen.add(id)
+    if (provider.multiaddrs.length > 0) {
+      await libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs })
+    }
+    yield provider.id
+    if (seen.size >= limit) return
+  }
+}
+
+/** The providers streamProviders() yields, once the lookup ends; rejects when it fails. */
 export async function findProviders(
   libp2p: Libp2p,
   kind: DiscoveryKind,
   name = '',
-  options: { signal?: AbortSignal; limit?: number } = {},
+  options: ProviderLookupOptions = {},
 ): Promise<PeerId[]> {
-  const key = await discoveryKey(kind, name)
-  const found = new Map<string, PeerId>()
-  const limit = options.limit ?? Number.POSITIVE_INFINITY
-  for await (const provider of libp2p.contentRouting.findProviders(key, options)) {
-    if (provider.id.equals(libp2p.peerId)) continue
-    // The DHT hands out addresses with a provider; keep them so a dial can use them.
-    if (provider.multiaddrs.length > 0) {
-      await libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs })
-    }
-    found.set(provider.id.toString(), provider.id)
-    if (found.size >= limit) break
-  }
-  return [...found.values()]
+  const found: PeerId[] = []
+  for await (const peer of streamProviders(libp2p, kind, name, options)) found.push(peer)
+  return found
 }

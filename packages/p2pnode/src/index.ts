@@ -1,4 +1,5 @@
-export { Announcer } from './announcer.ts'
+export { iterateUntil, raceSignal } from './abort.ts'
+export { Announcer, type AnnouncerOptions } from './announcer.ts'
 export { writeFileAtomic } from './atomic-file.ts'
 export { Backoff, type BackoffInit } from './backoff.ts'
 export * from './constants.ts'
@@ -17,7 +18,9 @@ export {
   findProviders,
   hasDhtPeers,
   NoDhtPeersError,
+  type ProviderLookupOptions,
   provide,
+  streamProviders,
 } from './discovery.ts'
 export { InvalidKeyFileError, InvalidPskError, UsageError } from './errors.ts'
 export { exitWith } from './exit.ts'
@@ -43,6 +46,7 @@ export {
   requestDrain,
 } from './instance-status.ts'
 export { keygenMain } from './keygen.ts'
+export { findReachableProvider, PeerLocator, type PeerLocatorInit } from './locator.ts'
 export { configureLogging } from './logging.ts'
 export {
   advertisedMetricsHost,
@@ -80,6 +84,8 @@ export {
 } from './node-config.ts'
 export { http } from './node-http.ts'
 export { pskProtector } from './pnet.ts'
+export { type PeerProbe, probeStatusAndRtt, type StatusQuery } from './probe.ts'
+export { ProviderDirectory, type ProviderDirectoryInit } from './provider-directory.ts'
 export {
   derivePsk,
   formatSwarmKey,

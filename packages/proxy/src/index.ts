@@ -4,7 +4,6 @@ export {
   type Allocator,
   noAllocator,
 } from './allocator.ts'
-export { AllocatorDirectory } from './allocator-directory.ts'
 export * from './constants.ts'
 export {
   ERROR_HEADER,

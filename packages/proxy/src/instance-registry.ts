@@ -1,6 +1,5 @@
 import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
-import { discoveryKey, probeRtt, queryStatus } from '@mtc/p2pnode'
-import { iterateUntil, raceSignal } from './abort.ts'
+import { probeStatusAndRtt, queryStatus, raceSignal, streamProviders } from '@mtc/p2pnode'
 import {
   ACTIVE_SERVICE_MS,
   ADOPTED_INSTANCE_GRACE_MS,
@@ -268,18 +267,11 @@ export class InstanceRegistry {
       this.controller.signal,
     ])
     try {
-      const key = await discoveryKey('service', e.name)
-      const providers = libp2p.contentRouting.findProviders(key, { signal })
-      for await (const provider of iterateUntil(providers, signal)) {
-        if (provider.id.equals(libp2p.peerId)) continue
+      for await (const peer of streamProviders(libp2p, 'service', e.name, { signal })) {
         e.everFound = true
-        if (e.instances.has(provider.id.toString())) continue
+        if (e.instances.has(peer.toString())) continue
         if (e.instances.size >= MAX_INSTANCES_PER_SERVICE) continue
-        // The DHT hands out addresses with a provider; keep them so the probe can dial.
-        if (provider.multiaddrs.length > 0) {
-          await libp2p.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs })
-        }
-        const inst = this.add(e, provider.id)
+        const inst = this.add(e, peer)
         this.log('service %s: found instance %s', e.name, inst.id)
         probes.push(this.probe(e, inst))
       }
@@ -340,19 +332,17 @@ export class InstanceRegistry {
     const { libp2p } = this.init
     const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(timeoutMs)])
     try {
-      // One after the other: a status answer arriving during a ping would add to its RTT.
-      const status = await raceSignal(queryStatus(libp2p, inst.peer, { signal }), signal)
-      const rtt = await raceSignal(
-        probeRtt(libp2p, inst.peer, { signal, samples: RTT_SAMPLES_PER_PROBE }),
+      const { status, rttMs } = await probeStatusAndRtt(libp2p, inst.peer, queryStatus, {
         signal,
-      )
+        samples: RTT_SAMPLES_PER_PROBE,
+      })
       if (status.service !== e.name) {
         // A stale provider record: the peer now runs something else.
         this.forget(e, inst, `it serves ${status.service}`)
         return true
       }
       const wasUsable = inst.usable
-      inst.stats.recordRtt(rtt * 1000)
+      inst.stats.recordRtt(rttMs)
       inst.up = true
       inst.everUp = true
       inst.ready = status.ready
@@ -372,12 +362,7 @@ export class InstanceRegistry {
         }
       if (inst.usable) inst.everUsable = true
       if (inst.usable && !wasUsable) {
-        this.log(
-          'service %s: instance %s usable, rtt %s ms',
-          e.name,
-          inst.id,
-          (rtt * 1000).toFixed(2),
-        )
+        this.log('service %s: instance %s usable, rtt %s ms', e.name, inst.id, rttMs.toFixed(2))
         e.notify()
       } else if (!inst.ready && wasUsable) {
         this.log('service %s: instance %s not ready', e.name, inst.id)

@@ -1,15 +1,17 @@
 import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ALLOCATION_TIMEOUT_MS, allocatorStatus, requestAllocation } from '@mtc/allocator/client'
-import { probeRtt, RemoteError } from '@mtc/p2pnode'
+import { ProviderDirectory, probeStatusAndRtt, RemoteError, raceSignal } from '@mtc/p2pnode'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
-import { raceSignal } from './abort.ts'
 import type { AllocationRequest, Allocator } from './allocator.ts'
-import { AllocatorDirectory } from './allocator-directory.ts'
 import type { ScaleOutResult } from './autoscaler.ts'
 import {
+  ALLOCATOR_LOOKUP_TIMEOUT_MS,
+  ALLOCATOR_NEGATIVE_CACHE_MS,
   ALLOCATOR_PROBE_TIMEOUT_MS,
+  ALLOCATOR_REFRESH_MS,
   MAX_ALLOCATION_ATTEMPTS,
+  MAX_ALLOCATORS,
   RTT_SAMPLES_PER_PROBE,
 } from './constants.ts'
 import { ProxyError } from './errors.ts'
@@ -35,19 +37,27 @@ const P2P_CODE = 421
 const UNKNOWN_SERVICE_CODES = new Set(['ERR_UNKNOWN_SERVICE', 'ERR_INVALID_NAME'])
 
 /**
- * The allocator client of the proxy: allocators are found in the DHT (AllocatorDirectory),
+ * The allocator client of the proxy: allocators are found in the DHT (a ProviderDirectory
+ * of `allocator` records, looked up again in the background every ALLOCATOR_REFRESH_MS),
  * those answering a probe (dial + ping RTT + status) and having room are asked in order
  * of RTT, at most MAX_ALLOCATION_ATTEMPTS of them, until one starts the instance.
  */
 export class MeshAllocator implements Allocator {
   private readonly libp2p: Libp2p
   private readonly log: Logger
-  private readonly directory: AllocatorDirectory
+  private readonly directory: ProviderDirectory
 
   constructor(init: MeshAllocatorInit) {
     this.libp2p = init.libp2p
     this.log = init.log
-    this.directory = new AllocatorDirectory(init.libp2p, init.log)
+    this.directory = new ProviderDirectory(init.libp2p, {
+      kind: 'allocator',
+      refreshMs: ALLOCATOR_REFRESH_MS,
+      negativeCacheMs: ALLOCATOR_NEGATIVE_CACHE_MS,
+      lookupTimeoutMs: ALLOCATOR_LOOKUP_TIMEOUT_MS,
+      limit: MAX_ALLOCATORS,
+      log: init.log,
+    })
   }
 
   start(): void {
@@ -180,16 +190,14 @@ export class MeshAllocator implements Allocator {
   private async probe(peer: PeerId, outer: AbortSignal): Promise<Answering | undefined> {
     const signal = AbortSignal.any([outer, AbortSignal.timeout(ALLOCATOR_PROBE_TIMEOUT_MS)])
     try {
-      // One after the other: a status answer arriving during a ping would add to its RTT.
-      const status = await raceSignal(allocatorStatus(this.libp2p, peer, { signal }), signal)
-      const rtt = await raceSignal(
-        probeRtt(this.libp2p, peer, { signal, samples: RTT_SAMPLES_PER_PROBE }),
+      const { status, rttMs } = await probeStatusAndRtt(this.libp2p, peer, allocatorStatus, {
         signal,
-      )
+        samples: RTT_SAMPLES_PER_PROBE,
+      })
       const free = status.maxInstances - status.running - status.starting
       const services =
         typeof status.services === 'object' && status.services != null ? status.services : {}
-      return { peer, rttMs: rtt * 1000, free: Number.isFinite(free) ? free : 0, services }
+      return { peer, rttMs, free: Number.isFinite(free) ? free : 0, services }
     } catch (err) {
       this.log.trace('allocator %p does not answer: %s', peer, (err as Error).message)
       return undefined

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '@libp2p/interface'
-import { raceSignal } from './abort.ts'
+import { raceSignal } from '@mtc/p2pnode'
 import type { AllocationReason, Allocator } from './allocator.ts'
 import {
   ALLOCATION_FAILURE_HOLD_MS,

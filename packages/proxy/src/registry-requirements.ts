@@ -5,8 +5,8 @@ import {
   type ServiceRecord,
   scalingOf,
 } from '@mtc/hash-lookup/client'
+import { raceSignal } from '@mtc/p2pnode'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { raceSignal } from './abort.ts'
 import {
   MAX_TRACKED_SERVICES,
   REGISTRY_LOOKUP_TIMEOUT_MS,

@@ -2,12 +2,11 @@ import { connect, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Logger, Stream } from '@libp2p/interface'
 import {
+  Announcer,
   answerDrain,
   answerStatus,
-  Backoff,
   DRAIN_PROTOCOL,
   type InstanceStatus,
-  provide,
   STATUS_PROTOCOL,
 } from '@mtc/p2pnode'
 import {
@@ -73,6 +72,7 @@ export class ServiceEndpoint {
   /** When a byte was last relayed either way (warm streams held idle do not count). */
   private lastActive = performance.now()
   private readonly health?: HealthCheck
+  private readonly announcer: Announcer
   /** Asked to drain by its allocator: reported in the status, so proxies stop choosing it. */
   private draining = false
   private started = false
@@ -90,6 +90,15 @@ export class ServiceEndpoint {
     this.init = init
     this.log = init.log
     this.checkReady = init.checkReady ?? checkServiceReady
+    // Placed as soon as a DHT server is connected, again after 1 s, 2 s, 4 s... (a record
+    // made while the DHT was still forming gets spread) up to every PROVIDE_INTERVAL_MS.
+    this.announcer = new Announcer(init.libp2p, init.log, {
+      intervalMs: PROVIDE_INTERVAL_MS,
+      firstIntervalMs: PROVIDE_FIRST_INTERVAL_MS,
+      retry: PROVIDE_BACKOFF,
+      timeoutMs: PROVIDE_TIMEOUT_MS,
+      wakeOnConnect: false,
+    })
     if (init.health != null) {
       this.health = new HealthCheck({
         ...init.health,
@@ -155,7 +164,9 @@ export class ServiceEndpoint {
       ),
     )
     const signal = this.controller.signal
-    this.loops = [this.watchReadiness(signal), this.announce(signal)]
+    this.loops = [this.watchReadiness(signal)]
+    this.announcer.add('service', this.init.service)
+    this.announcer.start()
     if (this.health != null) this.loops.push(this.health.run(signal))
   }
 
@@ -171,7 +182,7 @@ export class ServiceEndpoint {
     this.controller.abort()
     const { libp2p } = this.init
     await libp2p.unhandle([HTTP_PROTOCOL, STATUS_PROTOCOL, DRAIN_PROTOCOL])
-    await Promise.allSettled(this.loops)
+    await Promise.allSettled([...this.loops, this.announcer.stop()])
     const deadline = performance.now() + STOP_GRACE_MS
     while (this.open.size > 0 && performance.now() < deadline) {
       const now = performance.now()
@@ -270,35 +281,6 @@ export class ServiceEndpoint {
         return
       }
       this.setReady(await this.checkReady(this.init.target))
-    }
-  }
-
-  /**
-   * Keeps the service's provider record in the DHT: announced as soon as a DHT server is
-   * connected (until then provide() fails at once and the loop backs off), again after
-   * 1 s, 2 s, 4 s... (so a record made while the DHT was still forming gets spread) up
-   * to every PROVIDE_INTERVAL_MS; failures back off.
-   */
-  private async announce(signal: AbortSignal): Promise<void> {
-    const { libp2p, service } = this.init
-    const backoff = new Backoff(PROVIDE_BACKOFF)
-    let interval = PROVIDE_FIRST_INTERVAL_MS
-    let announced = false
-    while (!signal.aborted) {
-      try {
-        await provide(libp2p, 'service', service, {
-          signal: AbortSignal.any([AbortSignal.timeout(PROVIDE_TIMEOUT_MS), signal]),
-        })
-        if (!announced) this.log('service %s announced in the DHT', service)
-        announced = true
-        backoff.reset()
-        await sleep(interval, undefined, { signal })
-        interval = Math.min(interval * 2, PROVIDE_INTERVAL_MS)
-      } catch (err) {
-        if (signal.aborted) return
-        this.log.trace('announcing %s failed: %s', service, (err as Error).message)
-        if (!(await backoff.wait(signal))) return
-      }
     }
   }
 }

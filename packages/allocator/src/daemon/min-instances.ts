@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { HashLookupClient, type ServiceRecord, scalingOf } from '@mtc/hash-lookup'
-import { discoveryKey } from '@mtc/p2pnode'
+import { ProviderDirectory } from '@mtc/p2pnode'
 import { allocatorStatus, requestAllocation } from '../client.ts'
 import {
   ALLOCATION_TIMEOUT_MS,
@@ -51,23 +51,30 @@ export class MinInstancesKeeper {
   private survey?: { at: number; counts: Map<string, Counts> }
   private readonly starting = new Set<string>()
   /** The other allocators, from the DHT (looked up again every KEEPER_PEERS_REFRESH_MS). */
-  private peers: PeerId[] = []
-  private peersFound = false
-  private peersAt = Number.NEGATIVE_INFINITY
-  private finding?: Promise<void>
+  private readonly allocators: ProviderDirectory
 
   constructor(init: MinInstancesKeeperInit) {
     this.init = init
     this.self = init.libp2p.peerId.toString()
+    this.allocators = new ProviderDirectory(init.libp2p, {
+      kind: 'allocator',
+      refreshMs: KEEPER_PEERS_REFRESH_MS,
+      negativeCacheMs: KEEPER_PEERS_REFRESH_MS,
+      lookupTimeoutMs: KEEPER_LOOKUP_TIMEOUT_MS,
+    })
   }
 
   /** Rounds until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
-    while (!signal.aborted) {
-      await this.round(signal).catch((err: Error) => {
-        if (!signal.aborted) this.init.log.trace('min-instances round: %s', err.message)
-      })
-      await sleep(KEEPER_INTERVAL_MS, undefined, { signal }).catch(() => {})
+    try {
+      while (!signal.aborted) {
+        await this.round(signal).catch((err: Error) => {
+          if (!signal.aborted) this.init.log.trace('min-instances round: %s', err.message)
+        })
+        await sleep(KEEPER_INTERVAL_MS, undefined, { signal }).catch(() => {})
+      }
+    } finally {
+      await this.allocators.stop()
     }
   }
 
@@ -144,11 +151,12 @@ export class MinInstancesKeeper {
   private async surveyAllocators(signal: AbortSignal): Promise<Map<string, Counts>> {
     const { libp2p, manager } = this.init
     const counts = new Map<string, Counts>([[this.self, manager.serviceCounts()]])
-    this.refreshPeers(signal)
     // The first round waits for the allocators to be found; later ones use the last list.
-    if (!this.peersFound) await this.finding
+    const peers = this.allocators.searched
+      ? this.allocators.known()
+      : await this.allocators.list(signal)
     await Promise.all(
-      this.peers.map(async (peer) => {
+      peers.map(async (peer) => {
         const status = await allocatorStatus(libp2p, peer, {
           signal: AbortSignal.any([signal, AbortSignal.timeout(KEEPER_LOOKUP_TIMEOUT_MS)]),
         }).catch(() => undefined)
@@ -156,36 +164,6 @@ export class MinInstancesKeeper {
       }),
     )
     return counts
-  }
-
-  /** Looks the allocators up in the DHT again, in the background, when the list is old. */
-  private refreshPeers(signal: AbortSignal): void {
-    if (this.finding != null || performance.now() - this.peersAt < KEEPER_PEERS_REFRESH_MS) return
-    this.finding = this.findPeers(signal).finally(() => {
-      this.finding = undefined
-    })
-  }
-
-  private async findPeers(signal: AbortSignal): Promise<void> {
-    const { libp2p } = this.init
-    const lookup = AbortSignal.any([signal, AbortSignal.timeout(KEEPER_LOOKUP_TIMEOUT_MS)])
-    const peers: PeerId[] = []
-    try {
-      for await (const p of libp2p.contentRouting.findProviders(await discoveryKey('allocator'), {
-        signal: lookup,
-      })) {
-        if (p.id.equals(libp2p.peerId) || peers.some((x) => x.equals(p.id))) continue
-        if (p.multiaddrs.length > 0)
-          await libp2p.peerStore.merge(p.id, { multiaddrs: p.multiaddrs })
-        peers.push(p.id)
-      }
-    } catch {
-      // a timeout keeps what was found
-    }
-    // A lookup that found nothing keeps the last list (a DHT hiccup).
-    if (peers.length > 0 || !this.peersFound) this.peers = peers
-    this.peersFound = true
-    this.peersAt = performance.now()
   }
 
   private async recordsWithMinimum(signal: AbortSignal): Promise<ServiceRecord[]> {
