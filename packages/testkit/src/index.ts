@@ -290,3 +290,4 @@ export function loopbackDaemonArgs(pskFile: string): string[] {
 export async function startBootstrap(pskFile: string, dir: string, extra: string[] = []) {
   return await startDaemon('ping-monitor', [...loopbackDaemonArgs(pskFile), ...extra], dir)
 }
+export * from './launcher.ts'
