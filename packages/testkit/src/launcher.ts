@@ -83,6 +83,12 @@ export class LaunchedDaemon {
     return this.plan.name ?? this.plan.kind
   }
 
+  /** The port of its metrics (from {@link DaemonPlan.metrics}). */
+  get metricsPort(): number | undefined {
+    const port = this.plan.metrics?.split(':').at(-1)
+    return port != null ? Number(port) : undefined
+  }
+
   get running(): boolean {
     const c = this.proc?.child
     return c != null && c.exitCode == null && c.signalCode == null
@@ -185,8 +191,11 @@ export class Launcher {
 }
 
 export interface LocalMeshOptions {
-  /** The swarm key file's text (`formatSwarmKey(generatePsk())` of @mtc/p2pnode). */
-  swarmKey: string
+  /**
+   * The swarm key file's text (`formatSwarmKey(psk)` of @mtc/p2pnode); default a fresh
+   * one from `mtc-keygen` (testkit does not depend on the mesh's packages).
+   */
+  swarmKey?: string
   /** Of its temporary directory. */
   prefix?: string
   /** Every daemon's --log-level (default: the daemons' own). */
@@ -215,10 +224,15 @@ export class LocalMesh {
     this.logLevel = logLevel
   }
 
-  static async create(options: LocalMeshOptions): Promise<LocalMesh> {
+  static async create(options: LocalMeshOptions = {}): Promise<LocalMesh> {
     const { path } = await tempDir(options.prefix ?? 'mtc-mesh-')
     const mesh = new LocalMesh(path, options.logLevel)
-    await writeFile(mesh.pskFile, options.swarmKey, { mode: 0o600 })
+    if (options.swarmKey != null) {
+      await writeFile(mesh.pskFile, options.swarmKey, { mode: 0o600 })
+    } else {
+      const keygen = await runToEnd('mtc-keygen', ['swarm-key', '--out', mesh.pskFile])
+      if (keygen.code !== 0) throw new Error(`mtc-keygen swarm-key failed: ${keygen.stderr}`)
+    }
     return mesh
   }
 
@@ -294,12 +308,15 @@ export class LocalMesh {
     return d
   }
 
-  /** An allocator on this machine's Docker (`--host-ip 127.0.0.1`), told the hl-service. */
+  /**
+   * An allocator on this machine's Docker (`--host-ip 127.0.0.1`), told the hl-service
+   * unless `hl` is false (then it finds one in the DHT).
+   */
   async startAllocator(
     extra: string[] = [],
-    dataDir = this.path('alloc-data'),
+    { dataDir = this.path('alloc-data'), hl = true }: { dataDir?: string; hl?: boolean } = {},
   ): Promise<LaunchedDaemon> {
-    const args = [...this.hlFlag(), '--host-ip', '127.0.0.1', '--data-dir', dataDir]
+    const args = [...(hl ? this.hlFlag() : []), '--host-ip', '127.0.0.1', '--data-dir', dataDir]
     return await this.start('allocator', [...args, ...extra])
   }
 
