@@ -11,6 +11,7 @@ export {
   type MeshDaemonInit,
   runDaemon,
 } from './daemon.ts'
+export { DaemonFlags } from './daemon-flags.ts'
 export {
   type DiscoveryKind,
   discoveryKey,
@@ -43,6 +44,7 @@ export {
   requestDrain,
 } from './instance-status.ts'
 export { keygenMain } from './keygen.ts'
+export { Lifecycle, type LifecycleLog } from './lifecycle.ts'
 export { configureLogging } from './logging.ts'
 export {
   advertisedMetricsHost,
