@@ -11,20 +11,18 @@ import { request } from 'node:http'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { LABEL_MANAGED_BY } from '@mtc/allocator/client'
-import { loadOrCreateKey } from '@mtc/p2pnode'
+import { formatSwarmKey, generatePsk, loadOrCreateKey } from '@mtc/p2pnode'
 import {
   docker,
   freePort,
+  LocalMesh,
   REPO_ROOT,
   removeContainers,
   runToEnd,
-  startDaemon,
   stopAll,
-  tempDir,
   waitFor,
 } from '@mtc/testkit'
 import { ms, report, summary, withCleanup } from './stats.ts'
-import { startSwarm } from './swarm.ts'
 
 const IMAGE = 'mtc/hello-world-server:1.0'
 const BURST = 50
@@ -55,15 +53,19 @@ async function main(): Promise<void> {
   })
   const trials = Number(values.trials ?? 20)
   const fetchTrials = Number(values['fetch-trials'] ?? 5)
-  const dir = await tempDir('mtc-bench-cold-')
+  const local = await LocalMesh.create({
+    swarmKey: formatSwarmKey(generatePsk()),
+    prefix: 'mtc-bench-cold-',
+  })
+  const dir = { path: local.dir }
   const label = `mtc.bench=${process.pid}`
   let allocPeer: string | undefined
   const cleanup = async () => {
     await removeContainers(label).catch(() => 0)
+    await local.stop()
     await stopAll()
     // The instances this run's allocator left (an allocator leaves them running on stop).
     if (allocPeer != null) await removeContainers(`${LABEL_MANAGED_BY}=${allocPeer}`).catch(() => 0)
-    await dir.remove()
   }
   await withCleanup(cleanup, async () => {
     const build = await runToEnd(
@@ -74,48 +76,24 @@ async function main(): Promise<void> {
     if (build.code !== 0) throw new Error(`building images failed: ${build.stderr}`)
     const tar = join(dir.path, 'hello-world-server.tar')
     const imageId = (await docker(['image', 'inspect', '-f', '{{.Id}}', IMAGE])).stdout.trim()
-    const { pskFile, bootstrap: pm, joined } = await startSwarm(dir.path)
-    const hl = await startDaemon(
-      'hl-service',
-      [
-        ...joined,
-        '--new-etcd-cluster',
-        '--data-dir',
-        join(dir.path, 'hl'),
-        '--etcd-client-port',
-        String(await freePort()),
-        '--etcd-peer-port',
-        String(await freePort()),
-      ],
-      dir.path,
-    )
+    const { pskFile } = local
+    const pm = await local.startBootstrap()
+    await local.startHlService()
     const allocData = join(dir.path, 'alloc')
-    const alloc = await startDaemon(
-      'allocator',
-      [
-        ...joined,
-        '--host-ip',
-        '127.0.0.1',
-        '--data-dir',
-        allocData,
-        '--max-instances',
-        '200',
-        '--port-range',
-        '41000-41999',
-      ],
-      dir.path,
+    // Allocator and client proxy find the hl-service in the DHT, as in production.
+    const alloc = await local.startAllocator(
+      ['--max-instances', '200', '--port-range', '41000-41999'],
+      { dataDir: allocData, hl: false },
     )
     allocPeer = alloc.peerId
     const port = await freePort()
-    const proxy = await startDaemon('proxy', [...joined, String(port)], dir.path)
-    const cli = (args: string[]) =>
-      runToEnd('hl-cli', ['--psk-file', pskFile, '--hl', hl.addr, ...args])
+    const proxy = await local.startProxy([String(port)], [], { hl: false })
+    const cli = (args: string[]) => local.hlCli(args)
     const must = async (p: Promise<{ code: number; stderr: string }>) => {
       const r = await p
       if (r.code !== 0) throw new Error(r.stderr)
     }
     await must(cli(['add', '--file', tar, IMAGE, 'hello-world-server']))
-    await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${port}/`)).status > 0)
     const cleanInstances = () => removeContainers(`${LABEL_MANAGED_BY}=${alloc.peerId}`)
 
     const progress = (s: string) => process.stderr.write(`[coldstart] ${s}\n`)
@@ -127,8 +105,7 @@ async function main(): Promise<void> {
         return true
       } catch (err) {
         progress(`${url}: ${(err as Error).message}`)
-        if (!proxyLogShown)
-          progress(`client proxy's log (tail):\n${proxy.proc.stderr().slice(-4000)}`)
+        if (!proxyLogShown) progress(`client proxy's log (tail):\n${proxy.log().slice(-4000)}`)
         proxyLogShown = true
         return false
       }

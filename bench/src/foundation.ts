@@ -4,11 +4,10 @@
  * Run: node bench/src/foundation.ts
  */
 import { setTimeout as sleep } from 'node:timers/promises'
-import { generatePsk, MeshNode, type Psk } from '@mtc/p2pnode'
-import { stopAll, tempDir, waitFor } from '@mtc/testkit'
+import { formatSwarmKey, generatePsk, MeshNode, type Psk } from '@mtc/p2pnode'
+import { LocalMesh, stopAll, waitFor } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import { ms, report, rssBytes, summary, timeEach, withCleanup } from './stats.ts'
-import { startSwarm } from './swarm.ts'
 
 const TRIALS = 20
 const PROBES = 500
@@ -58,19 +57,19 @@ async function main(): Promise<void> {
   await a.stop()
 
   // Memory of an idle ping-monitor (a real process) with 10 peers connected and probed.
-  const dir = await tempDir('mtc-bench-')
+  const mesh = await LocalMesh.create({ swarmKey: formatSwarmKey(psk), prefix: 'mtc-bench-' })
   const peers: MeshNode[] = []
   const cleanup = async () => {
     for (const p of peers) await p.stop()
+    await mesh.stop()
     await stopAll()
-    await dir.remove()
   }
   const rssKb = await withCleanup(cleanup, async () => {
-    const { proc: pm, addr: pmAddr } = (await startSwarm(dir.path, psk)).bootstrap
+    const { proc: pm, addr: pmAddr } = await mesh.startBootstrap()
     for (let i = 0; i < IDLE_PEERS; i++) peers.push(await node(psk, [pmAddr]))
     await waitFor('peers connected', () => peers.every((p) => p.connectedBootstraps().length === 1))
     await sleep(IDLE_SETTLE_MS)
-    return (await rssBytes(pm.child.pid!)) / 1024
+    return (await rssBytes(pm!.child.pid!)) / 1024
   })
 
   await report(

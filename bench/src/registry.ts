@@ -5,12 +5,12 @@
  * Run: node bench/src/registry.ts
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { open, writeFile } from 'node:fs/promises'
+import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { HashLookupClient } from '@mtc/hash-lookup'
 import { createEtcdClient, EtcdSupervisor } from '@mtc/hash-lookup/daemon'
 import { formatSwarmKey, generatePsk, MeshNode } from '@mtc/p2pnode'
-import { freePort, loopbackDaemonArgs, startDaemon, stopAll, tempDir } from '@mtc/testkit'
+import { freePort, LocalMesh, stopAll } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import tar from 'tar-stream'
 import { ms, report, summary, timeEach, withCleanup } from './stats.ts'
@@ -57,7 +57,12 @@ async function bigTarball(
 }
 
 async function main(): Promise<void> {
-  const dir = await tempDir('mtc-bench-registry-')
+  const psk = generatePsk()
+  const mesh = await LocalMesh.create({
+    swarmKey: formatSwarmKey(psk),
+    prefix: 'mtc-bench-registry-',
+  })
+  const dir = { path: mesh.dir }
   const etcd = new EtcdSupervisor({
     dataDir: join(dir.path, 'etcd'),
     clientPort: await freePort(),
@@ -69,27 +74,20 @@ async function main(): Promise<void> {
   const cleanup = async () => {
     etcdClient?.close()
     await node?.stop()
+    await mesh.stop()
     await stopAll()
     await etcd.stop()
-    await dir.remove()
   }
 
   await withCleanup(cleanup, async () => {
     await etcd.start()
-    const psk = generatePsk()
-    const pskFile = join(dir.path, 'swarm.key')
-    await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
-    const { addr: hlAddr } = await startDaemon(
-      'hl-service',
-      [
-        ...loopbackDaemonArgs(pskFile),
-        '--etcd',
-        etcd.endpoints.join(','),
-        '--data-dir',
-        join(dir.path, 'hl-data'),
-      ],
-      dir.path,
-    )
+    // hl-service on the bench's etcd, alone: no bootstrap, the client dials it.
+    const { addr: hlAddr } = await mesh.start('hl-service', [
+      '--etcd',
+      etcd.endpoints.join(','),
+      '--data-dir',
+      join(dir.path, 'hl-data'),
+    ])
     node = await MeshNode.startClient({ role: 'bench', psk })
     const client = new HashLookupClient(node.libp2p, multiaddr(hlAddr))
     const etcd3 = createEtcdClient(etcd.endpoints)

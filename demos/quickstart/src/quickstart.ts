@@ -1,10 +1,11 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs, promisify } from 'node:util'
 import { exitWith, formatSwarmKey, generatePsk } from '@mtc/p2pnode'
+import { type DaemonKind, Launcher, type Place, run } from '@mtc/testkit'
 
 /**
  * The one-machine quickstart: a bootstrap (ping-monitor), the registry (hl-service with
@@ -28,8 +29,6 @@ const IMAGE = 'mtc/hello-world-server:1.0'
 /** Start-up of each daemon, and the first (cold) request, are bounded. */
 const DAEMON_START_TIMEOUT_MS = 30_000
 const FIRST_REQUEST_TIMEOUT_MS = 90_000
-/** A daemon stops within its own 10 s shutdown bound; then it is killed. */
-const DAEMON_STOP_TIMEOUT_MS = 12_000
 /** The label that marks the containers of one allocator (its data directory's ID). */
 const OWNER_LABEL = 'mtc.owner'
 
@@ -57,43 +56,55 @@ async function main(): Promise<number> {
   }
 
   const dir = await mkdtemp(join(tmpdir(), 'mtc-quickstart-'))
-  const children: Array<{ name: string; child: ChildProcess }> = []
+  const launcher = new Launcher()
   /** The ID on the containers of the demo's allocator, once it runs. */
   let owner: string | undefined
   let interrupted = false
   const onSignal = (): void => {
     interrupted = true
   }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  // `on`, not `once`: the daemons' reaper (testkit) also hears the signal, and lets this
+  // process die of it only when nobody else listens; the clean-up below must run first.
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
 
-  const start = (name: string, bin: string, args: string[]): void => {
-    const child = spawn(join(BIN, bin), args, { stdio: ['ignore', 'ignore', 'pipe'] })
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
-      for (const line of d.trimEnd().split('\n')) process.stderr.write(`  [${name}] ${line}\n`)
+  /** Every line a daemon logs, shown with its name. */
+  const place = (name: string): Place => ({
+    spawn: (bin, args) => {
+      // Shown as it comes; only a tail is kept (the demo may run for days).
+      const proc = run(bin, args, { keepOutput: 64 * 1024 })
+      proc.child.stderr?.on('data', (d: string) => {
+        for (const line of d.trimEnd().split('\n')) process.stderr.write(`  [${name}] ${line}\n`)
+      })
+      return proc
+    },
+    httpGet: async (url, timeoutMs) => {
+      const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
+      return { status: res.status, body: await res.text() }
+    },
+  })
+  /** Starts a daemon and waits until it is ready; resolves with its first multiaddr. */
+  const start = async (
+    kind: DaemonKind,
+    name: string,
+    metricsPort: number,
+    args: string[],
+    gateway?: number,
+  ): Promise<string> => {
+    const addrFile = join(dir, `${name}.addr`)
+    const metrics = `127.0.0.1:${metricsPort}`
+    const d = await launcher.start({
+      kind,
+      args: [...args, '--metrics', metrics, '--addr-file', addrFile],
+      addrFile,
+      metrics,
+      gateway,
+      place: place(name),
+      name,
+      timeoutMs: DAEMON_START_TIMEOUT_MS,
     })
-    children.push({ name, child })
+    return d.addr
   }
-  const addr = async (file: string, what: string): Promise<string> =>
-    await waitFor(
-      what,
-      DAEMON_START_TIMEOUT_MS,
-      async () => (await readFile(file, 'utf8').catch(() => '')).split('\n')[0] || undefined,
-    )
-  const waitFor = async <T>(
-    what: string,
-    ms: number,
-    check: () => Promise<T | undefined>,
-  ): Promise<T> => {
-    const deadline = Date.now() + ms
-    while (Date.now() < deadline && !interrupted) {
-      const v = await check().catch(() => undefined)
-      if (v !== undefined) return v
-      await sleep(200)
-    }
-    throw new Error(interrupted ? 'interrupted' : `timed out waiting for ${what}`)
-  }
-
   const scenario = async (): Promise<number> => {
     await exec('docker', ['info']).catch(() => {
       throw new Error('Docker is not running (scripts/dockerd.sh starts it)')
@@ -106,57 +117,42 @@ async function main(): Promise<number> {
     const key = (name: string): string[] => ['--key-file', join(dir, `${name}.key`)]
 
     say('1. bootstrap: ping-monitor on :4001 (metrics :9100)')
-    start('ping-monitor', 'ping-monitor', [
+    const bootstrap = await start('bootstrap', 'ping-monitor', PORTS.pingMonitor, [
       ...common,
       ...key('ping-monitor'),
       '--listen',
       `/ip4/127.0.0.1/tcp/${PORTS.bootstrap}`,
-      '--metrics',
-      `127.0.0.1:${PORTS.pingMonitor}`,
-      '--addr-file',
-      join(dir, 'pm.addr'),
     ])
-    const bootstrap = await addr(join(dir, 'pm.addr'), 'the bootstrap')
     const joined = [...common, '--bootstrap', bootstrap, '--listen', '/ip4/127.0.0.1/tcp/0']
 
     say('2. registry: hl-service with a local etcd (metrics :9102)')
-    start('hl-service', 'hl-service', [
+    const hl = await start('hl-service', 'hl-service', PORTS.hl, [
       ...joined,
       ...key('hl-service'),
       '--new-etcd-cluster',
       '--data-dir',
       join(dir, 'hl'),
-      '--metrics',
-      `127.0.0.1:${PORTS.hl}`,
-      '--addr-file',
-      join(dir, 'hl.addr'),
     ])
-    const hl = await addr(join(dir, 'hl.addr'), 'hl-service')
 
     say('3. allocator on the local Docker (metrics :9101)')
-    start('allocator', 'allocator', [
+    await start('allocator', 'allocator', PORTS.allocator, [
       ...joined,
       ...key('allocator'),
       '--host-ip',
       '127.0.0.1',
       '--data-dir',
       join(dir, 'allocator'),
-      '--metrics',
-      `127.0.0.1:${PORTS.allocator}`,
-      '--addr-file',
-      join(dir, 'alloc.addr'),
     ])
-    await addr(join(dir, 'alloc.addr'), 'the allocator')
     owner = (await readFile(join(dir, 'allocator', 'allocator-id'), 'utf8')).trim()
 
     say('4. client proxy on :4200 (metrics :9103)')
-    start('proxy', 'proxy', [
-      ...joined,
-      ...key('proxy'),
-      '--metrics',
-      `127.0.0.1:${PORTS.proxy}`,
-      String(PORTS.gateway),
-    ])
+    await start(
+      'proxy',
+      'proxy',
+      PORTS.proxy,
+      [...joined, ...key('proxy'), String(PORTS.gateway)],
+      PORTS.gateway,
+    )
 
     say(`5. building ${IMAGE} and registering it as ${SERVICE}`)
     await exec('bash', [join(ROOT, 'scripts/build-images.sh'), '--save', dir], {
@@ -175,11 +171,6 @@ async function main(): Promise<number> {
 
     say(
       `6. curl localhost:${PORTS.gateway}/${SERVICE}/  (no instance runs yet: one is started on demand)`,
-    )
-    await waitFor(
-      'the gateway',
-      DAEMON_START_TIMEOUT_MS,
-      async () => await fetch(`http://127.0.0.1:${PORTS.gateway}/`).then(() => true),
     )
     const t0 = performance.now()
     const res = await fetch(`http://127.0.0.1:${PORTS.gateway}/${SERVICE}/`, {
@@ -227,7 +218,7 @@ async function main(): Promise<number> {
     process.stderr.write(`quickstart: ${err.message}\n`)
     return 1
   })
-  const left = await cleanUp(children, owner)
+  const left = await cleanUp(launcher, owner)
   await rm(dir, { recursive: true, force: true }).catch((err: Error) => {
     left.push(`${dir}: ${err.message}`)
   })
@@ -240,27 +231,13 @@ async function main(): Promise<number> {
 }
 
 /**
- * Stops the daemons (clients first, the bootstrap last; SIGKILL after
- * DAEMON_STOP_TIMEOUT_MS), then removes the instances the allocator left running, and
- * checks that they are gone. Returns what could not be stopped or removed.
+ * Stops the daemons (clients first, the bootstrap last; SIGKILL after their graceful-stop
+ * time), then removes the instances the allocator left running, and checks that they are
+ * gone. Returns what could not be stopped or removed.
  */
-async function cleanUp(
-  children: Array<{ name: string; child: ChildProcess }>,
-  owner: string | undefined,
-): Promise<string[]> {
+async function cleanUp(launcher: Launcher, owner: string | undefined): Promise<string[]> {
   const left: string[] = []
-  for (const { name, child } of [...children].reverse()) {
-    if (child.exitCode != null || child.signalCode != null) continue
-    const closed = new Promise((ok) => child.once('close', ok))
-    child.kill('SIGTERM')
-    const stopped = await Promise.race([closed.then(() => true), sleep(DAEMON_STOP_TIMEOUT_MS)])
-    if (stopped !== true) {
-      child.kill('SIGKILL')
-      if ((await Promise.race([closed.then(() => true), sleep(2_000)])) !== true) {
-        left.push(`${name} (pid ${child.pid}) does not exit`)
-      }
-    }
-  }
+  await launcher.stop()
   if (owner == null) return left
   const containers = async (): Promise<string[]> =>
     (await exec('docker', ['ps', '-aq', '--filter', `label=${OWNER_LABEL}=${owner}`])).stdout

@@ -8,16 +8,14 @@ import { formatSwarmKey, generatePsk, MeshNode, type RemoteError } from '@mtc/p2
 import {
   freePort,
   httpGet,
+  type LaunchedDaemon,
+  LocalMesh,
   metricValue,
   type Proc,
   REPO_ROOT,
   removeContainers,
-  run,
   runToEnd,
-  startBootstrap,
-  startDaemon,
   stopAll,
-  tempDir,
   waitFor,
 } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -29,9 +27,8 @@ const docker = async (...args: string[]) =>
   (await exec('docker', args, { maxBuffer: 64 << 20 })).stdout.trim()
 
 const psk = generatePsk()
-let dir: { path: string; remove: () => Promise<void> }
-let pskFile: string
-let pm: { proc: Proc; addr: string }
+let mesh: LocalMesh
+let dir: { path: string }
 let hl: { proc: Proc; addr: string; dataDir: string }
 let node: MeshNode
 let helloTar: string
@@ -45,7 +42,8 @@ interface Alloc {
   peerId: string
   metrics: string
   dataDir: string
-  args: string[]
+  /** The launcher's handle: a restart keeps identity and flags. */
+  daemon: LaunchedDaemon
 }
 
 /** Every allocator this file started: its containers, and only those, are removed at the end. */
@@ -74,39 +72,26 @@ async function extraAllocator(t: TestContext, extra: string[] = []): Promise<All
 
 let seq = 0
 async function startAllocator(extra: string[] = [], reuse?: Alloc): Promise<Alloc> {
-  const n = seq++
-  const metricsPort = await freePort()
-  const dataDir = reuse?.dataDir ?? join(dir.path, `alloc-${n}`)
-  const args = reuse?.args ?? [
-    '--psk-file',
-    pskFile,
-    '--listen',
-    '/ip4/127.0.0.1/tcp/0',
-    '--bootstrap',
-    pm.addr,
-    '--hl',
-    hl.addr,
-    '--host-ip',
-    '127.0.0.1',
-    '--port-range',
-    `${portBase}-${portBase + 99}`,
-    '--key-file',
-    join(dir.path, `alloc-${n}.key`),
-    '--data-dir',
-    dataDir,
+  let daemon = reuse?.daemon
+  if (daemon != null) {
+    await daemon.start()
+  } else {
+    const n = seq++
     // An instance's boot (container, its proxy joining the mesh) takes its time on a
     // loaded machine; no test here is about the start timeout.
-    '--start-timeout',
-    '100s',
-    ...extra,
-  ]
-  if (reuse == null) portBase += 100
-  const d = await startDaemon(
-    'allocator',
-    [...args, '--metrics', `127.0.0.1:${metricsPort}`],
-    dir.path,
-  )
-  const started = { ...d, metrics: `http://127.0.0.1:${metricsPort}`, dataDir, args }
+    const args = ['--port-range', `${portBase}-${portBase + 99}`, '--start-timeout', '100s']
+    args.push('--key-file', join(dir.path, `alloc-${n}.key`), ...extra)
+    daemon = await mesh.startAllocator(args, { dataDir: join(dir.path, `alloc-${n}`) })
+    portBase += 100
+  }
+  const started = {
+    proc: daemon.proc as Proc,
+    addr: daemon.addr,
+    peerId: daemon.peerId,
+    metrics: `http://${daemon.plan.metrics}`,
+    dataDir: daemon.plan.args[daemon.plan.args.indexOf('--data-dir') + 1],
+    daemon,
+  }
   allocators.add(started)
   return started
 }
@@ -114,17 +99,7 @@ async function startAllocator(extra: string[] = [], reuse?: Alloc): Promise<Allo
 /** A client-mode proxy (allocating on demand) on a free port; resolves once it answers. */
 async function startClientProxy(extra: string[] = []): Promise<number> {
   const port = await freePort()
-  run('proxy', [
-    '--psk-file',
-    pskFile,
-    '--bootstrap',
-    pm.addr,
-    '--metrics',
-    '127.0.0.1:0',
-    ...extra,
-    String(port),
-  ])
-  await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${port}/`)).status > 0)
+  await mesh.startProxy([String(port)], extra, { hl: false })
   return port
 }
 
@@ -144,13 +119,12 @@ async function containers(a: Alloc, service?: string): Promise<string[]> {
 }
 
 async function cli(args: string[], timeoutMs?: number) {
-  return await runToEnd('hl-cli', ['--psk-file', pskFile, '--hl', hl.addr, ...args], { timeoutMs })
+  return await mesh.hlCli(args, { timeoutMs })
 }
 
 before(async () => {
-  dir = await tempDir('mtc-alloc-')
-  pskFile = join(dir.path, 'swarm.key')
-  await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
+  mesh = await LocalMesh.create({ swarmKey: formatSwarmKey(psk), prefix: 'mtc-alloc-' })
+  dir = { path: mesh.dir }
   const build = await runToEnd(
     'bash',
     [join(REPO_ROOT, 'scripts/build-images.sh'), '--save', dir.path],
@@ -160,20 +134,10 @@ before(async () => {
   helloTar = join(dir.path, 'hello-world-server.tar')
   helloImageId = await docker('image', 'inspect', '-f', '{{.Id}}', 'mtc/hello-world-server:1.0')
 
-  pm = await startBootstrap(pskFile, dir.path)
+  await mesh.startBootstrap()
   const hlData = join(dir.path, 'hl-data')
-  const etcdPorts = [String(await freePort()), String(await freePort())]
-  const hlArgs = [
-    '--psk-file',
-    pskFile,
-    '--listen',
-    '/ip4/127.0.0.1/tcp/0',
-    '--metrics',
-    '127.0.0.1:0',
-  ]
-  hlArgs.push('--bootstrap', pm.addr, '--data-dir', hlData, '--new-etcd-cluster')
-  hlArgs.push('--etcd-client-port', etcdPorts[0], '--etcd-peer-port', etcdPorts[1])
-  hl = { ...(await startDaemon('hl-service', hlArgs, dir.path)), dataDir: hlData }
+  const d = await mesh.startHlService([], hlData)
+  hl = { proc: d.proc as Proc, addr: d.addr, dataDir: hlData }
   // 135 MB through the overlay: over 30 s when the machine's 2 cores are shared.
   const add = await cli(
     ['add', '--file', helloTar, 'mtc/hello-world-server:1.0', 'hello-world-server'],
@@ -187,11 +151,11 @@ before(async () => {
 
 after(async () => {
   await node?.stop()
+  await mesh?.stop()
   await stopAll()
   // Only what this file started: other runs' containers on the same daemon stay.
   for (const a of allocators) await removeContainers(managedBy(a)).catch(() => {})
   await docker('rmi', '-f', VARIANT_IMAGE).catch(() => {})
-  await dir?.remove()
   if (foreignId === '') return
   const left = await docker('ps', '-aq', '--no-trunc', '--filter', `label=${FOREIGN}`)
   await docker('rm', '-f', foreignId).catch(() => {})

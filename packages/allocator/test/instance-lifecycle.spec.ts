@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -9,14 +8,10 @@ import {
   docker,
   ensureImages,
   freePort,
+  LocalMesh,
   type Proc,
   removeContainers,
-  run,
-  runToEnd,
-  startBootstrap,
-  startDaemon,
   stopAll,
-  tempDir,
   waitFor,
 } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -44,10 +39,7 @@ const MAX_DELAY_MS = 10_000
 const MAX_DELAY_COLD_STARTS = 4
 
 const psk = generatePsk()
-let dir: { path: string; remove: () => Promise<void> }
-let pskFile: string
-let pm: { proc: Proc; addr: string }
-let hl: { proc: Proc; addr: string }
+let mesh: LocalMesh
 let node: MeshNode
 // Below the ephemeral port range, away from allocator.spec.ts's 21000-28999.
 const portBase = 29000 + Math.floor(Math.random() * 9) * 100
@@ -60,12 +52,10 @@ interface Alloc {
 
 /** An allocator on `dataDir`; a fresh identity at each start unless `keyFile` is given. */
 async function startAllocator(dataDir: string, keyFile?: string, extra: string[] = []) {
-  const args = ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0']
-  args.push('--bootstrap', pm.addr, '--hl', hl.addr, '--host-ip', '127.0.0.1')
-  args.push('--port-range', `${portBase}-${portBase + 99}`)
+  const args = ['--port-range', `${portBase}-${portBase + 99}`]
   if (keyFile != null) args.push('--key-file', keyFile)
-  args.push('--data-dir', dataDir, '--metrics', '127.0.0.1:0', ...extra)
-  return (await startDaemon('allocator', args, dir.path)) as Alloc
+  const d = await mesh.startAllocator([...args, ...extra], { dataDir })
+  return { proc: d.proc as Proc, addr: d.addr, peerId: d.peerId }
 }
 
 /** Running containers of SERVICE on this Docker daemon. */
@@ -112,25 +102,15 @@ function get(port: number, path: string): Promise<{ status: number; ms: number; 
 }
 
 before(async () => {
-  dir = await tempDir('mtc-lifecycle-')
-  pskFile = join(dir.path, 'swarm.key')
-  await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
+  mesh = await LocalMesh.create({ swarmKey: formatSwarmKey(psk), prefix: 'mtc-lifecycle-' })
   await ensureImages()
   const imageId = (
     await docker(['image', 'inspect', '-f', '{{.Id}}', 'mtc/hello-world-server:1.0'])
   ).stdout.trim()
-  pm = await startBootstrap(pskFile, dir.path)
-  const hlArgs = ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0', '--metrics']
-  hlArgs.push('127.0.0.1:0', '--bootstrap', pm.addr, '--data-dir', join(dir.path, 'hl'))
-  hlArgs.push('--new-etcd-cluster', '--etcd-client-port', String(await freePort()))
-  hlArgs.push('--etcd-peer-port', String(await freePort()))
-  hl = await startDaemon('hl-service', hlArgs, dir.path)
+  await mesh.startBootstrap()
+  await mesh.startHlService()
   for (const name of [SERVICE, `${SERVICE}-2`]) {
-    const add = await runToEnd('hl-cli', [
-      '--psk-file',
-      pskFile,
-      '--hl',
-      hl.addr,
+    const add = await mesh.hlCli([
       'add',
       '--image-id',
       imageId,
@@ -148,21 +128,20 @@ before(async () => {
 
 after(async () => {
   await node?.stop()
+  await mesh?.stop()
   await stopAll()
   await removeContainers(`${LABEL_SERVICE}=${SERVICE}`).catch(() => {})
   await removeContainers(`${LABEL_SERVICE}=${SERVICE}-2`).catch(() => {})
-  await dir?.remove()
 })
 
 describe('instance lifecycle on real Docker', () => {
-  const dataDir = () => join(dir.path, 'alloc-data')
+  const dataDir = () => join(mesh.dir, 'alloc-data')
   let first: Alloc
 
   it('a killed instance is replaced at once: no GET fails, none waits more than a few seconds', async (t) => {
-    first = await startAllocator(dataDir(), join(dir.path, 'alloc-1.key'))
+    first = await startAllocator(dataDir(), join(mesh.dir, 'alloc-1.key'))
     const port = await freePort()
-    const args = ['--psk-file', pskFile, '--bootstrap', pm.addr, '--listen', '/ip4/127.0.0.1/tcp/0']
-    const proxy = run('proxy', [...args, '--metrics', '127.0.0.1:0', String(port)])
+    const proxy = await mesh.startProxy([String(port)], [], { hl: false })
     t.after(() => proxy.stop())
     // The first answer comes from an instance started for it: the harness's cold start.
     const cold = await waitFor(

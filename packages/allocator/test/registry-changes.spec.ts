@@ -1,20 +1,16 @@
 import assert from 'node:assert/strict'
-import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { formatSwarmKey, generatePsk, MeshNode, RemoteError } from '@mtc/p2pnode'
 import {
   freePort,
+  type LaunchedDaemon,
+  LocalMesh,
   metricValue,
-  type Proc,
   REPO_ROOT,
   removeContainers,
-  run,
   runToEnd,
-  startBootstrap,
-  startDaemon,
   stopAll,
-  tempDir,
   waitFor,
 } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -28,17 +24,15 @@ import { LABEL_MANAGED_BY } from '../src/constants.ts'
  * the allocator's own registry cache.
  */
 const psk = generatePsk()
-let dir: { path: string; remove: () => Promise<void> }
-let pskFile: string
-let pm: { proc: Proc; addr: string }
-let hl: { proc: Proc; addr: string; metrics: string }
-let alloc: { proc: Proc; addr: string; peerId: string }
+let mesh: LocalMesh
+let hl: { addr: string; metrics: string }
+let alloc: LaunchedDaemon
 let node: MeshNode
 let gateway: number
 let helloTar: string
 
 async function cli(args: string[]): Promise<void> {
-  const r = await runToEnd('hl-cli', ['--psk-file', pskFile, '--hl', hl.addr, ...args])
+  const r = await mesh.hlCli(args)
   assert.equal(r.code, 0, r.stderr)
 }
 
@@ -77,66 +71,27 @@ async function get(service: string): Promise<{ status: number; code: string | nu
 }
 
 before(async () => {
-  dir = await tempDir('mtc-registry-changes-')
-  pskFile = join(dir.path, 'swarm.key')
-  await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
+  mesh = await LocalMesh.create({ swarmKey: formatSwarmKey(psk), prefix: 'mtc-registry-changes-' })
   const build = await runToEnd(
     'bash',
-    [join(REPO_ROOT, 'scripts/build-images.sh'), '--save', dir.path],
+    [join(REPO_ROOT, 'scripts/build-images.sh'), '--save', mesh.dir],
     { timeoutMs: 300_000 },
   )
   assert.equal(build.code, 0, build.stderr)
-  helloTar = join(dir.path, 'hello-world-server.tar')
+  helloTar = join(mesh.dir, 'hello-world-server.tar')
 
-  pm = await startBootstrap(pskFile, dir.path)
-  const joined = ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0', '--bootstrap', pm.addr]
-  const hlMetrics = await freePort()
-  hl = {
-    ...(await startDaemon(
-      'hl-service',
-      [
-        ...joined,
-        '--metrics',
-        `127.0.0.1:${hlMetrics}`,
-        '--data-dir',
-        join(dir.path, 'hl-data'),
-        '--new-etcd-cluster',
-        '--etcd-client-port',
-        String(await freePort()),
-        '--etcd-peer-port',
-        String(await freePort()),
-      ],
-      dir.path,
-    )),
-    metrics: `http://127.0.0.1:${hlMetrics}`,
-  }
+  await mesh.startBootstrap()
+  const h = await mesh.startHlService()
+  hl = { addr: h.addr, metrics: `http://${h.plan.metrics}` }
   // Below the ephemeral port range (32768+), away from allocator.spec's ranges.
   const portBase = 30_000 + Math.floor(Math.random() * 20) * 100
-  alloc = await startDaemon(
-    'allocator',
-    [
-      ...joined,
-      '--metrics',
-      '127.0.0.1:0',
-      '--host-ip',
-      '127.0.0.1',
-      '--port-range',
-      `${portBase}-${portBase + 99}`,
-      '--data-dir',
-      join(dir.path, 'alloc'),
-    ],
-    dir.path,
-  )
+  // The allocator and the client proxy find hl-service in the DHT.
+  alloc = await mesh.startAllocator(['--port-range', `${portBase}-${portBase + 99}`], {
+    dataDir: join(mesh.dir, 'alloc'),
+    hl: false,
+  })
   gateway = await freePort()
-  run('proxy', [
-    ...joined,
-    '--metrics',
-    '127.0.0.1:0',
-    '--allocation-timeout',
-    '60s',
-    String(gateway),
-  ])
-  await waitFor('the gateway', async () => (await fetch(`http://127.0.0.1:${gateway}/`)).status > 0)
+  await mesh.startProxy([String(gateway)], ['--allocation-timeout', '60s'], { hl: false })
   node = await MeshNode.startClient({ role: 'test', psk })
   // Both found hl-service and subscribed to its change notices (the quickstart's state a
   // few seconds after start); an hl-service without notices has no such metric.
@@ -153,9 +108,9 @@ before(async () => {
 
 after(async () => {
   await node?.stop()
+  await mesh?.stop()
   await stopAll()
   await removeContainers(LABEL_MANAGED_BY).catch(() => {})
-  await dir?.remove()
 })
 
 describe('registry changes reach the proxy and the allocator at once', () => {

@@ -15,15 +15,13 @@ import {
   ensureImages,
   freePort,
   httpGet,
+  type LaunchedDaemon,
+  LocalMesh,
   metricValue,
   type Proc,
   removeContainers,
-  run,
   runToEnd,
-  startBootstrap,
-  startDaemon,
   stopAll,
-  tempDir,
   waitFor,
 } from '@mtc/testkit'
 import { LABEL_IMAGE_ID, LABEL_MANAGED_BY } from '../src/constants.ts'
@@ -43,11 +41,12 @@ const HEALTH = [
 /** One GET every this often, as the issue's scenarios ask. */
 const LOAD_INTERVAL_MS = 20
 
-let dir: { path: string; remove: () => Promise<void> }
+let mesh: LocalMesh
+let dir: { path: string }
 let pskFile: string
-let pm: { proc: Proc; addr: string }
-let hl: { proc: Proc; addr: string }
-let alloc: { proc: Proc; addr: string; peerId: string; metrics: string }
+let pm: LaunchedDaemon
+let hl: LaunchedDaemon
+let alloc: { proc?: Proc; addr: string; peerId: string; metrics: string }
 let gateway: number
 let clientProxy: Proc
 
@@ -184,9 +183,9 @@ function failures(answers: Answer[]): Answer[] {
 }
 
 before(async () => {
-  dir = await tempDir('mtc-rolling-')
-  pskFile = join(dir.path, 'swarm.key')
-  await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
+  mesh = await LocalMesh.create({ swarmKey: formatSwarmKey(psk), prefix: 'mtc-rolling-' })
+  dir = { path: mesh.dir }
+  pskFile = mesh.pskFile
   await ensureImages()
   await buildVariant(V2_IMAGE, 'HELLO_TEXT="Hello from v2"')
   await buildVariant(BAD_IMAGE, 'HEALTH_FAIL=1')
@@ -194,73 +193,26 @@ before(async () => {
   ids.v2 = await imageId(V2_IMAGE)
   ids.bad = await imageId(BAD_IMAGE)
 
-  pm = await startBootstrap(pskFile, dir.path)
-  const etcd = [String(await freePort()), String(await freePort())]
-  hl = await startDaemon(
-    'hl-service',
-    [
-      '--psk-file',
-      pskFile,
-      '--listen',
-      '/ip4/127.0.0.1/tcp/0',
-      '--metrics',
-      '127.0.0.1:0',
-      '--bootstrap',
-      pm.addr,
-      '--data-dir',
-      join(dir.path, 'hl-data'),
-      '--new-etcd-cluster',
-      '--etcd-client-port',
-      etcd[0]!,
-      '--etcd-peer-port',
-      etcd[1]!,
-    ],
-    dir.path,
-  )
+  pm = await mesh.startBootstrap()
+  hl = await mesh.startHlService()
   const portBase = 23000 + Math.floor(Math.random() * 60) * 100
-  const metricsPort = await freePort()
-  const a = await startDaemon(
-    'allocator',
+  const a = await mesh.startAllocator(
     [
-      '--psk-file',
-      pskFile,
-      '--listen',
-      '/ip4/127.0.0.1/tcp/0',
-      '--bootstrap',
-      pm.addr,
-      '--hl',
-      hl.addr,
-      '--host-ip',
-      '127.0.0.1',
       '--port-range',
       `${portBase}-${portBase + 99}`,
-      '--data-dir',
-      join(dir.path, 'alloc'),
       '--max-instances',
       '4',
       // The never-healthy image fails within this (the default 30 s; a loaded host needs it).
       '--start-timeout',
       '30s',
-      '--metrics',
-      `127.0.0.1:${metricsPort}`,
     ],
-    dir.path,
+    { dataDir: join(dir.path, 'alloc') },
   )
-  alloc = { ...a, metrics: `http://127.0.0.1:${metricsPort}` }
+  alloc = { proc: a.proc, addr: a.addr, peerId: a.peerId, metrics: `http://${a.plan.metrics}` }
 
   ids.v1 && (await register('mtc/hello-world-server:1.0', ids.v1))
   gateway = await freePort()
-  clientProxy = run('proxy', [
-    '--psk-file',
-    pskFile,
-    '--bootstrap',
-    pm.addr,
-    '--hl',
-    hl.addr,
-    '--metrics',
-    '127.0.0.1:0',
-    String(gateway),
-  ])
+  clientProxy = (await mesh.startProxy([String(gateway)])).proc as Proc
   // The first request starts the v1 instance.
   await waitFor(
     'v1 answering through the client proxy',
@@ -274,10 +226,10 @@ before(async () => {
 })
 
 after(async () => {
+  await mesh?.stop()
   await stopAll()
   if (alloc != null) await removeContainers(`${LABEL_MANAGED_BY}=${alloc.peerId}`).catch(() => {})
   await docker(['rmi', '-f', V2_IMAGE, BAD_IMAGE], { allowFail: true }).catch(() => {})
-  await dir?.remove()
 })
 
 describe('rolling updates under a steady load (real Docker)', () => {

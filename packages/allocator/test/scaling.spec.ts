@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -9,15 +8,11 @@ import {
   ensureImages,
   freePort,
   httpGet,
+  LocalMesh,
   metricValue,
   type Proc,
   removeContainers,
-  run,
-  runToEnd,
-  startBootstrap,
-  startDaemon,
   stopAll,
-  tempDir,
   waitFor,
 } from '@mtc/testkit'
 import { LABEL_SERVICE } from '../src/constants.ts'
@@ -40,10 +35,7 @@ const LOAD_MS = 30_000
 const DECISION_BOUND_MS = 3_000
 
 const psk = generatePsk()
-let dir: { path: string; remove: () => Promise<void> }
-let pskFile: string
-let pm: { proc: Proc; addr: string }
-let hl: { proc: Proc; addr: string }
+let mesh: LocalMesh
 let imageId = ''
 let allocMetrics = ''
 let clientPort = 0
@@ -76,7 +68,7 @@ async function servedBy(service: string): Promise<number[]> {
 }
 
 async function hlCli(args: string[]): Promise<void> {
-  const r = await runToEnd('hl-cli', ['--psk-file', pskFile, '--hl', hl.addr, ...args])
+  const r = await mesh.hlCli(args)
   assert.equal(r.code, 0, r.stderr)
 }
 
@@ -111,48 +103,29 @@ function get(path: string): Promise<{ status: number; ms: number; code: string }
 }
 
 before(async () => {
-  dir = await tempDir('mtc-scaling-')
-  pskFile = join(dir.path, 'swarm.key')
-  await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
+  mesh = await LocalMesh.create({ swarmKey: formatSwarmKey(psk), prefix: 'mtc-scaling-' })
   await ensureImages()
   imageId = (
     await docker(['image', 'inspect', '-f', '{{.Id}}', 'mtc/hello-world-server:1.0'])
   ).stdout.trim()
-  pm = await startBootstrap(pskFile, dir.path)
-  const hlArgs = ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0', '--metrics']
-  hlArgs.push('127.0.0.1:0', '--bootstrap', pm.addr, '--data-dir', join(dir.path, 'hl'))
-  hlArgs.push('--new-etcd-cluster', '--etcd-client-port', String(await freePort()))
-  hlArgs.push('--etcd-peer-port', String(await freePort()))
-  hl = await startDaemon('hl-service', hlArgs, dir.path)
-  const metricsPort = await freePort()
-  allocMetrics = `http://127.0.0.1:${metricsPort}/metrics`
-  const args = ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0']
-  args.push('--bootstrap', pm.addr, '--hl', hl.addr, '--host-ip', '127.0.0.1')
-  args.push('--port-range', `${portBase}-${portBase + 99}`, '--idle-timeout', `${IDLE_TIMEOUT_S}s`)
-  args.push('--data-dir', join(dir.path, 'alloc'), '--metrics', `127.0.0.1:${metricsPort}`)
-  await startDaemon('allocator', args, dir.path)
+  await mesh.startBootstrap()
+  await mesh.startHlService()
+  const args = ['--port-range', `${portBase}-${portBase + 99}`]
+  args.push('--idle-timeout', `${IDLE_TIMEOUT_S}s`)
+  allocMetrics = mesh.metricsUrl(
+    await mesh.startAllocator(args, { dataDir: join(mesh.dir, 'alloc') }),
+  )
   clientPort = await freePort()
-  const clientMetricsPort = await freePort()
-  clientMetrics = `http://127.0.0.1:${clientMetricsPort}/metrics`
-  clientProc = run('proxy', [
-    '--psk-file',
-    pskFile,
-    '--bootstrap',
-    pm.addr,
-    '--hl',
-    hl.addr,
-    '--metrics',
-    `127.0.0.1:${clientMetricsPort}`,
-    String(clientPort),
-  ])
-  await waitFor('the gateway', async () => (await get('/')).status > 0)
+  const client = await mesh.startProxy([String(clientPort)])
+  clientProc = client.proc
+  clientMetrics = mesh.metricsUrl(client)
 })
 
 after(async () => {
+  await mesh?.stop()
   await stopAll()
   await removeContainers(`${LABEL_SERVICE}=${KEPT}`).catch(() => {})
   await removeContainers(`${LABEL_SERVICE}=${BURST}`).catch(() => {})
-  await dir?.remove()
 })
 
 describe('scaling on real Docker', () => {

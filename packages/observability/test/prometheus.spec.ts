@@ -9,6 +9,8 @@ import {
   ensureImages,
   freePort,
   IMAGE_BUILD_TIMEOUT_MS,
+  type LaunchedDaemon,
+  LocalMesh,
   type Proc,
   removeContainers,
   run,
@@ -16,7 +18,6 @@ import {
   skipUnlessCi,
   startDaemon,
   stopAll,
-  tempDir,
   waitFor,
 } from '@mtc/testkit'
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
@@ -42,8 +43,6 @@ import { COMPONENT_PREFIXES, exportedMetrics, type MetricType, usedMetrics } fro
 const SCRAPE_INTERVAL = '1s'
 /** A daemon writes its --addr-file within ~1 s; hl-service starts etcd first (a few s). */
 const DAEMON_START_TIMEOUT_MS = 30_000
-/** The proxy's gateway listens right after its node starts. */
-const GATEWAY_TIMEOUT_MS = 15_000
 /** Prometheus opens an empty TSDB and loads the config in ~1 s; generous for a slow disk. */
 const PROMETHEUS_READY_TIMEOUT_MS = 30_000
 /**
@@ -57,7 +56,9 @@ const API_TIMEOUT_MS = 5_000
 /** Every peer the ping-monitor should see: hl-service and proxy, plus the allocator. */
 const MESH_PEERS_WITHOUT_ALLOCATOR = 2
 
-let dir: { path: string; remove: () => Promise<void> }
+/** The mesh's daemons and its directory (swarm key, data, Prometheus's files). */
+let mesh: LocalMesh
+let dir: { path: string }
 let prometheus: Proc | undefined
 let promUrl = ''
 let gatewayPort = 0
@@ -108,64 +109,15 @@ async function sampleValue(expr: string, ok: (v: number) => boolean = () => true
 }
 
 async function startMesh(): Promise<void> {
-  const pskFile = join(dir.path, 'swarm.key')
-  const keygen = await runToEnd('mtc-keygen', ['swarm-key', '--out', pskFile])
-  assert.equal(keygen.code, 0, keygen.stderr)
-  const overlay = ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0']
-  const opts = { timeoutMs: DAEMON_START_TIMEOUT_MS }
-  const metricsFlag = async (job: JobName) => {
-    const port = await freePort()
-    targets.set(job, port)
-    return ['--metrics', `127.0.0.1:${port}`]
+  const started = (job: JobName, d: LaunchedDaemon) => {
+    targets.set(job, d.metricsPort as number)
+    return d
   }
-
-  const pm = await startDaemon(
-    'ping-monitor',
-    [...overlay, ...(await metricsFlag('mtc-ping-monitor'))],
-    dir.path,
-    opts,
-  )
+  const pm = started('mtc-ping-monitor', await mesh.startBootstrap())
   bootstrapAddr = pm.addr
-  const joined = [...overlay, '--bootstrap', pm.addr]
-  const hl = await startDaemon(
-    'hl-service',
-    [
-      ...joined,
-      ...(await metricsFlag('mtc-hl-service')),
-      '--new-etcd-cluster',
-      '--etcd-client-port',
-      String(await freePort()),
-      '--etcd-peer-port',
-      String(await freePort()),
-      '--data-dir',
-      join(dir.path, 'hl-data'),
-    ],
-    dir.path,
-    opts,
-  )
+  started('mtc-hl-service', await mesh.startHlService())
   gatewayPort = await freePort()
-  const proxy = await startDaemon(
-    'proxy',
-    [
-      ...joined,
-      ...(await metricsFlag('mtc-proxy')),
-      '--hl',
-      hl.addr,
-      '--no-allocate',
-      String(gatewayPort),
-    ],
-    dir.path,
-    opts,
-  )
-  await waitFor(
-    'the proxy gateway',
-    async () => {
-      if (proxy.proc.child.exitCode != null) throw new Error(`proxy exited: ${proxy.proc.stderr()}`)
-      await fetch(`http://127.0.0.1:${gatewayPort}/`, { signal: AbortSignal.timeout(1000) })
-      return true
-    },
-    { timeoutMs: GATEWAY_TIMEOUT_MS },
-  )
+  started('mtc-proxy', await mesh.startProxy([String(gatewayPort)], ['--no-allocate']))
 
   // An allocator runs instances in Docker: part of the mesh only where a daemon answers,
   // and always in CI (set-up starts one): there a missing daemon fails the suite.
@@ -174,23 +126,8 @@ async function startMesh(): Promise<void> {
   if (skipped != null) console.log(`# the allocator is left out of the mesh: ${skipped}`)
   if (withAllocator) {
     const first = 40000 + Math.floor(Math.random() * 200) * 100
-    await startDaemon(
-      'allocator',
-      [
-        ...joined,
-        ...(await metricsFlag('mtc-allocator')),
-        '--hl',
-        hl.addr,
-        '--host-ip',
-        '127.0.0.1',
-        '--port-range',
-        `${first}-${first + 99}`,
-        '--data-dir',
-        join(dir.path, 'allocator-data'),
-      ],
-      dir.path,
-      opts,
-    )
+    const range = ['--port-range', `${first}-${first + 99}`]
+    started('mtc-allocator', await mesh.startAllocator(range))
   }
 }
 
@@ -209,7 +146,7 @@ async function startServiceProxy(): Promise<void> {
     'proxy',
     [
       '--psk-file',
-      join(dir.path, 'swarm.key'),
+      mesh.pskFile,
       '--listen',
       '/ip4/127.0.0.1/tcp/0',
       '--bootstrap',
@@ -255,7 +192,7 @@ async function startInstanceContainer(): Promise<void> {
   // As the allocator runs instances (the entrypoint refuses to start otherwise).
   args.push('--security-opt', 'no-new-privileges')
   for (const [k, v] of Object.entries(env)) args.push('-e', `${k}=${v}`)
-  args.push('-v', `${join(dir.path, 'swarm.key')}:/run/mtc/swarm.key:ro`)
+  args.push('-v', `${mesh.pskFile}:/run/mtc/swarm.key:ro`)
   args.push('-v', `${identity}:/run/mtc/identity.key:ro`)
   await docker([...args, 'mtc/hello-world-server:1.0'])
   containerMetricsPort = metricsPort
@@ -314,7 +251,8 @@ async function startPrometheus(configFile: string): Promise<void> {
 
 before(
   async () => {
-    dir = await tempDir('mtc-prometheus-')
+    mesh = await LocalMesh.create({ prefix: 'mtc-prometheus-' })
+    dir = { path: mesh.dir }
     await startMesh()
     await startPrometheus(await writePrometheusConfig())
     // Join once Prometheus runs: found with no change to its configuration.
@@ -328,8 +266,8 @@ after(async () => {
   if (withAllocator) await removeContainers(CONTAINER_LABEL).catch(() => {})
   await prometheus?.stop()
   await new Promise((resolve) => serviceBackend?.close(resolve) ?? resolve(undefined))
+  await mesh?.stop()
   await stopAll()
-  await dir?.remove()
 })
 
 interface Target {

@@ -4,6 +4,7 @@ import type { Registry } from 'prom-client'
 import { MTC_VERSION, SHUTDOWN_TIMEOUT_MS } from './constants.ts'
 import { UsageError } from './errors.ts'
 import { type CommandSpec, type FlagValues, helpText, parseCommandLine } from './flags.ts'
+import { Lifecycle } from './lifecycle.ts'
 import { configureLogging } from './logging.ts'
 import { advertisedMetricsHost, serveMetricsInfo } from './metrics-info.ts'
 import { MetricsServer, type RouteHandler } from './metrics-server.ts'
@@ -142,11 +143,12 @@ export interface MeshDaemonInit {
 export class MeshDaemon implements Daemon {
   readonly node: MeshNode
   readonly metrics?: MetricsServer
-  private stopping = false
+  private readonly life: Lifecycle
 
-  private constructor(node: MeshNode, metrics: MetricsServer | undefined) {
+  private constructor(node: MeshNode, metrics: MetricsServer | undefined, life: Lifecycle) {
     this.node = node
     this.metrics = metrics
+    this.life = life
   }
 
   static async start(ctx: DaemonContext, init: MeshDaemonInit): Promise<MeshDaemon> {
@@ -164,39 +166,40 @@ export class MeshDaemon implements Daemon {
       dhtClient: init.dhtClient,
       logger: ctx.logger,
     })
-    let daemon: MeshDaemon | undefined
+    const life = new Lifecycle(ctx.log.error)
+    let started = false
     const metrics =
       config.metrics != null
         ? new MetricsServer({
             ...config.metrics,
             registry: node.registry,
-            healthy: () => daemon != null && !daemon.stopping && ctx.stopping?.aborted !== true,
+            healthy: () => started && !life.stopped && ctx.stopping?.aborted !== true,
             routes: init.routes,
           })
         : undefined
-    await metrics?.start()
-    try {
+    await life.starting(async () => {
+      if (metrics != null) {
+        await metrics.start()
+        life.defer('metrics server', () => metrics.stop())
+      }
       // Peers (the bootstrap's service discovery) learn where the metrics are.
       if (metrics != null && config.metrics != null) {
         const host = advertisedMetricsHost(config.metrics.host)
         await serveMetricsInfo(node.libp2p, { port: metrics.port(), host })
       }
       await node.start()
-    } catch (err) {
-      await metrics?.stop()
-      throw err
-    }
-    daemon = new MeshDaemon(node, metrics)
+      life.defer('mesh node', () => node.stop())
+    })
+    started = true
+    const daemon = new MeshDaemon(node, metrics, life)
     ctx.log('peer %p listening on %s', node.peerId, node.multiaddrs().join(' '))
     if (metrics != null) ctx.log('metrics on http://%s/metrics', metrics.address())
     if (config.psk == null) ctx.log.error('running WITHOUT a PSK: anyone can join this node')
     return daemon
   }
 
+  /** Node, then metrics server; safe twice. */
   async stop(): Promise<void> {
-    if (this.stopping) return
-    this.stopping = true
-    await this.node.stop()
-    await this.metrics?.stop()
+    await this.life.stop()
   }
 }

@@ -12,6 +12,7 @@ export {
   type MeshDaemonInit,
   runDaemon,
 } from './daemon.ts'
+export { DaemonFlags } from './daemon-flags.ts'
 export {
   type DiscoveryKind,
   discoveryKey,
@@ -46,6 +47,7 @@ export {
   requestDrain,
 } from './instance-status.ts'
 export { keygenMain } from './keygen.ts'
+export { Lifecycle, type LifecycleLog } from './lifecycle.ts'
 export { findReachableProvider, PeerLocator, type PeerLocatorInit } from './locator.ts'
 export { configureLogging } from './logging.ts'
 export {

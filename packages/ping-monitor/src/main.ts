@@ -1,11 +1,13 @@
 import {
   type CommandSpec,
+  DaemonFlags,
   type DaemonSpec,
+  type FlagValues,
+  Lifecycle,
   MeshDaemon,
   MTC_VERSION,
   NODE_ENV_HELP,
   NODE_FLAGS,
-  parseDurationFlag,
   runDaemon,
   sendJson,
 } from '@mtc/p2pnode'
@@ -41,51 +43,63 @@ A redundant bootstrap is a second ping-monitor started with --bootstrap <first o
 ${NODE_ENV_HELP}`,
 }
 
+/** ping-monitor's own settings, validated and frozen before it starts. */
+export interface PingMonitorConfig {
+  readonly intervalMs: number | undefined
+  readonly peerExpiryMs: number | undefined
+}
+
+export function pingMonitorConfig(values: FlagValues): PingMonitorConfig {
+  const flags = new DaemonFlags(values)
+  return Object.freeze({
+    intervalMs: flags.duration('interval'),
+    peerExpiryMs: flags.duration('peer-expiry'),
+  })
+}
+
 export const PING_MONITOR: DaemonSpec = {
   command: COMMAND,
   role: 'ping-monitor',
   nodeDefaults: { listen: [DEFAULT_LISTEN], metrics: DEFAULT_METRICS },
   async start(ctx) {
-    const interval = ctx.values.interval as string | undefined
-    const expiry = ctx.values['peer-expiry'] as string | undefined
-    const intervalMs = interval != null ? parseDurationFlag('interval', interval) : undefined
-    const peerExpiryMs = expiry != null ? parseDurationFlag('peer-expiry', expiry) : undefined
-    const registry = new Registry()
-    let monitor: PingMonitor | undefined
-    let self: SelfInfo | undefined
-    const peers = () => monitor?.table.all() ?? []
-    const mesh = await MeshDaemon.start(ctx, {
-      role: 'ping-monitor',
-      registry,
-      routes: {
-        ...(await statusPageRoutes()),
-        '/peers': (_req, res) => sendJson(res, peers()),
-        '/sd': (req, res) => {
-          sendJson(res, self != null ? discoveryTargets(self, peers(), requestHost(req)) : [])
+    const config = pingMonitorConfig(ctx.values)
+    const life = new Lifecycle(ctx.log.error)
+    return await life.starting(async () => {
+      const registry = new Registry()
+      let monitor: PingMonitor | undefined
+      let self: SelfInfo | undefined
+      const peers = () => monitor?.table.all() ?? []
+      const mesh = await MeshDaemon.start(ctx, {
+        role: 'ping-monitor',
+        registry,
+        routes: {
+          ...(await statusPageRoutes()),
+          '/peers': (_req, res) => sendJson(res, peers()),
+          '/sd': (req, res) => {
+            sendJson(res, self != null ? discoveryTargets(self, peers(), requestHost(req)) : [])
+          },
+          '/api/status': (_req, res) => {
+            if (self == null) sendJson(res, { error: 'starting' }, 503)
+            else sendJson(res, statusDocument(self, peers(), monitor?.errors.all() ?? []))
+          },
         },
-        '/api/status': (_req, res) => {
-          if (self == null) sendJson(res, { error: 'starting' }, 503)
-          else sendJson(res, statusDocument(self, peers(), monitor?.errors.all() ?? []))
-        },
-      },
+      })
+      life.defer('mesh', () => mesh.stop())
+      self = {
+        peerId: mesh.node.peerId.toString(),
+        role: 'ping-monitor',
+        version: MTC_VERSION,
+        metrics:
+          mesh.metrics != null && ctx.config.metrics != null
+            ? { host: ctx.config.metrics.host, port: mesh.metrics.port() }
+            : undefined,
+      }
+      const m = new PingMonitor(mesh.node, { ...config, registry, log: ctx.log })
+      monitor = m
+      m.start()
+      life.defer('ping monitor', () => m.stop())
+      return { stop: () => life.stop() }
     })
-    self = {
-      peerId: mesh.node.peerId.toString(),
-      role: 'ping-monitor',
-      version: MTC_VERSION,
-      metrics:
-        mesh.metrics != null && ctx.config.metrics != null
-          ? { host: ctx.config.metrics.host, port: mesh.metrics.port() }
-          : undefined,
-    }
-    monitor = new PingMonitor(mesh.node, { intervalMs, peerExpiryMs, registry, log: ctx.log })
-    monitor.start()
-    return {
-      async stop() {
-        await monitor?.stop()
-        await mesh.stop()
-      },
-    }
   },
 }
 

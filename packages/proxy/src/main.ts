@@ -1,19 +1,22 @@
 import { isServiceName } from '@mtc/hash-lookup/client'
 import {
   type CommandSpec,
+  DaemonFlags,
   type DaemonSpec,
   DEFAULT_LISTEN,
+  type FlagValues,
+  Lifecycle,
   MeshDaemon,
   NODE_ENV_HELP,
   NODE_FLAGS,
   parseCommandLine,
   parseDurationFlag,
-  parseMultiaddrFlag,
   parsePortNumber,
   runDaemon,
   sendJson,
   UsageError,
 } from '@mtc/p2pnode'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { Registry } from 'prom-client'
 import {
   DEFAULT_ALLOCATION_TIMEOUT_MS,
@@ -123,11 +126,6 @@ export function parsePositionals(positionals: string[]): ProxyArgs {
   return { port, service: { name, target } }
 }
 
-function durationFlag(values: Record<string, unknown>, flag: string): number | undefined {
-  const v = values[flag] as string | undefined
-  return v != null ? parseDurationFlag(flag, v) : undefined
-}
-
 /**
  * Service mode's health check from the flags, else the environment the allocator sets
  * (HEALTH_PATH, HEALTH_INTERVAL_MS, HEALTH_THRESHOLD: the registry record's); none without a path.
@@ -136,12 +134,13 @@ export function healthSettings(
   values: Record<string, unknown>,
   env: NodeJS.ProcessEnv,
 ): HealthSettings | undefined {
-  const path = (values['health-path'] as string | undefined) ?? nonEmpty(env.HEALTH_PATH)
+  const flags = new DaemonFlags(values as FlagValues)
+  const path = flags.string('health-path') ?? nonEmpty(env.HEALTH_PATH)
   if (path == null) return undefined
   if (!/^\/[\x21-\x7e]*$/.test(path) || path.length > 256) {
     throw new UsageError(`--health-path: "${path}" is not a path starting with / (no spaces)`)
   }
-  const intervalFlag = values['health-interval'] as string | undefined
+  const intervalFlag = flags.string('health-interval')
   const intervalEnv = nonEmpty(env.HEALTH_INTERVAL_MS)
   const intervalMs =
     intervalFlag != null
@@ -152,8 +151,7 @@ export function healthSettings(
   if (intervalMs != null && intervalMs < 100) {
     throw new UsageError('--health-interval: at least 100ms')
   }
-  const thresholdText =
-    (values['health-threshold'] as string | undefined) ?? nonEmpty(env.HEALTH_THRESHOLD)
+  const thresholdText = flags.string('health-threshold') ?? nonEmpty(env.HEALTH_THRESHOLD)
   let threshold: number | undefined
   if (thresholdText != null) {
     threshold = Number(thresholdText)
@@ -168,6 +166,38 @@ function nonEmpty(v: string | undefined): string | undefined {
   return v != null && v.trim() !== '' ? v.trim() : undefined
 }
 
+/** The proxy's own settings, validated and frozen before it starts. */
+export interface ProxyConfig {
+  readonly args: ProxyArgs
+  readonly headersTimeoutMs: number | undefined
+  readonly upstreamTimeoutMs: number | undefined
+  readonly allocationTimeoutMs: number | undefined
+  readonly allocate: boolean
+  readonly hl: Multiaddr | undefined
+  readonly configFile: string | undefined
+  /** Service mode's health check (flags, else the allocator's environment). */
+  readonly health: HealthSettings | undefined
+}
+
+export function proxyConfig(
+  values: FlagValues,
+  positionals: string[],
+  env: NodeJS.ProcessEnv,
+): ProxyConfig {
+  const flags = new DaemonFlags(values)
+  const args = parsePositionals(positionals)
+  return Object.freeze({
+    args,
+    headersTimeoutMs: flags.duration('headers-timeout'),
+    upstreamTimeoutMs: flags.duration('upstream-timeout'),
+    allocationTimeoutMs: flags.duration('allocation-timeout'),
+    allocate: !flags.boolean('no-allocate'),
+    hl: flags.multiaddr('hl'),
+    configFile: flags.string('config'),
+    health: args.service != null ? healthSettings(values, env) : undefined,
+  })
+}
+
 /** The daemon spec; the metrics default depends on the mode (see COMMAND's epilog). */
 export function proxySpec(metricsDefault: string | undefined): DaemonSpec {
   return {
@@ -175,76 +205,72 @@ export function proxySpec(metricsDefault: string | undefined): DaemonSpec {
     role: 'proxy',
     nodeDefaults: { listen: [DEFAULT_LISTEN], metrics: metricsDefault },
     async start(ctx) {
-      const args = parsePositionals(ctx.positionals)
-      const headersTimeoutMs = durationFlag(ctx.values, 'headers-timeout')
-      const upstreamTimeoutMs = durationFlag(ctx.values, 'upstream-timeout')
-      const allocationTimeoutMs = durationFlag(ctx.values, 'allocation-timeout')
-      const allocate = ctx.values['no-allocate'] !== true
-      const hlFlag = ctx.values.hl as string | undefined
-      const hl = hlFlag != null ? parseMultiaddrFlag('hl', hlFlag) : undefined
-      const configFile = ctx.values.config as string | undefined
+      const config = proxyConfig(ctx.values, ctx.positionals, ctx.env)
+      const { args, allocationTimeoutMs, headersTimeoutMs, upstreamTimeoutMs, hl } = config
       const requirements: Requirements =
-        configFile != null ? await readRequirementsFile(configFile) : {}
-      const registry = new Registry()
-      let proxy: MeshProxy | undefined
-      const mesh = await MeshDaemon.start(ctx, {
-        role: 'proxy',
-        registry,
-        routes:
-          args.service != null
-            ? { '/status': (_req, res) => sendJson(res, proxy?.status() ?? {}) }
-            : undefined,
-      })
-      const libp2p = mesh.node.libp2p
-      const metrics = new ProxyMetrics(registry)
-      proxy = new MeshProxy({
-        libp2p,
-        registry,
-        metrics,
-        logger: ctx.logger,
-        port: args.port,
-        service:
-          args.service != null
-            ? {
-                ...args.service,
-                health: healthSettings(ctx.values, ctx.env),
-                imageId: nonEmpty(ctx.env.IMAGE_ID),
-                drainFrom: nonEmpty(ctx.env.ALLOCATOR_PEER_ID),
-              }
-            : undefined,
-        requirements,
-        requirementsSource: new RegistryRequirements({
+        config.configFile != null ? await readRequirementsFile(config.configFile) : {}
+      const life = new Lifecycle(ctx.log.error)
+      return await life.starting(async () => {
+        const registry = new Registry()
+        let proxy: MeshProxy | undefined
+        const mesh = await MeshDaemon.start(ctx, {
+          role: 'proxy',
+          registry,
+          routes:
+            args.service != null
+              ? { '/status': (_req, res) => sendJson(res, proxy?.status() ?? {}) }
+              : undefined,
+        })
+        life.defer('mesh', () => mesh.stop())
+        const libp2p = mesh.node.libp2p
+        const metrics = new ProxyMetrics(registry)
+        proxy = new MeshProxy({
           libp2p,
-          log: ctx.logger.forComponent('mtc:proxy:requirements'),
+          registry,
           metrics,
-          hl,
-        }),
-        allocator: allocate
-          ? new MeshAllocator({ libp2p, log: ctx.logger.forComponent('mtc:proxy:allocator') })
-          : undefined,
-        allocationTimeoutMs,
-        headersTimeoutMs,
-        upstreamTimeoutMs,
+          logger: ctx.logger,
+          port: args.port,
+          service:
+            args.service != null
+              ? {
+                  ...args.service,
+                  health: config.health,
+                  imageId: nonEmpty(ctx.env.IMAGE_ID),
+                  drainFrom: nonEmpty(ctx.env.ALLOCATOR_PEER_ID),
+                }
+              : undefined,
+          requirements,
+          requirementsSource: new RegistryRequirements({
+            libp2p,
+            log: ctx.logger.forComponent('mtc:proxy:requirements'),
+            metrics,
+            hl,
+          }),
+          allocator: config.allocate
+            ? new MeshAllocator({ libp2p, log: ctx.logger.forComponent('mtc:proxy:allocator') })
+            : undefined,
+          allocationTimeoutMs,
+          headersTimeoutMs,
+          upstreamTimeoutMs,
+        })
+        const started = proxy
+        try {
+          await started.start()
+        } catch (err) {
+          throw new Error(
+            `cannot start the gateway on port ${args.port}: ${(err as Error).message}`,
+          )
+        }
+        life.defer('gateway', () => started.stop())
+        ctx.log(
+          'gateway on http://127.0.0.1:%d/<service>/%s',
+          proxy.gateway.port(),
+          args.service != null
+            ? `; serving ${args.service.name} from ${args.service.target.host}:${args.service.target.port}`
+            : '',
+        )
+        return { stop: () => life.stop() }
       })
-      try {
-        await proxy.start()
-      } catch (err) {
-        await mesh.stop()
-        throw new Error(`cannot start the gateway on port ${args.port}: ${(err as Error).message}`)
-      }
-      ctx.log(
-        'gateway on http://127.0.0.1:%d/<service>/%s',
-        proxy.gateway.port(),
-        args.service != null
-          ? `; serving ${args.service.name} from ${args.service.target.host}:${args.service.target.port}`
-          : '',
-      )
-      return {
-        async stop() {
-          await proxy?.stop()
-          await mesh.stop()
-        },
-      }
     },
   }
 }

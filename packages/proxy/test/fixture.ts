@@ -1,18 +1,17 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { writeFile } from 'node:fs/promises'
 import { type Agent, type IncomingHttpHeaders, request } from 'node:http'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { formatSwarmKey, generatePsk } from '@mtc/p2pnode'
 import {
   freePort,
+  LocalMesh,
   metricValue,
   type Proc,
   REPO_ROOT,
-  readLinesWhenReady,
   run,
+  runToEnd,
   stopAll,
-  tempDir,
   waitFor,
 } from '@mtc/testkit'
 
@@ -109,35 +108,59 @@ export interface ProxyProc {
 
 /** A private mesh on loopback: a swarm key, a ping-monitor bootstrap, helpers to add to it. */
 export class Mesh {
-  dir!: { path: string; remove: () => Promise<void> }
-  pskFile = ''
-  bootstrap = ''
-  private seq = 0
+  local!: LocalMesh
 
-  async start(): Promise<void> {
-    this.dir = await tempDir('mtc-proxy-test-')
-    this.pskFile = join(this.dir.path, 'swarm.key')
-    await writeFile(this.pskFile, formatSwarmKey(generatePsk()), { mode: 0o600 })
-    const addrFile = join(this.dir.path, 'pm.addr')
-    const pm = run('ping-monitor', [
-      '--psk-file',
-      this.pskFile,
-      '--listen',
-      '/ip4/127.0.0.1/tcp/0',
-      '--metrics',
-      `127.0.0.1:${await freePort()}`,
-      '--addr-file',
-      addrFile,
-    ])
-    const lines = await readLinesWhenReady(addrFile).catch((err: Error) => {
-      throw new Error(`${err.message}\n${pm.stderr()}`)
-    })
-    this.bootstrap = lines[0]
+  /** Its directory (removed by stop). */
+  get dir(): { path: string } {
+    return { path: this.local.dir }
   }
 
+  get pskFile(): string {
+    return this.local.pskFile
+  }
+
+  get bootstrap(): string {
+    return this.local.bootstrap
+  }
+
+  async start(): Promise<void> {
+    this.local = await LocalMesh.create({
+      swarmKey: formatSwarmKey(generatePsk()),
+      prefix: 'mtc-proxy-test-',
+    })
+    await this.local.startBootstrap()
+  }
+
+  /** The mesh's daemons in reverse order, then whatever else a test left running. */
   async stop(): Promise<void> {
+    await this.local?.stop()
     await stopAll()
-    await this.dir?.remove()
+  }
+
+  /** hl-service with its own etcd; resolves once etcd is up. */
+  async hlService(): Promise<{ addr: string; metricsPort: number; proc: Proc }> {
+    const hl = await this.local.startHlService()
+    return { addr: hl.addr, metricsPort: hl.metricsPort as number, proc: hl.proc as Proc }
+  }
+
+  /**
+   * `hl-cli add` of a service with an image ID no allocator here runs (the fake ones do
+   * not care), with `flags` such as `--hard-rtt 50`; throws with its stderr on failure.
+   */
+  async register(hl: string, service: string, flags: string[] = []): Promise<void> {
+    const r = await runToEnd('hl-cli', [
+      '--psk-file',
+      this.pskFile,
+      '--hl',
+      hl,
+      'add',
+      '--image-id',
+      `sha256:${'ab'.repeat(32)}`,
+      ...flags,
+      'mtc/hello-world-server:1',
+      service,
+    ])
+    if (r.code !== 0) throw new Error(`hl-cli add ${service} failed (${r.code}): ${r.stderr}`)
   }
 
   /** A hello-world-server on a free loopback port, tagged X-Instance: `id`. */
@@ -150,42 +173,20 @@ export class Mesh {
     return { proc, port }
   }
 
-  /** A proxy process on the mesh; resolves once its gateway answers. */
+  /**
+   * A proxy process on the mesh, `positionals` starting with its gateway port; resolves
+   * once its gateway answers. Only `extra` tells it an hl-service.
+   */
   async proxy(positionals: string[], extra: string[] = []): Promise<ProxyProc> {
-    const metricsPort = await freePort()
-    const port = positionals[0] != null ? Number(positionals[0]) : await freePort()
-    const addrFile = join(this.dir.path, `proxy-${this.seq++}.addr`)
-    const proc = run('proxy', [
-      '--psk-file',
-      this.pskFile,
-      '--listen',
-      '/ip4/127.0.0.1/tcp/0',
-      '--bootstrap',
-      this.bootstrap,
-      '--metrics',
-      `127.0.0.1:${metricsPort}`,
-      '--addr-file',
-      addrFile,
-      ...extra,
-      ...positionals,
-    ])
-    await waitFor(
-      'proxy gateway up',
-      async () => {
-        if (proc.child.exitCode != null) throw new Error(`proxy exited: ${proc.stderr()}`)
-        return (await http(port, '/', { timeoutMs: 1000 })).status === 400
-      },
-      { timeoutMs: 15_000 },
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}\n${proc.stderr()}`)
-    })
+    const d = await this.local.startProxy(positionals, extra, { hl: false })
+    const metricsPort = d.metricsPort as number
     const metrics = async (): Promise<string> =>
       (await http(metricsPort, '/metrics')).body.toString('utf8')
     return {
-      proc,
-      port,
+      proc: d.proc as Proc,
+      port: Number(positionals[0]),
       metricsPort,
-      addrFile,
+      addrFile: d.plan.addrFile,
       metrics,
       metric: async (name, labels, ifAbsent) => {
         const value = metricValue(await metrics(), name, labels) ?? ifAbsent

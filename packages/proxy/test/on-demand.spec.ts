@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { findHashLookup } from '@mtc/hash-lookup/client'
 import { findProviders, loadOrCreateKey } from '@mtc/p2pnode'
-import { freePort, readLinesWhenReady, run, runToEnd, waitFor } from '@mtc/testkit'
+import { freePort, waitFor } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import { type InstanceBehindRelay, startBehindRelay } from './behind-relay.ts'
 import { DelayRelay } from './delay-relay.ts'
@@ -63,49 +63,6 @@ const relays: DelayRelay[] = []
 const farInstances = new Map<string, InstanceBehindRelay & { peerId: string }>()
 let client: ProxyProc
 
-async function startHlService(): Promise<string> {
-  const addrFile = join(mesh.dir.path, 'hl.addr')
-  const proc = run('hl-service', [
-    '--psk-file',
-    mesh.pskFile,
-    '--listen',
-    '/ip4/127.0.0.1/tcp/0',
-    '--bootstrap',
-    mesh.bootstrap,
-    '--addr-file',
-    addrFile,
-    '--metrics',
-    `127.0.0.1:${await freePort()}`,
-    '--data-dir',
-    join(mesh.dir.path, 'hl-data'),
-    '--new-etcd-cluster',
-    '--etcd-client-port',
-    String(await freePort()),
-    '--etcd-peer-port',
-    String(await freePort()),
-  ])
-  const lines = await readLinesWhenReady(addrFile, 30_000).catch((err: Error) => {
-    throw new Error(`${err.message}\n${proc.stderr()}`)
-  })
-  return lines[0]
-}
-
-async function register(hl: string, service: string, perf: string[]): Promise<void> {
-  const add = await runToEnd('hl-cli', [
-    '--psk-file',
-    mesh.pskFile,
-    '--hl',
-    hl,
-    'add',
-    '--image-id',
-    `sha256:${'ab'.repeat(32)}`,
-    ...perf,
-    'mtc/hello-world-server:1',
-    service,
-  ])
-  assert.equal(add.code, 0, add.stderr)
-}
-
 /** A relay adding FAR_MS in front of a mesh node's libp2p port. */
 async function relayTo(port: number): Promise<DelayRelay> {
   const relay = new DelayRelay(port, FAR_MS)
@@ -116,10 +73,10 @@ async function relayTo(port: number): Promise<DelayRelay> {
 
 before(async () => {
   await mesh.start()
-  const hl = await startHlService()
-  await register(hl, STRICT, ['--hard-rtt', String(STRICT_HARD_RTT_MS)])
-  await register(hl, SOFT, ['--soft-rtt', String(SOFT_RTT_MS)])
-  for (const service of PLAIN_SERVICES) await register(hl, service, [])
+  const { addr: hl } = await mesh.hlService()
+  await mesh.register(hl, STRICT, ['--hard-rtt', String(STRICT_HARD_RTT_MS)])
+  await mesh.register(hl, SOFT, ['--soft-rtt', String(SOFT_RTT_MS)])
+  for (const service of PLAIN_SERVICES) await mesh.register(hl, service, [])
   await near.start()
   await far.start()
   for (const service of [STRICT, SOFT]) await startFarInstance(service)

@@ -2,9 +2,8 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { Agent, request } from 'node:http'
-import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { freePort, metricValue, readLinesWhenReady, run, runToEnd, waitFor } from '@mtc/testkit'
+import { freePort, metricValue, runToEnd, waitFor } from '@mtc/testkit'
 import { FakeAllocator } from './fake-allocator.ts'
 import { http, Mesh, type ProxyProc } from './fixture.ts'
 
@@ -32,34 +31,6 @@ const allocator = new FakeAllocator(mesh, 'alloc', (service) =>
     : { kind: 'error', code: 'ERR_UNKNOWN_SERVICE', message: `Unknown service "${service}"` },
 )
 let hl: { addr: string; metricsPort: number }
-
-async function startHlService(): Promise<{ addr: string; metricsPort: number }> {
-  const addrFile = join(mesh.dir.path, 'hl.addr')
-  const metricsPort = await freePort()
-  const proc = run('hl-service', [
-    '--psk-file',
-    mesh.pskFile,
-    '--listen',
-    '/ip4/127.0.0.1/tcp/0',
-    '--bootstrap',
-    mesh.bootstrap,
-    '--addr-file',
-    addrFile,
-    '--metrics',
-    `127.0.0.1:${metricsPort}`,
-    '--data-dir',
-    join(mesh.dir.path, 'hl-data'),
-    '--new-etcd-cluster',
-    '--etcd-client-port',
-    String(await freePort()),
-    '--etcd-peer-port',
-    String(await freePort()),
-  ])
-  const lines = await readLinesWhenReady(addrFile, 30_000).catch((err: Error) => {
-    throw new Error(`${err.message}\n${proc.stderr()}`)
-  })
-  return { addr: lines[0], metricsPort }
-}
 
 async function hlCli(args: string[]): Promise<void> {
   const r = await runToEnd('hl-cli', ['--psk-file', mesh.pskFile, '--hl', hl.addr, ...args])
@@ -104,7 +75,7 @@ async function clientProxy(): Promise<ProxyProc> {
 
 before(async () => {
   await mesh.start()
-  hl = await startHlService()
+  hl = await mesh.hlService()
   await allocator.start()
 })
 

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict'
-import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { freePort, readLinesWhenReady, run, runToEnd, waitFor } from '@mtc/testkit'
+import { freePort, waitFor } from '@mtc/testkit'
 import { FakeAllocator } from './fake-allocator.ts'
 import { http, Mesh, type ProxyProc } from './fixture.ts'
 
@@ -24,47 +23,8 @@ const allocator = new FakeAllocator(mesh, 'alloc', () => ({ kind: 'start' }))
 let hlAddr = ''
 let client: ProxyProc
 
-async function startHlService(): Promise<string> {
-  const addrFile = join(mesh.dir.path, 'hl.addr')
-  const proc = run('hl-service', [
-    '--psk-file',
-    mesh.pskFile,
-    '--listen',
-    '/ip4/127.0.0.1/tcp/0',
-    '--bootstrap',
-    mesh.bootstrap,
-    '--addr-file',
-    addrFile,
-    '--metrics',
-    `127.0.0.1:${await freePort()}`,
-    '--data-dir',
-    join(mesh.dir.path, 'hl-data'),
-    '--new-etcd-cluster',
-    '--etcd-client-port',
-    String(await freePort()),
-    '--etcd-peer-port',
-    String(await freePort()),
-  ])
-  const lines = await readLinesWhenReady(addrFile, 30_000).catch((err: Error) => {
-    throw new Error(`${err.message}\n${proc.stderr()}`)
-  })
-  return lines[0]
-}
-
 async function register(service: string, flags: string[]): Promise<void> {
-  const r = await runToEnd('hl-cli', [
-    '--psk-file',
-    mesh.pskFile,
-    '--hl',
-    hlAddr,
-    'add',
-    '--image-id',
-    `sha256:${'ab'.repeat(32)}`,
-    ...flags,
-    'mtc/hello-world-server:1',
-    service,
-  ])
-  assert.equal(r.code, 0, r.stderr)
+  await mesh.register(hlAddr, service, flags)
 }
 
 interface RunFigures {
@@ -126,7 +86,7 @@ async function warm(service: string): Promise<void> {
 
 before(async () => {
   await mesh.start()
-  hlAddr = await startHlService()
+  hlAddr = (await mesh.hlService()).addr
   await allocator.start()
   client = await mesh.proxy([String(await freePort())], ['--hl', hlAddr])
 })

@@ -119,11 +119,14 @@ function installReaper(): void {
   }
 }
 
-/** Spawns a binary (a path, a name under node_modules/.bin, or on PATH) with captured output. */
+/**
+ * Spawns a binary (a path, a name under node_modules/.bin, or on PATH) with captured
+ * output: all of it, or its last `keepOutput` characters of each stream.
+ */
 export function run(
   cmd: string,
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string; stdin?: string } = {},
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; stdin?: string; keepOutput?: number } = {},
 ): Proc {
   // An mtc binary by name, as `pnpm exec` finds it; anything else from PATH.
   const file = cmd.includes('/') || !existsSync(binPath(cmd)) ? cmd : binPath(cmd)
@@ -138,11 +141,13 @@ export function run(
   if (options.stdin != null) child.stdin?.end(options.stdin)
   let out = ''
   let err = ''
+  const keep = options.keepOutput ?? Number.POSITIVE_INFINITY
+  const tail = (s: string) => (s.length > keep ? s.slice(-keep) : s)
   child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-    out += d
+    out = tail(out + d)
   })
   child.stderr?.setEncoding('utf8').on('data', (d: string) => {
-    err += d
+    err = tail(err + d)
   })
   const exited = new Promise<number>((resolve) => {
     child.on('close', (code, signal) => {
@@ -291,3 +296,4 @@ export function loopbackDaemonArgs(pskFile: string): string[] {
 export async function startBootstrap(pskFile: string, dir: string, extra: string[] = []) {
   return await startDaemon('ping-monitor', [...loopbackDaemonArgs(pskFile), ...extra], dir)
 }
+export * from './launcher.ts'

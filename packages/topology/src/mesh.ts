@@ -1,15 +1,17 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs'
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { LABEL_MANAGED_BY, LABEL_PEER_ID, LABEL_PORTS, LABEL_SERVICE } from '@mtc/allocator/client'
 import { formatSwarmKey, generatePsk, loadOrCreateKey } from '@mtc/p2pnode'
 import {
+  type DaemonKind,
   docker,
   ensureImages,
+  type LaunchedDaemon,
+  Launcher,
   metricValue,
+  type Place,
   type Proc,
-  readLinesWhenReady,
-  waitFor,
 } from '@mtc/testkit'
 import {
   COMMAND_TIMEOUT_MS,
@@ -30,15 +32,8 @@ import { type HttpAnswer, sweepStale, Topology, type TopologySpec } from './topo
 export const HELLO_IMAGE = 'mtc/hello-world-server:1.0'
 
 /** The mtc daemons of a mesh; `dockerd` is each allocator host's own Docker daemon. */
-export type Daemon = 'bootstrap' | 'hl-service' | 'allocator' | 'proxy'
+export type Daemon = DaemonKind
 export type Component = Daemon | 'dockerd'
-
-const BINARY: Record<Daemon, string> = {
-  bootstrap: 'ping-monitor',
-  'hl-service': 'hl-service',
-  allocator: 'allocator',
-  proxy: 'proxy',
-}
 
 /** A service registered with hl-service once the mesh is up. */
 export interface ServiceSpec {
@@ -116,14 +111,13 @@ export interface Served {
   requests: number
 }
 
+/** A planned daemon: where, its identity fixed up front, and its process (the launcher's). */
 interface DaemonState {
   host: string
   kind: Daemon
-  args: string[]
-  addrFile: string
   peerId: string
   addr: string
-  proc?: Proc
+  daemon: LaunchedDaemon
 }
 
 /**
@@ -190,6 +184,8 @@ export class Mesh {
   readonly spec: MeshSpec
   private readonly ownsTopology: boolean
   private readonly daemons = new Map<string, DaemonState>()
+  /** Starts and stops the daemons (in reverse order); the mesh adds the hosts around them. */
+  private readonly launcher = new Launcher()
   private readonly dockerds = new Map<string, HostDockerd>()
   /** Milestones of the start-up, ms after {@link start} was called (for reports). */
   readonly timings: Record<string, number> = {}
@@ -318,8 +314,7 @@ export class Mesh {
     const peerId = await peerIdOf(keyFile)
     const addr = `/ip4/${topo.address(host)}/tcp/${ports.p2p}/p2p/${peerId}`
     const addrFile = join(base, 'addr')
-    this.daemons.set(this.key(host, kind), { host, kind, args: [], addrFile, peerId, addr })
-    const common = [
+    const args = [
       '--psk-file',
       this.pskFile,
       '--key-file',
@@ -332,25 +327,21 @@ export class Mesh {
       `127.0.0.1:${ports.metrics}`,
       '--log-level',
       spec.logLevel ?? 'error',
-    ]
-    const state = this.state(host, kind)
-    state.args = [
-      ...common,
       ...(spec.extraArgs?.[kind] ?? []),
       ...(spec.hostArgs?.[host]?.[kind] ?? []),
     ]
     // Bootstraps are planned first: every later daemon knows all of them.
     const bootstraps = [...this.daemons.values()]
-      .filter((d) => d.kind === 'bootstrap' && d !== state)
+      .filter((d) => d.kind === 'bootstrap')
       .flatMap((d) => ['--bootstrap', d.addr])
     const hl = () => ['--hl', this.state(spec.registry, 'hl-service').addr]
     if (kind === 'bootstrap') {
       // Each bootstrap also dials the ones planned before it; the first one dials none.
-      state.args.push('--interval', spec.pingInterval ?? MESH_PING_INTERVAL, ...bootstraps)
+      args.push('--interval', spec.pingInterval ?? MESH_PING_INTERVAL, ...bootstraps)
     } else if (kind === 'hl-service') {
-      state.args.push(...bootstraps, '--data-dir', join(base, 'data'), '--new-etcd-cluster')
+      args.push(...bootstraps, '--data-dir', join(base, 'data'), '--new-etcd-cluster')
     } else if (kind === 'allocator') {
-      state.args.push(
+      args.push(
         ...bootstraps,
         ...hl(),
         '--host-ip',
@@ -363,52 +354,34 @@ export class Mesh {
         join(base, 'data'),
       )
     } else {
-      state.args.push(...bootstraps, ...hl(), String(GATEWAY_PORT))
+      args.push(...bootstraps, ...hl(), String(GATEWAY_PORT))
+    }
+    const nice = spec.nice
+    const daemon = this.launcher.add({
+      kind,
+      args,
+      addrFile,
+      metrics: `127.0.0.1:${ports.metrics}`,
+      gateway: kind === 'proxy' ? GATEWAY_PORT : undefined,
+      place: this.place(host),
+      name: `${kind} on ${host}`,
+      timeoutMs: DAEMON_READY_TIMEOUT_MS,
+      onSpawn: nice != null ? (proc) => setNice(proc, nice) : undefined,
+    })
+    this.daemons.set(this.key(host, kind), { host, kind, peerId, addr, daemon })
+  }
+
+  /** A host of the topology as a place for the launcher to run daemons in. */
+  private place(host: string): Place {
+    return {
+      spawn: (bin, args) => this.topo.spawn(host, bin, args),
+      httpGet: (url, timeoutMs) => this.topo.httpGet(host, url, timeoutMs),
     }
   }
 
   /** Starts a planned daemon and waits until it listens (and, per kind, is ready). */
   private async startDaemon(host: string, kind: Daemon): Promise<void> {
-    const s = this.state(host, kind)
-    if (s.proc != null && s.proc.child.exitCode == null && s.proc.child.signalCode == null) return
-    await rm(s.addrFile, { force: true })
-    const proc = this.topo.spawn(host, BINARY[kind], s.args)
-    s.proc = proc
-    if (this.spec.nice != null) setNice(proc, this.spec.nice)
-    const failed = (why: string) =>
-      new Error(`${kind} on ${host} did not start: ${why}\n${proc.stderr().trim().slice(-3000)}`)
-    const exited = proc.exited.then((code) => {
-      throw failed(`exited with ${code}`)
-    })
-    exited.catch(() => {})
-    const ready = async () => {
-      await readLinesWhenReady(s.addrFile, DAEMON_READY_TIMEOUT_MS)
-      if (kind === 'hl-service') {
-        await waitFor(
-          `etcd of hl-service on ${host}`,
-          async () => (await this.metric(host, kind, 'mtc_hl_etcd_up')) === 1,
-          { timeoutMs: DAEMON_READY_TIMEOUT_MS, intervalMs: 200 },
-        )
-      } else if (kind === 'proxy') {
-        await waitFor(
-          `the gateway on ${host}`,
-          async () => {
-            const [a] = await this.topo.fetch(host, '127.0.0.1', GATEWAY_PORT, '/', {
-              timeoutMs: 2_000,
-            })
-            return a.status > 0
-          },
-          { timeoutMs: DAEMON_READY_TIMEOUT_MS, intervalMs: 200 },
-        )
-      }
-    }
-    try {
-      await Promise.race([ready(), exited])
-    } catch (err) {
-      throw err instanceof Error && err.message.includes('did not start')
-        ? err
-        : failed((err as Error).message)
-    }
+    await this.state(host, kind).daemon.start()
   }
 
   /**
@@ -495,13 +468,13 @@ export class Mesh {
 
   /** A daemon's process (for its stderr, exit code...), while it has one. */
   proc(host: string, kind: Daemon): Proc | undefined {
-    return this.state(host, kind).proc
+    return this.state(host, kind).daemon.proc
   }
 
   /** A daemon's stderr so far; with `--log-level error`, its errors. */
   log(host: string, component: Component): string {
     if (component === 'dockerd') return this.dockerd(host).log()
-    return this.state(host, component).proc?.stderr() ?? ''
+    return this.state(host, component).daemon.log()
   }
 
   /**
@@ -513,7 +486,7 @@ export class Mesh {
       await this.dockerd(host).kill()
       return
     }
-    const proc = this.state(host, component).proc
+    const proc = this.state(host, component).daemon.proc
     if (proc == null) return
     // `ip netns exec` execs the binary, so the pid is the daemon's own.
     proc.child.kill(signal)
@@ -527,7 +500,7 @@ export class Mesh {
       await this.dockerd(host).stop()
       return
     }
-    await this.state(host, component).proc?.stop(STOP_GRACE_MS)
+    await this.state(host, component).daemon.stop(STOP_GRACE_MS)
   }
 
   /** Stops a component if it runs, then starts it again with the same identity and flags. */
@@ -699,14 +672,9 @@ export class Mesh {
 
   private async teardown(): Promise<void> {
     try {
-      const daemons = [...this.daemons.values()]
       // Clients and allocators first: nothing asks for new instances while they go.
-      const first = daemons.filter((d) => d.kind === 'proxy' || d.kind === 'allocator')
-      await Promise.all(first.map((d) => d.proc?.stop(STOP_GRACE_MS)))
-      await Promise.all([
-        ...daemons.filter((d) => !first.includes(d)).map((d) => d.proc?.stop(STOP_GRACE_MS)),
-        ...[...this.dockerds.values()].map((d) => d.stop()),
-      ])
+      await this.launcher.stop(STOP_GRACE_MS)
+      await Promise.all([...this.dockerds.values()].map((d) => d.stop()))
       if (this.ownsTopology) await this.topo.destroy()
     } finally {
       this.destroySync()
@@ -719,7 +687,7 @@ export class Mesh {
     this.destroyed = true
     live.delete(this)
     this.destroying ??= Promise.resolve()
-    for (const d of this.daemons.values()) d.proc?.child.kill('SIGKILL')
+    this.launcher.killSync()
     for (const d of this.dockerds.values()) d.killSync()
     if (this.ownsTopology) this.topo.destroySync()
     if (existsSync(this.dir)) unmountAndRemove(this.dir)

@@ -1,25 +1,28 @@
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises'
 import { networkInterfaces } from 'node:os'
 import { join, resolve } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { PeerId } from '@libp2p/interface'
 import { BlobStore, serveBlobs } from '@mtc/blobs'
 import {
   Announcer,
   type CommandSpec,
+  type Daemon,
+  type DaemonContext,
+  DaemonFlags,
   type DaemonSpec,
+  type FlagValues,
   formatSwarmKey,
+  Lifecycle,
   MeshDaemon,
   NODE_ENV_HELP,
   NODE_FLAGS,
-  parseDurationFlag,
-  parseMultiaddrFlag,
   queryStatus,
   requestDrain,
   runDaemon,
   UsageError,
   writeFileAtomic,
 } from '@mtc/p2pnode'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import Dockerode from 'dockerode'
 import { Registry } from 'prom-client'
 import {
@@ -148,196 +151,200 @@ async function dirBytes(dir: string): Promise<number> {
   return total
 }
 
+/** The allocator's own settings, validated and frozen before it starts. */
+export interface AllocatorConfig {
+  readonly hostIp: string
+  readonly range: { readonly first: number; readonly last: number }
+  readonly maxInstances: number
+  readonly idleTimeoutMs: number
+  readonly startTimeoutMs: number
+  readonly drainTimeoutMs: number
+  readonly hl: Multiaddr | undefined
+  readonly dataDir: string
+  readonly dockerSocket: string | undefined
+}
+
+export function allocatorConfig(values: FlagValues): AllocatorConfig {
+  const flags = new DaemonFlags(values)
+  const hostIp = flags.string('host-ip') ?? defaultHostIp()
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(hostIp))
+    throw new UsageError(`--host-ip: "${hostIp}" is not an IPv4 address`)
+  return Object.freeze({
+    hostIp,
+    range: Object.freeze(flags.parse('port-range', parseRange) ?? DEFAULT_PORT_RANGE),
+    maxInstances:
+      flags.parse('max-instances', (v) => parseCount('max-instances', v)) ?? DEFAULT_MAX_INSTANCES,
+    idleTimeoutMs: flags.duration('idle-timeout') ?? DEFAULT_IDLE_TIMEOUT_MS,
+    startTimeoutMs: flags.duration('start-timeout') ?? DEFAULT_START_TIMEOUT_MS,
+    drainTimeoutMs: flags.duration('drain-timeout') ?? DEFAULT_DRAIN_TIMEOUT_MS,
+    hl: flags.multiaddr('hl'),
+    dataDir: resolve(flags.string('data-dir') ?? DEFAULT_DATA_DIR),
+    dockerSocket: flags.string('docker-socket'),
+  })
+}
+
 export const ALLOCATOR: DaemonSpec = {
   command: COMMAND,
   role: 'allocator',
   nodeDefaults: { listen: ['/ip4/0.0.0.0/tcp/0'], metrics: DEFAULT_METRICS },
   async start(ctx) {
-    const v = ctx.values
-    const hostIp = (v['host-ip'] as string | undefined) ?? defaultHostIp()
-    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(hostIp))
-      throw new UsageError(`--host-ip: "${hostIp}" is not an IPv4 address`)
-    const range =
-      v['port-range'] != null ? parseRange(v['port-range'] as string) : DEFAULT_PORT_RANGE
-    const maxInstances =
-      v['max-instances'] != null
-        ? parseCount('max-instances', v['max-instances'] as string)
-        : DEFAULT_MAX_INSTANCES
-    const idleTimeoutMs =
-      v['idle-timeout'] != null
-        ? parseDurationFlag('idle-timeout', v['idle-timeout'] as string)
-        : DEFAULT_IDLE_TIMEOUT_MS
-    const startTimeoutMs =
-      v['start-timeout'] != null
-        ? parseDurationFlag('start-timeout', v['start-timeout'] as string)
-        : DEFAULT_START_TIMEOUT_MS
-    const drainTimeoutMs =
-      v['drain-timeout'] != null
-        ? parseDurationFlag('drain-timeout', v['drain-timeout'] as string)
-        : DEFAULT_DRAIN_TIMEOUT_MS
-    const eph = await ephemeralRange()
-    if (eph != null && range.first <= eph.last && range.last >= eph.first) {
-      ctx.log.error(
-        'warning: --port-range %d-%d overlaps the ephemeral ports %d-%d; instances may fail to bind',
-        range.first,
-        range.last,
-        eph.first,
-        eph.last,
-      )
-    }
-    const hl = v.hl != null ? parseMultiaddrFlag('hl', v.hl as string) : undefined
-    const dataDir = resolve((v['data-dir'] as string | undefined) ?? DEFAULT_DATA_DIR)
-    const socket = v['docker-socket'] as string | undefined
-    const docker = new Dockerode(socket != null ? { socketPath: socket } : undefined)
-    try {
-      await docker.ping()
-    } catch (err) {
-      throw new Error(
-        `cannot reach Docker${socket != null ? ` at ${socket}` : ''}: ${(err as Error).message}`,
-      )
-    }
+    const config = allocatorConfig(ctx.values)
+    const life = new Lifecycle(ctx.log.error)
+    return await life.starting(() => startAllocator(ctx, config, life))
+  },
+}
 
-    await mkdir(join(dataDir, 'instances'), { recursive: true, mode: 0o700 })
-    const owner = await loadOrCreateOwnerId(dataDir)
-    // Instances get the mesh key as a read-only file, never through their environment.
-    const pskFile = ctx.config.psk != null ? join(dataDir, 'swarm.key') : undefined
-    if (pskFile != null && ctx.config.psk != null)
-      await writeFileAtomic(pskFile, formatSwarmKey(ctx.config.psk), 0o600)
-    const blobs = new BlobStore({ dataDir })
-    await blobs.start()
-
-    const registry = new Registry()
-    let manager: InstanceManager | undefined
-    let rollouts: RolloutDriver | undefined
-    const metrics = new AllocatorMetrics(registry, {
-      running: () => manager?.runningCount ?? 0,
-      starting: () => manager?.startingCount ?? 0,
-      cacheBytes: () => dirBytes(join(dataDir, 'blobs', 'sha256')),
-      services: () => manager?.serviceCounts() ?? {},
-      instances: () =>
-        [...(manager?.services() ?? [])].flatMap((s) => manager?.instancesOf(s) ?? []),
-      rolloutStates: () => rollouts?.states() ?? [],
-    })
-    const mesh = await MeshDaemon.start(ctx, { role: 'allocator', registry })
-    const libp2p = mesh.node.libp2p
-    const announcer = new Announcer(libp2p, ctx.logger.forComponent('mtc:allocator:announce'))
-    const registryAccess = new RegistryAccess(
-      libp2p,
-      hl,
-      ctx.logger.forComponent('mtc:allocator:registry'),
-    )
-    registryAccess.start()
-    const runtime = new DockerRuntime(docker)
-    const ports = new PortPool(range, hostIp)
-    const images = new ImageProvider({
-      runtime,
-      libp2p,
-      blobs,
-      announcer,
-      registryPeer: () => registryAccess.peer(AbortSignal.timeout(5_000)),
-      log: ctx.logger.forComponent('mtc:allocator:images'),
-    })
-    const probe = {
-      status: (peer: PeerId, signal: AbortSignal) => queryStatus(libp2p, peer, { signal }),
-      drain: (peer: PeerId, signal: AbortSignal) => requestDrain(libp2p, peer, { signal }),
-    }
-    manager = new InstanceManager(
-      {
-        runtime,
-        ports,
-        images,
-        probe,
-        libp2p,
-        metrics,
-        lookup: (service, signal) => registryAccess.get(service, signal),
-        mayReap: (service, signal) => keeper?.mayReap(service, signal) ?? Promise.resolve(true),
-        log: ctx.log,
-      },
-      {
-        owner,
-        peerId: mesh.node.peerId.toString(),
-        hostIp,
-        bootstraps:
-          ctx.config.bootstraps.length > 0
-            ? ctx.config.bootstraps.map((b) => b.toString())
-            : mesh.node.multiaddrs(),
-        pskFile,
-        stateDir: join(dataDir, 'instances'),
-        maxInstances,
-        idleTimeoutMs,
-        startTimeoutMs,
-        drainTimeoutMs,
-      },
-    )
-    const keeper = new MinInstancesKeeper({
-      libp2p,
-      manager,
-      metrics,
-      registryPeer: (signal) => registryAccess.peer(signal),
-      lookup: (service, signal) => registryAccess.get(service, signal),
-      log: ctx.logger.forComponent('mtc:allocator:min-instances'),
-    })
-    rollouts = new RolloutDriver({
-      manager,
-      probe,
-      lookup: (service, signal) => registryAccess.get(service, signal),
-      metrics,
-      log: ctx.logger.forComponent('mtc:allocator:rollout'),
-    })
-    const reaper = new AbortController()
-    // Before adopting: an instance that dies meanwhile is noticed either way.
-    const watching = manager.watch(reaper.signal)
-    const adopted = await manager.adopt()
-    if (adopted > 0) ctx.log('re-adopted %d running instance(s)', adopted)
-    const driver = rollouts
-    const server = new AllocatorServer({
-      libp2p,
-      manager,
-      metrics,
-      maxInstances,
-      log: ctx.log,
-      report: (service) => driver.report(service),
-    })
-    await server.start()
-    await serveBlobs(libp2p, blobs)
-    for (const digest of await blobs.list()) announcer.add('blob', digest)
-    announcer.add('allocator')
-    announcer.start()
-
-    const m = manager
-    const reap = async (): Promise<void> => {
-      while (!reaper.signal.aborted) {
-        await m
-          .reap(reaper.signal)
-          .catch((err: Error) => ctx.log.error('reaping failed: %s', err.message))
-        await sleep(REAP_INTERVAL_MS, undefined, { signal: reaper.signal }).catch(() => {})
-      }
-    }
-    const reaping = reap()
-    const keeping = keeper.run(reaper.signal)
-    const rolling = driver.run(reaper.signal)
-    ctx.log(
-      'allocating on %s, ports %d-%d, at most %d instances',
-      hostIp,
+/** Starts the allocator's parts, each registered with `life` to be stopped in reverse. */
+async function startAllocator(
+  ctx: DaemonContext,
+  config: AllocatorConfig,
+  life: Lifecycle,
+): Promise<Daemon> {
+  const { hostIp, range, maxInstances, idleTimeoutMs, startTimeoutMs, drainTimeoutMs } = config
+  const { hl, dataDir } = config
+  const socket = config.dockerSocket
+  const eph = await ephemeralRange()
+  if (eph != null && range.first <= eph.last && range.last >= eph.first) {
+    ctx.log.error(
+      'warning: --port-range %d-%d overlaps the ephemeral ports %d-%d; instances may fail to bind',
       range.first,
       range.last,
-      maxInstances,
+      eph.first,
+      eph.last,
     )
-    return {
-      async stop() {
-        // Instances keep running: a restarted allocator re-adopts them.
-        reaper.abort()
-        await server.stop()
-        await announcer.stop()
-        await registryAccess.stop()
-        await mesh.stop()
-        await reaping
-        await keeping
-        await rolling
-        await watching
-      },
-    }
-  },
+  }
+  const docker = new Dockerode(socket != null ? { socketPath: socket } : undefined)
+  try {
+    await docker.ping()
+  } catch (err) {
+    throw new Error(
+      `cannot reach Docker${socket != null ? ` at ${socket}` : ''}: ${(err as Error).message}`,
+    )
+  }
+
+  await mkdir(join(dataDir, 'instances'), { recursive: true, mode: 0o700 })
+  const owner = await loadOrCreateOwnerId(dataDir)
+  // Instances get the mesh key as a read-only file, never through their environment.
+  const pskFile = ctx.config.psk != null ? join(dataDir, 'swarm.key') : undefined
+  if (pskFile != null && ctx.config.psk != null)
+    await writeFileAtomic(pskFile, formatSwarmKey(ctx.config.psk), 0o600)
+  const blobs = new BlobStore({ dataDir })
+  await blobs.start()
+
+  const registry = new Registry()
+  let manager: InstanceManager | undefined
+  let rollouts: RolloutDriver | undefined
+  const metrics = new AllocatorMetrics(registry, {
+    running: () => manager?.runningCount ?? 0,
+    starting: () => manager?.startingCount ?? 0,
+    cacheBytes: () => dirBytes(join(dataDir, 'blobs', 'sha256')),
+    services: () => manager?.serviceCounts() ?? {},
+    instances: () => [...(manager?.services() ?? [])].flatMap((s) => manager?.instancesOf(s) ?? []),
+    rolloutStates: () => rollouts?.states() ?? [],
+  })
+  const mesh = await MeshDaemon.start(ctx, { role: 'allocator', registry })
+  life.defer('mesh', () => mesh.stop())
+  const libp2p = mesh.node.libp2p
+  const announcer = new Announcer(libp2p, ctx.logger.forComponent('mtc:allocator:announce'))
+  const registryAccess = new RegistryAccess(
+    libp2p,
+    hl,
+    ctx.logger.forComponent('mtc:allocator:registry'),
+  )
+  registryAccess.start()
+  life.defer('registry access', () => registryAccess.stop())
+  const runtime = new DockerRuntime(docker)
+  const ports = new PortPool(range, hostIp)
+  const images = new ImageProvider({
+    runtime,
+    libp2p,
+    blobs,
+    announcer,
+    registryPeer: () => registryAccess.peer(AbortSignal.timeout(5_000)),
+    log: ctx.logger.forComponent('mtc:allocator:images'),
+  })
+  const probe = {
+    status: (peer: PeerId, signal: AbortSignal) => queryStatus(libp2p, peer, { signal }),
+    drain: (peer: PeerId, signal: AbortSignal) => requestDrain(libp2p, peer, { signal }),
+  }
+  manager = new InstanceManager(
+    {
+      runtime,
+      ports,
+      images,
+      probe,
+      libp2p,
+      metrics,
+      lookup: (service, signal) => registryAccess.get(service, signal),
+      mayReap: (service, signal) => keeper?.mayReap(service, signal) ?? Promise.resolve(true),
+      log: ctx.log,
+    },
+    {
+      owner,
+      peerId: mesh.node.peerId.toString(),
+      hostIp,
+      bootstraps:
+        ctx.config.bootstraps.length > 0
+          ? ctx.config.bootstraps.map((b) => b.toString())
+          : mesh.node.multiaddrs(),
+      pskFile,
+      stateDir: join(dataDir, 'instances'),
+      maxInstances,
+      idleTimeoutMs,
+      startTimeoutMs,
+      drainTimeoutMs,
+    },
+  )
+  const keeper = new MinInstancesKeeper({
+    libp2p,
+    manager,
+    metrics,
+    registryPeer: (signal) => registryAccess.peer(signal),
+    lookup: (service, signal) => registryAccess.get(service, signal),
+    log: ctx.logger.forComponent('mtc:allocator:min-instances'),
+  })
+  rollouts = new RolloutDriver({
+    manager,
+    probe,
+    lookup: (service, signal) => registryAccess.get(service, signal),
+    metrics,
+    log: ctx.logger.forComponent('mtc:allocator:rollout'),
+  })
+  // Before adopting: an instance that dies meanwhile is noticed either way.
+  const watched = manager
+  life.task('watching Docker events', (signal) => watched.watch(signal))
+  const adopted = await manager.adopt()
+  if (adopted > 0) ctx.log('re-adopted %d running instance(s)', adopted)
+  const driver = rollouts
+  const server = new AllocatorServer({
+    libp2p,
+    manager,
+    metrics,
+    maxInstances,
+    log: ctx.log,
+    report: (service) => driver.report(service),
+  })
+  await server.start()
+  life.defer('allocation server', () => server.stop())
+  await serveBlobs(libp2p, blobs)
+  for (const digest of await blobs.list()) announcer.add('blob', digest)
+  announcer.add('allocator')
+  announcer.start()
+  life.defer('announcer', () => announcer.stop())
+
+  const m = manager
+  life.loop('reaping', REAP_INTERVAL_MS, (signal) => m.reap(signal))
+  life.task('min instances', (signal) => keeper.run(signal))
+  life.task('rollouts', (signal) => driver.run(signal))
+  ctx.log(
+    'allocating on %s, ports %d-%d, at most %d instances',
+    hostIp,
+    range.first,
+    range.last,
+    maxInstances,
+  )
+  // Instances keep running after stop: a restarted allocator re-adopts them.
+  return { stop: () => life.stop() }
 }
 
 export async function main(argv: string[], env = process.env): Promise<number> {

@@ -4,12 +4,13 @@ import { BlobStore } from '@mtc/blobs'
 import {
   Announcer,
   type CommandSpec,
+  DaemonFlags,
   type DaemonSpec,
+  type FlagValues,
+  Lifecycle,
   MeshDaemon,
   NODE_ENV_HELP,
   NODE_FLAGS,
-  parseDurationFlag,
-  parsePortNumber,
   runDaemon,
   UsageError,
 } from '@mtc/p2pnode'
@@ -106,10 +107,11 @@ interface HlConfig {
   writers: string[]
 }
 
-function hlConfig(values: Record<string, unknown>): HlConfig {
-  const dataDir = resolve((values['data-dir'] as string | undefined) ?? DEFAULT_DATA_DIR)
-  const etcd = values.etcd as string | undefined
-  const supervise = values['new-etcd-cluster'] === true
+function hlConfig(values: FlagValues): HlConfig {
+  const flags = new DaemonFlags(values)
+  const dataDir = resolve(flags.string('data-dir') ?? DEFAULT_DATA_DIR)
+  const etcd = flags.string('etcd')
+  const supervise = flags.boolean('new-etcd-cluster')
   if ((etcd != null) === supervise) {
     throw new UsageError('give exactly one of --etcd URL[,URL...] and --new-etcd-cluster')
   }
@@ -119,24 +121,20 @@ function hlConfig(values: Record<string, unknown>): HlConfig {
   if (!supervise && localOnly.length > 0) {
     throw new UsageError(`--${localOnly[0]} applies only with --new-etcd-cluster`)
   }
-  const writers = ((values.writer as string[] | undefined) ?? []).map((w) => {
+  const writers = flags.strings('writer').map((w) => {
     try {
       return peerIdFromString(w).toString()
     } catch {
       throw new UsageError(`--writer: "${w}" is not a peer ID`)
     }
   })
-  const maxBlob = values['max-blob-size'] as string | undefined
-  const maxStorage = values['max-storage'] as string | undefined
+  const bytes = (flag: string) => flags.parse(flag, (v) => parseByteSize(flag, v))
   const common = {
     dataDir,
     writers,
-    maxBlobSize: maxBlob != null ? parseByteSize('max-blob-size', maxBlob) : DEFAULT_MAX_BLOB_BYTES,
-    maxStorage: maxStorage != null ? parseByteSize('max-storage', maxStorage) : undefined,
-    gcIntervalMs:
-      values['gc-interval'] != null
-        ? parseDurationFlag('gc-interval', values['gc-interval'] as string)
-        : BLOB_GC_INTERVAL_MS,
+    maxBlobSize: bytes('max-blob-size') ?? DEFAULT_MAX_BLOB_BYTES,
+    maxStorage: bytes('max-storage'),
+    gcIntervalMs: flags.duration('gc-interval') ?? BLOB_GC_INTERVAL_MS,
   }
   if (etcd != null) {
     const endpoints = etcd.split(',').map((u) => u.trim())
@@ -144,21 +142,19 @@ function hlConfig(values: Record<string, unknown>): HlConfig {
       if (!/^https?:\/\/[^/\s]+\/?$/.test(u))
         throw new UsageError(`--etcd: "${u}" is not an http(s)://HOST:PORT URL`)
     }
-    return { ...common, etcd: { endpoints } }
+    return Object.freeze({ ...common, etcd: { endpoints } })
   }
-  const port = (f: string, d: number) =>
-    values[f] != null ? parsePortNumber(`--${f}`, values[f] as string) : d
-  return {
+  return Object.freeze({
     ...common,
     etcd: {
       supervise: {
-        dataDir: resolve((values['etcd-data-dir'] as string | undefined) ?? `${dataDir}/etcd`),
-        host: (values['etcd-ip'] as string | undefined) ?? DEFAULT_ETCD_HOST,
-        clientPort: port('etcd-client-port', DEFAULT_ETCD_CLIENT_PORT),
-        peerPort: port('etcd-peer-port', DEFAULT_ETCD_PEER_PORT),
+        dataDir: resolve(flags.string('etcd-data-dir') ?? `${dataDir}/etcd`),
+        host: flags.string('etcd-ip') ?? DEFAULT_ETCD_HOST,
+        clientPort: flags.port('etcd-client-port') ?? DEFAULT_ETCD_CLIENT_PORT,
+        peerPort: flags.port('etcd-peer-port') ?? DEFAULT_ETCD_PEER_PORT,
       },
     },
-  }
+  })
 }
 
 export const HL_SERVICE: DaemonSpec = {
@@ -168,18 +164,14 @@ export const HL_SERVICE: DaemonSpec = {
   async start(ctx) {
     const config = hlConfig(ctx.values)
     const log = ctx.log
-    // Undo list: everything started so far is stopped in reverse, also when start fails.
-    const undo: Array<() => Promise<void>> = []
-    const stop = async () => {
-      for (const fn of undo.splice(0).reverse())
-        await fn().catch((err: Error) => log.error('stopping: %s', err.message))
-    }
-    try {
+    // Everything started so far is stopped in reverse, also when start fails.
+    const life = new Lifecycle(log.error)
+    return await life.starting(async () => {
       let endpoints: string[]
       if ('supervise' in config.etcd) {
         const etcdLog = ctx.logger.forComponent('mtc:hl-service:etcd')
         const supervisor = new EtcdSupervisor({ ...config.etcd.supervise, log: (m) => etcdLog(m) })
-        undo.push(() => supervisor.stop())
+        life.defer('etcd', () => supervisor.stop())
         await supervisor.start()
         endpoints = supervisor.endpoints
         log('local etcd at %s (data %s)', endpoints.join(','), config.etcd.supervise.dataDir)
@@ -187,7 +179,7 @@ export const HL_SERVICE: DaemonSpec = {
         endpoints = config.etcd.endpoints
       }
       const etcd = createEtcdClient(endpoints)
-      undo.push(async () => etcd.close())
+      life.defer('etcd client', () => etcd.close())
       const records = new RecordStore({ etcd })
       const blobs = new BlobStore({ dataDir: config.dataDir, maxStorageBytes: config.maxStorage })
       await blobs.start()
@@ -199,7 +191,7 @@ export const HL_SERVICE: DaemonSpec = {
         quota: config.maxStorage,
       }))
       const mesh = await MeshDaemon.start(ctx, { role: 'hl-service', registry })
-      undo.push(() => mesh.stop())
+      life.defer('mesh', () => mesh.stop())
       const announcer = new Announcer(
         mesh.node.libp2p,
         ctx.logger.forComponent('mtc:hl-service:announce'),
@@ -223,11 +215,11 @@ export const HL_SERVICE: DaemonSpec = {
         { writers: config.writers, maxBlobSize: config.maxBlobSize },
       )
       await server.start()
-      undo.push(() => server.stop())
+      life.defer('registry server', () => server.stop())
       announcer.start()
-      undo.push(() => announcer.stop())
+      life.defer('announcer', () => announcer.stop())
       collector.start() // the first sweep also removes what an interrupted put left behind
-      undo.push(() => collector.stop())
+      life.defer('blob collector', () => collector.stop())
 
       const health = setInterval(() => {
         records
@@ -235,17 +227,14 @@ export const HL_SERVICE: DaemonSpec = {
           .then(() => metrics.etcdUp.set(1))
           .catch(() => metrics.etcdUp.set(0))
       }, ETCD_HEALTH_CHECK_INTERVAL_MS)
-      undo.push(async () => clearInterval(health))
+      life.defer('etcd health check', () => clearInterval(health))
       metrics.etcdUp.set(1)
       log(
         'serving the registry; writers: %s',
         config.writers.length > 0 ? config.writers.join(' ') : 'any mesh peer',
       )
-      return { stop }
-    } catch (err) {
-      await stop()
-      throw err
-    }
+      return { stop: () => life.stop() }
+    })
   },
 }
 
