@@ -7,7 +7,7 @@
  * drift with the load of others; CPU µs per request, compared within a round, does not
  * (much). Prints every round and the medians.
  *
- *   BENCH_PROXY_A=proxy-base node bench/src/proxy-ab.ts [--rounds 3] [--seconds 8]
+ *   BENCH_PROXY_A=proxy-base node bench/src/proxy-ab.ts [--rounds 3] [--seconds 8] [--bulk-only]
  * A and B default to `proxy` (the workspace's); each is an executable found as startDaemon
  * finds one (an mtc bin by name, else PATH). BENCH_PROFILE_B=DIR writes CPU profiles of B's
  * client and service proxies there (node --cpu-prof).
@@ -15,7 +15,16 @@
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { freePort, REPO_ROOT, run, startDaemon, stopAll, tempDir, waitFor } from '@mtc/testkit'
+import {
+  freePort,
+  REPO_ROOT,
+  run,
+  runToEnd,
+  startDaemon,
+  stopAll,
+  tempDir,
+  waitFor,
+} from '@mtc/testkit'
 import { startNginxStatic } from './nginx.ts'
 import { cpuMs, quantile, withCleanup } from './stats.ts'
 import { startSwarm } from './swarm.ts'
@@ -25,6 +34,22 @@ const HELLO_BIN = join(REPO_ROOT, 'demos/helloworld/bin/hello-world-server.js')
 const SMALL = '/bytes/1024'
 const STATIC_FILE = '/1k'
 const WARMUP_SECONDS = 15
+const BULK_BYTES = 100e6
+
+/** MB/s of one download of `url` to /dev/null (curl, so no Node client's cost is in it). */
+async function downloadMBps(url: string): Promise<number> {
+  const out = await runToEnd(
+    'curl',
+    ['-sS', '-o', '/dev/null', '-w', '%{speed_download} %{size_download}', url],
+    {
+      timeoutMs: 120_000,
+    },
+  )
+  const [speed, size] = out.stdout.trim().split(' ').map(Number)
+  if (out.code !== 0 || size !== BULK_BYTES)
+    throw new Error(`curl ${url}: ${out.stderr}${out.stdout}`)
+  return speed / 1e6
+}
 /** Idle time measured before each run: the proxies' background work (DHT, liveness
  * probes), taken out of the run's CPU time in proportion to its duration. */
 const IDLE_MS = 3000
@@ -51,6 +76,7 @@ async function main(): Promise<void> {
     options: {
       rounds: { type: 'string', default: '3' },
       seconds: { type: 'string', default: '8' },
+      'bulk-only': { type: 'boolean', default: false },
     },
   })
   const rounds = Number(values.rounds)
@@ -112,13 +138,15 @@ async function main(): Promise<void> {
             intervalMs: 250,
           })
       const log = (s: string) => process.stderr.write(`[ab] ${s}\n`)
-      log(`warm-up ${WARMUP_SECONDS} s per path`)
+      const wrkRounds = values['bulk-only'] ? 0 : rounds
+      if (wrkRounds > 0) log(`warm-up ${WARMUP_SECONDS} s per path`)
       for (const b of builds)
-        for (const url of Object.values(b.urls)) await warmUp(url, 32, WARMUP_SECONDS)
+        for (const url of wrkRounds > 0 ? Object.values(b.urls) : [])
+          await warmUp(url, 32, WARMUP_SECONDS)
 
       type Key = `${string} ${'hello' | 'static'} c${number}`
       const samples = new Map<Key, { client: number[]; service: number[]; rps: number[] }>()
-      for (let r = 0; r < rounds; r++) {
+      for (let r = 0; r < wrkRounds; r++) {
         // Alternate the order so neither build always runs first.
         const order = r % 2 === 0 ? builds : [...builds].reverse()
         for (const [path, conns] of [
@@ -147,7 +175,50 @@ async function main(): Promise<void> {
           }
         }
       }
+      const bulk = new Map<string, number[]>()
+      const bulkCpu = new Map<string, number[][]>()
+      for (let r = 0; r < rounds; r++) {
+        const direct = `http://127.0.0.1:${helloPort}/bytes/${BULK_BYTES}`
+        for (const [name, url, pids] of [
+          ['direct', direct, []] as const,
+          ...builds.map(
+            (b) =>
+              [
+                b.name,
+                b.urls.hello.replace(SMALL, `/bytes/${BULK_BYTES}`),
+                [b.pids.client, b.pids.hello],
+              ] as const,
+          ),
+        ]) {
+          const before = await Promise.all(pids.map(cpuMs))
+          const v = await downloadMBps(url)
+          // CPU ms per MB of each proxy (client, service).
+          const after = await Promise.all(pids.map(cpuMs))
+          const perMB = after.map((a, i) => (a - before[i]) / (BULK_BYTES / 1e6))
+          bulk.set(name, [...(bulk.get(name) ?? []), v])
+          bulkCpu.set(name, [...(bulkCpu.get(name) ?? []), perMB])
+          log(
+            `round ${r + 1} bulk ${name}: ${v.toFixed(1)} MB/s${perMB.length > 0 ? `, CPU ${perMB.map((x) => x.toFixed(2)).join(' / ')} ms per MB` : ''}`,
+          )
+        }
+      }
       const out: string[] = []
+      for (const [name, cpu] of bulkCpu)
+        if (cpu[0].length > 0)
+          out.push(
+            `bulk 100 MB ${name.padEnd(6)} CPU ms per MB, client / service: median ${[0, 1]
+              .map((i) =>
+                quantile(
+                  cpu.map((c) => c[i]),
+                  0.5,
+                ).toFixed(2),
+              )
+              .join(' / ')}`,
+          )
+      for (const [name, v] of bulk)
+        out.push(
+          `bulk 100 MB ${name.padEnd(6)} median ${quantile(v, 0.5).toFixed(1)} MB/s (${v.map((x) => x.toFixed(1)).join(' ')})`,
+        )
       for (const [key, e] of samples) {
         const m = (v: number[]) => quantile(v, 0.5).toFixed(0)
         out.push(
