@@ -52,13 +52,20 @@ async function aborts(): Promise<number> {
 describe('proxy: the cost of an ordinary request', () => {
   it('aborts no AbortController (each abort builds a DOMException with a stack trace)', async () => {
     const before = await aborts()
+    const started = performance.now()
     for (let i = 0; i < REQUESTS; i++) {
       const res = await http(client.port, `/${SERVICE}/bytes/64`)
       assert.equal(res.status, 200, res.body.toString())
     }
     const during = (await aborts()) - before
-    // The mesh's own timers (DHT queries, probes) abort a few signals meanwhile; one abort
-    // per request is what must not come back.
-    assert.ok(during < REQUESTS / 3, `${during} aborts for ${REQUESTS} requests`)
+    // The mesh's own work (DHT queries, probes) aborts a few signals meanwhile: as many as
+    // in as long a time without requests are not the requests' doing.
+    await sleep(performance.now() - started)
+    const background = (await aborts()) - before - during
+    const perRequests = during - background
+    assert.ok(
+      perRequests < REQUESTS / 3,
+      `${during} aborts for ${REQUESTS} requests (${background} in as long without requests)`,
+    )
   })
 })
