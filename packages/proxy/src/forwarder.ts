@@ -113,10 +113,7 @@ export class Forwarder {
     const bodyFraming = upgrade == null ? framing : RAW
     const body = new RequestBody(req, bodyFraming)
     const tried = new Set<string>()
-    // A client that goes away stops waiting for an instance being started.
-    const gone = new AbortController()
-    res.once('close', () => gone.abort())
-    let inst: Instance = await this.choose(service, tried, gone.signal)
+    let inst: Instance = await this.choose(service, tried, res)
     for (let attempt = 1; ; attempt++) {
       // A client gone meanwhile is not forwarded (its 'close' already fired).
       if (res.destroyed) return
@@ -154,7 +151,7 @@ export class Forwarder {
         !res.destroyed &&
         (!outcome.delivered || IDEMPOTENT.has(method))
       const next = retry
-        ? await this.choose(service, tried, gone.signal, lost).catch(() => undefined)
+        ? await this.choose(service, tried, res, lost).catch(() => undefined)
         : undefined
       if (next == null) {
         this.log('%s %s/%s failed on %s: %s', method, service, path, inst.id, outcome.error.message)
@@ -176,7 +173,7 @@ export class Forwarder {
   private async choose(
     service: string,
     exclude: ReadonlySet<string>,
-    signal: AbortSignal,
+    res: ServerResponse,
     afterLoss = false,
   ): Promise<Instance> {
     // The registry first: a name it does not know is refused before any DHT lookup. Its
@@ -191,7 +188,9 @@ export class Forwarder {
       rank(preferImage(entry.instances.values(), imageId, exclude), requirements, exclude)
     let ranking = pick()
     if (ranking.ranked.length === 0 && (exclude.size === 0 || afterLoss)) {
-      const inst = await this.onDemand.waitFor(entry, () => pick().ranked[0], signal)
+      const inst = await whileConnected(res, (signal) =>
+        this.onDemand.waitFor(entry, () => pick().ranked[0], signal),
+      )
       ranking = inst != null ? { ranked: [inst], tooFar: 0, aboveSoft: false } : pick()
     } else if (ranking.aboveSoft) {
       this.onDemand.requestNearer(service)
@@ -271,5 +270,26 @@ export class Forwarder {
     })
     if (outcome.kind === 'failed' && outcome.stale !== true) inst.stats.recordError()
     return outcome
+  }
+}
+
+/**
+ * Runs `wait` with a signal aborted if the client goes away meanwhile. Made only for a
+ * request that waits (for an instance being started): aborting a signal builds a
+ * DOMException with its stack trace, which one controller per request paid every time
+ * its response closed.
+ */
+async function whileConnected<T>(
+  res: ServerResponse,
+  wait: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const gone = new AbortController()
+  const onClose = (): void => gone.abort()
+  if (res.destroyed) gone.abort()
+  else res.once('close', onClose)
+  try {
+    return await wait(gone.signal)
+  } finally {
+    res.off('close', onClose)
   }
 }

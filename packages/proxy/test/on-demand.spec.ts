@@ -307,4 +307,23 @@ describe('proxy: instances on demand', () => {
     assert.ok(waited >= 1_900 && waited < 12_000, `answered after ${waited.toFixed(0)} ms`)
     assert.equal(near.count('never-answers') + far.count('never-answers'), 1)
   })
+
+  it('stops waiting for an instance when the client goes away', async (t) => {
+    const patient = await mesh.proxy([String(await freePort())], ['--allocation-timeout', '60s'])
+    t.after(() => patient.proc.stop())
+    const waiting = () => patient.metric('mtc_proxy_requests_waiting')
+    // The client gives up after 8 s (its socket is destroyed); the allocation never answers.
+    const gaveUp = http(patient.port, '/never-answers/', { timeoutMs: 8_000 }).then(
+      () => assert.fail('answered'),
+      (err: Error) => err,
+    )
+    await waitFor('the request waiting', async () => (await waiting()) === 1, {
+      timeoutMs: 10_000,
+    })
+    assert.equal((await gaveUp).name, 'AbortError')
+    // Long before the 60 s allocation timeout, the proxy no longer waits for it.
+    await waitFor('no request waiting', async () => (await waiting()) === 0, {
+      timeoutMs: 10_000,
+    })
+  })
 })

@@ -1,0 +1,236 @@
+/**
+ * CPU time per request of two proxy builds, measured interleaved in the same run: for each
+ * build a service proxy (in front of the same hello-world-server, and of the same nginx
+ * serving a 1 KB file) and a client proxy, all in one mesh; then rounds of wrk at 32
+ * connections (and 1) through each build in turn, with utime + stime of its client and
+ * service proxy from /proc/<pid>/stat around each run. On a shared machine absolute req/s
+ * drift with the load of others; CPU µs per request, compared within a round, does not
+ * (much). Prints every round and the medians.
+ *
+ *   BENCH_PROXY_A=proxy-base node bench/src/proxy-ab.ts [--rounds 3] [--seconds 8] [--bulk-only]
+ * A and B default to `proxy` (the workspace's); each is an executable found as startDaemon
+ * finds one (an mtc bin by name, else PATH). BENCH_PROFILE_B=DIR writes CPU profiles of B's
+ * client and service proxies there (node --cpu-prof).
+ */
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { parseArgs } from 'node:util'
+import {
+  freePort,
+  REPO_ROOT,
+  run,
+  runToEnd,
+  startDaemon,
+  stopAll,
+  tempDir,
+  waitFor,
+} from '@mtc/testkit'
+import { startNginxStatic } from './nginx.ts'
+import { cpuMs, quantile, withCleanup } from './stats.ts'
+import { startSwarm } from './swarm.ts'
+import { warmUp, wrk } from './wrk.ts'
+
+const HELLO_BIN = join(REPO_ROOT, 'demos/helloworld/bin/hello-world-server.js')
+const SMALL = '/bytes/1024'
+const STATIC_FILE = '/1k'
+const WARMUP_SECONDS = 15
+const BULK_BYTES = 100e6
+
+/** MB/s of one download of `url` to /dev/null (curl, so no Node client's cost is in it). */
+async function downloadMBps(url: string): Promise<number> {
+  const out = await runToEnd(
+    'curl',
+    ['-sS', '-o', '/dev/null', '-w', '%{speed_download} %{size_download}', url],
+    {
+      timeoutMs: 120_000,
+    },
+  )
+  const [speed, size] = out.stdout.trim().split(' ').map(Number)
+  if (out.code !== 0 || size !== BULK_BYTES)
+    throw new Error(`curl ${url}: ${out.stderr}${out.stdout}`)
+  return speed / 1e6
+}
+/** Idle time measured before each run: the proxies' background work (DHT, liveness
+ * probes), taken out of the run's CPU time in proportion to its duration. */
+const IDLE_MS = 3000
+
+/** CPU ms per second of `pids` with no requests, each. */
+async function idleRate(pids: number[]): Promise<number[]> {
+  const before = await Promise.all(pids.map(cpuMs))
+  const t0 = performance.now()
+  await sleep(IDLE_MS)
+  const after = await Promise.all(pids.map(cpuMs))
+  const s = (performance.now() - t0) / 1000
+  return after.map((v, i) => (v - before[i]) / s)
+}
+
+interface Build {
+  name: string
+  bin: string
+  urls: { hello: string; static: string }
+  pids: { client: number; hello: number; static: number }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: 'string', default: '3' },
+      seconds: { type: 'string', default: '8' },
+      'bulk-only': { type: 'boolean', default: false },
+    },
+  })
+  const rounds = Number(values.rounds)
+  const seconds = Number(values.seconds)
+  const dir = await tempDir('mtc-bench-ab-')
+  await withCleanup(
+    async () => {
+      await stopAll()
+      await dir.remove()
+    },
+    async () => {
+      const { joined } = await startSwarm(dir.path)
+      const helloPort = await freePort()
+      const hello = run(HELLO_BIN, [String(helloPort)], { env: { SERVICE_HOST: '127.0.0.1' } })
+      await waitFor('hello listening', () => hello.stdout().includes('listening'))
+      const statics = await startNginxStatic(join(dir.path, 'nginx-static'), {
+        [STATIC_FILE.slice(1)]: Buffer.alloc(1024, 'x'),
+      })
+      const common = [...joined, '--log-level', process.env.BENCH_LOG ?? 'error']
+      const builds: Build[] = []
+      for (const [name, bin] of [
+        ['A', process.env.BENCH_PROXY_A ?? 'proxy'],
+        ['B', process.env.BENCH_PROXY_B ?? 'proxy'],
+      ]) {
+        const profile =
+          name === 'B' && process.env.BENCH_PROFILE_B != null
+            ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROFILE_B}` }
+            : undefined
+        const svc = async (service: string, target: number) =>
+          (
+            await startDaemon(
+              bin,
+              [...common, String(await freePort()), service, `127.0.0.1:${target}`],
+              dir.path,
+              { env: profile },
+            )
+          ).proc.child.pid!
+        const helloPid = await svc(`hello-${name.toLowerCase()}`, helloPort)
+        const staticPid = await svc(`static-${name.toLowerCase()}`, statics.port)
+        const clientPort = await freePort()
+        const client = await startDaemon(bin, [...common, String(clientPort)], dir.path, {
+          env: profile,
+        })
+        const base = `http://127.0.0.1:${clientPort}`
+        builds.push({
+          name,
+          bin,
+          urls: {
+            hello: `${base}/hello-${name.toLowerCase()}${SMALL}`,
+            static: `${base}/static-${name.toLowerCase()}${STATIC_FILE}`,
+          },
+          pids: { client: client.proc.child.pid!, hello: helloPid, static: staticPid },
+        })
+      }
+      for (const b of builds)
+        for (const url of Object.values(b.urls))
+          await waitFor('the mesh path', async () => (await fetch(url)).status === 200, {
+            timeoutMs: 30_000,
+            intervalMs: 250,
+          })
+      const log = (s: string) => process.stderr.write(`[ab] ${s}\n`)
+      const wrkRounds = values['bulk-only'] ? 0 : rounds
+      if (wrkRounds > 0) log(`warm-up ${WARMUP_SECONDS} s per path`)
+      for (const b of builds)
+        for (const url of wrkRounds > 0 ? Object.values(b.urls) : [])
+          await warmUp(url, 32, WARMUP_SECONDS)
+
+      type Key = `${string} ${'hello' | 'static'} c${number}`
+      const samples = new Map<Key, { client: number[]; service: number[]; rps: number[] }>()
+      for (let r = 0; r < wrkRounds; r++) {
+        // Alternate the order so neither build always runs first.
+        const order = r % 2 === 0 ? builds : [...builds].reverse()
+        for (const [path, conns] of [
+          ['hello', 32],
+          ['static', 32],
+          ['hello', 1],
+        ] as const) {
+          for (const b of order) {
+            const servicePid = path === 'hello' ? b.pids.hello : b.pids.static
+            const pids = [b.pids.client, servicePid]
+            const idle = await idleRate(pids)
+            const l = await wrk(b.urls[path], conns, seconds, pids)
+            // µs per request, less what the process would have used idle meanwhile.
+            const [c, s] = (l.cpuMs ?? []).map(
+              (v, i) => ((v - idle[i] * seconds) * 1000) / l.requests,
+            )
+            const key: Key = `${b.name} ${path} c${conns}`
+            const e = samples.get(key) ?? { client: [], service: [], rps: [] }
+            e.client.push(c)
+            e.service.push(s)
+            e.rps.push(l.rps)
+            samples.set(key, e)
+            log(
+              `round ${r + 1} ${key}: ${l.rps.toFixed(0)} req/s, client ${c.toFixed(0)} µs, service ${s.toFixed(0)} µs (idle ${idle.map((v) => v.toFixed(1)).join('/')} ms/s), p50 ${l.p50.toFixed(3)} ms, errors ${l.errors}`,
+            )
+          }
+        }
+      }
+      const bulk = new Map<string, number[]>()
+      const bulkCpu = new Map<string, number[][]>()
+      for (let r = 0; r < rounds; r++) {
+        const direct = `http://127.0.0.1:${helloPort}/bytes/${BULK_BYTES}`
+        for (const [name, url, pids] of [
+          ['direct', direct, []] as const,
+          ...builds.map(
+            (b) =>
+              [
+                b.name,
+                b.urls.hello.replace(SMALL, `/bytes/${BULK_BYTES}`),
+                [b.pids.client, b.pids.hello],
+              ] as const,
+          ),
+        ]) {
+          const before = await Promise.all(pids.map(cpuMs))
+          const v = await downloadMBps(url)
+          // CPU ms per MB of each proxy (client, service).
+          const after = await Promise.all(pids.map(cpuMs))
+          const perMB = after.map((a, i) => (a - before[i]) / (BULK_BYTES / 1e6))
+          bulk.set(name, [...(bulk.get(name) ?? []), v])
+          bulkCpu.set(name, [...(bulkCpu.get(name) ?? []), perMB])
+          log(
+            `round ${r + 1} bulk ${name}: ${v.toFixed(1)} MB/s${perMB.length > 0 ? `, CPU ${perMB.map((x) => x.toFixed(2)).join(' / ')} ms per MB` : ''}`,
+          )
+        }
+      }
+      const out: string[] = []
+      for (const [name, cpu] of bulkCpu)
+        if (cpu[0].length > 0)
+          out.push(
+            `bulk 100 MB ${name.padEnd(6)} CPU ms per MB, client / service: median ${[0, 1]
+              .map((i) =>
+                quantile(
+                  cpu.map((c) => c[i]),
+                  0.5,
+                ).toFixed(2),
+              )
+              .join(' / ')}`,
+          )
+      for (const [name, v] of bulk)
+        out.push(
+          `bulk 100 MB ${name.padEnd(6)} median ${quantile(v, 0.5).toFixed(1)} MB/s (${v.map((x) => x.toFixed(1)).join(' ')})`,
+        )
+      for (const [key, e] of samples) {
+        const m = (v: number[]) => quantile(v, 0.5).toFixed(0)
+        out.push(
+          `${key.padEnd(16)} median client ${m(e.client)} µs/req, service ${m(e.service)} µs/req, ${m(e.rps)} req/s  (client ${e.client.map((v) => v.toFixed(0)).join(' ')}; service ${e.service.map((v) => v.toFixed(0)).join(' ')})`,
+        )
+      }
+      process.stdout.write(
+        `A = ${builds[0].bin}, B = ${builds[1].bin}, ${rounds} rounds × ${seconds} s\n${out.join('\n')}\n`,
+      )
+    },
+  )
+}
+
+await main()
+process.exit(0)
