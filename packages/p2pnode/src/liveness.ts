@@ -152,6 +152,55 @@ interface LivenessComponents {
 /** A slow peer gets at most this many timeouts of silence. */
 const SLOW_PEER_FACTOR = 5
 
+/** Peers whose slow-echo history is kept (the oldest entry goes first beyond it). */
+export const MAX_TRACKED_PEERS = 4_096
+
+/** A peer's echo history: forgotten when no echo came for this long. */
+export const PEER_HISTORY_MS = 10 * 60_000
+
+/**
+ * The decaying peak of each peer's liveness echo times, kept per peer rather than per
+ * connection: a redial after a cut (or a second connection) starts from what the peer
+ * was, not from nothing. Bounded in entries and age.
+ */
+export class SlowEchoHistory {
+  private readonly peers = new Map<string, { slowMs: number; at: number }>()
+  private readonly maxPeers: number
+  private readonly maxAgeMs: number
+
+  constructor(maxPeers = MAX_TRACKED_PEERS, maxAgeMs = PEER_HISTORY_MS) {
+    this.maxPeers = maxPeers
+    this.maxAgeMs = maxAgeMs
+  }
+
+  get size(): number {
+    return this.peers.size
+  }
+
+  /** The peer's recent slowest echo in ms, or undefined when none is known (or too old). */
+  get(peer: string, now = performance.now()): number | undefined {
+    const e = this.peers.get(peer)
+    if (e == null) return undefined
+    if (now - e.at > this.maxAgeMs) {
+      this.peers.delete(peer)
+      return undefined
+    }
+    return e.slowMs
+  }
+
+  /** Records one echo: the peak decays by a quarter with each echo faster than it. */
+  record(peer: string, rttMs: number, now = performance.now()): void {
+    const slowMs = Math.max(rttMs, 0.75 * (this.get(peer, now) ?? 0))
+    // Re-inserted, so the map's order is the order of last echo: the first is the oldest.
+    this.peers.delete(peer)
+    this.peers.set(peer, { slowMs, at: now })
+    while (this.peers.size > this.maxPeers) {
+      const oldest = this.peers.keys().next().value as string
+      this.peers.delete(oldest)
+    }
+  }
+}
+
 /** Streams other than liveness and RTT probes: the connection carries traffic. */
 function carriesTraffic(conn: Connection): boolean {
   return conn.streams.some((s) => s.protocol !== RTT_PROTOCOL)
@@ -172,8 +221,10 @@ export class LivenessMonitor {
   private readonly pings: Counter<'verdict'> | undefined
   private readonly inFlight = new WeakSet<Connection>()
   private readonly lastPing = new WeakMap<Connection, number>()
-  /** Decaying peak of each connection's echo times (ms). */
-  private readonly slowEcho = new WeakMap<Connection, number>()
+  /** Connections whose peer answered a liveness ping at least once. */
+  private readonly echoed = new WeakSet<Connection>()
+  /** Decaying peak of each peer's echo times (ms), across its connections. */
+  private readonly slowEcho = new SlowEchoHistory()
   private controller = new AbortController()
   private timer: NodeJS.Timeout | undefined
 
@@ -225,14 +276,19 @@ export class LivenessMonitor {
   }
 
   /**
-   * The silence that condemns `conn`: the timeout, or 4 × its recent slowest echo when
-   * that is longer (as TCP's retransmission timeout follows the RTT's variation), at most
-   * SLOW_PEER_FACTOR timeouts. A peer that answers slowly but answers (a loaded host, long
-   * GC pauses) is given time in proportion; a fast peer that dies is cut after the timeout.
+   * The silence that condemns `conn`: the timeout, or 4 × its peer's recent slowest echo
+   * when that is longer (as TCP's retransmission timeout follows the RTT's variation), at
+   * most SLOW_PEER_FACTOR timeouts. A peer that answers slowly but answers (a loaded host,
+   * long GC pauses) is given time in proportion; a fast peer that dies is cut after the
+   * timeout. A peer nothing is known of gets the most until its first echo: a process
+   * just started (loading, joining the DHT, identifying with its peers) is slow, and
+   * cutting it then only makes everyone redial it.
    */
   private silenceFor(conn: Connection): number {
-    const slow = this.slowEcho.get(conn) ?? 0
-    return Math.min(Math.max(this.timeoutMs, 4 * slow), SLOW_PEER_FACTOR * this.timeoutMs)
+    const max = SLOW_PEER_FACTOR * this.timeoutMs
+    const slow = this.slowEcho.get(conn.remotePeer.toString())
+    if (slow == null) return this.echoed.has(conn) ? this.timeoutMs : max
+    return Math.min(Math.max(this.timeoutMs, 4 * slow), max)
   }
 
   private async check(conn: Connection): Promise<void> {
@@ -243,9 +299,10 @@ export class LivenessMonitor {
       this.controller.signal,
     )
     this.pings?.inc({ verdict })
+    if (verdict === 'alive') this.echoed.add(conn)
     if (rttMs != null) {
       conn.rtt = rttMs
-      this.slowEcho.set(conn, Math.max(rttMs, 0.75 * (this.slowEcho.get(conn) ?? 0)))
+      this.slowEcho.record(conn.remotePeer.toString(), rttMs)
     }
     if (verdict === 'silent') {
       this.log.error(

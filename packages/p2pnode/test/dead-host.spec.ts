@@ -46,7 +46,11 @@ describe('a host that dies', () => {
       stream.addEventListener('close', () => resolve(performance.now()), { once: true }),
     )
     // Let the connection settle (identify, the first liveness pings), then freeze the host.
+    // A peer never heard from is given the longest silence (a process starting): the host
+    // dies once it answered a liveness ping (conn.rtt), as a host in use has.
     await new Promise((r) => setTimeout(r, 1_500))
+    const conn = node.libp2p.getConnections()[0]
+    await waitFor('the first liveness echo', () => conn.rtt != null, { timeoutMs: 15_000 })
     child.child.kill('SIGSTOP')
     const frozenAt = performance.now()
     const bound = AbortSignal.timeout(30_000)

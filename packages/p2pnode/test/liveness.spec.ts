@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { afterEach, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { RTT_MAX_STREAMS_PER_CONNECTION, RTT_PROTOCOL } from '../src/constants.ts'
-import { pingConnection, receivedBytes, SilenceClock } from '../src/liveness.ts'
+import { pingConnection, receivedBytes, SilenceClock, SlowEchoHistory } from '../src/liveness.ts'
 import { MeshNode, type MeshNodeInit } from '../src/node.ts'
 import { generatePsk } from '../src/psk.ts'
 import { probeRtt } from '../src/rtt.ts'
@@ -124,15 +124,29 @@ describe('liveness and RTT probes', () => {
   })
 
   it('a connection on which nothing arrives after a ping is aborted after the timeout', async () => {
-    // `b` sends nothing of its own (its pings are an hour apart) and swallows a's pings.
+    // `b` sends nothing of its own (its pings are an hour apart); it echoes a's pings until
+    // it hangs, then swallows them.
     const [a, b] = await pair(
       { busyIntervalMs: 100, idleIntervalMs: 100, timeoutMs: 500 },
       { busyIntervalMs: 3_600_000 },
     )
     const conn = a.libp2p.getConnections(b.peerId)[0]
-    // `b` accepts liveness pings and never echoes them (a hung peer).
+    let hung = false
     await b.libp2p.unhandle(RTT_PROTOCOL)
-    await b.libp2p.handle(RTT_PROTOCOL, holdOpen, { maxInboundStreams: 1_000 })
+    await b.libp2p.handle(
+      RTT_PROTOCOL,
+      async (stream) => {
+        if (hung) return holdOpen(stream)
+        for await (const chunk of stream) stream.send(chunk)
+        await stream.close().catch(() => {})
+      },
+      { maxInboundStreams: 1_000 },
+    )
+    // The peer answered once (a peer never heard from gets longer: see below).
+    const answered = AbortSignal.timeout(10_000)
+    while (conn.rtt == null && !answered.aborted) await new Promise((r) => setTimeout(r, 20))
+    assert.notEqual(conn.rtt, undefined, 'the first liveness ping was echoed')
+    hung = true
     const t0 = performance.now()
     const deadline = AbortSignal.timeout(10_000)
     while (conn.status === 'open' && !deadline.aborted) {
@@ -232,6 +246,109 @@ describe('liveness and RTT probes', () => {
     }
     assert.equal(conn.status, 'open', `cut after ${echoed} echoes`)
     assert.ok(echoed >= 10, `${echoed} echoes within 30 s`)
+  })
+})
+
+describe('liveness of peers just met', () => {
+  /** `b` echoes a's liveness pings after `delayMs(n)` for the n-th echo, and sends nothing else. */
+  async function echoAfter(b: MeshNode, delayMs: (n: number) => number): Promise<() => number> {
+    let echoed = 0
+    await b.libp2p.unhandle(RTT_PROTOCOL)
+    await b.libp2p.handle(
+      RTT_PROTOCOL,
+      async (stream) => {
+        for await (const chunk of stream) {
+          await new Promise((r) => setTimeout(r, delayMs(echoed)))
+          echoed++
+          stream.send(chunk)
+        }
+        await stream.close().catch(() => {})
+      },
+      { maxInboundStreams: 1_000 },
+    )
+    return () => echoed
+  }
+
+  it('a new connection whose first echo is slow (a process starting) is kept', async () => {
+    // The first echo comes after 1.2 s, three timeouts of silence; the next ones at once.
+    // A connection nothing is known of gets SLOW_PEER_FACTOR timeouts until its first echo.
+    const [a, b] = await pair(
+      { busyIntervalMs: 100, idleIntervalMs: 100, timeoutMs: 400 },
+      { busyIntervalMs: 3_600_000 },
+    )
+    const echoes = await echoAfter(b, (n) => (n === 0 ? 1_200 : 0))
+    const conn = a.libp2p.getConnections(b.peerId)[0]
+    const deadline = AbortSignal.timeout(30_000)
+    while (echoes() < 5 && conn.status === 'open' && !deadline.aborted) {
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    assert.equal(conn.status, 'open', `cut after ${echoes()} echoes`)
+    assert.ok(echoes() >= 5, `${echoes()} echoes within 30 s`)
+  })
+
+  it('a peer that never answers is cut after the longest silence allowed', async () => {
+    const [a, b] = await pair(
+      { busyIntervalMs: 100, idleIntervalMs: 100, timeoutMs: 400 },
+      { busyIntervalMs: 3_600_000 },
+    )
+    await b.libp2p.unhandle(RTT_PROTOCOL)
+    await b.libp2p.handle(RTT_PROTOCOL, holdOpen, { maxInboundStreams: 1_000 })
+    const conn = a.libp2p.getConnections(b.peerId)[0]
+    const t0 = performance.now()
+    const deadline = AbortSignal.timeout(20_000)
+    while (conn.status === 'open' && !deadline.aborted) {
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    const ms = performance.now() - t0
+    assert.notEqual(conn.status, 'open', 'the silent connection was aborted')
+    // 5 × 400 ms of silence counted (never more than wall-clock time), after a first round.
+    assert.ok(ms >= 2_000, `not before 5 timeouts: ${ms.toFixed(0)} ms`)
+  })
+
+  it('a redial to a slow peer starts from what the peer was, not from the floor', async () => {
+    // `b` echoes every ping after 700 ms (> the 400 ms timeout) and sends nothing else. The
+    // first connection learns it; a second connection to the same peer is judged by it.
+    const [a, b] = await pair(
+      { busyIntervalMs: 100, idleIntervalMs: 100, timeoutMs: 400 },
+      { busyIntervalMs: 3_600_000 },
+    )
+    const echoes = await echoAfter(b, () => 700)
+    const first = a.libp2p.getConnections(b.peerId)[0]
+    const learnt = AbortSignal.timeout(20_000)
+    while (echoes() < 2 && !learnt.aborted) await new Promise((r) => setTimeout(r, 50))
+    assert.equal(first.status, 'open')
+    await first.close()
+    const second = await a.libp2p.dial(b.libp2p.getMultiaddrs()[0])
+    const before = echoes()
+    const deadline = AbortSignal.timeout(30_000)
+    while (echoes() < before + 4 && second.status === 'open' && !deadline.aborted) {
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    assert.equal(second.status, 'open', `cut after ${echoes() - before} echoes`)
+  })
+})
+
+describe('SlowEchoHistory', () => {
+  it('keeps the decaying peak per peer', () => {
+    const h = new SlowEchoHistory()
+    h.record('p', 800, 0)
+    h.record('q', 10, 0)
+    assert.equal(h.get('p', 1), 800)
+    h.record('p', 100, 2)
+    assert.equal(h.get('p', 3), 600, 'a faster echo lowers the peak by a quarter')
+    h.record('p', 900, 4)
+    assert.equal(h.get('p', 5), 900)
+    assert.equal(h.get('q', 5), 10)
+    assert.equal(h.get('r', 5), undefined)
+  })
+
+  it('is bounded in peers (the least recently heard go first) and in age', () => {
+    const h = new SlowEchoHistory(3, 1_000)
+    for (const p of ['a', 'b', 'c', 'd']) h.record(p, 5, 0)
+    assert.equal(h.size, 3)
+    assert.equal(h.get('a', 0), undefined)
+    assert.equal(h.get('d', 0), 5)
+    assert.equal(h.get('b', 1_001), undefined, 'forgotten after maxAgeMs without an echo')
   })
 })
 

@@ -71,6 +71,8 @@ const SPEC30: MeshSpec = {
   // process each) took longer than the check's 30 s on this 2-core machine.
   discoverFrom: R.regions.map((r) => regionHosts(R, r)[5]),
   nice: MESH_NICE,
+  // MTC_SCALE_LOG_LEVEL=info: the daemons' decisions in the logs MTC_SCALE_LOGS keeps.
+  logLevel: process.env.MTC_SCALE_LOG_LEVEL || undefined,
 }
 
 function line(prefix: string, figure: string, value: string): void {

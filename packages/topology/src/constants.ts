@@ -75,4 +75,4 @@ export const MESH_PING_INTERVAL = '10s'
 /** How long a daemon may take to listen (addr file) or answer /healthz. */
 export const DAEMON_READY_TIMEOUT_MS = 30_000
 /** Until a DHT lookup from a client host finds every allocator and the hl-service. */
-export const MESH_DISCOVERY_TIMEOUT_MS = 30_000
+export const MESH_DISCOVERY_TIMEOUT_MS = 60_000

@@ -1,8 +1,16 @@
 import { spawnSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { type Proc, run, runToEnd, waitFor } from '@mtc/testkit'
 import {
   COMMAND_TIMEOUT_MS,
@@ -11,7 +19,7 @@ import {
   DOCKERD_STOP_GRACE_MS,
   MESH_DIR_PREFIX,
 } from './constants.ts'
-import { killQuietly, ofDeadRun, setNice } from './processes.ts'
+import { cpuWeight, killQuietly, ofDeadRun, setNice } from './processes.ts'
 
 /**
  * A Docker daemon of its own inside one simulated host: started with `nsenter --net` (not
@@ -29,6 +37,8 @@ export class HostDockerd {
   private readonly pidFile: string
   private readonly configFile: string
   private readonly nice?: number
+  /** The cgroup (below every controller's root) the host's containers run in. */
+  readonly cgroup: string
   private proc?: Proc
 
   constructor(init: {
@@ -47,6 +57,8 @@ export class HostDockerd {
     this.socket = join(init.dir, 'docker.sock')
     this.pidFile = join(init.dir, 'dockerd.pid')
     this.configFile = join(init.dir, 'daemon.json')
+    // mtc-m-<pid>-<seq>-<host>: named after the run, so a dead run's are swept.
+    this.cgroup = `${basename(dirname(init.dir))}-${init.host}`
   }
 
   /** `-H unix://…` for the docker CLI, or `DOCKER_HOST`. */
@@ -65,6 +77,7 @@ export class HostDockerd {
     await mkdir(this.dataRoot, { recursive: true })
     // An empty configuration: /etc/docker/daemon.json of the machine must not apply.
     await writeFile(this.configFile, '{}\n')
+    const cgroupParent = makeCpuCgroup(this.cgroup, CONTAINER_SLOTS * cpuWeight(this.nice ?? 0))
     const proc = run('nsenter', [
       `--net=${this.netnsPath}`,
       'dockerd',
@@ -85,6 +98,7 @@ export class HostDockerd {
       '--ip6tables=false',
       '--log-level',
       'error',
+      ...(cgroupParent ? ['--cgroup-parent', `/${this.cgroup}`] : []),
     ])
     this.proc = proc
     if (this.nice != null) setNice(proc, this.nice)
@@ -128,11 +142,63 @@ export class HostDockerd {
   async stop(): Promise<void> {
     await this.removeAllContainers().catch(() => {})
     await this.proc?.stop(DOCKERD_STOP_GRACE_MS)
+    removeCgroup(this.cgroup)
   }
 
   /** The daemon's stderr so far (its log, errors only). */
   log(): string {
     return this.proc?.stderr() ?? ''
+  }
+}
+
+/** cgroup v1's controllers, each mounted at CGROUP_ROOT/<name>. */
+const CGROUP_ROOT = '/sys/fs/cgroup'
+
+/**
+ * The CPU weight of a host's containers, in daemons: an instance is two busy processes
+ * (its proxy and the service), so two instances at the daemons' priority.
+ */
+const CONTAINER_SLOTS = 4
+
+/**
+ * A cpu cgroup `/name` with `shares`, for a dockerd's `--cgroup-parent`; false when this
+ * is not cgroup v1 (or not root). By default all containers of every dockerd share one
+ * cgroup, /docker, weighing as much as ONE nice-0 process against everything else on
+ * the machine: the instances of 12 simulated hosts got together what one daemon got, and
+ * answered their peers seconds late. Each host's containers get a weight of their own.
+ */
+function makeCpuCgroup(name: string, shares: number): boolean {
+  const dir = join(CGROUP_ROOT, 'cpu', name)
+  try {
+    if (!existsSync(join(CGROUP_ROOT, 'cpu', 'cpu.shares'))) return false
+    mkdirSync(dir, { recursive: true })
+    writeFileSync(join(dir, 'cpu.shares'), String(shares))
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Removes `/name` from every controller (runc made it in each); empty once dockerd is gone. */
+function removeCgroup(name: string): void {
+  let controllers: string[] = []
+  try {
+    controllers = readdirSync(CGROUP_ROOT)
+  } catch {
+    return
+  }
+  for (const c of controllers) {
+    const dir = join(CGROUP_ROOT, c, name)
+    if (!existsSync(dir)) continue
+    // A container's own cgroup below it is gone with the container; try it first anyway.
+    try {
+      for (const sub of readdirSync(dir, { withFileTypes: true })) {
+        if (sub.isDirectory()) rmdirSync(join(dir, sub.name))
+      }
+      rmdirSync(dir)
+    } catch {
+      // still in use (a container outlived its daemon): the sweep of a later run retries
+    }
   }
 }
 
@@ -177,6 +243,14 @@ export function sweepStaleMeshDirs(): string[] {
   for (const dir of removed) {
     killDockerdsUnder(dir)
     unmountAndRemove(dir)
+  }
+  // The per-host cgroups of dead runs (`mtc-m-<pid>-<seq>-<host>`).
+  try {
+    for (const name of readdirSync(join(CGROUP_ROOT, 'cpu'))) {
+      if (ofDeadRun(name, MESH_DIR_PREFIX)) removeCgroup(name)
+    }
+  } catch {
+    // no cgroup v1 cpu controller
   }
   return removed
 }

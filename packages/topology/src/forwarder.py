@@ -77,6 +77,15 @@ def raise_priority():
         os.nice(NICENESS - os.nice(0))
     except OSError:
         pass  # not root: the emulation is only less precise under load
+    # With autogroup scheduling a nice value only counts within the session's group, and
+    # every group weighs as nice 0: a session of its own whose group gets the niceness.
+    # (It ends when its stdin closes, as before; a terminal's Ctrl-C no longer reaches it.)
+    try:
+        os.setsid()
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(NICENESS))
+    except OSError:
+        pass  # no autogroup, or not root: plain nice is all there is
 
 
 def main():

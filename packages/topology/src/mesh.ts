@@ -392,21 +392,24 @@ export class Mesh {
     const allocators = this.spec.allocators.map((h) => this.peerId(h, 'allocator'))
     const hl = this.peerId(this.spec.registry, 'hl-service')
     const boots = [...this.daemons.values()].filter((d) => d.kind === 'bootstrap')
-    const r = await this.topo.exec(
-      host,
-      process.execPath,
-      [
-        OVERLAY_CLIENT,
-        this.pskFile,
-        String(MESH_DISCOVERY_TIMEOUT_MS),
-        'discover',
-        `allocator=${allocators.join(',')}`,
-        `hash-lookup=${hl}`,
-        '--',
-        ...boots.map((b) => b.addr),
-      ],
-      { timeoutMs: MESH_DISCOVERY_TIMEOUT_MS + COMMAND_TIMEOUT_MS },
+    const proc = this.topo.spawn(host, process.execPath, [
+      OVERLAY_CLIENT,
+      this.pskFile,
+      String(MESH_DISCOVERY_TIMEOUT_MS),
+      'discover',
+      `allocator=${allocators.join(',')}`,
+      `hash-lookup=${hl}`,
+      '--',
+      ...boots.map((b) => b.addr),
+    ])
+    // A peer of the mesh while it runs: as the daemons' priority, or it is starved.
+    if (this.spec.nice != null) setNice(proc, this.spec.nice)
+    const overdue = setTimeout(
+      () => void proc.kill(),
+      MESH_DISCOVERY_TIMEOUT_MS + COMMAND_TIMEOUT_MS,
     )
+    const code = await proc.exited.finally(() => clearTimeout(overdue))
+    const r = { code, stdout: proc.stdout(), stderr: proc.stderr() }
     if (r.code !== 0) {
       throw new Error(
         `from ${host} the DHT did not name every allocator (${allocators.join(', ')}) and ` +

@@ -88,6 +88,14 @@ def ping(addr, port, count, interval_ms, timeout_ms):
         os.nice(NICENESS - os.nice(0))
     except OSError:
         pass  # not root: the probes are only less precise under load
+    try:
+        # Autogroup scheduling: the nice value counts only within the session's group
+        # (spawned in a session of its own, see forwarder.py).
+        if os.getsid(0) == os.getpid():
+            with open("/proc/self/autogroup", "w") as f:
+                f.write(str(NICENESS))
+    except OSError:
+        pass
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.connect((addr, port))
     rtts = []

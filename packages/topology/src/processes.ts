@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { setPriority } from 'node:os'
 import type { Proc } from '@mtc/testkit'
 import { COMMAND_TIMEOUT_MS } from './constants.ts'
@@ -27,7 +28,11 @@ export function killQuietly(pid: number, signal: NodeJS.Signals): void {
 
 /**
  * Sets a just-spawned process's niceness (`ip netns exec` and `nsenter` exec the program,
- * so the pid is the daemon's; children it starts later inherit the value).
+ * so the pid is the daemon's; children it starts later inherit the value). With the
+ * kernel's autogroup scheduling (on here), a process's nice only orders it within its
+ * session's group, and every session weighs as nice 0 against the others: testkit spawns
+ * each process in a session of its own, so the session group gets the niceness too, or
+ * the value would change nothing against the machine's other jobs.
  */
 export function setNice(proc: Proc, nice: number): void {
   const pid = proc.child.pid
@@ -37,6 +42,24 @@ export function setNice(proc: Proc, nice: number): void {
   } catch {
     // exited already: its start fails on its own
   }
+  setAutogroupNice(pid, nice)
+}
+
+/** The niceness of `pid`'s autogroup, if it leads its session (never the caller's group). */
+export function setAutogroupNice(pid: number, nice: number): void {
+  try {
+    // /proc/PID/stat: "pid (comm) state ppid pgrp session …"; comm may hold spaces.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const session = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[3])
+    if (session === pid) writeFileSync(`/proc/${pid}/autogroup`, String(nice))
+  } catch {
+    // gone, or no autogroup in this kernel: plain nice is all there is
+  }
+}
+
+/** CFS's weight of a task at `nice` (1024 at 0, ×1.25 per step down, as sched_prio_to_weight). */
+export function cpuWeight(nice: number): number {
+  return Math.round(1024 * 1.25 ** -nice)
 }
 
 /** The processes in a network namespace. */

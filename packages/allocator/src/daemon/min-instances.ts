@@ -91,11 +91,16 @@ export class MinInstancesKeeper {
   }
 
   private async round(signal: AbortSignal): Promise<void> {
+    // No service has a minimum (the usual case): no survey. Each survey asks every other
+    // allocator, so every round would cost N² status queries mesh-wide and keep every
+    // allocator-to-allocator connection busy (pinged every second by liveness).
+    const records = await this.recordsWithMinimum(signal)
+    if (records.length === 0) return
     const counts = await this.surveyAllocators(signal)
     this.survey = { at: performance.now(), counts }
     const leader = [...counts.keys()].sort()[0]
     if (leader !== this.self) return
-    for (const record of await this.recordsWithMinimum(signal)) {
+    for (const record of records) {
       const { minInstances } = scalingOf(record)
       const have = total(counts, record.name)
       if (have >= minInstances || this.starting.has(record.name)) continue
