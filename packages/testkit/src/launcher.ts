@@ -34,6 +34,9 @@ export const DAEMON_BINARY: Record<DaemonKind, string> = {
 /** The order {@link Launcher.stop} stops daemons in: what asks for work before what serves it. */
 const STOP_ORDER: DaemonKind[] = ['proxy', 'allocator', 'hl-service', 'bootstrap']
 
+/** Starts of a LocalMesh daemon whose free port was taken meanwhile (see LocalMesh.start). */
+export const PORT_ATTEMPTS = 3
+
 /** A daemon answers on its addr file and endpoints within this (a loaded 2-core machine). */
 export const DAEMON_READY_TIMEOUT_MS = 30_000
 
@@ -263,24 +266,37 @@ export class LocalMesh {
     return join(this.dir, `${name}-${this.seq++}`)
   }
 
-  /** Starts a daemon of this mesh with its flags, an addr file and metrics on a free port. */
+  /**
+   * Starts a daemon of this mesh with its flags, an addr file and metrics on a free port.
+   * `args` may be a function, called again for each attempt: ports from {@link freePort}
+   * can be taken by another process before the daemon binds them, so a start that fails
+   * on a port in use is tried again ({@link PORT_ATTEMPTS} in all) with fresh ones.
+   */
   async start(
     kind: DaemonKind,
-    args: string[],
+    args: string[] | (() => Promise<string[]>),
     options: { gateway?: number } = {},
   ): Promise<LaunchedDaemon> {
-    const metrics = `127.0.0.1:${await freePort()}`
-    const addrFile = this.path(`${kind}.addr`)
-    const common = ['--listen', '/ip4/127.0.0.1/tcp/0', '--metrics', metrics]
-    common.push('--addr-file', addrFile)
-    if (this.logLevel != null) common.push('--log-level', this.logLevel)
-    return await this.launcher.start({
-      kind,
-      args: [...this.joined(), ...common, ...args],
-      addrFile,
-      metrics,
-      gateway: options.gateway,
-    })
+    for (let attempt = 1; ; attempt++) {
+      const metrics = `127.0.0.1:${await freePort()}`
+      const addrFile = this.path(`${kind}.addr`)
+      const common = ['--listen', '/ip4/127.0.0.1/tcp/0', '--metrics', metrics]
+      common.push('--addr-file', addrFile)
+      if (this.logLevel != null) common.push('--log-level', this.logLevel)
+      const own = typeof args === 'function' ? await args() : args
+      try {
+        return await this.launcher.start({
+          kind,
+          args: [...this.joined(), ...common, ...own],
+          addrFile,
+          metrics,
+          gateway: options.gateway,
+        })
+      } catch (err) {
+        const inUse = /address already in use|EADDRINUSE/.test((err as Error).message)
+        if (!inUse || attempt >= PORT_ATTEMPTS) throw err
+      }
+    }
   }
 
   /** A ping-monitor; later daemons take it as a bootstrap. */
@@ -295,15 +311,21 @@ export class LocalMesh {
     extra: string[] = [],
     dataDir = this.path('hl-data'),
   ): Promise<LaunchedDaemon> {
-    const etcd = ['--etcd-client-port', String(await freePort())]
-    etcd.push('--etcd-peer-port', String(await freePort()))
-    const d = await this.start('hl-service', [
-      '--data-dir',
-      dataDir,
-      '--new-etcd-cluster',
-      ...etcd,
-      ...extra,
-    ])
+    let attempts = 0
+    const d = await this.start('hl-service', async () => {
+      // A retry starts a new cluster: what the failed etcd wrote names the old ports.
+      if (attempts++ > 0) await rm(join(dataDir, 'etcd'), { recursive: true, force: true })
+      return [
+        '--data-dir',
+        dataDir,
+        '--new-etcd-cluster',
+        '--etcd-client-port',
+        String(await freePort()),
+        '--etcd-peer-port',
+        String(await freePort()),
+        ...extra,
+      ]
+    })
     this.hl ??= d
     return d
   }

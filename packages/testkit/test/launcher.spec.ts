@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { describe, it } from 'node:test'
 import { freePort, httpGet, LocalMesh, metricValue, stopAll } from '@mtc/testkit'
 
@@ -49,6 +50,24 @@ describe('mesh launcher', { timeout: 180_000 }, () => {
     )
     // Not after the readiness timeout: as soon as it exited.
     assert.ok(performance.now() - t0 < 25_000)
+  })
+
+  it('a start that fails on a port taken meanwhile is tried again with fresh ports', async (t) => {
+    t.after(stopAll)
+    const mesh = await LocalMesh.create({ prefix: 'mtc-launcher-test-' })
+    t.after(() => mesh.stop())
+    // Another process holds the port the first attempt's metrics get (the last --metrics wins).
+    const holder = createServer()
+    await new Promise<void>((ok) => holder.listen(0, '127.0.0.1', ok))
+    t.after(() => holder.close())
+    const taken = (holder.address() as { port: number }).port
+    let attempts = 0
+    const boot = await mesh.start('bootstrap', async () =>
+      attempts++ === 0 ? ['--metrics', `127.0.0.1:${taken}`] : [],
+    )
+    assert.equal(attempts, 2)
+    assert.equal(boot.running, true)
+    assert.notEqual(boot.metricsPort, taken)
   })
 
   it('a stopped daemon starts again with the same flags and identity', async (t) => {
