@@ -141,6 +141,10 @@ export class MeshAgent {
       throw new ProxyError('ERR_INSTANCE_UNREACHABLE', `${this.peer}: ${e.message}`, { cause: e })
     }
     duplex.once('close', () => this.slots.release())
+    // A request in progress hears its stream's errors through its own listener; a stream
+    // carrying none (warm, or being closed) cut with an error is simply gone ('close'
+    // follows) and must not take the gateway down with an unhandled 'error'.
+    duplex.on('error', () => {})
     this.onStreamOpened?.()
     try {
       await readPreface(duplex)
