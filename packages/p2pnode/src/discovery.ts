@@ -75,7 +75,7 @@ export async function* streamProviders(
   const limit = options.limit ?? Number.POSITIVE_INFINITY
   if (limit <= 0) return
   const key = await discoveryKey(kind, name)
-  // A lookup started with an aborted signal leaves a rejection nobody handles in libp2p.
+  // Aborted while the key was hashed: no DHT query for nobody.
   signal?.throwIfAborted()
   const found = libp2p.contentRouting.findProviders(key, { signal })
   const seen = new Set<string>()

@@ -56,6 +56,10 @@ async function smallMesh(n: number): Promise<{ psk: Psk; nodes: MeshNode[] }> {
     () => nodes.every((x) => x.connectedBootstraps().length === 1),
     SLOW,
   )
+  // Each node connected to each: the DHT does not hang on the bootstrap alone.
+  for (const a of nodes) {
+    for (const b of nodes) if (a !== b) await a.libp2p.dial(multiaddr(b.multiaddrs()[0]))
+  }
   return { psk, nodes }
 }
 
@@ -148,7 +152,7 @@ describe('streamProviders', () => {
 })
 
 describe('ProviderDirectory', () => {
-  it('lists providers, waits only when none is known, keeps the list when a lookup finds none', async () => {
+  it('lists providers, waits only when none is known, serves the cached list, honours limit', async () => {
     const { nodes } = await smallMesh(3)
     const [asker, a, b] = nodes
     await announce(a, 'allocator')
@@ -236,11 +240,17 @@ describe('probeStatusAndRtt', () => {
     await instance.libp2p.handle(STATUS_PROTOCOL, (stream) =>
       answerStatus(stream, { service: 'hello', idleSeconds: 0, ready: true }),
     )
-    await asker.libp2p.dial(instance.peerId)
-    const probe = await probeStatusAndRtt(asker.libp2p, instance.peerId, queryStatus, {
-      signal: AbortSignal.timeout(10_000),
-      samples: 3,
-    })
+    await asker.libp2p.dial(multiaddr(instance.multiaddrs()[0]))
+    // A loaded machine may miss the status timeout once: what is asserted is the answer.
+    const probe = await waitFor(
+      'a probe answered',
+      () =>
+        probeStatusAndRtt(asker.libp2p, instance.peerId, queryStatus, {
+          signal: AbortSignal.timeout(10_000),
+          samples: 3,
+        }),
+      SLOW,
+    )
     assert.equal(probe.status.service, 'hello')
     assert.equal(probe.status.ready, true)
     assert.ok(probe.rttMs > 0 && probe.rttMs < 5_000, `rtt ${probe.rttMs} ms`)
@@ -249,7 +259,7 @@ describe('probeStatusAndRtt', () => {
   it('fails with the signal when the status never comes, without measuring an RTT', async () => {
     const { nodes } = await smallMesh(2)
     const [asker, instance] = nodes
-    await asker.libp2p.dial(instance.peerId)
+    await asker.libp2p.dial(multiaddr(instance.multiaddrs()[0]))
     let pinged = false
     const hangs = (): Promise<never> => new Promise(() => {})
     const started = performance.now()
@@ -273,24 +283,34 @@ describe('probeStatusAndRtt', () => {
 })
 
 describe('Announcer schedule', () => {
-  /** Counts the provider records `node` places. */
-  function countProvides(node: MeshNode): { count: number } {
-    const counter = { count: 0 }
-    const routing = node.libp2p.contentRouting
-    const real = routing.provide.bind(routing)
-    routing.provide = async (...args: Parameters<typeof real>) => {
-      counter.count++
-      return await real(...args)
+  /**
+   * A libp2p whose DHT has a server and places every record at once, counting them, and
+   * whose peer:connect events the test fires: the schedule alone is under test (mesh.spec
+   * announces through a real DHT).
+   */
+  function fakeDht(): { libp2p: Libp2p; placed: number[]; connect(): void } {
+    const events = new EventTarget()
+    const started = performance.now()
+    const fake = {
+      placed: [] as number[],
+      connect: () => events.dispatchEvent(new CustomEvent('peer:connect')),
+      libp2p: {
+        services: { dht: { routingTable: { size: 1 } } },
+        contentRouting: {
+          provide: async () => {
+            fake.placed.push(performance.now() - started)
+          },
+        },
+        addEventListener: events.addEventListener.bind(events),
+        removeEventListener: events.removeEventListener.bind(events),
+      } as unknown as Libp2p,
     }
-    return counter
+    return fake
   }
 
   it('re-announces a new key after firstIntervalMs, doubling up to intervalMs', async () => {
-    const { nodes } = await smallMesh(2)
-    const [node] = nodes
-    await announce(node, 'service', 'warmup')
-    const placed = countProvides(node)
-    const announcer = new Announcer(node.libp2p, log, {
+    const dht = fakeDht()
+    const announcer = new Announcer(dht.libp2p, log, {
       intervalMs: 600_000,
       firstIntervalMs: 100,
       wakeOnConnect: false,
@@ -299,37 +319,35 @@ describe('Announcer schedule', () => {
     announcer.start()
     try {
       // Rounds at 0, 0.1, 0.3, 0.7 s...: without the ramp, the next would be in 10 min.
-      await waitFor('three rounds', () => placed.count >= 3, { timeoutMs: 20_000 })
+      await waitFor('four rounds', () => dht.placed.length >= 4, SLOW)
     } finally {
       await announcer.stop()
     }
-    const after = placed.count
+    const gaps = dht.placed.slice(1, 4).map((t, i) => t - dht.placed[i])
+    // Timers never fire early; a loaded machine may fire them late, so only the floor.
+    assert.ok(gaps[0] >= 95, `first gap ${gaps[0]} ms`)
+    assert.ok(gaps[1] >= 195, `second gap ${gaps[1]} ms`)
+    assert.ok(gaps[2] >= 395, `third gap ${gaps[2]} ms`)
+    const after = dht.placed.length
     await new Promise((r) => setTimeout(r, 300))
-    assert.equal(placed.count, after, 'a stopped announcer placed a record')
+    assert.equal(dht.placed.length, after, 'a stopped announcer placed a record')
   })
 
   it('starts a round when a peer connects, unless wakeOnConnect is false', async () => {
-    const { psk, nodes } = await smallMesh(2)
-    for (const [node, wakeOnConnect] of [
-      [nodes[0], false],
-      [nodes[1], true],
-    ] as const) {
-      await announce(node, 'service', 'warmup')
-      const placed = countProvides(node)
-      const announcer = new Announcer(node.libp2p, log, { intervalMs: 600_000, wakeOnConnect })
+    for (const wakeOnConnect of [false, true]) {
+      const dht = fakeDht()
+      const announcer = new Announcer(dht.libp2p, log, { intervalMs: 600_000, wakeOnConnect })
       announcer.add('service', 'connect')
       announcer.start()
       try {
-        await waitFor('the first round', () => placed.count >= 1)
+        await waitFor('the first round', () => dht.placed.length >= 1, SLOW)
         await new Promise((r) => setTimeout(r, 2_100)) // past ANNOUNCE_MIN_GAP_MS
-        const before = placed.count
-        const late = await startNode(psk)
-        await late.libp2p.dial(multiaddr(node.multiaddrs()[0]))
+        dht.connect()
         if (wakeOnConnect) {
-          await waitFor('a round after the connect', () => placed.count > before)
+          await waitFor('a round after the connect', () => dht.placed.length === 2, SLOW)
         } else {
-          await new Promise((r) => setTimeout(r, 1_000))
-          assert.equal(placed.count, before, 'a connecting peer started a round')
+          await new Promise((r) => setTimeout(r, 500))
+          assert.equal(dht.placed.length, 1, 'a connecting peer started a round')
         }
       } finally {
         await announcer.stop()
