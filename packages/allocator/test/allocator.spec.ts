@@ -210,8 +210,9 @@ describe('allocator', () => {
     ])
     assert.equal(add.code, 0, add.stderr)
     const port = await startClientProxy()
+    // They wait for a cold start: over 5 s (httpGet's default) on a loaded machine.
     const replies = await Promise.all(
-      Array.from({ length: 20 }, () => httpGet(`http://127.0.0.1:${port}/burst/`)),
+      Array.from({ length: 20 }, () => httpGet(`http://127.0.0.1:${port}/burst/`, 60_000)),
     )
     assert.deepEqual(
       replies.map((r) => r.status),

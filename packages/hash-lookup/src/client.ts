@@ -1,6 +1,12 @@
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { type BlobSink, requestBlob } from '@mtc/blobs'
-import { expectReply, findReachableProvider, openRpc, RemoteError } from '@mtc/p2pnode'
+import {
+  expectReply,
+  findReachableProvider,
+  openRpc,
+  RemoteError,
+  RPC_IDLE_TIMEOUT_MS,
+} from '@mtc/p2pnode'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { HL_LOOKUP_TIMEOUT_MS } from './constants.ts'
 import { errorFromCode, isErrorCode, RegistryUnavailableError } from './errors.ts'
@@ -34,10 +40,17 @@ export interface Upload {
 export class HashLookupClient {
   readonly libp2p: Libp2p
   readonly target: PeerId | Multiaddr
+  /** Longest wait for the service's next byte (RPC_IDLE_TIMEOUT_MS by default). */
+  private readonly idleTimeoutMs: number
 
-  constructor(libp2p: Libp2p, target: PeerId | Multiaddr) {
+  constructor(
+    libp2p: Libp2p,
+    target: PeerId | Multiaddr,
+    options: { idleTimeoutMs?: number } = {},
+  ) {
     this.libp2p = libp2p
     this.target = target
+    this.idleTimeoutMs = options.idleTimeoutMs ?? RPC_IDLE_TIMEOUT_MS
   }
 
   async get(name: string, signal?: AbortSignal): Promise<ServiceRecord> {
@@ -91,15 +104,20 @@ export class HashLookupClient {
     let sending = false
     try {
       await rpc.writeJson(request, signal)
-      // The reply may come early (a refused upload): read it while the body is sent.
-      const reply = this.reply<T>(rpc, signal)
-      if (afterRequest != null) {
-        sending = true
-        const sent = afterRequest(rpc).then(() => {
-          sending = false
-        })
-        await Promise.race([sent, reply]).catch(() => undefined)
-      }
+      if (afterRequest == null) return await this.reply<T>(rpc, signal)
+      // The reply may come early (a refused upload): read it while the body is sent. Its
+      // idle clock starts once the body is out: a long upload is not a silent service.
+      const waiting = new AbortController()
+      const replySignal =
+        signal != null ? AbortSignal.any([signal, waiting.signal]) : waiting.signal
+      const reply = this.reply<T>(rpc, replySignal, { idle: false })
+      sending = true
+      const sent = afterRequest(rpc).then(() => {
+        sending = false
+      })
+      await Promise.race([sent, reply]).catch(() => undefined)
+      const idle = AbortSignal.timeout(this.idleTimeoutMs)
+      idle.addEventListener('abort', () => waiting.abort(idle.reason), { once: true })
       return await reply
     } finally {
       // An upload the service refused half-way is cut off, not drained.
@@ -110,7 +128,10 @@ export class HashLookupClient {
 
   private async open(protocol: string, signal?: AbortSignal) {
     try {
-      return await openRpc(this.libp2p, this.target, protocol, { signal })
+      return await openRpc(this.libp2p, this.target, protocol, {
+        signal,
+        idleTimeoutMs: this.idleTimeoutMs,
+      })
     } catch (err) {
       throw new RegistryUnavailableError(`cannot reach hl-service: ${(err as Error).message}`, {
         cause: err,
@@ -121,9 +142,10 @@ export class HashLookupClient {
   private async reply<T>(
     rpc: Awaited<ReturnType<typeof openRpc>>,
     signal?: AbortSignal,
+    options: { idle?: boolean } = {},
   ): Promise<T> {
     try {
-      return await expectReply<T>(rpc, signal)
+      return await expectReply<T>(rpc, signal, options)
     } catch (err) {
       if (err instanceof RemoteError && isErrorCode(err.code))
         throw errorFromCode(err.code, err.message)

@@ -263,6 +263,8 @@ export async function main(
     const client = new registry.HashLookupClient(
       node.libp2p,
       hl ?? (await registry.findHashLookup(node.libp2p, signal)),
+      // An upload has no overall deadline: --timeout bounds each wait for the service.
+      { idleTimeoutMs: timeoutMs },
     )
     const json = values.json === true
     const out = (value: unknown, text: string) =>

@@ -55,10 +55,15 @@ export class RpcStream {
     return outer != null ? AbortSignal.any([outer, idle]) : idle
   }
 
-  async readJson<T = unknown>(signal?: AbortSignal): Promise<T> {
+  /**
+   * One message. `idle: false` waits for it without the idle timeout: a reply that may
+   * come while this side is still sending, which the idle clock must not count.
+   */
+  async readJson<T = unknown>(signal?: AbortSignal, options: { idle?: boolean } = {}): Promise<T> {
     let frame: Uint8Array
     try {
-      frame = await this.reader.read(this.maxMessageBytes, this.signal(signal))
+      const s = options.idle === false ? signal : this.signal(signal)
+      frame = await this.reader.read(this.maxMessageBytes, s)
     } catch (err) {
       if (err instanceof FrameTooLargeError) throw new ProtocolViolationError(err.message)
       throw err
@@ -125,8 +130,12 @@ export async function openRpc(
 export type RpcReply<T> = ({ ok: true } & T) | { ok: false; code: string; message: string }
 
 /** Sends a request and reads the reply, turning `{ok:false}` into a RemoteError. */
-export async function expectReply<T>(rpc: RpcStream, signal?: AbortSignal): Promise<T> {
-  const reply = await rpc.readJson<RpcReply<T>>(signal)
+export async function expectReply<T>(
+  rpc: RpcStream,
+  signal?: AbortSignal,
+  options: { idle?: boolean } = {},
+): Promise<T> {
+  const reply = await rpc.readJson<RpcReply<T>>(signal, options)
   if (reply == null || typeof reply !== 'object' || typeof reply.ok !== 'boolean') {
     throw new ProtocolViolationError('malformed reply')
   }

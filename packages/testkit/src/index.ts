@@ -235,8 +235,11 @@ export async function readLinesWhenReady(path: string, timeoutMs = 15_000): Prom
 }
 
 /** GETs a URL on loopback and returns status and body text. */
-export async function httpGet(url: string): Promise<{ status: number; body: string }> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(5000) })
+export async function httpGet(
+  url: string,
+  timeoutMs = 5000,
+): Promise<{ status: number; body: string }> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
   return { status: res.status, body: await res.text() }
 }
 
