@@ -32,6 +32,8 @@ export const SURVEY_MAX_AGE_MS = 10_000
 export const KEEPER_MAX_SERVICES = 10_000
 /** Docker's event stream is opened again this long after it ended or failed. */
 export const EVENTS_RETRY_MS = 1_000
+/** A container that failed to start and could not be removed is tried again this long after. */
+export const REMOVE_RETRY_MS = 1_000
 /** From container start to "answers through the overlay"; Node services start in < 1 s. */
 export const DEFAULT_START_TIMEOUT_MS = 30_000
 /** Readiness polling: first wait, and the cap it doubles up to. */

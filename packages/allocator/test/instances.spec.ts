@@ -339,5 +339,10 @@ describe('instance manager', () => {
     await new Promise((r) => setTimeout(r, 2_500))
     assert.equal(engine.containers.size, 1)
     assert.equal(driver.report('hello').rollout?.state, 'failed')
+    // A scale-out meanwhile starts the image that serves, not the one that failed.
+    const more = await m.allocate('hello', AbortSignal.timeout(10_000), true)
+    assert.equal(more.started, true)
+    assert.equal(imageOf(more.peerId), id('2'))
+    assert.deepEqual(images().sort(), [id('2'), id('2')])
   })
 })

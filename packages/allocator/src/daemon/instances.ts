@@ -24,6 +24,7 @@ import {
   PORTS_PER_INSTANCE,
   READY_POLL_INITIAL_MS,
   READY_POLL_MAX_MS,
+  REMOVE_RETRY_MS,
 } from '../constants.ts'
 import { AllocationError } from '../errors.ts'
 import type { AllocatedInstance } from '../protocol.ts'
@@ -103,6 +104,8 @@ export class InstanceManager {
   private readonly init: InstanceManagerInit
   private readonly running = new Map<string, Instance>()
   private readonly starting = new Map<string, Promise<Instance>>()
+  /** Per service, the image whose rollout failed here (markFailedImage). */
+  private readonly failedImages = new Map<string, string>()
   /** Containers being started, by ID: their exit ends the wait for readiness at once. */
   private readonly booting = new Map<string, AbortController>()
   /** Replacement starts in flight (rolling updates, unhealthy instances): not shared. */
@@ -197,6 +200,20 @@ export class InstanceManager {
     return out
   }
 
+  /** The rollout of `imageId` failed here: new instances of `service` keep to the serving
+   * image until the record names another one. */
+  markFailedImage(service: string, imageId: string): void {
+    this.failedImages.set(service, imageId)
+  }
+
+  /** The image of a ready instance of `service` that is not `except`. */
+  private servingImage(service: string, except: string): string | undefined {
+    for (const i of this.running.values()) {
+      if (i.service === service && !i.draining && i.ready && i.imageId !== except) return i.imageId
+    }
+    return undefined
+  }
+
   /**
    * An instance of `service`: a ready one of this host, the start in flight, or a new one.
    * With `scaleOut`, a new one even if this host runs some (a start in flight is still
@@ -271,8 +288,14 @@ export class InstanceManager {
     const { metrics, log } = this.c
     const t0 = performance.now()
     const record = await this.c.lookup(service, signal)
+    // After a failed rollout, new instances (scale-out, replacements) keep to the image
+    // that serves, present here, until the record names another image.
+    const failed = this.failedImages.get(service)
+    if (failed != null && failed !== record.imageId) this.failedImages.delete(service)
+    const serving = failed === record.imageId ? this.servingImage(service, failed) : undefined
+    const imageId = serving ?? record.imageId
     const tImage = performance.now()
-    const fetched = await this.c.images.ensure(record, signal)
+    const fetched = serving != null ? false : await this.c.images.ensure(record, signal)
     metrics.phase.observe({ phase: 'image' }, (performance.now() - tImage) / 1000)
 
     const ports = await this.c.ports.acquire()
@@ -287,7 +310,7 @@ export class InstanceManager {
       const tStart = performance.now()
       containerId = await this.c.runtime.run({
         name,
-        image: record.imageId,
+        image: imageId,
         env: {
           SERVICE_NAME: service,
           PROXY_IP: this.init.hostIp,
@@ -297,7 +320,7 @@ export class InstanceManager {
           P2P_PORT: String(p2pPort),
           P2P_BOOTSTRAPS: this.init.bootstraps.join(' '),
           // Reported in the instance's status; only this allocator may make it drain.
-          IMAGE_ID: record.imageId,
+          IMAGE_ID: imageId,
           ALLOCATOR_PEER_ID: this.init.peerId,
           ...healthEnv(record),
         },
@@ -307,7 +330,7 @@ export class InstanceManager {
           [LABEL_SERVICE]: service,
           [LABEL_PEER_ID]: peerId.toString(),
           [LABEL_PORTS]: ports.join(','),
-          [LABEL_IMAGE_ID]: record.imageId,
+          [LABEL_IMAGE_ID]: imageId,
         },
         binds: [
           `${join(keyDir, 'identity.key')}:${CONTAINER_KEY_PATH}:ro`,
@@ -325,7 +348,7 @@ export class InstanceManager {
         peerId,
         addrs: [`/ip4/${this.init.hostIp}/tcp/${p2pPort}/p2p/${peerId.toString()}`],
         ports,
-        imageId: record.imageId,
+        imageId,
         ready: false,
         draining: false,
       }
@@ -348,7 +371,15 @@ export class InstanceManager {
     } catch (err) {
       this.c.ports.release(ports)
       if (containerId != null) {
-        await this.c.runtime.stopAndRemove(containerId, 0).catch(() => {})
+        const id = containerId
+        // Docker may refuse while it is busy (removal in progress): once more, then say so.
+        await this.c.runtime
+          .stopAndRemove(id, 0)
+          .catch(async () => {
+            await sleep(REMOVE_RETRY_MS)
+            await this.c.runtime.stopAndRemove(id, 0)
+          })
+          .catch((e: Error) => log.error('removing %s failed: %s', name, e.message))
       }
       await rm(keyDir, { recursive: true, force: true })
       throw err

@@ -160,6 +160,7 @@ export class RolloutDriver {
           failure.message,
         )
         this.finish(rollout, 'failed')
+        manager.markFailedImage(service, record.imageId)
         metrics.rollouts.inc({ outcome: 'failed' })
         return
       }
