@@ -482,7 +482,9 @@ export class Topology {
    * An open-loop stream of GETs from inside the host: one every `intervalMs` for
    * `durationMs`, each on a connection of its own and with its own `timeoutMs` (a slow
    * answer does not hold up the next request). `done` resolves, once every request has
-   * ended, with the answers in the order they were sent; `stop` ends it early.
+   * ended, with the answers in the order they were sent; `stop` ends it early;
+   * `answered()` counts the answers so far (the stream's process starts late on a loaded
+   * machine: wait for answers, not for time, before acting on the traffic).
    */
   fetchStream(
     host: string,
@@ -490,7 +492,7 @@ export class Topology {
     port: number,
     path: string,
     { intervalMs = 50, durationMs = 10_000, timeoutMs = 30_000 } = {},
-  ): { done: Promise<StreamAnswer[]>; stop: () => Promise<void> } {
+  ): { done: Promise<StreamAnswer[]>; stop: () => Promise<void>; answered: () => number } {
     const proc = this.spawn(host, PYTHON, [
       PROBE,
       'stream',
@@ -522,6 +524,11 @@ export class Topology {
       stop: async () => {
         await proc.stop(1_000)
       },
+      answered: () =>
+        proc
+          .stdout()
+          .split('\n')
+          .filter((l) => l.startsWith('{')).length,
     }
   }
 

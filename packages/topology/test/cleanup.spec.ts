@@ -18,6 +18,9 @@ console.log(JSON.stringify({ netns: topo.allNetns(), forwarder: topo.forwarderPi
 setInterval(() => {}, 1000)
 `
 
+/** How long a child process may take to create its two-host topology. */
+const CHILD_START_TIMEOUT_MS = 60_000
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
@@ -33,10 +36,14 @@ async function childTopology(): Promise<{ proc: Proc; netns: string[]; forwarder
     'the child topology',
     () => proc.stdout().split('\n')[0] || undefined,
     {
-      timeoutMs: 30_000,
+      // ~2 s on a quiet machine; 26–30 s and more seen at a load of 70 on 2 cores.
+      timeoutMs: CHILD_START_TIMEOUT_MS,
       intervalMs: 50,
     },
-  ).catch((err: Error) => {
+  ).catch(async (err: Error) => {
+    // SIGTERM: its handlers remove what it made. A child left running (it never exits by
+    // itself) kept this file's process, and so the whole test run, waiting for ever.
+    await proc.stop(10_000)
     throw new Error(`${err.message}\n${proc.stderr()}`)
   })
   const { netns, forwarder } = JSON.parse(line) as { netns: string[]; forwarder: number }

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { LIVENESS_BUSY_INTERVAL_MS, LIVENESS_TIMEOUT_MS } from '@mtc/p2pnode'
 import {
   OPEN_STREAM_TIMEOUT_MS,
@@ -50,6 +49,9 @@ const SPEC: MeshSpec = {
  */
 /** Scheduling noise on this loaded 2-core machine, added to every bound. */
 const NOISE_MS = 4_000
+
+/** Answers of the stream before the cut-off scenario cuts the host. */
+const BEFORE_CUT = 20
 
 /** A request slower than this was held up by the fault (a warm one takes ~10–80 ms). */
 const SLOW_MS = 1_000
@@ -193,7 +195,13 @@ describe('scenarios: faults', { skip, timeout: 360_000 }, () => {
       durationMs: lead + 14_000,
       timeoutMs: 40_000,
     })
-    await sleep(lead)
+    // The cut comes once 20 requests were answered by near (~1 s of the stream), not after
+    // a fixed time: on a loaded machine the stream's process starts a second or more late
+    // (seen: 19 requests in the 2 s lead).
+    await waitFor('20 answers before the cut', () => stream.answered() >= BEFORE_CUT, {
+      timeoutMs: 30_000,
+      intervalMs: 50,
+    })
     const cutFrom = Date.now()
     await mesh.topo.cut('near')
     const cutAt = Date.now()
@@ -259,7 +267,10 @@ describe('scenarios: faults', { skip, timeout: 360_000 }, () => {
     // were held (at 50 ms apart, ~20 in the first second): each was retried on far.
     assert.ok(held.length >= 1, 'the cut held no request on near')
     assert.ok(retries >= 1, `held requests were retried: ${retries} retries`)
-    assert.ok(before.length >= 20 && afterCut.length >= 200, 'the stream ran')
+    assert.ok(
+      before.length >= BEFORE_CUT && afterCut.length >= 200,
+      `the stream ran: ${before.length} requests before the cut, ${afterCut.length} after`,
+    )
     // New requests leave near once a probe fails: a round starts every PROBE_INTERVAL_MS
     // and fails after PROBE_TIMEOUT_MS.
     const newRequestsBound = PROBE_INTERVAL_MS + PROBE_TIMEOUT_MS + NOISE_MS

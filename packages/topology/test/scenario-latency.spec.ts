@@ -506,8 +506,17 @@ describe('scenarios: latency on a simulated WAN', { skip, timeout: 300_000 }, ()
       .map(([, lowS]) => lowS * 1000)
       .sort((x, y) => x - y)
     const baseMs = local.length > 0 ? local[Math.floor(local.length / 2)] : 0
+    // And what the forwarder adds on each judged path now (its timer wakes late on a loaded
+    // machine: 2–4 ms at a load of 50–70), measured by the harness's base probes.
+    const pathBase = new Map<string, number>()
+    for (const host of new Set(byPeer.values())) {
+      if (host === SPEC.registry) continue
+      const m = await mesh.topo.measureRtt(SPEC.registry, host)
+      pathBase.set(host, Number.isFinite(m.baseMs) ? m.baseMs : 0)
+    }
     console.log(
-      `prometheus: base (same-host peers, p${LOW_QUANTILE * 100}) ${baseMs.toFixed(2)} ms`,
+      `prometheus: base (same-host peers, p${LOW_QUANTILE * 100}) ${baseMs.toFixed(2)} ms; ` +
+        `forwarder ${[...pathBase].map(([h, ms]) => `${h} ${ms.toFixed(2)} ms`).join(', ')}`,
     )
     const rows: string[] = []
     const wrong: string[] = []
@@ -519,7 +528,8 @@ describe('scenarios: latency on a simulated WAN', { skip, timeout: 300_000 }, ()
       // Judged: peers on other hosts with enough samples (same-host peers sit at 0 ms,
       // where the JS stack's ~1 ms is all there is; short-lived probes have one sample).
       const judged = host != null && host !== SPEC.registry && scrapes >= MIN_SCRAPES
-      const ok = configured != null && rttWithinTolerance(measured, configured, baseMs)
+      const allowance = baseMs + (host == null ? 0 : (pathBase.get(host) ?? 0))
+      const ok = configured != null && rttWithinTolerance(measured, configured, allowance)
       if (judged && !ok) wrong.push(peer)
       rows.push(
         `prometheus: ${(host ?? '?').padEnd(8)} ${(roles.get(peer) ?? '').padEnd(12)} ${peer.slice(-8)}  configured ${String(configured ?? '?').padStart(3)} ms  measured p${LOW_QUANTILE * 100} ${measured.toFixed(2).padStart(6)} ms (min ${((mins.get(peer) ?? 0) * 1000).toFixed(2)}, median ${((median.get(peer) ?? 0) * 1000).toFixed(2)}, ${scrapes} scrapes)${judged ? (ok ? '' : '  OUT OF TOLERANCE') : '  (not judged)'}`,
