@@ -56,12 +56,15 @@ class BoxMessageStream extends AbstractMultiaddrConnection {
     this.outboundXor = xsalsa20Stream(init.localNonce, init.psk)
     this.maConn = init.maConn
     this.maConn.addEventListener('message', (evt: StreamMessageEvent) => {
+      // In place: the socket's read buffers are this connection's alone and consumed
+      // here, so no second copy of every byte received (and less garbage: ~1 MB per MB).
       const data = evt.data
       if (data instanceof Uint8Array) {
-        this.onData(this.inboundXor.update(data))
+        this.inboundXor.update(data, data)
       } else {
-        for (const buf of data) this.onData(this.inboundXor.update(buf))
+        for (const buf of data) this.inboundXor.update(buf, buf)
       }
+      this.onData(data)
     })
     // resume sending when the underlying connection can accept more data
     this.maConn.addEventListener('drain', () => {
@@ -82,10 +85,19 @@ class BoxMessageStream extends AbstractMultiaddrConnection {
   }
 
   sendData(data: Uint8ArrayList): SendResult {
-    return {
-      sentBytes: data.byteLength,
-      canSendMore: this.maConn.send(this.outboundXor.update(data.subarray())),
+    return { sentBytes: data.byteLength, canSendMore: this.maConn.send(this.xorOut(data)) }
+  }
+
+  /** The outgoing bytes XORed into one new buffer: no concatenated copy first (the
+   * buffers are the layer above's, so not changed in place). */
+  private xorOut(data: Uint8ArrayList): Uint8Array {
+    const out = Buffer.allocUnsafe(data.byteLength)
+    let at = 0
+    for (const buf of data) {
+      this.outboundXor.update(buf, out.subarray(at, at + buf.byteLength))
+      at += buf.byteLength
     }
+    return out
   }
 
   sendReset(err: Error): void {

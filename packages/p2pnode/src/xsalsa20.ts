@@ -25,8 +25,12 @@ const BLOCK = 64
 
 /** One direction of a connection: XORs each chunk with the next bytes of the keystream. */
 export interface XorStream {
-  /** A new array: `data` XOR the next `data.byteLength` keystream bytes. */
-  update(data: Uint8Array): Uint8Array
+  /**
+   * `data` XOR the next `data.byteLength` keystream bytes, written to `out` (a new array
+   * when not given; `data` itself to XOR in place, or a view of a larger buffer, at least
+   * `data.byteLength` long), which is returned.
+   */
+  update(data: Uint8Array, out?: Uint8Array): Uint8Array
 }
 
 export type XorBackendName = 'sodium-native' | 'js'
@@ -116,8 +120,7 @@ export class SodiumXorStream implements XorStream {
     binding.crypto_stream_xor_init(this.state, nonce, key)
   }
 
-  update(data: Uint8Array): Uint8Array {
-    const out = Buffer.allocUnsafe(data.byteLength)
+  update(data: Uint8Array, out: Uint8Array = Buffer.allocUnsafe(data.byteLength)): Uint8Array {
     if (data.byteLength > 0) this.binding.crypto_stream_xor_update(this.state, out, data)
     return out
   }
@@ -146,9 +149,8 @@ export class JsXorStream implements XorStream {
     this.key = Uint8Array.from(key)
   }
 
-  update(data: Uint8Array): Uint8Array {
+  update(data: Uint8Array, out: Uint8Array = new Uint8Array(data.byteLength)): Uint8Array {
     const len = data.byteLength
-    const out = new Uint8Array(len)
     let i = 0
     for (; this.used < BLOCK && i < len; i++) out[i] = data[i] ^ this.block[this.used++]
     const whole = (len - i) & ~(BLOCK - 1)

@@ -120,3 +120,52 @@ describe('YamuxStream window updates (patched)', () => {
     assert.equal(updates()[0].length, 32 * KIB)
   })
 })
+
+/** @chainsafe/libp2p-noise's encrypted stream (not exported: found beside its entry point). */
+async function noiseMessageStream(decrypt: (ciphertext: unknown, dst?: Uint8Array) => Uint8Array) {
+  const utils = new URL('utils.js', import.meta.resolve('@chainsafe/libp2p-noise'))
+  const { toMessageStream } = (await import(utils.href)) as {
+    toMessageStream(
+      connection: unknown,
+      handshake: unknown,
+    ): {
+      decrypt(chunk: Uint8Array | Uint8ArrayList): Uint8ArrayList
+    }
+  }
+  const connection = new EventTarget() as EventTarget & Record<string, unknown>
+  connection.log = defaultLogger().forComponent('test:noise')
+  connection.direction = 'outbound'
+  return toMessageStream(connection, { decrypt })
+}
+
+// patches/@chainsafe__libp2p-noise@17.0.0.patch: a Noise message (up to 65,537 bytes on the
+// wire) mostly spans two 64 KiB socket reads; noise copied it whole to offer the crypto an
+// output buffer, which Node's ChaCha20-Poly1305 (1,200 B and up) never uses.
+describe('Noise decryption (patched)', () => {
+  it('offers no output buffer for a message split across reads, instead of copying it', async () => {
+    const dsts: (Uint8Array | undefined)[] = []
+    const stream = await noiseMessageStream((_ciphertext, dst) => {
+      dsts.push(dst)
+      return new Uint8Array(4)
+    })
+    const whole = new Uint8Array(20)
+    stream.decrypt(new Uint8ArrayList(whole.subarray(0, 7), whole.subarray(7)))
+    assert.deepEqual(dsts, [undefined])
+  })
+
+  it('still decrypts in place where the message is one buffer (no copy needed)', async () => {
+    const dsts: (Uint8Array | undefined)[] = []
+    const stream = await noiseMessageStream((_ciphertext, dst) => {
+      dsts.push(dst)
+      return dst ?? new Uint8Array(4)
+    })
+    const whole = new Uint8Array(20)
+    stream.decrypt(whole)
+    stream.decrypt(new Uint8ArrayList(whole))
+    assert.equal(dsts.length, 2)
+    for (const dst of dsts) {
+      assert.equal(dst?.buffer, whole.buffer, 'a view of the message itself')
+      assert.equal(dst?.byteLength, 20 - 16, 'the message less its tag')
+    }
+  })
+})

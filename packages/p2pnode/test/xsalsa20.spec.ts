@@ -100,6 +100,30 @@ describe('XSalsa20 keystream of the PSK layer', () => {
       assert.ok(Buffer.concat(parts).equals(expected.subarray(0, 200)))
     })
 
+    // The PSK layer XORs received bytes in place and sent ones straight into one buffer.
+    it(`${name}: in place and into a view of a larger buffer, the same bytes as into a new one`, () => {
+      const nonce = randomBytes(24)
+      const key = randomBytes(32)
+      const data = randomBytes(200_000)
+      const sizes = randomChunking(data.byteLength, 7)
+      const expected = xorAll(make(nonce, key), data, sizes)
+      const inPlace = Buffer.from(data)
+      const into = Buffer.alloc(data.byteLength + 10)
+      const a = make(nonce, key)
+      const b = make(nonce, key)
+      let at = 0
+      for (const size of sizes) {
+        const chunk = inPlace.subarray(at, at + size)
+        assert.equal(a.update(chunk, chunk), chunk)
+        const view = into.subarray(at + 10, at + 10 + size)
+        assert.equal(b.update(data.subarray(at, at + size), view), view)
+        at += size
+      }
+      assert.ok(inPlace.equals(expected), 'in place')
+      assert.ok(into.subarray(10).equals(expected), 'into a view')
+      assert.ok(into.subarray(0, 10).equals(Buffer.alloc(10)), 'nothing before the view')
+    })
+
     it(`${name}: XOR twice with the same nonce and key gives the input back`, () => {
       const nonce = randomBytes(24)
       const key = randomBytes(32)
