@@ -13,7 +13,8 @@ export const COALESCE_MAX_BYTES = 65_519
  * separately, and below it every message costs a Noise encryption, a pnet XOR pass and
  * a socket write (a syscall); the receiver pays a read and a decryption for each. Frames
  * queue until setImmediate — after the I/O callbacks of this turn, so no added wait —
- * or until COALESCE_MAX_BYTES. Order is kept; close() sends what is queued first.
+ * or until COALESCE_MAX_BYTES, when whole messages' worth leave and the rest waits for
+ * the end of the turn. Order is kept; close() sends what is queued first.
  */
 export function coalesceWrites<T extends MessageStream>(conn: T): T {
   const send = conn.send.bind(conn)
@@ -36,10 +37,29 @@ export function coalesceWrites<T extends MessageStream>(conn: T): T {
       conn.abort(err as Error)
     }
   }
+  /** Sends the whole Noise messages' worth of what is queued and keeps the rest for the
+   * end of the turn (or the next frame): a 64 KiB frame (a socket read relayed) is a
+   * little more than one message, and sending it all at once cut a ~30-byte message
+   * (with its own length prefix, encryption and tag) after every full one. */
+  const flushWhole = (): boolean => {
+    const data = queued as Uint8ArrayList
+    const whole = data.byteLength - (data.byteLength % COALESCE_MAX_BYTES)
+    if (whole === data.byteLength) return flush()
+    if (conn.status !== 'open') return flush()
+    const head = data.sublist(0, whole)
+    data.consume(whole)
+    return send(head)
+  }
   conn.send = (data: Uint8Array | Uint8ArrayList): boolean => {
     queued ??= new Uint8ArrayList()
     queued.append(data)
-    if (queued.byteLength >= COALESCE_MAX_BYTES) return flush()
+    if (queued.byteLength >= COALESCE_MAX_BYTES) {
+      const more = flushWhole()
+      if (queued == null || scheduled) return more
+      scheduled = true
+      setImmediate(onImmediate)
+      return more
+    }
     if (!scheduled) {
       scheduled = true
       setImmediate(onImmediate)
