@@ -279,7 +279,7 @@ export class LocalMesh {
   async start(
     kind: DaemonKind,
     args: string[] | (() => Promise<string[]>),
-    options: Pick<DaemonPlan, 'gateway' | 'bin' | 'env'> = {},
+    options: Pick<DaemonPlan, 'gateway' | 'bin' | 'env' | 'timeoutMs'> = {},
   ): Promise<LaunchedDaemon> {
     for (let attempt = 1; ; attempt++) {
       const metrics = `127.0.0.1:${await freePort()}`
