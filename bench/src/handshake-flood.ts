@@ -8,13 +8,11 @@
  * Run: node bench/src/handshake-flood.ts
  */
 import { connect, type Socket } from 'node:net'
-import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { generatePsk, MeshNode, type Psk } from '@mtc/p2pnode'
-import { freePort, startDaemon, stopAll, tempDir } from '@mtc/testkit'
+import { formatSwarmKey, generatePsk, MeshNode, type Psk } from '@mtc/p2pnode'
+import { LocalMesh, stopAll } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import { quantile, withCleanup } from './stats.ts'
-import { startSwarm } from './swarm.ts'
 
 const FLOOD_CONNECTIONS = 150
 const FLOOD_FROM = '127.0.0.2'
@@ -101,21 +99,18 @@ function line(what: string, r: Awaited<ReturnType<typeof legitConnects>>): strin
 }
 
 async function main(): Promise<void> {
-  const dir = await tempDir('mtc-bench-flood-')
+  const psk = generatePsk()
+  const mesh = await LocalMesh.create({ swarmKey: formatSwarmKey(psk), prefix: 'mtc-bench-flood-' })
   await withCleanup(
     async () => {
+      await mesh.stop()
       await stopAll()
-      await dir.remove()
     },
     async () => {
-      const psk = generatePsk()
-      const swarm = await startSwarm(dir.path, psk)
-      const hlArgs = [...swarm.joined, '--data-dir', join(dir.path, 'hl'), '--new-etcd-cluster']
-      hlArgs.push('--etcd-client-port', String(await freePort()))
-      hlArgs.push('--etcd-peer-port', String(await freePort()))
-      const hl = await startDaemon('hl-service', hlArgs, dir.path)
+      const bootstrap = await mesh.startBootstrap()
+      const hl = await mesh.startHlService()
       for (const [name, addr] of [
-        ['bootstrap (ping-monitor)', swarm.bootstrap.addr],
+        ['bootstrap (ping-monitor)', bootstrap.addr],
         ['hl-service', hl.addr],
       ]) {
         const port = Number(/\/tcp\/(\d+)/.exec(addr)?.[1])

@@ -3,15 +3,17 @@ import { dirname, join } from 'node:path'
 import { freePort, type Proc, run, waitFor } from '@mtc/testkit'
 
 /**
- * One nginx reverse-proxy hop forwarding 127.0.0.1:`port` to 127.0.0.1:`upstream` over
- * keep-alive connections, as a hop of the itsUP layout does. Everything it writes stays
- * in `dir` (`-p`/`-e`): its own pid file and error log, no system config touched.
+ * Starts one nginx with `http` as the inside of its http block. Everything it writes stays
+ * in `dir` (`-p`/`-e`): its own pid file, error log and temp files, no system config touched.
  */
-function hopConfig(dir: string, port: number, upstream: number): string {
+async function startNginx(dir: string, http: string): Promise<Proc> {
   const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
     .map((t) => `  ${t}_temp_path ${join(dir, `${t}_temp`)};`)
     .join('\n')
-  return `daemon off;
+  const conf = join(dir, 'nginx.conf')
+  await writeFile(
+    conf,
+    `daemon off;
 worker_processes 1;
 pid ${join(dir, 'nginx.pid')};
 error_log ${join(dir, 'error.log')} warn;
@@ -19,7 +21,19 @@ events { worker_connections 1024; }
 http {
   access_log off;
 ${temp}
-  upstream next {
+${http}
+}
+`,
+  )
+  return run('nginx', ['-p', dir, '-e', join(dir, 'error.log'), '-c', conf])
+}
+
+/**
+ * One nginx reverse-proxy hop forwarding 127.0.0.1:`port` to 127.0.0.1:`upstream` over
+ * keep-alive connections, as a hop of the itsUP layout does.
+ */
+function hopConfig(port: number, upstream: number): string {
+  return `  upstream next {
     server 127.0.0.1:${upstream};
     keepalive 64;
   }
@@ -31,9 +45,7 @@ ${temp}
       proxy_set_header Connection "";
       proxy_set_header Host $host;
     }
-  }
-}
-`
+  }`
 }
 
 /**
@@ -53,9 +65,7 @@ export async function startNginxChain(
     const hopDir = join(dir, `nginx-${i}`)
     await mkdir(hopDir, { recursive: true })
     const port = await freePort()
-    const conf = join(hopDir, 'nginx.conf')
-    await writeFile(conf, hopConfig(hopDir, port, next))
-    procs.push(run('nginx', ['-p', hopDir, '-e', join(hopDir, 'error.log'), '-c', conf]))
+    procs.push(await startNginx(hopDir, hopConfig(port, next)))
     next = port
   }
   const url = `http://127.0.0.1:${next}${probePath}`
@@ -83,29 +93,14 @@ export async function startNginxStatic(
   // (a temporary directory is private to its owner).
   for (const d of [dirname(dir), dir, www]) await chmod(d, 0o755)
   const port = await freePort()
-  const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
-    .map((t) => `  ${t}_temp_path ${join(dir, `${t}_temp`)};`)
-    .join('\n')
-  const conf = join(dir, 'nginx.conf')
-  await writeFile(
-    conf,
-    `daemon off;
-worker_processes 1;
-pid ${join(dir, 'nginx.pid')};
-error_log ${join(dir, 'error.log')} warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-${temp}
-  keepalive_requests 100000;
+  const proc = await startNginx(
+    dir,
+    `  keepalive_requests 100000;
   server {
     listen 127.0.0.1:${port};
     root ${www};
-  }
-}
-`,
+  }`,
   )
-  const proc = run('nginx', ['-p', dir, '-e', join(dir, 'error.log'), '-c', conf])
   const url = `http://127.0.0.1:${port}/${Object.keys(files)[0]}`
   await waitFor('nginx serving files', async () => (await fetch(url)).status === 200, {
     timeoutMs: 10_000,

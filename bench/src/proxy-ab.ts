@@ -8,31 +8,17 @@
  * (much). Prints every round and the medians.
  *
  *   BENCH_PROXY_A=proxy-base node bench/src/proxy-ab.ts [--rounds 3] [--seconds 8] [--bulk-only]
- * A and B default to `proxy` (the workspace's); each is an executable found as startDaemon
- * finds one (an mtc bin by name, else PATH). BENCH_PROFILE_B=DIR writes CPU profiles of B's
+ * A and B default to `proxy` (the workspace's); each is an executable found as testkit's
+ * `run` finds one (an mtc bin by name, else PATH). BENCH_PROFILE_B=DIR writes CPU profiles of B's
  * client and service proxies there (node --cpu-prof).
  */
-import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import {
-  freePort,
-  REPO_ROOT,
-  run,
-  runToEnd,
-  startDaemon,
-  stopAll,
-  tempDir,
-  waitFor,
-} from '@mtc/testkit'
-import { startNginxStatic } from './nginx.ts'
+import { runToEnd, waitFor } from '@mtc/testkit'
+import { SMALL, STATIC_FILE, startBenchMesh } from './bench-mesh.ts'
 import { cpuMs, quantile, withCleanup } from './stats.ts'
-import { startSwarm } from './swarm.ts'
 import { warmUp, wrk } from './wrk.ts'
 
-const HELLO_BIN = join(REPO_ROOT, 'demos/helloworld/bin/hello-world-server.js')
-const SMALL = '/bytes/1024'
-const STATIC_FILE = '/1k'
 const WARMUP_SECONDS = 15
 const BULK_BYTES = 100e6
 
@@ -81,21 +67,11 @@ async function main(): Promise<void> {
   })
   const rounds = Number(values.rounds)
   const seconds = Number(values.seconds)
-  const dir = await tempDir('mtc-bench-ab-')
+  const bench = await startBenchMesh({ prefix: 'mtc-bench-ab-' })
+  const { helloPort, staticPort } = bench
   await withCleanup(
+    () => bench.stop(),
     async () => {
-      await stopAll()
-      await dir.remove()
-    },
-    async () => {
-      const { joined } = await startSwarm(dir.path)
-      const helloPort = await freePort()
-      const hello = run(HELLO_BIN, [String(helloPort)], { env: { SERVICE_HOST: '127.0.0.1' } })
-      await waitFor('hello listening', () => hello.stdout().includes('listening'))
-      const statics = await startNginxStatic(join(dir.path, 'nginx-static'), {
-        [STATIC_FILE.slice(1)]: Buffer.alloc(1024, 'x'),
-      })
-      const common = [...joined, '--log-level', process.env.BENCH_LOG ?? 'error']
       const builds: Build[] = []
       for (const [name, bin] of [
         ['A', process.env.BENCH_PROXY_A ?? 'proxy'],
@@ -106,21 +82,11 @@ async function main(): Promise<void> {
             ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROFILE_B}` }
             : undefined
         const svc = async (service: string, target: number) =>
-          (
-            await startDaemon(
-              bin,
-              [...common, String(await freePort()), service, `127.0.0.1:${target}`],
-              dir.path,
-              { env: profile },
-            )
-          ).proc.child.pid!
+          (await bench.serviceProxy(service, target, { bin, env: profile })).proc!.child.pid!
         const helloPid = await svc(`hello-${name.toLowerCase()}`, helloPort)
-        const staticPid = await svc(`static-${name.toLowerCase()}`, statics.port)
-        const clientPort = await freePort()
-        const client = await startDaemon(bin, [...common, String(clientPort)], dir.path, {
-          env: profile,
-        })
-        const base = `http://127.0.0.1:${clientPort}`
+        const staticPid = await svc(`static-${name.toLowerCase()}`, staticPort)
+        const client = await bench.clientProxy({ bin, env: profile })
+        const base = `http://127.0.0.1:${client.port}`
         builds.push({
           name,
           bin,
@@ -128,7 +94,7 @@ async function main(): Promise<void> {
             hello: `${base}/hello-${name.toLowerCase()}${SMALL}`,
             static: `${base}/static-${name.toLowerCase()}${STATIC_FILE}`,
           },
-          pids: { client: client.proc.child.pid!, hello: helloPid, static: staticPid },
+          pids: { client: client.daemon.proc!.child.pid!, hello: helloPid, static: staticPid },
         })
       }
       for (const b of builds)

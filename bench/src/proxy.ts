@@ -20,29 +20,17 @@ import { get } from 'node:http'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import {
-  freePort,
-  type Proc,
-  REPO_ROOT,
-  run,
-  startDaemon,
-  stopAll,
-  tempDir,
-  waitFor,
-} from '@mtc/testkit'
+import { type Proc, waitFor } from '@mtc/testkit'
+import { SMALL, STATIC_FILE, startBenchMesh } from './bench-mesh.ts'
 import { fixedRate } from './fixed-rate.ts'
-import { startNginxChain, startNginxStatic } from './nginx.ts'
+import { startNginxChain } from './nginx.ts'
 import { privateDirtyBytes, quantile, report, rssBytes, withCleanup } from './stats.ts'
-import { startSwarm } from './swarm.ts'
 import { type Load, warmUp, wrk } from './wrk.ts'
 
-const HELLO_BIN = join(REPO_ROOT, 'demos/helloworld/bin/hello-world-server.js')
 const SERVICE = 'hello-world-server'
 const PROXY = process.env.BENCH_PROXY ?? 'proxy'
 /** nginx serving a static 1 KB file, as a second service. */
 const STATIC_SERVICE = 'nginx-static'
-const STATIC_FILE = '/1k'
-const SMALL = '/bytes/1024'
 const BULK_BYTES = 100e6
 const BULK_TRIALS = 3
 const MEMORY_RPS = 1000
@@ -129,44 +117,25 @@ interface Paths {
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' } } })
   const seconds = Number(values.seconds)
-  const dir = await tempDir('mtc-bench-proxy-')
+  const bench = await startBenchMesh({ proxyBin: PROXY, prefix: 'mtc-bench-proxy-' })
+  const { helloPort, staticPort } = bench
   let client: Proc | undefined
   await withCleanup(
+    () => bench.stop(),
     async () => {
-      await stopAll()
-      await dir.remove()
-    },
-    async () => {
-      const { joined } = await startSwarm(dir.path)
-      const helloPort = await freePort()
-      const hello = run(HELLO_BIN, [String(helloPort)], { env: { SERVICE_HOST: '127.0.0.1' } })
-      await waitFor('hello listening', () => hello.stdout().includes('listening'))
-      const common = [...joined, '--log-level', process.env.BENCH_LOG ?? 'error']
-      const service = await startDaemon(
-        PROXY,
-        [...common, String(await freePort()), SERVICE, `127.0.0.1:${helloPort}`],
-        dir.path,
-      )
-      const clientPort = await freePort()
+      const service = await bench.serviceProxy(SERVICE, helloPort)
       const profile =
         process.env.BENCH_PROFILE != null
           ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROFILE}` }
           : undefined
-      client = (
-        await startDaemon(PROXY, [...common, String(clientPort)], dir.path, { env: profile })
-      ).proc
-      const nginx = await startNginxChain(join(dir.path, 'nginx'), helloPort, 2, SMALL)
-      const statics = await startNginxStatic(join(dir.path, 'nginx-static'), {
-        [STATIC_FILE.slice(1)]: Buffer.alloc(1024, 'x'),
-      })
-      const staticService = await startDaemon(
-        PROXY,
-        [...common, String(await freePort()), STATIC_SERVICE, `127.0.0.1:${statics.port}`],
-        dir.path,
-      )
+      const clientProxy = await bench.clientProxy({ env: profile })
+      const clientPort = clientProxy.port
+      client = clientProxy.daemon.proc!
+      const nginx = await startNginxChain(join(bench.dir, 'nginx'), helloPort, 2, SMALL)
+      const staticService = await bench.serviceProxy(STATIC_SERVICE, staticPort)
       const staticNginx = await startNginxChain(
-        join(dir.path, 'nginx-to-static'),
-        statics.port,
+        join(bench.dir, 'nginx-to-static'),
+        staticPort,
         2,
         STATIC_FILE,
       )
@@ -176,7 +145,7 @@ async function main(): Promise<void> {
         mesh: `http://127.0.0.1:${clientPort}/${SERVICE}${SMALL}`,
       }
       const staticBase: Paths = {
-        direct: `http://127.0.0.1:${statics.port}${STATIC_FILE}`,
+        direct: `http://127.0.0.1:${staticPort}${STATIC_FILE}`,
         nginx: `http://127.0.0.1:${staticNginx.port}${STATIC_FILE}`,
         mesh: `http://127.0.0.1:${clientPort}/${STATIC_SERVICE}${STATIC_FILE}`,
       }
@@ -186,7 +155,7 @@ async function main(): Promise<void> {
           intervalMs: 250,
         })
       const progress = (s: string) => process.stderr.write(`[proxy] ${s}\n`)
-      const pids = [client.child.pid!, service.proc.child.pid!]
+      const pids = [client.child.pid!, service.proc!.child.pid!]
 
       progress('memory, idle and at 1,000 req/s')
       await sleep(IDLE_SETTLE_MS)
@@ -211,7 +180,7 @@ async function main(): Promise<void> {
       }
       const one = await each(base, 1)
       const many = await each(base, 32, pids)
-      const staticMany = await each(staticBase, 32, [pids[0], staticService.proc.child.pid!])
+      const staticMany = await each(staticBase, 32, [pids[0], staticService.proc!.child.pid!])
 
       progress(
         `${BULK_TRIALS} downloads of ${fmt(BULK_BYTES / 1e6, 0)} MB, direct and through the mesh`,

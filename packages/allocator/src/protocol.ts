@@ -74,6 +74,9 @@ export interface AllocatorStatusReply {
   services?: Record<string, { running: number; starting: number }>
 }
 
+/** A full host: callers ask another allocator. */
+export const NO_CAPACITY = 'ERR_NO_CAPACITY'
+
 /**
  * The allocator's error codes (the `code` of an `{ok:false}` reply). ERR_UNKNOWN_SERVICE
  * and ERR_INVALID_NAME come from the registry unchanged (their codes are the registry's).
@@ -81,7 +84,7 @@ export interface AllocatorStatusReply {
 export const ALLOCATION_ERRORS = [
   { code: NotFoundError.code, meaning: 'no such service in the registry' },
   { code: InvalidNameError.code, meaning: 'not a valid service name' },
-  { code: 'ERR_NO_CAPACITY', meaning: 'this host runs --max-instances already' },
+  { code: NO_CAPACITY, meaning: 'this host runs --max-instances already' },
   { code: 'ERR_IMAGE_UNAVAILABLE', meaning: 'the image could not be found, fetched or verified' },
   { code: 'ERR_START_FAILED', meaning: 'the container did not start, or exited' },
   { code: 'ERR_TIMEOUT', meaning: 'the instance did not become ready in time' },

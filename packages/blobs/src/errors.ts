@@ -5,16 +5,7 @@
  * (`@mtc/hash-lookup` ERRORS) includes it.
  */
 
-export interface BlobErrorInfo {
-  /** Stable code sent on the wire and printed by the CLI. */
-  readonly code: string
-  /** `err.name` of the class thrown for this condition. */
-  readonly name: string
-  /** Default message. */
-  readonly message: string
-  /** What it means for the operator or client. */
-  readonly meaning: string
-}
+import { type ErrorInfo, errorTable } from '@mtc/p2pnode/errors'
 
 export const BLOB_ERRORS = [
   {
@@ -55,13 +46,9 @@ export const BLOB_ERRORS = [
     meaning:
       'The upload would take the stored tarballs over --max-storage; refused before or while it was read',
   },
-] as const satisfies readonly BlobErrorInfo[]
+] as const satisfies readonly ErrorInfo[]
 
 export type BlobErrorCode = (typeof BLOB_ERRORS)[number]['code']
-
-function defaultMessage(code: BlobErrorCode): string {
-  return BLOB_ERRORS.find((e) => e.code === code)!.message
-}
 
 /** Base of every error in this package; `code` is one of `BLOB_ERRORS`. */
 export abstract class BlobError extends Error {
@@ -122,20 +109,20 @@ export class QuotaExceededError extends BlobError {
   }
 }
 
-const CLASSES: Record<BlobErrorCode, new (message?: string) => BlobError> = {
+const TABLE = errorTable<typeof BLOB_ERRORS, BlobError>(BLOB_ERRORS, {
   ERR_INVALID_DIGEST: InvalidDigestError,
   ERR_BLOB_TOO_LARGE: BlobTooLargeError,
   ERR_DIGEST_MISMATCH: DigestMismatchError,
   ERR_UNKNOWN_BLOB: BlobNotFoundError,
   ERR_STORAGE_FULL: StorageFullError,
   ERR_QUOTA_EXCEEDED: QuotaExceededError,
+})
+
+function defaultMessage(code: BlobErrorCode): string {
+  return TABLE.defaultMessage(code)
 }
 
-export function isBlobErrorCode(code: unknown): code is BlobErrorCode {
-  return typeof code === 'string' && Object.hasOwn(CLASSES, code)
-}
-
+/** Whether `code` is one of BLOB_ERRORS. */
+export const isBlobErrorCode = TABLE.isCode
 /** Rebuilds the typed error a peer reported as `{ code, message }`. */
-export function blobErrorFromCode(code: BlobErrorCode, message?: string): BlobError {
-  return new CLASSES[code](message)
-}
+export const blobErrorFromCode = TABLE.fromCode

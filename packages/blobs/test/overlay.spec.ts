@@ -8,6 +8,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { generatePsk, MeshNode } from '@mtc/p2pnode'
+import { startLoopbackNode } from '@mtc/p2pnode/testing'
 import { tempDir } from '@mtc/testkit'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import {
@@ -38,14 +39,7 @@ describe('BLOB_GET over the overlay', () => {
     await served.start()
     await local.start()
     await served.write(chunked(bytes, 64 * 1024))
-    server = await MeshNode.create({
-      role: 'test',
-      version: '0',
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      bootstraps: [],
-      psk,
-    })
-    await server.start()
+    server = await startLoopbackNode({ psk })
     await serveBlobs(server.libp2p, served)
     addr = multiaddr(server.multiaddrs()[0])
     client = await MeshNode.startClient({ role: 'test', psk })

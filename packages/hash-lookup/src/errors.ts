@@ -15,6 +15,7 @@ import {
   QuotaExceededError,
   StorageFullError,
 } from '@mtc/blobs/core'
+import { type ErrorInfo, errorTable } from '@mtc/p2pnode/errors'
 
 export {
   BlobError,
@@ -26,16 +27,7 @@ export {
   StorageFullError,
 } from '@mtc/blobs/core'
 
-export interface ErrorInfo {
-  /** Stable code sent on the wire and printed by the CLI. */
-  readonly code: string
-  /** `err.name` of the class thrown for this condition. */
-  readonly name: string
-  /** Default message. */
-  readonly message: string
-  /** What it means for the operator or client. */
-  readonly meaning: string
-}
+export type { ErrorInfo } from '@mtc/p2pnode/errors'
 
 export const ERRORS = [
   {
@@ -103,10 +95,6 @@ export const ERRORS = [
 ] as const satisfies readonly ErrorInfo[]
 
 export type ErrorCode = (typeof ERRORS)[number]['code']
-
-function defaultMessage(code: ErrorCode): string {
-  return ERRORS.find((e) => e.code === code)!.message
-}
 
 /** Base of this package's own errors; `code` is one of `ERRORS`. */
 export abstract class HashLookupError extends Error {
@@ -206,7 +194,7 @@ export class ForbiddenError extends HashLookupError {
   }
 }
 
-const CLASSES: Record<ErrorCode, new (message?: string) => RegistryError> = {
+const TABLE = errorTable<typeof ERRORS, RegistryError>(ERRORS, {
   ERR_INVALID_NAME: InvalidNameError,
   ERR_INVALID_REFERENCE: InvalidReferenceError,
   ERR_INVALID_RECORD: InvalidRecordError,
@@ -223,13 +211,13 @@ const CLASSES: Record<ErrorCode, new (message?: string) => RegistryError> = {
   ERR_UNKNOWN_BLOB: BlobNotFoundError,
   ERR_STORAGE_FULL: StorageFullError,
   ERR_QUOTA_EXCEEDED: QuotaExceededError,
+})
+
+function defaultMessage(code: ErrorCode): string {
+  return TABLE.defaultMessage(code)
 }
 
-export function isErrorCode(code: unknown): code is ErrorCode {
-  return typeof code === 'string' && Object.hasOwn(CLASSES, code)
-}
-
+/** Whether `code` is one of ERRORS. */
+export const isErrorCode = TABLE.isCode
 /** Rebuilds the typed error a peer reported as `{ code, message }`. */
-export function errorFromCode(code: ErrorCode, message?: string): RegistryError {
-  return new CLASSES[code](message)
-}
+export const errorFromCode = TABLE.fromCode

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { generatePsk, handleRpc, MeshNode } from '@mtc/p2pnode'
+import { startLoopbackNode } from '@mtc/p2pnode/testing'
 import { HashLookupClient } from '../src/client.ts'
 import { HL_PUT } from '../src/protocol.ts'
 
@@ -17,14 +18,7 @@ let client: MeshNode
 let answer = true
 
 before(async () => {
-  server = await MeshNode.create({
-    role: 'test',
-    version: '0.0.0',
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstraps: [],
-    psk,
-  })
-  await server.start()
+  server = await startLoopbackNode({ psk })
   // A service that answers only after the whole body, as hl-service does.
   await handleRpc(server.libp2p, HL_PUT, async (rpc) => {
     const req = await rpc.readJson<{ record: { name: string } }>()

@@ -14,27 +14,27 @@ import {
 import {
   freePort,
   httpGet,
+  type LaunchedDaemon,
+  LocalMesh,
   metricValue,
-  type Proc,
   runToEnd,
-  startBootstrap,
-  startDaemon,
   stopAll,
-  tempDir,
   waitFor,
 } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import { HashLookupClient } from '../src/client.ts'
 import { EtcdSupervisor } from '../src/daemon/etcd-supervisor.ts'
 import { HL_GET, HL_PUT } from '../src/protocol.ts'
+import { startHl as startHlOf } from './fixtures/hl.ts'
 import { classicTarball, fakeImage, ociTarball } from './fixtures/tarballs.ts'
 
 const psk = generatePsk()
+let mesh: LocalMesh
 let dir: { path: string; remove: () => Promise<void> }
 let pskFile: string
 let writerKey: string
-let pm: { proc: Proc; addr: string }
-let hl: { proc: Proc; addr: string; metrics: string; dataDir: string }
+let pm: LaunchedDaemon
+let hl: Awaited<ReturnType<typeof startHl>>
 let etcdPorts: { client: number; peer: number }
 let client: HashLookupClient
 let node: MeshNode
@@ -68,13 +68,7 @@ async function tarballFile(name: string, tag: string, layout: 'classic' | 'oci' 
 }
 
 let seq = 0
-async function startHl(args: string[], dataDir = join(dir.path, `hl-data-${seq++}`)) {
-  const metricsPort = await freePort()
-  const common = ['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0', '--bootstrap', pm.addr]
-  const own = ['--metrics', `127.0.0.1:${metricsPort}`, '--data-dir', dataDir]
-  const d = await startDaemon('hl-service', [...common, ...own, ...args], dir.path)
-  return { ...d, metrics: `http://127.0.0.1:${metricsPort}`, dataDir }
-}
+const startHl = (args: string[], dataDir?: string) => startHlOf(mesh, args, dataDir)
 
 /** hl-cli as a user runs it, as the writer unless `key` says otherwise. */
 function cli(args: string[], options: { key?: string; target?: string[] } = {}) {
@@ -97,15 +91,15 @@ async function blobFiles(dataDir: string): Promise<{ blobs: string[]; tmp: strin
 }
 
 before(async () => {
-  dir = await tempDir('mtc-hl-')
-  pskFile = join(dir.path, 'swarm.key')
-  await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
+  mesh = await LocalMesh.create({ swarmKey: formatSwarmKey(psk), prefix: 'mtc-hl-' })
+  dir = { path: mesh.dir, remove: () => mesh.stop() }
+  pskFile = mesh.pskFile
   writerKey = join(dir.path, 'writer.key')
   const writerId = (
     await runToEnd('mtc-keygen', ['identity', '--key-file', writerKey])
   ).stdout.trim()
 
-  pm = await startBootstrap(pskFile, dir.path)
+  pm = await mesh.startBootstrap()
 
   etcdPorts = { client: await freePort(), peer: await freePort() }
   hl = await startHl([

@@ -10,27 +10,17 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { formatSwarmKey, generatePsk, loadOrCreateKey, MeshNode, RpcStream } from '@mtc/p2pnode'
-import {
-  freePort,
-  httpGet,
-  metricValue,
-  type Proc,
-  runToEnd,
-  startBootstrap,
-  startDaemon,
-  stopAll,
-  tempDir,
-  waitFor,
-} from '@mtc/testkit'
+import { freePort, httpGet, LocalMesh, metricValue, runToEnd, stopAll, waitFor } from '@mtc/testkit'
 import { multiaddr } from '@multiformats/multiaddr'
 import { EtcdSupervisor } from '../src/daemon/etcd-supervisor.ts'
 import { HL_PUT } from '../src/protocol.ts'
+import { startHl as startHlOf } from './fixtures/hl.ts'
 import { classicTarball, fakeImage } from './fixtures/tarballs.ts'
 
 const psk = generatePsk()
+let mesh: LocalMesh
 let dir: { path: string; remove: () => Promise<void> }
 let pskFile: string
-let pm: { proc: Proc; addr: string }
 let etcd: EtcdSupervisor
 let node: MeshNode
 
@@ -43,21 +33,8 @@ async function tarballFile(name: string, tag: string, layerBytes = 4096) {
   return { path, bytes, hex: createHash('sha256').update(bytes).digest('hex') }
 }
 
-let seq = 0
-async function startHl(args: string[], dataDir = join(dir.path, `hl-data-${seq++}`)) {
-  const metricsPort = await freePort()
-  const d = await startDaemon(
-    'hl-service',
-    [
-      ...['--psk-file', pskFile, '--listen', '/ip4/127.0.0.1/tcp/0', '--bootstrap', pm.addr],
-      ...['--metrics', `127.0.0.1:${metricsPort}`, '--data-dir', dataDir],
-      ...['--etcd', etcd.endpoints.join(',')],
-      ...args,
-    ],
-    dir.path,
-  )
-  return { ...d, metrics: `http://127.0.0.1:${metricsPort}`, dataDir }
-}
+const startHl = (args: string[], dataDir?: string) =>
+  startHlOf(mesh, ['--etcd', etcd.endpoints.join(','), ...args], dataDir)
 
 type Hl = Awaited<ReturnType<typeof startHl>>
 
@@ -79,10 +56,10 @@ async function files(dataDir: string): Promise<{ blobs: string[]; tmp: string[] 
 }
 
 before(async () => {
-  dir = await tempDir('mtc-hl-storage-')
-  pskFile = join(dir.path, 'swarm.key')
-  await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
-  pm = await startBootstrap(pskFile, dir.path)
+  mesh = await LocalMesh.create({ swarmKey: formatSwarmKey(psk), prefix: 'mtc-hl-storage-' })
+  dir = { path: mesh.dir, remove: () => mesh.stop() }
+  pskFile = mesh.pskFile
+  await mesh.startBootstrap()
   etcd = new EtcdSupervisor({
     dataDir: join(dir.path, 'etcd'),
     clientPort: await freePort(),

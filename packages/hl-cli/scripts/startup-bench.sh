@@ -48,14 +48,15 @@ for _ in $(seq "$RUNS"); do
   for cli in "${CLIS[@]}"; do
     tag=$([ "$cli" = "$NEW" ] && echo this || echo other)
     measure "$tag --version" node "$cli" --version
+    measure "$tag --help" node "$cli" --help
     measure "$tag list --hl" node "$cli" --psk-file "$D/swarm.key" --hl "$HL" list
     measure "$tag list --bootstrap" node "$cli" --psk-file "$D/swarm.key" --bootstrap "$BS" list
   done
 done
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | sed -n "$(((RUNS + 1) / 2))p"; }
 printf '%-26s %8s %8s\n' command 'cpu ms' 'wall ms'
-for label in 'node -e 0' 'this --version' 'this list --hl' 'this list --bootstrap' \
-  'other --version' 'other list --hl' 'other list --bootstrap'; do
+for label in 'node -e 0' 'this --version' 'this --help' 'this list --hl' 'this list --bootstrap' \
+  'other --version' 'other --help' 'other list --hl' 'other list --bootstrap'; do
   [ -n "${CPU[$label]:-}" ] || continue
   printf '%-26s %8s %8s\n' "$label" "$(median "${CPU[$label]}")" "$(median "${WALL[$label]}")"
 done

@@ -1,6 +1,7 @@
 import type { ComponentLogger, Logger } from '@libp2p/interface'
 import { defaultLogger } from '@libp2p/logger'
 import type { Registry } from 'prom-client'
+import { writeFileAtomic } from './atomic-file.ts'
 import { MTC_VERSION, SHUTDOWN_TIMEOUT_MS } from './constants.ts'
 import { UsageError } from './errors.ts'
 import { type CommandSpec, type FlagValues, helpText, parseCommandLine } from './flags.ts'
@@ -28,6 +29,12 @@ export interface DaemonContext {
    * drain for seconds first): /healthz answers 503 from then on.
    */
   stopping?: AbortSignal
+  /**
+   * Set by MeshDaemon.start: the mesh node's addresses. runDaemon writes them to
+   * --addr-file once the daemon's start has returned, so whoever waits for the file finds
+   * every protocol handler registered (not an unsupported-protocol error).
+   */
+  multiaddrs?: () => string[]
 }
 
 export interface DaemonSpec {
@@ -101,6 +108,15 @@ export async function runDaemon(
     io.stderr(`${name}: ${(err as Error).message}\n`)
     return err instanceof UsageError ? 2 : 1
   }
+  if (ctx.config.addrFile != null && ctx.multiaddrs != null) {
+    try {
+      await writeFileAtomic(ctx.config.addrFile, `${ctx.multiaddrs().join('\n')}\n`)
+    } catch (err) {
+      io.stderr(`${name}: ${(err as Error).message}\n`)
+      await daemon.stop()
+      return 1
+    }
+  }
   const received = await signal
   stopping.abort()
   ctx.log('%s received, stopping', received)
@@ -161,7 +177,7 @@ export class MeshDaemon implements Daemon {
       bootstraps: config.bootstraps,
       psk: config.psk,
       privateKey: config.privateKey,
-      addrFile: config.addrFile,
+      // Not the node's own --addr-file: runDaemon writes it once the daemon has started.
       registry: init.registry,
       dhtClient: init.dhtClient,
       logger: ctx.logger,
@@ -191,6 +207,7 @@ export class MeshDaemon implements Daemon {
       life.defer('mesh node', () => node.stop())
     })
     started = true
+    ctx.multiaddrs = () => node.multiaddrs()
     const daemon = new MeshDaemon(node, metrics, life)
     ctx.log('peer %p listening on %s', node.peerId, node.multiaddrs().join(' '))
     if (metrics != null) ctx.log('metrics on http://%s/metrics', metrics.address())

@@ -23,7 +23,14 @@ export {
   provide,
   streamProviders,
 } from './discovery.ts'
-export { InvalidKeyFileError, InvalidPskError, UsageError } from './errors.ts'
+export {
+  type ErrorInfo,
+  type ErrorTable,
+  errorTable,
+  InvalidKeyFileError,
+  InvalidPskError,
+  UsageError,
+} from './errors.ts'
 export { exitWith } from './exit.ts'
 export {
   type CommandSpec,
@@ -99,6 +106,7 @@ export {
 export {
   expectReply,
   handleRpc,
+  INTERNAL_ERROR_CODE,
   openRpc,
   ProtocolViolationError,
   RemoteError,
@@ -106,6 +114,7 @@ export {
   type RpcOptions,
   type RpcReply,
   RpcStream,
+  wireErrorCode,
 } from './rpc.ts'
 export { probeRtt } from './rtt.ts'
 export { encodeVarint } from './stream-io.ts'

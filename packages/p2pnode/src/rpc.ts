@@ -148,6 +148,15 @@ export async function expectReply<T>(
 
 export type RpcHandler = (rpc: RpcStream, connection: Connection) => Promise<void>
 
+/** The code of a failure that has no mtc code of its own (a system error, a bug). */
+export const INTERNAL_ERROR_CODE = 'ERR_INTERNAL'
+
+/** A handler's failure as its wire code: mtc's own codes go as they are, others are internal. */
+export function wireErrorCode(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && code.startsWith('ERR_') ? code : INTERNAL_ERROR_CODE
+}
+
 /**
  * Serves `protocol`: each inbound stream is one exchange run by `handler`. A handler that
  * throws has its error answered as `{ok:false, code, message}` when the stream still
@@ -167,11 +176,9 @@ export async function handleRpc(
         await handler(rpc, connection)
         await rpc.close()
       } catch (err) {
-        const e = err as Error & { code?: string }
+        const e = err as Error
         try {
-          // Only mtc's own codes go on the wire; a system error is just internal.
-          const code = e.code?.startsWith('ERR_') === true ? e.code : 'ERR_INTERNAL'
-          await rpc.writeJson({ ok: false, code, message: e.message })
+          await rpc.writeJson({ ok: false, code: wireErrorCode(e), message: e.message })
           await rpc.close()
         } catch {
           rpc.abort(e)

@@ -5,8 +5,9 @@ import { afterEach, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { multiaddr } from '@multiformats/multiaddr'
 import { INBOUND_HANDSHAKE_TIMEOUT_MS } from '../src/constants.ts'
-import { MeshNode } from '../src/node.ts'
+import type { MeshNode } from '../src/node.ts'
 import { generatePsk, type Psk } from '../src/psk.ts'
+import { startLoopbackNode } from '../src/testing.ts'
 import { RawFlood } from './raw-flood.ts'
 
 const TEST_PROTOCOL = '/mtc/test-hello/1.0.0'
@@ -18,15 +19,8 @@ afterEach(async () => {
 })
 
 async function startNode(psk: Psk, listen: string[]): Promise<MeshNode> {
-  const node = await MeshNode.create({
-    role: 'test',
-    version: '0.0.0',
-    listen,
-    bootstraps: [],
-    psk,
-  })
+  const node = await startLoopbackNode({ psk, listen })
   cleanups.push(() => node.stop())
-  await node.start()
   return node
 }
 

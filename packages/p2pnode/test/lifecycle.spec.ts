@@ -1,10 +1,17 @@
 import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { defaultLogger } from '@libp2p/logger'
-import { MeshDaemon } from '../src/daemon.ts'
+import { readLinesWhenReady, tempDir } from '@mtc/testkit'
+import { multiaddr } from '@multiformats/multiaddr'
+import { type DaemonSpec, MeshDaemon, runDaemon } from '../src/daemon.ts'
 import { Lifecycle } from '../src/lifecycle.ts'
-import { resolveNodeConfig } from '../src/node-config.ts'
+import { MeshNode } from '../src/node.ts'
+import { NODE_FLAGS, resolveNodeConfig } from '../src/node-config.ts'
+import { formatSwarmKey, generatePsk } from '../src/psk.ts'
 
 /** A lifecycle whose errors are collected, and a record of what stopped, in order. */
 function recorded() {
@@ -123,5 +130,64 @@ describe('MeshDaemon stop', () => {
     assert.equal(daemon.node.libp2p.status, 'stopped')
     await assert.rejects(fetch(url, { signal: AbortSignal.timeout(2_000) }))
     await first
+  })
+})
+
+describe('runDaemon --addr-file', () => {
+  it('is written once the daemon has started, after its protocol handlers are registered', async (t) => {
+    const dir = await tempDir('mtc-addr-file-')
+    t.after(() => dir.remove())
+    const addrFile = join(dir.path, 'addr')
+    const psk = generatePsk()
+    const pskFile = join(dir.path, 'swarm.key')
+    await writeFile(pskFile, formatSwarmKey(psk), { mode: 0o600 })
+    const protocol = '/mtc-test/ready/1.0.0'
+    let fileBeforeHandlers: boolean | undefined
+    let signal!: (name: string) => void
+    const spec: DaemonSpec = {
+      command: { name: 'test-daemon', summary: 'test', usage: '[flags]', flags: NODE_FLAGS },
+      role: 'test',
+      nodeDefaults: { listen: [] },
+      async start(ctx) {
+        const mesh = await MeshDaemon.start(ctx, { role: 'test' })
+        // The node listens now; a script reading the file must not race the handler.
+        fileBeforeHandlers = existsSync(addrFile)
+        await mesh.node.libp2p.handle(protocol, (stream) => void stream.close())
+        return mesh
+      },
+    }
+    const argv = [
+      '--listen',
+      '/ip4/127.0.0.1/tcp/0',
+      '--psk-file',
+      pskFile,
+      '--addr-file',
+      addrFile,
+    ]
+    const exit = runDaemon(
+      spec,
+      argv,
+      {},
+      {
+        stdout: () => {},
+        stderr: () => {},
+        signal: new Promise((resolve) => {
+          signal = resolve
+        }),
+      },
+    )
+    t.after(async () => {
+      signal('SIGTERM')
+      await exit
+    })
+    const [addr] = await readLinesWhenReady(addrFile, 30_000)
+    // Before the fix MeshNode.start wrote the file, ahead of the daemon's handlers.
+    assert.equal(fileBeforeHandlers, false)
+    const client = await MeshNode.startClient({ role: 'test', psk })
+    t.after(() => client.stop())
+    const stream = await client.libp2p.dialProtocol(multiaddr(addr), protocol)
+    assert.equal(stream.protocol, protocol)
+    signal('SIGTERM')
+    assert.equal(await exit, 0)
   })
 })

@@ -4,10 +4,11 @@ import { afterEach, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { RTT_MAX_STREAMS_PER_CONNECTION, RTT_PROTOCOL } from '../src/constants.ts'
 import { pingConnection, receivedBytes, SilenceClock, SlowEchoHistory } from '../src/liveness.ts'
-import { MeshNode, type MeshNodeInit } from '../src/node.ts'
+import type { MeshNode, MeshNodeInit } from '../src/node.ts'
 import { generatePsk } from '../src/psk.ts'
 import { probeRtt } from '../src/rtt.ts'
 import { sendWithBackpressure } from '../src/stream-io.ts'
+import { loopbackNode } from '../src/testing.ts'
 
 const SINK_PROTOCOL = '/mtc/test-sink/1.0.0'
 
@@ -24,14 +25,7 @@ async function pair(
 ): Promise<[MeshNode, MeshNode]> {
   const psk = generatePsk()
   const make = async (liveness: MeshNodeInit['liveness']): Promise<MeshNode> => {
-    const node = await MeshNode.create({
-      role: 'test',
-      version: '0.0.0',
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      bootstraps: [],
-      psk,
-      liveness,
-    })
+    const node = await loopbackNode({ psk, liveness })
     nodes.push(node)
     await node.start()
     return node

@@ -9,10 +9,11 @@ import { STATUS_PROTOCOL } from '../src/constants.ts'
 import { type DiscoveryKind, provide, streamProviders } from '../src/discovery.ts'
 import { answerStatus, queryStatus } from '../src/instance-status.ts'
 import { findReachableProvider, PeerLocator } from '../src/locator.ts'
-import { MeshNode } from '../src/node.ts'
+import type { MeshNode } from '../src/node.ts'
 import { probeStatusAndRtt } from '../src/probe.ts'
 import { ProviderDirectory } from '../src/provider-directory.ts'
 import { generatePsk, type Psk } from '../src/psk.ts'
+import { startLoopbackNode } from '../src/testing.ts'
 
 /**
  * The mesh helpers written once in p2pnode (issue 16 item 3): the streaming provider
@@ -31,15 +32,11 @@ const SLOW = { timeoutMs: 60_000 }
 const log: Logger = defaultLogger().forComponent('test:mesh-helpers')
 
 async function startNode(psk: Psk, bootstraps: string[] = []): Promise<MeshNode> {
-  const node = await MeshNode.create({
-    role: 'test',
-    version: '0.0.0',
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstraps: bootstraps.map((a) => multiaddr(a)),
+  const node = await startLoopbackNode({
     psk,
+    bootstraps,
     bootstrapBackoffMs: { initial: 50, max: 200 },
   })
-  await node.start()
   started.push(node)
   return node
 }

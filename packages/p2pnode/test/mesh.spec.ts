@@ -10,8 +10,9 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { Announcer } from '../src/announcer.ts'
 import { findProviders, provide } from '../src/discovery.ts'
 import { keygenMain } from '../src/keygen.ts'
-import { MeshNode } from '../src/node.ts'
+import type { MeshNode } from '../src/node.ts'
 import { derivePsk, generatePsk, type Psk, parseSwarmKey } from '../src/psk.ts'
+import { startLoopbackNode } from '../src/testing.ts'
 
 const started: MeshNode[] = []
 after(async () => {
@@ -26,18 +27,12 @@ async function startNode(init: {
   announce?: string[]
   addrFile?: string
 }): Promise<MeshNode> {
-  const node = await MeshNode.create({
-    role: 'test',
-    version: '0.0.0',
-    listen: [`/ip4/127.0.0.1/tcp/${init.port ?? 0}`],
-    bootstraps: (init.bootstraps ?? []).map((a) => multiaddr(a)),
-    psk: init.psk,
-    privateKey: init.privateKey,
-    announce: init.announce,
-    addrFile: init.addrFile,
+  const { port = 0, ...rest } = init
+  const node = await startLoopbackNode({
+    ...rest,
+    listen: [`/ip4/127.0.0.1/tcp/${port}`],
     bootstrapBackoffMs: { initial: 50, max: 200 },
   })
-  await node.start()
   started.push(node)
   return node
 }

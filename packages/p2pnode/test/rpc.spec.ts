@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test'
 import { lpStream } from '@libp2p/utils'
 import type { MeshNode } from '../src/node.ts'
 import { expectReply, handleRpc, openRpc, type RemoteError } from '../src/rpc.ts'
-import { loopbackPair } from './loopback-pair.ts'
+import { loopbackPair } from '../src/testing.ts'
 
 const PROTOCOL = '/mtc/test-rpc/1.0.0'
 let server: MeshNode

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { RTT_PROTOCOL } from '../src/constants.ts'
 import type { MeshNode } from '../src/node.ts'
 import { probeRtt } from '../src/rtt.ts'
-import { loopbackPair, stopPair } from './loopback-pair.ts'
+import { loopbackPair, stopPair } from '../src/testing.ts'
 
 let nodes: MeshNode[] = []
 after(async () => {

@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test'
 import { MeshNode } from '../src/node.ts'
 import { generatePsk } from '../src/psk.ts'
 import { expectReply, handleRpc, openRpc } from '../src/rpc.ts'
+import { startLoopbackNode } from '../src/testing.ts'
 
 const PROTOCOL = '/mtc/test-burst/1.0.0'
 /** More than libp2p's default early-stream allowance (10), within the per-protocol cap (32). */
@@ -13,14 +14,7 @@ const psk = generatePsk()
 let server: MeshNode
 
 before(async () => {
-  server = await MeshNode.create({
-    role: 'test',
-    version: '0.0.0',
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstraps: [],
-    psk,
-  })
-  await server.start()
+  server = await startLoopbackNode({ psk })
   await handleRpc(server.libp2p, PROTOCOL, async (rpc) => {
     const req = await rpc.readJson<{ i: number }>()
     await rpc.writeJson({ ok: true, i: req.i })

@@ -6,32 +6,20 @@ import type { Stream } from '@libp2p/interface'
 import { waitFor } from '@mtc/testkit'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { YAMUX_MAX_STREAM_WINDOW_BYTES } from '../src/constants.ts'
-import { MeshNode } from '../src/node.ts'
-import { generatePsk, type Psk } from '../src/psk.ts'
+import type { MeshNode } from '../src/node.ts'
+import { generatePsk } from '../src/psk.ts'
 import { sendWithBackpressure } from '../src/stream-io.ts'
-import { loopbackPair, stopPair } from './loopback-pair.ts'
+import { loopbackPair, startLoopbackNode, stopPair } from '../src/testing.ts'
 import { frameCounts, handleSink, SINK_PROTOCOL, sendToSink, startStockNode } from './stock-node.ts'
 
 const MB = 1024 * 1024
-
-async function startMeshNode(psk: Psk): Promise<MeshNode> {
-  const node = await MeshNode.create({
-    role: 'test',
-    version: '0.0.0',
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstraps: [],
-    psk,
-  })
-  await node.start()
-  return node
-}
 
 describe('wire compatibility with a stock js-libp2p node', () => {
   it('talks both ways over stock pnet + Noise + per-frame yamux: dials, 12 MB each way, ping', async (t) => {
     const psk = generatePsk()
     const counts = frameCounts()
     const stock = await startStockNode(psk, counts)
-    const mesh = await startMeshNode(psk)
+    const mesh = await startLoopbackNode({ psk })
     try {
       await handleSink(stock)
       await handleSink(mesh.libp2p)
@@ -76,7 +64,7 @@ describe('wire compatibility with a stock js-libp2p node', () => {
 
   it('does not connect with a different key, either way', async () => {
     const stock = await startStockNode(generatePsk(), frameCounts())
-    const mesh = await startMeshNode(generatePsk())
+    const mesh = await startLoopbackNode({ psk: generatePsk() })
     try {
       await assert.rejects(
         mesh.libp2p.dial(stock.getMultiaddrs()[0], { signal: AbortSignal.timeout(15_000) }),

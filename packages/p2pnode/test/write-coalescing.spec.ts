@@ -5,8 +5,8 @@ import { setImmediate as nextTurn } from 'node:timers/promises'
 import type { MessageStream } from '@libp2p/interface'
 import { waitFor } from '@mtc/testkit'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { loopbackPair, stopPair } from '../src/testing.ts'
 import { COALESCE_MAX_BYTES, coalesceWrites } from '../src/write-coalescing.ts'
-import { loopbackPair, stopPair } from './loopback-pair.ts'
 
 /** The part of a secured connection coalesceWrites uses, recording what reaches it. */
 function fakeConn() {

@@ -8,11 +8,12 @@ import {
   generatePsk,
   handleRpc,
   METRICS_INFO_PROTOCOL,
-  MeshNode,
+  type MeshNode,
   type MetricsInfo,
   STATUS_PROTOCOL,
   serveMetricsInfo,
 } from '@mtc/p2pnode'
+import { loopbackNode } from '@mtc/p2pnode/testing'
 import {
   freePort,
   httpGet,
@@ -23,7 +24,6 @@ import {
   tempDir,
   waitFor,
 } from '@mtc/testkit'
-import { multiaddr } from '@multiformats/multiaddr'
 import { ALLOCATOR_STATUS_PROTOCOL } from '../src/allocator-status.ts'
 import type { SdGroup, StatusDocument } from '../src/status.ts'
 
@@ -72,11 +72,9 @@ async function startPeer(
   role: string,
   setup: (node: MeshNode) => Promise<void>,
 ): Promise<MeshNode> {
-  const node = await MeshNode.create({
+  const node = await loopbackNode({
     role,
-    version: '0.0.0',
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstraps: [multiaddr(pm.addr)],
+    bootstraps: [pm.addr],
     psk,
     bootstrapBackoffMs: { initial: 50, max: 500 },
   })

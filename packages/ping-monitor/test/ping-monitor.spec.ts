@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { findProviders, formatSwarmKey, generatePsk, MeshNode, provide } from '@mtc/p2pnode'
+import { findProviders, formatSwarmKey, generatePsk, type MeshNode, provide } from '@mtc/p2pnode'
+import { startLoopbackNode } from '@mtc/p2pnode/testing'
 import {
   freePort,
   httpGet,
@@ -15,7 +16,6 @@ import {
   tempDir,
   waitFor,
 } from '@mtc/testkit'
-import { multiaddr } from '@multiformats/multiaddr'
 
 let dir: { path: string; remove: () => Promise<void> }
 let pskFile: string
@@ -61,15 +61,12 @@ async function startMonitor(
 }
 
 async function startPeer(bootstraps: string[]): Promise<MeshNode> {
-  const node = await MeshNode.create({
+  const node = await startLoopbackNode({
     role: 'allocator',
-    version: '0.0.0',
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstraps: bootstraps.map((b) => multiaddr(b)),
+    bootstraps,
     psk,
     bootstrapBackoffMs: { initial: 50, max: 500 },
   })
-  await node.start()
   nodes.push(node)
   return node
 }

@@ -1,6 +1,12 @@
 import type { Libp2p, Logger, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { ALLOCATION_TIMEOUT_MS, allocatorStatus, requestAllocation } from '@mtc/allocator/client'
+import {
+  ALLOCATION_TIMEOUT_MS,
+  allocatorStatus,
+  NO_CAPACITY,
+  requestAllocation,
+} from '@mtc/allocator/client'
+import { InvalidNameError, NotFoundError } from '@mtc/hash-lookup/client'
 import { ProviderDirectory, probeStatusAndRtt, RemoteError, raceSignal } from '@mtc/p2pnode'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import type { AllocationRequest, Allocator } from './allocator.ts'
@@ -34,7 +40,7 @@ interface Answering {
 const P2P_CODE = 421
 
 /** Registry answers that every allocator would give alike: asking another is useless. */
-const UNKNOWN_SERVICE_CODES = new Set(['ERR_UNKNOWN_SERVICE', 'ERR_INVALID_NAME'])
+const UNKNOWN_SERVICE_CODES = new Set<string>([NotFoundError.code, InvalidNameError.code])
 
 /**
  * The allocator client of the proxy: allocators are found in the DHT (a ProviderDirectory
@@ -98,7 +104,7 @@ export class MeshAllocator implements Allocator {
         if (code != null && UNKNOWN_SERVICE_CODES.has(code)) {
           throw new ProxyError('ERR_UNKNOWN_SERVICE', (err as Error).message)
         }
-        if (code === 'ERR_NO_CAPACITY') full++
+        if (code === NO_CAPACITY) full++
         lastError = err as Error
       }
     }
@@ -146,7 +152,7 @@ export class MeshAllocator implements Allocator {
     }
     const code = lastError instanceof RemoteError ? lastError.code : undefined
     throw new ProxyError(
-      code === 'ERR_NO_CAPACITY' ? 'ERR_NO_CAPACITY' : 'ERR_ALLOCATION_FAILED',
+      code === NO_CAPACITY ? 'ERR_NO_CAPACITY' : 'ERR_ALLOCATION_FAILED',
       lastError?.message,
     )
   }

@@ -38,7 +38,7 @@ interface Allocation {
 /** The allocation ended with an instance that answers but takes no request (yet). */
 function awaited(a: Allocation): boolean {
   const r = a.result
-  return r != null && 'instance' in r && r.instance != null && r.instance.up && !r.instance.usable
+  return r != null && 'instance' in r && r.instance?.up === true && !r.instance.usable
 }
 
 /** The allocation ended with an instance this proxy cannot reach (e.g. one that just died). */

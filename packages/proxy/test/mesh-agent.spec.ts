@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { generatePsk, MeshNode } from '@mtc/p2pnode'
+import { generatePsk, type MeshNode } from '@mtc/p2pnode'
+import { startLoopbackNode } from '@mtc/p2pnode/testing'
 import { HTTP_PROTOCOL } from '../src/constants.ts'
 import { MeshAgent } from '../src/mesh-agent.ts'
 import { PREFACE_OK } from '../src/stream-preface.ts'
@@ -15,22 +16,10 @@ import { PREFACE_OK } from '../src/stream-preface.ts'
 let gateway: MeshNode
 let instance: MeshNode
 
-async function node(psk: Uint8Array): Promise<MeshNode> {
-  const n = await MeshNode.create({
-    role: 'test',
-    version: '0.0.0',
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstraps: [],
-    psk,
-  })
-  await n.start()
-  return n
-}
-
 before(async () => {
   const psk = generatePsk()
-  gateway = await node(psk)
-  instance = await node(psk)
+  gateway = await startLoopbackNode({ psk })
+  instance = await startLoopbackNode({ psk })
   // The instance side says it reached its service, then keeps the stream open.
   await instance.libp2p.handle(HTTP_PROTOCOL, (stream) => {
     stream.send(new TextEncoder().encode(PREFACE_OK))

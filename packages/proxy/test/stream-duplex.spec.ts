@@ -6,7 +6,8 @@ import { pipeline } from 'node:stream/promises'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Stream } from '@libp2p/interface'
-import { generatePsk, MeshNode } from '@mtc/p2pnode'
+import { generatePsk, type MeshNode } from '@mtc/p2pnode'
+import { startLoopbackNode } from '@mtc/p2pnode/testing'
 import { waitFor } from '@mtc/testkit'
 import { StreamDuplex } from '../src/stream-duplex.ts'
 import { randomBody } from './fixture.ts'
@@ -25,21 +26,9 @@ let b: MeshNode
 /** Inbound streams on `a`, in arrival order. */
 const inbound: Array<(s: Stream) => void> = []
 
-async function node(): Promise<MeshNode> {
-  const n = await MeshNode.create({
-    role: 'proxy-test',
-    version: '0.0.0',
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstraps: [],
-    psk,
-  })
-  await n.start()
-  return n
-}
-
 before(async () => {
-  a = await node()
-  b = await node()
+  a = await startLoopbackNode({ role: 'proxy-test', psk })
+  b = await startLoopbackNode({ role: 'proxy-test', psk })
   await a.libp2p.handle(PROTOCOL, (stream) => {
     const next = inbound.shift()
     if (next == null) stream.abort(new Error('unexpected stream'))

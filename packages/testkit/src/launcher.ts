@@ -42,13 +42,13 @@ export const DAEMON_READY_TIMEOUT_MS = 30_000
 
 /** Where daemons run: how to start a binary there and GET a URL from there. */
 export interface Place {
-  spawn(bin: string, args: string[]): Proc
+  spawn(bin: string, args: string[], env?: NodeJS.ProcessEnv): Proc
   httpGet(url: string, timeoutMs: number): Promise<{ status: number; body: string }>
 }
 
 /** This machine. */
 export const LOCAL: Place = {
-  spawn: (bin, args) => run(bin, args),
+  spawn: (bin, args, env) => run(bin, args, { env }),
   httpGet: (url) => httpGet(url),
 }
 
@@ -63,6 +63,10 @@ export interface DaemonPlan {
   /** A proxy's gateway port on 127.0.0.1: it is ready once the gateway answers. */
   gateway?: number
   place?: Place
+  /** The executable (default the kind's mtc binary): e.g. a baseline build to compare with. */
+  bin?: string
+  /** Added to its environment (e.g. NODE_OPTIONS for a CPU profile). */
+  env?: NodeJS.ProcessEnv
   /** How errors name it, e.g. `proxy on h3` (default its kind). */
   name?: string
   timeoutMs?: number
@@ -109,7 +113,7 @@ export class LaunchedDaemon {
     const place = plan.place ?? LOCAL
     const timeoutMs = plan.timeoutMs ?? DAEMON_READY_TIMEOUT_MS
     await rm(plan.addrFile, { force: true })
-    const proc = place.spawn(DAEMON_BINARY[plan.kind], plan.args)
+    const proc = place.spawn(plan.bin ?? DAEMON_BINARY[plan.kind], plan.args, plan.env)
     this.proc = proc
     plan.onSpawn?.(proc)
     const failed = (why: string) =>
@@ -275,7 +279,7 @@ export class LocalMesh {
   async start(
     kind: DaemonKind,
     args: string[] | (() => Promise<string[]>),
-    options: { gateway?: number } = {},
+    options: Pick<DaemonPlan, 'gateway' | 'bin' | 'env' | 'timeoutMs'> = {},
   ): Promise<LaunchedDaemon> {
     for (let attempt = 1; ; attempt++) {
       const metrics = `127.0.0.1:${await freePort()}`
@@ -290,7 +294,7 @@ export class LocalMesh {
           args: [...this.joined(), ...common, ...own],
           addrFile,
           metrics,
-          gateway: options.gateway,
+          ...options,
         })
       } catch (err) {
         const inUse = /address already in use|EADDRINUSE/.test((err as Error).message)
@@ -344,16 +348,19 @@ export class LocalMesh {
 
   /**
    * A proxy: `positionals` are its own (`PORT [SERVICE TARGET]`), `gateway` the port it
-   * answers HTTP on (ready once it does); told the hl-service unless `hl` is false.
+   * answers HTTP on (ready once it does); told the hl-service unless `hl` is false;
+   * `bin` and `env` as in {@link DaemonPlan}.
    */
   async startProxy(
     positionals: string[],
     extra: string[] = [],
-    { hl = true }: { hl?: boolean } = {},
+    { hl = true, bin, env }: { hl?: boolean } & Pick<DaemonPlan, 'bin' | 'env'> = {},
   ): Promise<LaunchedDaemon> {
     const gateway = positionals[0] != null ? Number(positionals[0]) : undefined
     return await this.start('proxy', [...(hl ? this.hlFlag() : []), ...extra, ...positionals], {
       gateway,
+      bin,
+      env,
     })
   }
 

@@ -1,5 +1,5 @@
 import type { Connection, Libp2p, Logger, Stream } from '@libp2p/interface'
-import { encodeVarint, RpcStream } from '@mtc/p2pnode'
+import { encodeVarint, RpcStream, wireErrorCode } from '@mtc/p2pnode'
 import {
   MAX_NAMES_PER_NOTICE,
   MAX_WATCH_STREAMS_PER_CONNECTION,
@@ -113,9 +113,8 @@ export class ChangeFeed {
       this.watchers.set(stream, conn.remotePeer.toString())
     } catch (err) {
       this.watchers.delete(stream)
-      const e = err as Error & { code?: string }
-      const code = e.code?.startsWith('ERR_') === true ? e.code : 'ERR_INTERNAL'
-      await rpc.writeJson({ ok: false, code, message: e.message }).catch(() => {})
+      const message = (err as Error).message
+      await rpc.writeJson({ ok: false, code: wireErrorCode(err), message }).catch(() => {})
       await rpc.close()
     }
   }

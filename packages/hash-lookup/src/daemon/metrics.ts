@@ -1,3 +1,4 @@
+import { INTERNAL_ERROR_CODE } from '@mtc/p2pnode'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 
 /** hl-service's own metrics (`mtc_hl_*`), beside the libp2p stack's. */
@@ -102,7 +103,7 @@ export class HashLookupMetrics {
       this.requests.inc({ op, outcome: 'ok' })
       return result
     } catch (err) {
-      this.requests.inc({ op, outcome: (err as { code?: string }).code ?? 'ERR_INTERNAL' })
+      this.requests.inc({ op, outcome: (err as { code?: string }).code ?? INTERNAL_ERROR_CODE })
       throw err
     } finally {
       end()
