@@ -2,8 +2,9 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import type { FrameHeader } from '@chainsafe/libp2p-yamux'
 import { StreamState, YamuxStream } from '@chainsafe/libp2p-yamux/stream'
+import { AbortError } from '@libp2p/interface'
 import { defaultLogger } from '@libp2p/logger'
-import { LengthPrefixedDecoder } from '@libp2p/utils'
+import { LengthPrefixedDecoder, Queue } from '@libp2p/utils'
 import { Uint8ArrayList } from 'uint8arraylist'
 
 /** Noise's frame length: 2 bytes big-endian; throws a RangeError when short, as Noise's does. */
@@ -118,5 +119,84 @@ describe('YamuxStream window updates (patched)', () => {
     stream.resume()
     assert.equal(updates().length, 1)
     assert.equal(updates()[0].length, 32 * KIB)
+  })
+})
+
+// patches/@libp2p__utils@7.4.1.patch: every send() that empties a stream's write buffer
+// dispatched an 'idle' event, at each layer of a connection (yamux stream, Noise, pnet,
+// TCP): a CustomEvent and an EventTarget dispatch per write and layer, heard only by a
+// close() waiting for the buffer to empty.
+describe("AbstractMessageStream 'idle' (patched)", () => {
+  /** The types of the events `stream` dispatches, in order. */
+  function dispatched(stream: YamuxStream): string[] {
+    const types: string[] = []
+    const dispatch = stream.dispatchEvent.bind(stream)
+    stream.dispatchEvent = (evt: Event) => {
+      types.push(evt.type)
+      return dispatch(evt)
+    }
+    return types
+  }
+
+  it('builds no idle event nobody listens to', () => {
+    const { stream } = yamuxStream(256 * KIB)
+    const types = dispatched(stream)
+    for (let i = 0; i < 10; i++) assert.equal(stream.send(new Uint8Array(100)), true)
+    // stock: ten 'idle' events
+    assert.deepEqual(
+      types.filter((t) => t === 'idle'),
+      [],
+    )
+  })
+
+  it('still tells a listener, and close() still waits for the buffer to empty', async () => {
+    const { stream } = yamuxStream(256 * KIB)
+    let heard = 0
+    stream.addEventListener('idle', () => heard++)
+    for (let i = 0; i < 3; i++) stream.send(new Uint8Array(100))
+    assert.equal(heard, 3)
+    await stream.close({ signal: AbortSignal.timeout(5_000) })
+    assert.equal(stream.writeStatus, 'closed')
+  })
+})
+
+// The same patch: a finished queue job built an AbortError (with its stack trace) for
+// every caller waiting on it, only for reject() to ignore it: the job had settled them.
+describe('Queue jobs (patched)', () => {
+  it('build no AbortError for callers a finished job already settled', async () => {
+    let built = 0
+    // AbortError's constructor assigns this.name: a setter on its prototype sees each one.
+    Object.defineProperty(AbortError.prototype, 'name', {
+      configurable: true,
+      set(this: Error, value: string) {
+        built++
+        Object.defineProperty(this, 'name', { value, writable: true, configurable: true })
+      },
+    })
+    try {
+      const queue = new Queue<number>({ concurrency: 2 })
+      const ok = await Promise.all(Array.from({ length: 20 }, (_, i) => queue.add(async () => i)))
+      assert.deepEqual(
+        ok,
+        Array.from({ length: 20 }, (_, i) => i),
+      )
+      const failed = await queue
+        .add(async () => {
+          throw new Error('boom')
+        })
+        .catch((err: Error) => err.message)
+      assert.equal(failed, 'boom')
+      // stock: 21, one per job
+      assert.equal(built, 0)
+      // An aborted caller is still told, with an AbortError.
+      const controller = new AbortController()
+      const waiting = queue.add(() => new Promise<number>(() => {}), {
+        signal: controller.signal,
+      })
+      controller.abort()
+      await assert.rejects(waiting, { name: 'AbortError' })
+    } finally {
+      delete (AbortError.prototype as { name?: string }).name
+    }
   })
 })
