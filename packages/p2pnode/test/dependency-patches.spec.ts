@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { FrameHeader } from '@chainsafe/libp2p-yamux'
 import { StreamState, YamuxStream } from '@chainsafe/libp2p-yamux/stream'
-import { AbortError } from '@libp2p/interface'
+import { AbortError, type PeerId } from '@libp2p/interface'
 import { defaultLogger } from '@libp2p/logger'
 import { LengthPrefixedDecoder, Queue } from '@libp2p/utils'
+import { waitFor } from '@mtc/testkit'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { findProviders, provide } from '../src/discovery.ts'
+import { loopbackPair, stopPair } from './loopback-pair.ts'
 
 /** Noise's frame length: 2 bytes big-endian; throws a RangeError when short, as Noise's does. */
 function uint16Length(calls: number[]) {
@@ -197,6 +201,52 @@ describe('Queue jobs (patched)', () => {
       await assert.rejects(waiting, { name: 'AbortError' })
     } finally {
       delete (AbortError.prototype as { name?: string }).name
+    }
+  })
+})
+
+/** kad-dht's routing table, as far as these tests look into it. */
+interface RoutingTableInternals {
+  size: number
+  kb: { verify: (contact: { peerId: PeerId }, options?: unknown) => Promise<boolean> }
+}
+
+// patches/@libp2p__kad-dht@16.4.5.patch: a provider lookup on a node that holds provider
+// records answers first "from" itself (its local store), and every answer's sender is
+// offered to the routing table: our own peer was pinged as a new contact on every lookup
+// ("Can not dial self": an error, a queue job, a timeout signal), never added, so again
+// on the next lookup, i.e. about once a second on a proxy.
+describe('kad-dht routing table (patched)', () => {
+  it('never pings its own peer as a new contact, and still adds the others', async () => {
+    const nodes = await loopbackPair()
+    try {
+      const [a] = nodes
+      const table = (a.libp2p.services.dht as unknown as { routingTable: RoutingTableInternals })
+        .routingTable
+      const verify = table.kb.verify
+      const verified: string[] = []
+      table.kb.verify = (contact, options) => {
+        verified.push(contact.peerId.toString())
+        return verify(contact, options)
+      }
+      // Once b is a DHT server a knows of (kad-dht's topology, after identify).
+      await waitFor('provide', async () => {
+        await provide(a.libp2p, 'service', 'self-test', { signal: AbortSignal.timeout(3_000) })
+        return true
+      })
+      verified.splice(0) // what the lookups below do
+      for (let i = 0; i < 3; i++) {
+        const found = await findProviders(a.libp2p, 'service', 'self-test', {
+          signal: AbortSignal.timeout(5_000),
+        })
+        assert.deepEqual(found, [], 'a finds no provider but itself, which it skips')
+      }
+      await sleep(200) // routing-table updates run in a queue after the lookup
+      // stock: one ping of itself per lookup
+      assert.equal(verified.filter((p) => p === a.peerId.toString()).length, 0)
+      assert.ok(table.size >= 1, 'b is in the routing table')
+    } finally {
+      await stopPair(nodes)
     }
   })
 })
