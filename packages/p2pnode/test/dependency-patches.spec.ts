@@ -1,10 +1,15 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { FrameHeader } from '@chainsafe/libp2p-yamux'
 import { StreamState, YamuxStream } from '@chainsafe/libp2p-yamux/stream'
+import { AbortError, type PeerId } from '@libp2p/interface'
 import { defaultLogger } from '@libp2p/logger'
-import { LengthPrefixedDecoder } from '@libp2p/utils'
+import { LengthPrefixedDecoder, Queue } from '@libp2p/utils'
+import { waitFor } from '@mtc/testkit'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { findProviders, provide } from '../src/discovery.ts'
+import { loopbackPair, stopPair } from '../src/testing.ts'
 
 /** Noise's frame length: 2 bytes big-endian; throws a RangeError when short, as Noise's does. */
 function uint16Length(calls: number[]) {
@@ -166,6 +171,131 @@ describe('Noise decryption (patched)', () => {
     for (const dst of dsts) {
       assert.equal(dst?.buffer, whole.buffer, 'a view of the message itself')
       assert.equal(dst?.byteLength, 20 - 16, 'the message less its tag')
+    }
+  })
+})
+
+// patches/@libp2p__utils@7.4.1.patch: every send() that empties a stream's write buffer
+// dispatched an 'idle' event, at each layer of a connection (yamux stream, Noise, pnet,
+// TCP): a CustomEvent and an EventTarget dispatch per write and layer, heard only by a
+// close() waiting for the buffer to empty.
+describe("AbstractMessageStream 'idle' (patched)", () => {
+  /** The types of the events `stream` dispatches, in order. */
+  function dispatched(stream: YamuxStream): string[] {
+    const types: string[] = []
+    const dispatch = stream.dispatchEvent.bind(stream)
+    stream.dispatchEvent = (evt: Event) => {
+      types.push(evt.type)
+      return dispatch(evt)
+    }
+    return types
+  }
+
+  it('builds no idle event nobody listens to', () => {
+    const { stream } = yamuxStream(256 * KIB)
+    const types = dispatched(stream)
+    for (let i = 0; i < 10; i++) assert.equal(stream.send(new Uint8Array(100)), true)
+    // stock: ten 'idle' events
+    assert.deepEqual(
+      types.filter((t) => t === 'idle'),
+      [],
+    )
+  })
+
+  it('still tells a listener, and close() still waits for the buffer to empty', async () => {
+    const { stream } = yamuxStream(256 * KIB)
+    let heard = 0
+    stream.addEventListener('idle', () => heard++)
+    for (let i = 0; i < 3; i++) stream.send(new Uint8Array(100))
+    assert.equal(heard, 3)
+    await stream.close({ signal: AbortSignal.timeout(5_000) })
+    assert.equal(stream.writeStatus, 'closed')
+  })
+})
+
+// The same patch: a finished queue job built an AbortError (with its stack trace) for
+// every caller waiting on it, only for reject() to ignore it: the job had settled them.
+describe('Queue jobs (patched)', () => {
+  it('build no AbortError for callers a finished job already settled', async () => {
+    let built = 0
+    // AbortError's constructor assigns this.name: a setter on its prototype sees each one.
+    Object.defineProperty(AbortError.prototype, 'name', {
+      configurable: true,
+      set(this: Error, value: string) {
+        built++
+        Object.defineProperty(this, 'name', { value, writable: true, configurable: true })
+      },
+    })
+    try {
+      const queue = new Queue<number>({ concurrency: 2 })
+      const ok = await Promise.all(Array.from({ length: 20 }, (_, i) => queue.add(async () => i)))
+      assert.deepEqual(
+        ok,
+        Array.from({ length: 20 }, (_, i) => i),
+      )
+      const failed = await queue
+        .add(async () => {
+          throw new Error('boom')
+        })
+        .catch((err: Error) => err.message)
+      assert.equal(failed, 'boom')
+      // stock: 21, one per job
+      assert.equal(built, 0)
+      // An aborted caller is still told, with an AbortError.
+      const controller = new AbortController()
+      const waiting = queue.add(() => new Promise<number>(() => {}), {
+        signal: controller.signal,
+      })
+      controller.abort()
+      await assert.rejects(waiting, { name: 'AbortError' })
+    } finally {
+      delete (AbortError.prototype as { name?: string }).name
+    }
+  })
+})
+
+/** kad-dht's routing table, as far as these tests look into it. */
+interface RoutingTableInternals {
+  size: number
+  kb: { verify: (contact: { peerId: PeerId }, options?: unknown) => Promise<boolean> }
+}
+
+// patches/@libp2p__kad-dht@16.4.5.patch: a provider lookup on a node that holds provider
+// records answers first "from" itself (its local store), and every answer's sender is
+// offered to the routing table: our own peer was pinged as a new contact on every lookup
+// ("Can not dial self": an error, a queue job, a timeout signal), never added, so again
+// on the next lookup, i.e. about once a second on a proxy.
+describe('kad-dht routing table (patched)', () => {
+  it('never pings its own peer as a new contact, and still adds the others', async () => {
+    const nodes = await loopbackPair()
+    try {
+      const [a] = nodes
+      const table = (a.libp2p.services.dht as unknown as { routingTable: RoutingTableInternals })
+        .routingTable
+      const verify = table.kb.verify
+      const verified: string[] = []
+      table.kb.verify = (contact, options) => {
+        verified.push(contact.peerId.toString())
+        return verify(contact, options)
+      }
+      // Once b is a DHT server a knows of (kad-dht's topology, after identify).
+      await waitFor('provide', async () => {
+        await provide(a.libp2p, 'service', 'self-test', { signal: AbortSignal.timeout(3_000) })
+        return true
+      })
+      verified.splice(0) // what the lookups below do
+      for (let i = 0; i < 3; i++) {
+        const found = await findProviders(a.libp2p, 'service', 'self-test', {
+          signal: AbortSignal.timeout(5_000),
+        })
+        assert.deepEqual(found, [], 'a finds no provider but itself, which it skips')
+      }
+      await sleep(200) // routing-table updates run in a queue after the lookup
+      // stock: one ping of itself per lookup
+      assert.equal(verified.filter((p) => p === a.peerId.toString()).length, 0)
+      assert.ok(table.size >= 1, 'b is in the routing table')
+    } finally {
+      await stopPair(nodes)
     }
   })
 })
