@@ -146,9 +146,9 @@ export const MAX_INSTANCES_PER_SERVICE = 32
 
 // ---------------------------------------------------------------- selection
 
-/** Gain of the EWMAs of probe RTT and request latency: 1/4, quicker than TCP's 1/8 so a
- * slowing instance loses traffic within a few requests. */
-export const LATENCY_EWMA_GAIN = 0.25
+/** An instance's distance is the smallest RTT of its last this many probes (one a second):
+ * a noisy sample never raises it, a real rise counts after ~10 s. */
+export const RTT_DISTANCE_PROBES = 10
 /**
  * Time constant of the request-latency peak-EWMA: how fast a latency below the current
  * estimate pulls it down, and how fast what requests taught fades back to the probe RTT

@@ -1,15 +1,19 @@
 import {
   ERROR_PENALTY_MS,
-  LATENCY_EWMA_GAIN,
   OBSERVATION_DECAY_MS,
   PEAK_SAMPLE_GAIN,
+  RTT_DISTANCE_PROBES,
 } from './constants.ts'
 import type { Requirements } from './requirements.ts'
 
 /**
  * What this proxy knows about the latency and load of one instance:
- * - `rttMs`: EWMA of background ping RTTs (the network distance; the requirements'
- *   soft and hard limits apply to it);
+ * - `rttMs`: the smallest RTT of the last RTT_DISTANCE_PROBES background probes (the
+ *   network distance; the requirements' soft and hard limits apply to it). Not an
+ *   average: a busy prober or a starved echo only ever adds to a sample (timers, GC,
+ *   other work on either event loop), so an EWMA of raw samples drifted 3–5× above a
+ *   2–10 ms path under load and dropped a region's own instance as too far (issue #18);
+ *   the minimum is the path. A real rise counts once it is older than the window;
  * - observed request latency (request sent → response head), which includes the
  *   service's own time, as a peak-EWMA (Finagle's, as Linkerd uses it): a sample above
  *   the current value counts at once, one below pulls it down with a time-based weight of
@@ -20,7 +24,8 @@ import type { Requirements } from './requirements.ts'
  * - `inFlight`: requests this proxy has on the instance now (begin/end around each attempt).
  */
 export class LatencyStats {
-  rttMs: number | undefined
+  /** The last RTT_DISTANCE_PROBES probe RTTs, oldest first. */
+  private readonly rtts: number[] = []
   /** Attempts of this proxy on the instance that have not ended. */
   inFlight = 0
   private observedMs: number | undefined
@@ -29,7 +34,13 @@ export class LatencyStats {
   private errorAt = 0
 
   recordRtt(ms: number): void {
-    this.rttMs = this.rttMs == null ? ms : this.rttMs + LATENCY_EWMA_GAIN * (ms - this.rttMs)
+    this.rtts.push(ms)
+    if (this.rtts.length > RTT_DISTANCE_PROBES) this.rtts.shift()
+  }
+
+  /** The network distance in ms: the smallest recent probe RTT (none probed yet: undefined). */
+  get rttMs(): number | undefined {
+    return this.rtts.length === 0 ? undefined : Math.min(...this.rtts)
   }
 
   recordLatency(ms: number, now = performance.now()): void {

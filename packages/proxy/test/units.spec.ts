@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { RTT_DISTANCE_PROBES } from '../src/constants.ts'
 import { PROXY_ERRORS } from '../src/errors.ts'
 import { endToEndHeaders, upgradeHeaders } from '../src/http-headers.ts'
 import { idleTimeoutFor } from '../src/mesh-agent.ts'
@@ -38,6 +39,27 @@ describe('selection', () => {
     assert.equal(r.aboveSoft, false)
     const soft = rank([candidate('mid', 10)], { softRttMs: 5 }, new Set(), 0)
     assert.equal(soft.aboveSoft, true)
+  })
+
+  it('judges distance on the smallest recent probe RTT: a busy prober does not push a near instance out', () => {
+    // Issue #18, a 30-host run: an in-region instance 9 ms away probed at 10–50 ms while
+    // the prober's own event loop was busy; an EWMA of those crossed the 35 ms hard limit,
+    // the instance was dropped as too far and a warm request got 503.
+    const limits = { softRttMs: 20, hardRttMs: 35 }
+    const near = candidate('near', 9)
+    for (const ms of [48, 44, 50, 39, 47, 46, 12, 49]) near.stats.recordRtt(ms)
+    const r = rank([near], limits, new Set(), 0)
+    assert.deepEqual(
+      r.ranked.map((c) => c.id),
+      ['near'],
+    )
+    assert.equal(r.tooFar, 0)
+    assert.equal(r.aboveSoft, false)
+    assert.equal(near.stats.rttMs, 9)
+    // A real rise (a route change) counts once the low samples are out of the window.
+    for (let i = 0; i < RTT_DISTANCE_PROBES; i++) near.stats.recordRtt(60 + i)
+    assert.equal(near.stats.rttMs, 60)
+    assert.equal(rank([near], limits, new Set(), 0).tooFar, 1)
   })
 
   it('a fast-failing instance loses to a slower healthy one; observations fade', () => {
