@@ -3,6 +3,7 @@ import {
   OBSERVATION_DECAY_MS,
   PEAK_SAMPLE_GAIN,
   RTT_DISTANCE_PROBES,
+  RTT_SETTLE_PROBES,
 } from './constants.ts'
 import type { Requirements } from './requirements.ts'
 
@@ -36,6 +37,11 @@ export class LatencyStats {
   recordRtt(ms: number): void {
     this.rtts.push(ms)
     if (this.rtts.length > RTT_DISTANCE_PROBES) this.rtts.shift()
+  }
+
+  /** Enough probes to judge the distance against a hard limit (RTT_SETTLE_PROBES). */
+  get settled(): boolean {
+    return this.rtts.length >= RTT_SETTLE_PROBES
   }
 
   /** The network distance in ms: the smallest recent probe RTT (none probed yet: undefined). */
@@ -121,6 +127,11 @@ export interface Ranking<C extends Candidate> {
   ranked: C[]
   /** Usable instances left out for being above the hard limit. */
   tooFar: number
+  /**
+   * Usable instances above the hard limit on fewer than RTT_SETTLE_PROBES probes: not used,
+   * not judged too far yet (a first probe from a starved or starting prober is often late).
+   */
+  unsettled: number
   /** The best one is above the soft limit: a nearer instance should be started. */
   aboveSoft: boolean
 }
@@ -140,10 +151,12 @@ export function rank<C extends Candidate>(
 ): Ranking<C> {
   const scored: Array<{ c: C; score: number }> = []
   let tooFar = 0
+  let unsettled = 0
   for (const c of candidates) {
     if (!c.usable || exclude.has(c.id) || c.stats.rttMs == null) continue
     if (requirements.hardRttMs != null && c.stats.rttMs > requirements.hardRttMs) {
-      tooFar++
+      if (c.stats.settled) tooFar++
+      else unsettled++
       continue
     }
     scored.push({ c, score: c.stats.cost(now) })
@@ -153,7 +166,7 @@ export function rank<C extends Candidate>(
   const nearest = Math.min(...scored.map((s) => s.c.stats.rttMs ?? 0))
   const aboveSoft =
     scored.length > 0 && requirements.softRttMs != null && nearest > requirements.softRttMs
-  return { ranked: scored.map((s) => s.c), tooFar, aboveSoft }
+  return { ranked: scored.map((s) => s.c), tooFar, unsettled, aboveSoft }
 }
 
 /**

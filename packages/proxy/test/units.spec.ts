@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { RTT_DISTANCE_PROBES } from '../src/constants.ts'
+import { RTT_DISTANCE_PROBES, RTT_SETTLE_PROBES } from '../src/constants.ts'
 import { PROXY_ERRORS } from '../src/errors.ts'
 import { endToEndHeaders, upgradeHeaders } from '../src/http-headers.ts'
 import { idleTimeoutFor } from '../src/mesh-agent.ts'
@@ -11,9 +11,10 @@ import { parseRequirements } from '../src/requirements.ts'
 import { type Candidate, LatencyStats, rank } from '../src/selector.ts'
 import { parseGatewayTarget } from '../src/service-name.ts'
 
+/** An instance probed RTT_SETTLE_PROBES times at `rttMs` (its distance is judged). */
 function candidate(id: string, rttMs: number, observedMs?: number, usable = true): Candidate {
   const stats = new LatencyStats()
-  stats.recordRtt(rttMs)
+  for (let i = 0; i < RTT_SETTLE_PROBES; i++) stats.recordRtt(rttMs)
   if (observedMs != null) stats.recordLatency(observedMs, 0)
   return { id, usable, stats }
 }
@@ -60,6 +61,27 @@ describe('selection', () => {
     for (let i = 0; i < RTT_DISTANCE_PROBES; i++) near.stats.recordRtt(60 + i)
     assert.equal(near.stats.rttMs, 60)
     assert.equal(rank([near], limits, new Set(), 0).tooFar, 1)
+  })
+
+  it('does not judge an instance too far on its first probes: it is unsettled until RTT_SETTLE_PROBES', () => {
+    // Issue #18: a proxy just started on a starved host read its own host's instance at
+    // 533 ms on the first probe and answered 503 ERR_INSTANCES_TOO_FAR at once.
+    const limits = { softRttMs: 20, hardRttMs: 35 }
+    const local = { id: 'local', usable: true, stats: new LatencyStats() }
+    local.stats.recordRtt(533)
+    let r = rank([local], limits, new Set(), 0)
+    assert.deepEqual([r.ranked.length, r.tooFar, r.unsettled], [0, 0, 1])
+    // Its next probes, on time, say where it is.
+    local.stats.recordRtt(0.4)
+    r = rank([local], limits, new Set(), 0)
+    assert.deepEqual(
+      r.ranked.map((c) => c.id),
+      ['local'],
+    )
+    // One really far away is judged too far once probed enough.
+    const far = candidate('far', 80)
+    r = rank([far], limits, new Set(), 0)
+    assert.deepEqual([r.ranked.length, r.tooFar, r.unsettled], [0, 1, 0])
   })
 
   it('a fast-failing instance loses to a slower healthy one; observations fade', () => {
