@@ -289,27 +289,32 @@ describe('scale: 30 hosts in 3 regions', { skip, timeout: 1_800_000 }, () => {
     // Every client uses the service (placement did unless it failed early)...
     for (const client of CLIENTS) await mesh.request(PATH, { client, timeoutMs: 30_000 })
     // ...and lists what it probes in mtc_proxy_upstream_rtt_seconds: every instance, within
-    // two provider refreshes (10 s each) of its first request.
+    // two provider refreshes (10 s each) of its first request. Each client is watched on
+    // its own (its scrapes are slow on this loaded machine): when it first knew them all.
     const asked = performance.now()
-    let missingBy: string[] = []
-    const lacking = async () => {
-      missingBy = []
-      for (const client of CLIENTS) {
-        const text = await mesh.metrics(client, 'proxy').catch(() => '')
-        for (const i of instances) {
-          if (!text.includes(`instance="${i.peerId}"`)) missingBy.push(`${client} lacks ${i.host}`)
-        }
-      }
-      return missingBy.length === 0
+    const lacksOf = async (client: string) => {
+      const text = await mesh.metrics(client, 'proxy').catch(() => '')
+      return instances.filter((i) => !text.includes(`instance="${i.peerId}"`))
     }
-    await waitFor('every client knowing every instance', lacking, {
-      timeoutMs: 20_000 + NOISE_MS,
-      intervalMs: 1_000,
-    }).catch(() => {})
+    const knewAllAfter = await Promise.all(
+      CLIENTS.map(async (client) => {
+        await waitFor(
+          `${client} knowing every instance`,
+          async () => (await lacksOf(client)).length === 0,
+          { timeoutMs: 20_000 + NOISE_MS, intervalMs: 1_000 },
+        ).catch(() => {})
+        return performance.now() - asked
+      }),
+    )
+    const missingBy: string[] = []
+    for (const client of CLIENTS) {
+      for (const i of await lacksOf(client)) missingBy.push(`${client} lacks ${i.host}`)
+    }
     line(
       'scale30',
-      'discovery: time until every client knew every instance',
-      `${(performance.now() - asked).toFixed(0)} ms after each had asked once`,
+      'discovery: every instance known by each client (seen by a scrape once a second)',
+      `${Math.max(...knewAllAfter).toFixed(0)} ms at most after each had asked once ` +
+        `(median ${knewAllAfter.sort((x, y) => x - y)[knewAllAfter.length >> 1].toFixed(0)} ms)`,
     )
     line(
       'scale30',
