@@ -78,6 +78,14 @@ describe('selection', () => {
       r.ranked.map((c) => c.id),
       ['local'],
     )
+    // Nor above the soft limit: a late first probe must not start a second instance.
+    const fresh = { id: 'fresh', usable: true, stats: new LatencyStats() }
+    fresh.stats.recordRtt(20.28)
+    r = rank([fresh], limits, new Set(), 0)
+    assert.deepEqual([r.ranked.length, r.aboveSoft], [1, false])
+    fresh.stats.recordRtt(25)
+    fresh.stats.recordRtt(24)
+    assert.equal(rank([fresh], limits, new Set(), 0).aboveSoft, true)
     // One really far away is judged too far once probed enough.
     const far = candidate('far', 80)
     r = rank([far], limits, new Set(), 0)
