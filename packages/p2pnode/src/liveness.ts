@@ -227,6 +227,7 @@ export class LivenessMonitor {
   private readonly slowEcho = new SlowEchoHistory()
   private controller = new AbortController()
   private timer: NodeJS.Timeout | undefined
+  private lastRound = 0
 
   constructor(components: LivenessComponents, init: LivenessInit = {}) {
     this.components = components
@@ -252,6 +253,7 @@ export class LivenessMonitor {
 
   start(): void {
     this.controller = new AbortController()
+    this.lastRound = 0
     this.timer = setInterval(() => this.round(), this.busyIntervalMs)
     this.timer.unref()
   }
@@ -262,6 +264,16 @@ export class LivenessMonitor {
   }
 
   private round(): void {
+    // A round late by seconds: this process was stalled (CPU starvation, GC), and its peers
+    // may have judged it silent meanwhile. Said in the log, as the cuts it causes are.
+    const at = performance.now()
+    if (this.lastRound > 0 && at - this.lastRound > 2 * this.busyIntervalMs) {
+      this.log(
+        'this process was stalled: liveness round %d ms late',
+        Math.round(at - this.lastRound - this.busyIntervalMs),
+      )
+    }
+    this.lastRound = at
     const now = Date.now()
     for (const conn of this.components.connectionManager.getConnections()) {
       if (conn.status !== 'open' || this.inFlight.has(conn)) continue

@@ -146,9 +146,18 @@ export const MAX_INSTANCES_PER_SERVICE = 32
 
 // ---------------------------------------------------------------- selection
 
-/** Gain of the EWMAs of probe RTT and request latency: 1/4, quicker than TCP's 1/8 so a
- * slowing instance loses traffic within a few requests. */
-export const LATENCY_EWMA_GAIN = 0.25
+/** An instance's distance is the smallest RTT of its last this many probes (one a second):
+ * a noisy sample never raises it, a real rise counts after ~10 s. */
+export const RTT_DISTANCE_PROBES = 10
+/**
+ * An instance above the hard limit is judged too far only after this many probes; until
+ * then a request waits for them (at most RTT_SETTLE_WAIT_MS). At 30 hosts a proxy just
+ * started on a starved host read its own host's instance at 533 ms on its first probe and
+ * answered 503 ERR_INSTANCES_TOO_FAR.
+ */
+export const RTT_SETTLE_PROBES = 3
+/** How long a request waits for instances above the hard limit to settle (probes 1 s apart). */
+export const RTT_SETTLE_WAIT_MS = (RTT_SETTLE_PROBES + 1) * PROBE_INTERVAL_MS
 /**
  * Time constant of the request-latency peak-EWMA: how fast a latency below the current
  * estimate pulls it down, and how fast what requests taught fades back to the probe RTT

@@ -1,8 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Logger } from '@libp2p/interface'
 import { type Allocator, noAllocator } from './allocator.ts'
 import { Autoscaler } from './autoscaler.ts'
-import { DEFAULT_UPSTREAM_TIMEOUT_MS, MAX_ATTEMPTS } from './constants.ts'
+import {
+  DEFAULT_UPSTREAM_TIMEOUT_MS,
+  MAX_ATTEMPTS,
+  PROBE_INTERVAL_MS,
+  RTT_SETTLE_WAIT_MS,
+} from './constants.ts'
 import { ProxyError, sendError } from './errors.ts'
 import { gatewayRequestHeaders } from './http-headers.ts'
 import type { Instance, InstanceRegistry } from './instance-registry.ts'
@@ -187,11 +193,17 @@ export class Forwarder {
     const pick = (): Ranking<Instance> =>
       rank(preferImage(entry.instances.values(), imageId, exclude), requirements, exclude)
     let ranking = pick()
+    if (ranking.ranked.length === 0 && ranking.unsettled > 0) {
+      // Instances measured above the hard limit on too few probes: their next probes say
+      // whether they are really that far, before another instance is asked for.
+      ranking = await whileConnected(res, (signal) => settle(pick, signal))
+    }
     if (ranking.ranked.length === 0 && (exclude.size === 0 || afterLoss)) {
       const inst = await whileConnected(res, (signal) =>
         this.onDemand.waitFor(entry, () => pick().ranked[0], signal),
       )
-      ranking = inst != null ? { ranked: [inst], tooFar: 0, aboveSoft: false } : pick()
+      ranking =
+        inst != null ? { ranked: [inst], tooFar: 0, unsettled: 0, aboveSoft: false } : pick()
     } else if (ranking.aboveSoft) {
       this.onDemand.requestNearer(service)
     }
@@ -279,6 +291,24 @@ export class Forwarder {
  * DOMException with its stack trace, which one controller per request paid every time
  * its response closed.
  */
+/**
+ * Waits (at most RTT_SETTLE_WAIT_MS, looking every quarter probe interval) until `pick`
+ * finds an instance or none is left unsettled; the last ranking.
+ */
+async function settle(
+  pick: () => Ranking<Instance>,
+  signal: AbortSignal,
+): Promise<Ranking<Instance>> {
+  const deadline = performance.now() + RTT_SETTLE_WAIT_MS
+  let ranking = pick()
+  while (ranking.ranked.length === 0 && ranking.unsettled > 0 && performance.now() < deadline) {
+    if (signal.aborted) break
+    await sleep(PROBE_INTERVAL_MS / 4, undefined, { signal }).catch(() => {})
+    ranking = pick()
+  }
+  return ranking
+}
+
 async function whileConnected<T>(
   res: ServerResponse,
   wait: (signal: AbortSignal) => Promise<T>,

@@ -181,7 +181,7 @@ export class ProxyMetrics {
     })
     const rtt: Gauge<'service' | 'instance'> = new Gauge({
       name: 'mtc_proxy_upstream_rtt_seconds',
-      help: 'Smoothed round-trip time to each known instance (libp2p ping, EWMA)',
+      help: 'Round-trip time to each known instance (the smallest of its last 10 probes)',
       labelNames: ['service', 'instance'],
       registers,
       collect: () => {

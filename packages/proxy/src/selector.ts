@@ -1,15 +1,20 @@
 import {
   ERROR_PENALTY_MS,
-  LATENCY_EWMA_GAIN,
   OBSERVATION_DECAY_MS,
   PEAK_SAMPLE_GAIN,
+  RTT_DISTANCE_PROBES,
+  RTT_SETTLE_PROBES,
 } from './constants.ts'
 import type { Requirements } from './requirements.ts'
 
 /**
  * What this proxy knows about the latency and load of one instance:
- * - `rttMs`: EWMA of background ping RTTs (the network distance; the requirements'
- *   soft and hard limits apply to it);
+ * - `rttMs`: the smallest RTT of the last RTT_DISTANCE_PROBES background probes (the
+ *   network distance; the requirements' soft and hard limits apply to it). Not an
+ *   average: a busy prober or a starved echo only ever adds to a sample (timers, GC,
+ *   other work on either event loop), so an EWMA of raw samples drifted 3–5× above a
+ *   2–10 ms path under load and dropped a region's own instance as too far (issue #18);
+ *   the minimum is the path. A real rise counts once it is older than the window;
  * - observed request latency (request sent → response head), which includes the
  *   service's own time, as a peak-EWMA (Finagle's, as Linkerd uses it): a sample above
  *   the current value counts at once, one below pulls it down with a time-based weight of
@@ -20,7 +25,8 @@ import type { Requirements } from './requirements.ts'
  * - `inFlight`: requests this proxy has on the instance now (begin/end around each attempt).
  */
 export class LatencyStats {
-  rttMs: number | undefined
+  /** The last RTT_DISTANCE_PROBES probe RTTs, oldest first. */
+  private readonly rtts: number[] = []
   /** Attempts of this proxy on the instance that have not ended. */
   inFlight = 0
   private observedMs: number | undefined
@@ -29,7 +35,18 @@ export class LatencyStats {
   private errorAt = 0
 
   recordRtt(ms: number): void {
-    this.rttMs = this.rttMs == null ? ms : this.rttMs + LATENCY_EWMA_GAIN * (ms - this.rttMs)
+    this.rtts.push(ms)
+    if (this.rtts.length > RTT_DISTANCE_PROBES) this.rtts.shift()
+  }
+
+  /** Enough probes to judge the distance against a hard limit (RTT_SETTLE_PROBES). */
+  get settled(): boolean {
+    return this.rtts.length >= RTT_SETTLE_PROBES
+  }
+
+  /** The network distance in ms: the smallest recent probe RTT (none probed yet: undefined). */
+  get rttMs(): number | undefined {
+    return this.rtts.length === 0 ? undefined : Math.min(...this.rtts)
   }
 
   recordLatency(ms: number, now = performance.now()): void {
@@ -110,7 +127,12 @@ export interface Ranking<C extends Candidate> {
   ranked: C[]
   /** Usable instances left out for being above the hard limit. */
   tooFar: number
-  /** The best one is above the soft limit: a nearer instance should be started. */
+  /**
+   * Usable instances above the hard limit on fewer than RTT_SETTLE_PROBES probes: not used,
+   * not judged too far yet (a first probe from a starved or starting prober is often late).
+   */
+  unsettled: number
+  /** The nearest is above the soft limit (every one settled): a nearer one should be started. */
   aboveSoft: boolean
 }
 
@@ -129,20 +151,27 @@ export function rank<C extends Candidate>(
 ): Ranking<C> {
   const scored: Array<{ c: C; score: number }> = []
   let tooFar = 0
+  let unsettled = 0
   for (const c of candidates) {
     if (!c.usable || exclude.has(c.id) || c.stats.rttMs == null) continue
     if (requirements.hardRttMs != null && c.stats.rttMs > requirements.hardRttMs) {
-      tooFar++
+      if (c.stats.settled) tooFar++
+      else unsettled++
       continue
     }
     scored.push({ c, score: c.stats.cost(now) })
   }
   scored.sort((x, y) => (x.score === y.score ? 0 : x.score < y.score ? -1 : 1))
-  // Distance, not load: the nearest usable one is above the soft limit.
+  // Distance, not load: the nearest usable one is above the soft limit — judged once every
+  // one is settled (a late first probe read 20.3 ms for a 5 ms instance and started a
+  // second one in the region).
   const nearest = Math.min(...scored.map((s) => s.c.stats.rttMs ?? 0))
   const aboveSoft =
-    scored.length > 0 && requirements.softRttMs != null && nearest > requirements.softRttMs
-  return { ranked: scored.map((s) => s.c), tooFar, aboveSoft }
+    scored.length > 0 &&
+    requirements.softRttMs != null &&
+    nearest > requirements.softRttMs &&
+    scored.every((s) => s.c.stats.settled)
+  return { ranked: scored.map((s) => s.c), tooFar, unsettled, aboveSoft }
 }
 
 /**

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { RTT_DISTANCE_PROBES, RTT_SETTLE_PROBES } from '../src/constants.ts'
 import { PROXY_ERRORS } from '../src/errors.ts'
 import { endToEndHeaders, upgradeHeaders } from '../src/http-headers.ts'
 import { idleTimeoutFor } from '../src/mesh-agent.ts'
@@ -10,9 +11,10 @@ import { parseRequirements } from '../src/requirements.ts'
 import { type Candidate, LatencyStats, rank } from '../src/selector.ts'
 import { parseGatewayTarget } from '../src/service-name.ts'
 
+/** An instance probed RTT_SETTLE_PROBES times at `rttMs` (its distance is judged). */
 function candidate(id: string, rttMs: number, observedMs?: number, usable = true): Candidate {
   const stats = new LatencyStats()
-  stats.recordRtt(rttMs)
+  for (let i = 0; i < RTT_SETTLE_PROBES; i++) stats.recordRtt(rttMs)
   if (observedMs != null) stats.recordLatency(observedMs, 0)
   return { id, usable, stats }
 }
@@ -38,6 +40,56 @@ describe('selection', () => {
     assert.equal(r.aboveSoft, false)
     const soft = rank([candidate('mid', 10)], { softRttMs: 5 }, new Set(), 0)
     assert.equal(soft.aboveSoft, true)
+  })
+
+  it('judges distance on the smallest recent probe RTT: a busy prober does not push a near instance out', () => {
+    // Issue #18, a 30-host run: an in-region instance 9 ms away probed at 10–50 ms while
+    // the prober's own event loop was busy; an EWMA of those crossed the 35 ms hard limit,
+    // the instance was dropped as too far and a warm request got 503.
+    const limits = { softRttMs: 20, hardRttMs: 35 }
+    const near = candidate('near', 9)
+    for (const ms of [48, 44, 50, 39, 47, 46, 12, 49]) near.stats.recordRtt(ms)
+    const r = rank([near], limits, new Set(), 0)
+    assert.deepEqual(
+      r.ranked.map((c) => c.id),
+      ['near'],
+    )
+    assert.equal(r.tooFar, 0)
+    assert.equal(r.aboveSoft, false)
+    assert.equal(near.stats.rttMs, 9)
+    // A real rise (a route change) counts once the low samples are out of the window.
+    for (let i = 0; i < RTT_DISTANCE_PROBES; i++) near.stats.recordRtt(60 + i)
+    assert.equal(near.stats.rttMs, 60)
+    assert.equal(rank([near], limits, new Set(), 0).tooFar, 1)
+  })
+
+  it('does not judge an instance too far on its first probes: it is unsettled until RTT_SETTLE_PROBES', () => {
+    // Issue #18: a proxy just started on a starved host read its own host's instance at
+    // 533 ms on the first probe and answered 503 ERR_INSTANCES_TOO_FAR at once.
+    const limits = { softRttMs: 20, hardRttMs: 35 }
+    const local = { id: 'local', usable: true, stats: new LatencyStats() }
+    local.stats.recordRtt(533)
+    let r = rank([local], limits, new Set(), 0)
+    assert.deepEqual([r.ranked.length, r.tooFar, r.unsettled], [0, 0, 1])
+    // Its next probes, on time, say where it is.
+    local.stats.recordRtt(0.4)
+    r = rank([local], limits, new Set(), 0)
+    assert.deepEqual(
+      r.ranked.map((c) => c.id),
+      ['local'],
+    )
+    // Nor above the soft limit: a late first probe must not start a second instance.
+    const fresh = { id: 'fresh', usable: true, stats: new LatencyStats() }
+    fresh.stats.recordRtt(20.28)
+    r = rank([fresh], limits, new Set(), 0)
+    assert.deepEqual([r.ranked.length, r.aboveSoft], [1, false])
+    fresh.stats.recordRtt(25)
+    fresh.stats.recordRtt(24)
+    assert.equal(rank([fresh], limits, new Set(), 0).aboveSoft, true)
+    // One really far away is judged too far once probed enough.
+    const far = candidate('far', 80)
+    r = rank([far], limits, new Set(), 0)
+    assert.deepEqual([r.ranked.length, r.tooFar, r.unsettled], [0, 1, 0])
   })
 
   it('a fast-failing instance loses to a slower healthy one; observations fade', () => {
