@@ -3,8 +3,6 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { LIVENESS_BUSY_INTERVAL_MS, LIVENESS_TIMEOUT_MS } from '@mtc/p2pnode'
-import { OPEN_STREAM_TIMEOUT_MS } from '@mtc/proxy'
 import { waitFor } from '@mtc/testkit'
 import {
   type Component,
@@ -43,6 +41,9 @@ const PATH = `/${SERVICE}/`
 const WINDOW_MS = 60_000
 /** Scheduling noise on this loaded 2-core machine, added to every time bound. */
 const NOISE_MS = 4_000
+/** What the failover figures may exceed issue #18's targets by: the test process's own
+ * timing (it sends a GET every 50 ms and reads the clock) on 2 cores shared with 30 hosts. */
+const HARNESS_MS = 1_000
 /** A request slower than this was held up by the fault (warm ones take ~10–300 ms here). */
 const SLOW_MS = 1_000
 
@@ -448,11 +449,16 @@ describe('scale: 30 hosts in 3 regions', { skip, timeout: 1_800_000 }, () => {
     )
     assert.deepEqual(failedAll, [], 'no GET may fail')
     assert.ok(servedBySurvivors > 0, 'the next-nearest instance took the traffic')
-    // Targets of issue #18: new requests within 2 s, in flight within 3 s (here plus noise).
-    const inFlightBound =
-      LIVENESS_BUSY_INTERVAL_MS + LIVENESS_TIMEOUT_MS + OPEN_STREAM_TIMEOUT_MS + NOISE_MS
-    assert.ok(worstHeld <= inFlightBound, `a held request ended ${worstHeld} ms after the cut`)
-    assert.ok(worstSteady <= inFlightBound, `new requests unaffected only from ${worstSteady} ms`)
+    // Targets of issue #18: new requests within 2 s, in flight within 3 s, plus HARNESS_MS
+    // for the timing of a test process that shares 2 cores with 30 hosts.
+    assert.ok(
+      worstHeld <= 3_000 + HARNESS_MS,
+      `a held request ended ${worstHeld} ms after the cut (target 3 s)`,
+    )
+    assert.ok(
+      worstSteady <= 2_000 + HARNESS_MS,
+      `new requests unaffected only from ${worstSteady} ms (target 2 s)`,
+    )
   })
 
   it('a bootstrap dies: the mesh keeps working and a new peer joins through the other', async () => {
