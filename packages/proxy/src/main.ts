@@ -27,6 +27,7 @@ import {
   DEFAULT_UPSTREAM_TIMEOUT_MS,
 } from './constants.ts'
 import type { HealthSettings } from './health-check.ts'
+import { startIdleMemoryRelease } from './idle-memory.ts'
 import { MeshAllocator } from './mesh-allocator.ts'
 import { MeshProxy } from './mesh-proxy.ts'
 import { ProxyMetrics } from './metrics.ts'
@@ -222,6 +223,7 @@ export function proxySpec(metricsDefault: string | undefined): DaemonSpec {
               : undefined,
         })
         life.defer('mesh', () => mesh.stop())
+        life.defer('idle memory', startIdleMemoryRelease())
         const libp2p = mesh.node.libp2p
         const metrics = new ProxyMetrics(registry)
         proxy = new MeshProxy({
