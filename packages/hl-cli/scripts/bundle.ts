@@ -8,9 +8,9 @@
  * bundle (packages/proxy/scripts/bundle.ts): whitespace minified, names kept,
  * sodium-native's addon shipped beside the chunks where p2pnode's loader looks first.
  */
-import { copyFile, rm } from 'node:fs/promises'
+import { rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { installedSodiumAddon, SODIUM_ADDON_FILE } from '@mtc/p2pnode/xsalsa20'
+import { shipSodiumAddon } from '@mtc/p2pnode/xsalsa20'
 import { build } from 'esbuild'
 
 /** packages/hl-cli, seen from dist/scripts/. */
@@ -45,5 +45,4 @@ await build({
   minifyWhitespace: true,
   logLevel: 'warning',
 })
-const addon = installedSodiumAddon()
-if (addon != null) await copyFile(addon, join(OUT_DIR, SODIUM_ADDON_FILE))
+await shipSodiumAddon(OUT_DIR)

@@ -14,10 +14,12 @@
  * shared memory, ~6× faster than the WASM), else `@noble/ciphers` in pure JS.
  */
 import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { xsalsa20 as nobleXsalsa20 } from '@noble/ciphers/salsa.js'
+import { writeFileAtomic } from './atomic-file.ts'
 
 export const XSALSA20_NONCE_BYTES = 24
 export const XSALSA20_KEY_BYTES = 32
@@ -59,6 +61,20 @@ export function installedSodiumAddon(): string | undefined {
   } catch {
     return undefined // not installed (a bundle): only a copy beside it counts
   }
+}
+
+/**
+ * Puts the installed addon in `dir` (beside a bundle) and returns its path, or undefined
+ * when there is none for this platform. Replaced by rename, never rewritten in place: a
+ * process that has the old file loaded (a proxy running from that bundle while it is
+ * rebuilt) keeps its mapping; copying over it killed every such process with SIGBUS.
+ */
+export async function shipSodiumAddon(dir: string): Promise<string | undefined> {
+  const addon = installedSodiumAddon()
+  if (addon == null) return undefined
+  const dest = join(dir, SODIUM_ADDON_FILE)
+  await writeFileAtomic(dest, await readFile(addon), 0o755)
+  return dest
 }
 
 /** Where the addon may be, first found wins: beside this module (a bundle), the package. */

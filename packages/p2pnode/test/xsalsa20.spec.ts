@@ -1,11 +1,17 @@
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { waitFor } from '@mtc/testkit'
 import {
   JsXorStream,
   SodiumXorStream,
+  shipSodiumAddon,
   sodiumBinding,
   type XorStream,
   xorBackend,
@@ -186,4 +192,41 @@ describe('isolation between connections (issue 12 item 3)', () => {
       assert.match(r.stderr, /ok$/)
     })
   }
+})
+
+describe('shipping the addon beside a bundle', () => {
+  it('replaces it without harming a process that has it loaded (a rebuild while proxies run)', {
+    skip: sodiumBinding() == null ? 'no sodium-native addon for this platform' : undefined,
+  }, async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'mtc-addon-'))
+    t.after(() => rm(dir, { recursive: true, force: true }))
+    const addon = await shipSodiumAddon(dir)
+    assert.ok(addon != null)
+    // The child XORs with the shipped copy every millisecond, as a proxy does with traffic.
+    const script = `
+      const s = require(${JSON.stringify(addon)})
+      const state = Buffer.alloc(s.crypto_stream_xor_STATEBYTES), m = Buffer.alloc(1024)
+      s.crypto_stream_xor_init(state, Buffer.alloc(24), Buffer.alloc(32))
+      let n = 0
+      setInterval(() => { s.crypto_stream_xor_update(state, m, m); n++ }, 1)
+      process.stdout.write('ready\\n')
+      setTimeout(() => { process.stdout.write('alive ' + n + '\\n'); process.exit(0) }, 1500)
+    `
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    t.after(() => child.kill('SIGKILL'))
+    let out = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d
+    })
+    const exited = once(child, 'exit')
+    await waitFor('the child loaded the addon', () => out.includes('ready'), {
+      timeoutMs: 30_000,
+      intervalMs: 20,
+    })
+    await shipSodiumAddon(dir) // the rebuild
+    const [code, signal] = await exited
+    // Copying over the loaded file (copyFile) ended it with SIGBUS (code 135 or the signal).
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, out)
+    assert.match(out, /alive \d+/)
+  })
 })

@@ -11,10 +11,9 @@
  * against one 1.6 MB bundle, at the same CPU per request (measured side by side; see the
  * proxy README's "Memory").
  */
-import { copyFile } from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { installedSodiumAddon, SODIUM_ADDON_FILE } from '@mtc/p2pnode/xsalsa20'
+import { shipSodiumAddon } from '@mtc/p2pnode/xsalsa20'
 import { build } from 'esbuild'
 
 /** packages/proxy, seen from dist/scripts/. */
@@ -79,12 +78,9 @@ export async function bundle(
  */
 async function shipNativeAddons(inputs: string[], outfile: string): Promise<void> {
   if (!inputs.some((p) => /p2pnode\/dist\/src\/xsalsa20\.js$/.test(p))) return
-  const addon = installedSodiumAddon()
-  if (addon == null) {
+  if ((await shipSodiumAddon(dirname(outfile))) == null) {
     process.stderr.write(`bundle: no sodium-native addon for ${process.platform}-${process.arch}\n`)
-    return
   }
-  await copyFile(addon, join(dirname(outfile), SODIUM_ADDON_FILE))
 }
 
 if (process.argv[1] != null && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
