@@ -56,8 +56,16 @@ test('GET /bytes/:n streams a large answer (512 MB) without holding it', async (
   const [res] = (await once(req, 'response')) as [IncomingMessage]
   assert.equal(res.headers['content-length'], String(n))
   let got = 0
+  let other = 0
+  // The body is the server's 'x' bytes: an untouched zero-filled buffer of 512 MB is never
+  // resident, so a server that built one would pass the memory check below.
+  const xs = Buffer.alloc(1024 * 1024, 'x')
   res.on('data', (c: Buffer) => {
     got += c.byteLength
+    for (let at = 0; at < c.byteLength; at += xs.byteLength) {
+      const part = c.subarray(at, at + xs.byteLength)
+      if (!part.equals(xs.subarray(0, part.byteLength))) other++
+    }
   })
   await waitFor('the first bytes', () => got > 0, { timeoutMs: 10_000, intervalMs: 10 })
   res.pause()
@@ -71,6 +79,7 @@ test('GET /bytes/:n streams a large answer (512 MB) without holding it', async (
   res.resume()
   await once(res, 'end')
   assert.equal(got, n)
+  assert.equal(other, 0, 'chunks with bytes other than the x the server sends')
 })
 
 test('GET /bytes/:n refuses more than 1 GiB with 400', async () => {
