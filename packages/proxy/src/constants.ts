@@ -78,11 +78,10 @@ export const MAX_STREAM_WAITERS_PER_INSTANCE = 1024
 /** ...each at most this long (a burst drains in well under a second; a service holding
  * 256 long polls does not free a stream soon). Then 503 ERR_INSTANCE_BUSY. */
 export const STREAM_SLOT_WAIT_MS = 10_000
-/** Idle warm streams kept per instance (the Agent's maxFreeSockets). */
-export const MAX_IDLE_STREAMS_PER_INSTANCE = 64
 /**
- * An idle warm stream is closed after this. A stream is one connection to the service,
- * which closes it after its own keep-alive timeout: this stays below Node's (and many
+ * An idle warm stream is closed after this (idle streams have no cap of their own below
+ * MAX_STREAMS_PER_INSTANCE: mesh-agent.ts says why). A stream is one connection to the
+ * service, which closes it after its own keep-alive timeout: this stays below Node's (and many
  * frameworks') 5 s, so a stream the service is closing is not reused; a service that
  * announces `Keep-Alive: timeout=N` gets N − 1 s instead (Node's Agent reads it).
  */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { generatePsk, type MeshNode } from '@mtc/p2pnode'
 import { startLoopbackNode } from '@mtc/p2pnode/testing'
-import { HTTP_PROTOCOL } from '../src/constants.ts'
+import { HTTP_PROTOCOL, MAX_HTTP_STREAMS_PER_CONNECTION } from '../src/constants.ts'
 import { MeshAgent } from '../src/mesh-agent.ts'
 import { PREFACE_OK } from '../src/stream-preface.ts'
 
@@ -21,9 +21,13 @@ before(async () => {
   gateway = await startLoopbackNode({ psk })
   instance = await startLoopbackNode({ psk })
   // The instance side says it reached its service, then keeps the stream open.
-  await instance.libp2p.handle(HTTP_PROTOCOL, (stream) => {
-    stream.send(new TextEncoder().encode(PREFACE_OK))
-  })
+  await instance.libp2p.handle(
+    HTTP_PROTOCOL,
+    (stream) => {
+      stream.send(new TextEncoder().encode(PREFACE_OK))
+    },
+    { maxInboundStreams: MAX_HTTP_STREAMS_PER_CONNECTION },
+  )
 })
 
 after(async () => {
@@ -69,5 +73,29 @@ describe('proxy: mesh streams cut while nobody reads them', () => {
     cutWithError()
     await closed
     await new Promise((r) => setImmediate(r))
+  })
+})
+
+describe('proxy: warm streams after a burst', () => {
+  it('a burst of 100 streams released together is kept whole and serves the next burst', async () => {
+    await gateway.libp2p.dial(instance.libp2p.getMultiaddrs()[0])
+    let opened = 0
+    const agent = new MeshAgent({
+      libp2p: gateway.libp2p,
+      peer: instance.libp2p.peerId,
+      onStreamOpened: () => opened++,
+    })
+    try {
+      const burst = 100
+      for (let round = 0; round < 3; round++) {
+        const streams = await Promise.all(Array.from({ length: burst }, () => agent.acquire()))
+        for (const s of streams) agent.release(s)
+        assert.equal(agent.idleStreams, burst, `round ${round}: streams kept warm`)
+      }
+      // With a cap on idle streams below the burst, each round reopened the surplus.
+      assert.equal(opened, burst, 'streams opened over three bursts')
+    } finally {
+      agent.destroy()
+    }
   })
 })

@@ -381,6 +381,41 @@ describe('proxy: the instance side relays bytes', () => {
     }
   })
 
+  it('through a gateway: bursts of 100 concurrent requests: the later bursts open no new streams', async () => {
+    // The service answers a round's requests only once all of them are in, so the gateway
+    // holds 100 streams at once and gets them back together.
+    const burst = 100
+    const held: (() => void)[] = []
+    const server = createHttpServer((req, res) => {
+      if (req.url !== '/burst') return res.end('ok') // the routability check's requests
+      held.push(() => res.end('ok'))
+      if (held.length === burst) for (const answer of held.splice(0)) answer()
+    })
+    const port = await freePort()
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+    const name = 'relay-burst'
+    try {
+      await instance(name, port)
+      const client = await mesh.proxy([String(await freePort())])
+      await mesh.routable(client.port, name)
+      const before = await client.metric('mtc_proxy_streams_opened_total', { service: name })
+      for (let round = 0; round < 3; round++) {
+        const answers = await Promise.all(
+          Array.from({ length: burst }, () => http(client.port, `/${name}/burst`)),
+        )
+        assert.deepEqual(new Set(answers.map((a) => a.status)), new Set([200]), `round ${round}`)
+      }
+      const opened =
+        (await client.metric('mtc_proxy_streams_opened_total', { service: name })) - before
+      // One per concurrent request in the first round; the later rounds reuse them (a
+      // few more if a stream was found closed).
+      assert.ok(opened <= burst + 10, `3 bursts of ${burst} opened ${opened} streams`)
+    } finally {
+      server.closeAllConnections()
+      server.close()
+    }
+  })
+
   it('stopping: a quiet stream closes at once, one waiting for its answer still gets it', async () => {
     let waiting: Socket | undefined
     const port = await tcpService('relay-stop', (s) => {
