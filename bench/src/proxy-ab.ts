@@ -14,28 +14,15 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { runToEnd, waitFor } from '@mtc/testkit'
+import { waitFor } from '@mtc/testkit'
 import { SMALL, STATIC_FILE, startBenchMesh } from './bench-mesh.ts'
+import { downloadMBps } from './download.ts'
 import { cpuMs, quantile, withCleanup } from './stats.ts'
 import { warmUp, wrk } from './wrk.ts'
 
 const WARMUP_SECONDS = 15
 const BULK_BYTES = 100e6
 
-/** MB/s of one download of `url` to /dev/null (curl, so no Node client's cost is in it). */
-async function downloadMBps(url: string): Promise<number> {
-  const out = await runToEnd(
-    'curl',
-    ['-sS', '-o', '/dev/null', '-w', '%{speed_download} %{size_download}', url],
-    {
-      timeoutMs: 120_000,
-    },
-  )
-  const [speed, size] = out.stdout.trim().split(' ').map(Number)
-  if (out.code !== 0 || size !== BULK_BYTES)
-    throw new Error(`curl ${url}: ${out.stderr}${out.stdout}`)
-  return speed / 1e6
-}
 /** Idle time measured before each run: the proxies' background work (DHT, liveness
  * probes), taken out of the run's CPU time in proportion to its duration. */
 const IDLE_MS = 3000
@@ -157,7 +144,7 @@ async function main(): Promise<void> {
           ),
         ]) {
           const before = await Promise.all(pids.map(cpuMs))
-          const v = await downloadMBps(url)
+          const v = await downloadMBps(url, BULK_BYTES)
           // CPU ms per MB of each proxy (client, service).
           const after = await Promise.all(pids.map(cpuMs))
           const perMB = after.map((a, i) => (a - before[i]) / (BULK_BYTES / 1e6))

@@ -6,7 +6,7 @@
  *  - the same throughput with nginx serving a 1 KB file as the service (a service that
  *    costs next to nothing, so the figure is the proxies' own);
  *  - CPU time per request of each proxy during the 32-connection mesh run (/proc/<pid>/stat);
- *  - a 100 MB response, direct and through the mesh (MB/s);
+ *  - a 100 MB response, direct and through the mesh (MB/s, curl; after one unmeasured);
  *  - RSS and private memory (Private_Dirty) of the client and the service proxy after
  *    start-up and at 1,000 req/s; private memory again after 35 s without requests.
  * Starts and stops everything it uses (loopback only).
@@ -16,12 +16,12 @@
  * the client proxy there (node --cpu-prof); BENCH_PROXY=NAME runs that proxy executable
  * (found in PATH) instead of the workspace's: a baseline build, to compare back to back.
  */
-import { get } from 'node:http'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { type Proc, waitFor } from '@mtc/testkit'
 import { SMALL, STATIC_FILE, startBenchMesh } from './bench-mesh.ts'
+import { downloadMBps } from './download.ts'
 import { fixedRate } from './fixed-rate.ts'
 import { startNginxChain } from './nginx.ts'
 import { privateDirtyBytes, quantile, report, rssBytes, withCleanup } from './stats.ts'
@@ -59,25 +59,6 @@ const TARGET = {
 const fmt = (v: number, digits = 3) => v.toFixed(digits)
 const signed = (v: number) => `${v >= 0 ? '+' : ''}${fmt(v)}`
 const mb = (bytes: number) => `${fmt(bytes / 1e6, 1)} MB`
-
-/** Milliseconds to GET `url` to its last byte; throws unless 200 and `bytes` long. */
-function download(url: string, bytes: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now()
-    get(url, (res) => {
-      let got = 0
-      res.on('data', (chunk: Buffer) => {
-        got += chunk.length
-      })
-      res.on('end', () =>
-        res.statusCode === 200 && got === bytes
-          ? resolve(performance.now() - t0)
-          : reject(new Error(`${url}: HTTP ${res.statusCode}, ${got} of ${bytes} bytes`)),
-      )
-      res.on('error', reject)
-    }).on('error', reject)
-  })
-}
 
 /** RSS and private memory of a process, in bytes. */
 interface Memory {
@@ -190,11 +171,14 @@ async function main(): Promise<void> {
       )
       const bulk = { direct: [] as number[], mesh: [] as number[] }
       const bulkUrl = (url: string) => url.replace(SMALL, `/bytes/${BULK_BYTES}`)
+      // Unmeasured, as the wrk paths are warmed up: the first large body through a proxy
+      // runs code the 1 KB runs did not (measured 106–143 MB/s, then 175–262).
+      await downloadMBps(bulkUrl(base.mesh), BULK_BYTES)
       for (let i = 0; i < BULK_TRIALS; i++) {
-        bulk.direct.push(await download(bulkUrl(base.direct), BULK_BYTES))
-        bulk.mesh.push(await download(bulkUrl(base.mesh), BULK_BYTES))
+        bulk.direct.push(await downloadMBps(bulkUrl(base.direct), BULK_BYTES))
+        bulk.mesh.push(await downloadMBps(bulkUrl(base.mesh), BULK_BYTES))
       }
-      const mbps = (times: number[]) => BULK_BYTES / 1e6 / (quantile(times, 0.5) / 1000)
+      const mbps = (speeds: number[]) => quantile(speeds, 0.5)
       progress(`memory after ${IDLE_AFTER_LOAD_MS / 1000} s without requests`)
       await sleep(IDLE_AFTER_LOAD_MS)
       const idleAfter = await Promise.all(pids.map(memory))
@@ -290,7 +274,7 @@ async function main(): Promise<void> {
           one,
           many,
           staticMany,
-          bulk,
+          bulkMBps: bulk,
           bulkBytes: BULK_BYTES,
           idle,
           loaded,
