@@ -2,7 +2,7 @@
  * The proxy's figures: hello-world-server reached directly, through two nginx hops in
  * series (the itsUP layout) and through the mesh (client proxy → overlay → service
  * proxy → service), all in the same run against the same service process:
- *  - latency p50/p99 of 1 KB responses on 1 connection, throughput on 32 (wrk);
+ *  - latency p50/p99 of 1 KB responses on 1 connection, throughput on 32 and 128 (wrk);
  *  - the same throughput with nginx serving a 1 KB file as the service (a service that
  *    costs next to nothing, so the figure is the proxies' own);
  *  - CPU time per request of each proxy during the 32-connection mesh run (/proc/<pid>/stat);
@@ -39,6 +39,8 @@ const RSS_SAMPLE_MS = 250
 /** Unmeasured load on every path before the wrk figures (see warmUp). */
 const WARMUP_SECONDS = 20
 const WARMUP_CONNECTIONS = 32
+/** Connections of the wide run: more than a burst the gateway once kept streams for. */
+const WIDE_CONNECTIONS = 128
 /** After start-up and the first request, before reading the idle RSS. */
 const IDLE_SETTLE_MS = 3000
 /** Without requests after the runs, before reading memory again: an idle proxy as a host
@@ -165,6 +167,12 @@ async function main(): Promise<void> {
       const one = await each(base, 1)
       const many = await each(base, 32, pids)
       const staticMany = await each(staticBase, 32, [pids[0], staticService.proc!.child.pid!])
+      // Above 64 concurrent requests the gateway once closed and reopened streams per burst.
+      progress(`wrk, ${WIDE_CONNECTIONS} connections, ${seconds} s, direct and mesh`)
+      const wide = {
+        direct: await wrk(base.direct, WIDE_CONNECTIONS, seconds),
+        mesh: await wrk(base.mesh, WIDE_CONNECTIONS, seconds),
+      }
 
       progress(
         `${BULK_TRIALS} downloads of ${fmt(BULK_BYTES / 1e6, 0)} MB, direct and through the mesh`,
@@ -187,11 +195,12 @@ async function main(): Promise<void> {
         ...Object.values(one),
         ...Object.values(many),
         ...Object.values(staticMany),
+        ...Object.values(wide),
       ].reduce((n, l) => n + l.errors, 0)
       const latency = (l: Load) => `${fmt(l.p50)} / ${fmt(l.p99)} ms`
       const added = (l: Load) =>
         `${signed(l.p50 - one.direct.p50)} / ${signed(l.p99 - one.direct.p99)} ms`
-      const share = (l: Load, of = many) => fmt(l.rps / of.direct.rps, 2)
+      const share = (l: Load, of: { direct: Load } = many) => fmt(l.rps / of.direct.rps, 2)
       const rss = (i: number) => ({
         value: `${mb(idle[i].rss)} / ${mb(loaded[i].rss)}`,
         baseline: '–',
@@ -231,6 +240,13 @@ async function main(): Promise<void> {
             met:
               many.mesh.errors === 0 &&
               many.mesh.rps >= TARGET.throughputOfDirect * many.direct.rps,
+          },
+          {
+            what: `throughput, 1 KB, ${WIDE_CONNECTIONS} conns, mesh`,
+            value: `${wide.mesh.rps.toFixed(0)} req/s`,
+            baseline: `direct ${wide.direct.rps.toFixed(0)} req/s`,
+            ratio: `${share(wide.mesh, wide)} of direct; ${fmt(wide.mesh.rps / many.mesh.rps, 2)} of the mesh at 32`,
+            target: 'report',
           },
           {
             what: `bulk ${fmt(BULK_BYTES / 1e6, 0)} MB response, mesh (median of ${BULK_TRIALS})`,
@@ -274,6 +290,7 @@ async function main(): Promise<void> {
           one,
           many,
           staticMany,
+          wide,
           bulkMBps: bulk,
           bulkBytes: BULK_BYTES,
           idle,
