@@ -20,8 +20,9 @@ const REPO_ROOT = resolve(import.meta.dirname, '../../..')
 
 /** Made by `pnpm build` in packages/proxy; copied as it is. */
 const PROXY_BUNDLE = 'packages/proxy/dist/proxy.mjs'
-/** The native addon the proxy bundle loads from beside itself (libsodium's XSalsa20). */
-const PROXY_ADDON = 'packages/proxy/dist/sodium-native.node'
+/** The native addons the proxy bundle loads from beside itself: libsodium's XSalsa20 and
+ * koffi (for glibc's malloc_trim). */
+const PROXY_ADDONS = ['sodium-native.node', 'koffi.node']
 
 const BUNDLES: { entry: string; out: string }[] = [
   { entry: 'packages/images/src/entrypoint.ts', out: 'base/mtc/entrypoint.mjs' },
@@ -47,8 +48,9 @@ async function main(): Promise<number> {
   const proxyOut = resolve(outDir, 'base/mtc/proxy.mjs')
   await mkdir(dirname(proxyOut), { recursive: true })
   await copyFile(join(REPO_ROOT, PROXY_BUNDLE), proxyOut)
-  if (existsSync(join(REPO_ROOT, PROXY_ADDON))) {
-    await copyFile(join(REPO_ROOT, PROXY_ADDON), resolve(outDir, 'base/mtc/sodium-native.node'))
+  for (const addon of PROXY_ADDONS) {
+    const built = join(REPO_ROOT, dirname(PROXY_BUNDLE), addon)
+    if (existsSync(built)) await copyFile(built, resolve(outDir, 'base/mtc', addon))
   }
   await Promise.all(
     BUNDLES.map(({ entry, out }) => bundle(join(REPO_ROOT, entry), resolve(outDir, out))),

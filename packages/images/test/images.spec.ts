@@ -176,6 +176,23 @@ test("the image's proxy runs the PSK layer on libsodium (the addon beside its bu
   assert.match(metrics.body, /^mtc_psk_xor_backend_info\{backend="sodium-native"\} 1$/m)
 })
 
+test("the image's idle proxy trims the C heap through koffi (the addon beside its bundle)", {
+  timeout: TEST_TIMEOUT_MS,
+}, async () => {
+  await firstAnswer('hello-world-server')
+  const top = (await docker(['top', hello.id, '-eo', 'pid,args'])).stdout
+  const pid = /^(\d+)\s+\S*node .*\/mtc\/proxy\.mjs /m.exec(top)?.[1]
+  assert.ok(pid != null, top)
+  // The addon is loaded on the first idle release (start-up, or 30 s after the last one).
+  await waitFor(
+    'koffi.node mapped by the proxy',
+    async () => (await readFile(`/proc/${pid}/maps`, 'utf8')).includes('/mtc/koffi.node'),
+    { timeoutMs: 45_000, intervalMs: 500 },
+  )
+  const logs = await docker(['logs', hello.id])
+  assert.doesNotMatch(logs.stderr, /without malloc_trim/)
+})
+
 test("the instance's peer ID is the mounted identity's", { timeout: TEST_TIMEOUT_MS }, async () => {
   const peers = await waitFor('the instance in the ping-monitor table', async () => {
     const list = (await (await fetch(`http://127.0.0.1:${pingMetricsPort}/peers`)).json()) as {

@@ -15,6 +15,7 @@ import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { shipSodiumAddon } from '@mtc/p2pnode/xsalsa20'
 import { build } from 'esbuild'
+import { shipKoffiAddon } from '../src/malloc-trim.ts'
 
 /** packages/proxy, seen from dist/scripts/. */
 const PACKAGE_ROOT = resolve(import.meta.dirname, '../..')
@@ -74,12 +75,21 @@ export async function bundle(
 /**
  * A bundle with the mesh node (its PSK layer's XSalsa20) gets sodium-native's prebuilt
  * addon for this platform beside it, where p2pnode's loader looks first: a bundle has no
- * node_modules. Without it the pure-JS fallback runs (slower, correct).
+ * node_modules. Without it the pure-JS fallback runs (slower, correct). Likewise a bundle
+ * with the proxy's idle memory release gets koffi's addon, for `malloc_trim` (without
+ * it the release is V8's GC alone).
  */
 async function shipNativeAddons(inputs: string[], outfile: string): Promise<void> {
-  if (!inputs.some((p) => /p2pnode\/dist\/src\/xsalsa20\.js$/.test(p))) return
-  if ((await shipSodiumAddon(dirname(outfile))) == null) {
-    process.stderr.write(`bundle: no sodium-native addon for ${process.platform}-${process.arch}\n`)
+  const platform = `${process.platform}-${process.arch}`
+  if (inputs.some((p) => /p2pnode\/dist\/src\/xsalsa20\.js$/.test(p))) {
+    if ((await shipSodiumAddon(dirname(outfile))) == null) {
+      process.stderr.write(`bundle: no sodium-native addon for ${platform}\n`)
+    }
+  }
+  if (inputs.some((p) => /(^|\/)src\/malloc-trim\.[jt]s$/.test(p))) {
+    if ((await shipKoffiAddon(dirname(outfile))) == null) {
+      process.stderr.write(`bundle: no koffi addon (malloc_trim) for ${platform}\n`)
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
+import { loadMallocTrim, type MallocTrim } from './malloc-trim.ts'
 
 /** How often the event loop's utilisation is sampled. */
 const SAMPLE_MS = 2000
@@ -18,6 +19,8 @@ export interface IdleMemoryOptions {
   utilization?: () => number
   release?: () => void
   now?: () => number
+  /** Told once, on the first release, when the C heap cannot be trimmed, and why. */
+  log?: (formatter: string, ...args: unknown[]) => void
 }
 
 /**
@@ -26,14 +29,16 @@ export interface IdleMemoryOptions {
  * generation's free pages committed, and only a memory-reducing GC (what V8 runs on a
  * low-memory notification) returns them; an idle process allocates too little to ever
  * start one. Measured on a loopback mesh after 20 s idle: private memory 41.6–43.2 →
- * 39.3–39.9 MB per proxy (the proxy README's "Memory").
+ * 39.3–39.9 MB per proxy (the proxy README's "Memory"). Then glibc's `malloc_trim(0)`
+ * gives back the C heap's free pages, which a burst of traffic leaves by the tens of MB
+ * (malloc-trim.ts says why).
  * Runs once per busy → idle transition, and at most once per `minGapMs`.
  */
 export function startIdleMemoryRelease(options: IdleMemoryOptions = {}): () => void {
   const idleUtilization = options.idleUtilization ?? IDLE_UTILIZATION
   const minGapMs = options.minGapMs ?? MIN_GAP_MS
   const utilization = options.utilization ?? eventLoopUtilization()
-  const release = options.release ?? memoryReducingGc()
+  const release = options.release ?? memoryRelease(options.log)
   const now = options.now ?? Date.now
   let busySinceRelease = true
   let lastRelease = Number.NEGATIVE_INFINITY
@@ -63,9 +68,33 @@ function eventLoopUtilization(): () => number {
   }
 }
 
+/**
+ * The release: V8's memory-reducing GC, then `malloc_trim(0)` (after the GC, which frees
+ * the C memory of the Buffers it collects). The addon is loaded on the first release, not
+ * at start-up; where it cannot be, the release is the GC alone.
+ */
+export function memoryRelease(
+  log: (formatter: string, ...args: unknown[]) => void = () => {},
+  loadTrim: typeof loadMallocTrim = loadMallocTrim,
+): () => void {
+  const gc = memoryReducingGc()
+  let trim: MallocTrim | undefined
+  let loaded = false
+  return () => {
+    gc()
+    if (!loaded) {
+      loaded = true
+      const result = loadTrim()
+      if ('trim' in result) trim = result.trim
+      else log('idle memory release without malloc_trim (V8 only): %s', result.error)
+    }
+    trim?.()
+  }
+}
+
 /** V8's `gc` function, reached without putting it on this context's global object; the
  * `last-resort` flavour is V8's CollectAllAvailableGarbage (memory-reducing full GCs). */
-function memoryReducingGc(): () => void {
+export function memoryReducingGc(): () => void {
   setFlagsFromString('--expose-gc')
   const gc = runInNewContext('gc') as (o: object) => void
   return () => gc({ type: 'major', execution: 'sync', flavor: 'last-resort' })

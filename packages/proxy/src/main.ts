@@ -223,7 +223,7 @@ export function proxySpec(metricsDefault: string | undefined): DaemonSpec {
               : undefined,
         })
         life.defer('mesh', () => mesh.stop())
-        life.defer('idle memory', startIdleMemoryRelease())
+        life.defer('idle memory', startIdleMemoryRelease({ log: ctx.log }))
         const libp2p = mesh.node.libp2p
         const metrics = new ProxyMetrics(registry)
         proxy = new MeshProxy({

@@ -16,6 +16,8 @@ import { bundle } from '../scripts/bundle.ts'
 const DIST = new URL('../dist/', import.meta.url).pathname
 /** p2pnode's built XSalsa20 module, by path (the test's entry lives in a temp dir). */
 const XSALSA20_MODULE = fileURLToPath(import.meta.resolve('@mtc/p2pnode/xsalsa20'))
+/** The built malloc_trim loader, by path. */
+const MALLOC_TRIM_MODULE = join(DIST, 'src/malloc-trim.js')
 
 after(async () => {
   await stopAll()
@@ -85,6 +87,40 @@ describe('the proxy bundle and the native XSalsa20', () => {
       const fallback = await runToEnd(process.execPath, [out])
       assert.equal(fallback.code, 0, fallback.stderr)
       assert.deepEqual(JSON.parse(fallback.stdout), { backend: 'js', same: true })
+    } finally {
+      await dir.remove()
+    }
+  })
+})
+
+describe('the proxy bundle and malloc_trim (koffi)', () => {
+  it('ships koffi.node beside a bundle that trims, which runs without it too', async () => {
+    assert.ok(existsSync(join(DIST, 'koffi.node')), 'bundle() copies the addon beside proxy.mjs')
+    const dir = await tempDir('mtc-bundle-')
+    try {
+      const entry = join(dir.path, 'entry.mjs')
+      await writeFile(
+        entry,
+        [
+          `import { loadMallocTrim } from '${MALLOC_TRIM_MODULE}'`,
+          'const r = loadMallocTrim()',
+          "console.log(JSON.stringify('trim' in r ? { path: r.path, trimmed: typeof r.trim() } : r))",
+        ].join('\n'),
+      )
+      const out = join(dir.path, 'out', 'entry.bundle.mjs')
+      await bundle(entry, out)
+      const addon = join(dir.path, 'out', 'koffi.node')
+      assert.ok(existsSync(addon), 'bundle() puts the addon beside a bundle that trims')
+      const native = await runToEnd(process.execPath, [out])
+      assert.deepEqual(
+        JSON.parse(native.stdout),
+        { path: addon, trimmed: 'boolean' },
+        native.stderr,
+      )
+      await rm(addon)
+      const without = await runToEnd(process.execPath, [out])
+      assert.equal(without.code, 0, without.stderr)
+      assert.deepEqual(JSON.parse(without.stdout), { error: 'koffi addon not found' })
     } finally {
       await dir.remove()
     }

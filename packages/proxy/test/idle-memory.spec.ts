@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { test } from 'node:test'
 import { promisify } from 'node:util'
-import { startIdleMemoryRelease } from '../src/idle-memory.ts'
+import { tempDir } from '@mtc/testkit'
+import { memoryRelease, startIdleMemoryRelease } from '../src/idle-memory.ts'
+import { installedKoffiAddon, loadMallocTrim } from '../src/malloc-trim.ts'
 
 /** Drives the policy by hand: `load` is the utilisation the next sample sees. */
 function harness(minGapMs = 30_000) {
@@ -79,4 +83,77 @@ test('the real release lowers the private memory a burst of garbage left behind'
   )
   const { before, after } = JSON.parse(stdout) as { before: number; after: number }
   assert.ok(before - after > 2e6, `private memory ${before} → ${after} bytes`)
+})
+
+const MB = 1e6
+
+/** Runs c-heap-burst.ts with the daemons' malloc setting; its Private_Dirty figures. */
+async function cHeapBurst(mode: 'trim' | 'gc-only') {
+  const { stdout, stderr } = await promisify(execFile)(
+    process.execPath,
+    ['--max-semi-space-size=4', new URL('./c-heap-burst.ts', import.meta.url).pathname, mode],
+    { timeout: 120_000, env: { ...process.env, MALLOC_ARENA_MAX: '2' } },
+  )
+  const r = JSON.parse(stdout) as { baseline: number; settled: number; released: number }
+  const mb = (n: number) => (n / MB).toFixed(1)
+  return {
+    ...r,
+    text: `${mode}: ${mb(r.baseline)} → ${mb(r.settled)} → ${mb(r.released)} MB ${stderr}`,
+  }
+}
+
+test('after a burst of relayed traffic the release gives the freed C heap back', async () => {
+  // Control: the C heap keeps what the burst freed and V8's GC alone returns none of it
+  // (so the drop below is malloc_trim's, not the GC's).
+  const gcOnly = await cHeapBurst('gc-only')
+  assert.ok(
+    gcOnly.settled - gcOnly.baseline > 30 * MB,
+    `the burst left freed memory: ${gcOnly.text}`,
+  )
+  assert.ok(
+    gcOnly.settled - gcOnly.released < 10 * MB,
+    `V8's GC does not return it: ${gcOnly.text}`,
+  )
+  const trim = await cHeapBurst('trim')
+  assert.ok(trim.settled - trim.baseline > 30 * MB, `the burst left freed memory: ${trim.text}`)
+  assert.ok(
+    trim.released - trim.baseline < (trim.settled - trim.baseline) / 4,
+    `the release returns at least three quarters of it: ${trim.text}`,
+  )
+})
+
+test('malloc_trim loads from the installed koffi on this glibc Linux and runs', () => {
+  assert.ok(installedKoffiAddon() != null, 'koffi has a prebuilt addon for this platform')
+  const loaded = loadMallocTrim()
+  assert.ok('trim' in loaded, 'error' in loaded ? loaded.error : '')
+  assert.equal(typeof loaded.trim(), 'boolean')
+})
+
+test('without a usable addon loading says why, and the release is the GC alone', async () => {
+  const dir = await tempDir('mtc-trim-')
+  try {
+    assert.deepEqual(loadMallocTrim([join(dir.path, 'koffi.node')]), {
+      error: 'koffi addon not found',
+    })
+    const broken = join(dir.path, 'broken.node')
+    await writeFile(broken, 'not an ELF file')
+    const loaded = loadMallocTrim([broken])
+    assert.ok('error' in loaded && loaded.error.startsWith(`${broken}: `), JSON.stringify(loaded))
+
+    const logged: string[] = []
+    let loads = 0
+    const release = memoryRelease(
+      (...args) => logged.push(args.join(' ')),
+      () => {
+        loads++
+        return { error: 'no malloc_trim here' }
+      },
+    )
+    for (let i = 0; i < 3; i++) release() // runs, does not throw
+    assert.equal(loads, 1, 'loaded once')
+    assert.equal(logged.length, 1, 'logged once')
+    assert.match(logged[0], /without malloc_trim.*no malloc_trim here/)
+  } finally {
+    await dir.remove()
+  }
 })
