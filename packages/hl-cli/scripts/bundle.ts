@@ -9,7 +9,7 @@
  * sodium-native's addon shipped beside the chunks where p2pnode's loader looks first.
  */
 import { rm } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { shipSodiumAddon } from '@mtc/p2pnode/xsalsa20'
 import { build } from 'esbuild'
 
