@@ -175,7 +175,9 @@ export const MAX_STATUS_BYTES = 4 * 1024
 export const STATUS_TIMEOUT_MS = 5_000
 
 /**
- * Noise messages from this size up are sealed by Node's ChaCha20-Poly1305 with a cached
- * KeyObject (noise-crypto.ts), smaller ones by noise's default (WASM below 1,200 B).
+ * Noise messages from this size up are sealed and opened by Node's ChaCha20-Poly1305 with a
+ * cached KeyObject, smaller ones by libsodium (noise-crypto.ts). Seal + open, µs
+ * (`node packages/p2pnode/bench/crypto.ts --noise`, 2026-11-29): 300 B 9.5 → 1.8, 1,200 B
+ * 8.0 → 3.3, 4 KiB 11.5 → 7.6; 8 KiB about even (~13); 16 KiB 24 vs 24–60; 64 KiB 74 vs 94.
  */
-export const NOISE_NODE_CRYPTO_MIN_BYTES = 512
+export const NOISE_NODE_CRYPTO_MIN_BYTES = 8_192
