@@ -11,6 +11,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
+import type { ICryptoInterface } from '@chainsafe/libp2p-noise'
 import { asCrypto, defaultCrypto, nodeCrypto } from '@chainsafe/libp2p-noise/crypto'
 import { keyObjectCrypto, meshNoiseCrypto, sodiumCrypto } from '../src/noise-crypto.ts'
 import { JsXorStream, SodiumXorStream, sodiumBinding } from '../src/xsalsa20.ts'
@@ -60,18 +61,33 @@ function benchNoise(): void {
   const k = randomBytes(32)
   const nonce = new Uint8Array(12)
   const ad = new Uint8Array(0)
+  /** What meshNoiseCrypto was before libsodium: noise's WASM below 512 B, the KeyObject up. */
+  const before: ICryptoInterface = {
+    ...keyObjectCrypto,
+    chaCha20Poly1305Encrypt: (p, n, ad, k) =>
+      (p.byteLength < 512 ? defaultCrypto : keyObjectCrypto).chaCha20Poly1305Encrypt(p, n, ad, k),
+    chaCha20Poly1305Decrypt: (c, n, ad, k, dst) =>
+      (c.byteLength < 512 ? defaultCrypto : keyObjectCrypto).chaCha20Poly1305Decrypt(
+        c,
+        n,
+        ad,
+        k,
+        dst,
+      ),
+  }
   const impls = [
     ['noise default', defaultCrypto],
     ['node, raw key', nodeCrypto],
     ['WASM (as)', asCrypto],
     ['node, KeyObject', keyObjectCrypto],
     ['sodium-native', sodiumCrypto ?? defaultCrypto],
+    ['before', before],
     ['ours (threshold)', meshNoiseCrypto],
   ] as const
   for (const what of ['seal', 'open'] as const) {
     console.log(`\nNoise ChaCha20-Poly1305, µs per ${what} of one message`)
     console.log(['bytes'.padEnd(8), ...impls.map(([n]) => n.padStart(18))].join(''))
-    for (const size of [64, 300, 512, 1_200, 2_048, 4_096, 8_192, 16_384, 32_768, 65_519]) {
+    for (const size of [64, 300, 1_200, 4_096, 8_192, 12_288, 16_384, 32_768, 65_519]) {
       const plain = randomBytes(size)
       const row = impls.map(([, c]) => {
         const sealed = Buffer.from(c.chaCha20Poly1305Encrypt(plain, nonce, ad, k).subarray())

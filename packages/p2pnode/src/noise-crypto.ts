@@ -134,6 +134,12 @@ function checkSizes(nonce: Uint8Array, k: Uint8Array): void {
 const openFailed = (): Error => new Error('Invalid chacha20poly1305 decryption')
 
 /**
+ * A list's buffers, exactly its bytes (`bufs`: private in its types, public at run time;
+ * noise's patch reads it too), without the generator its iterator makes.
+ */
+const bufsOf = (list: NoiseList): Uint8Array[] => (list as unknown as { bufs: Uint8Array[] }).bufs
+
+/**
  * libsodium's IETF ChaCha20-Poly1305 (RFC 8439, what Noise uses: 12-byte nonce, 16-byte tag
  * after the ciphertext): one call into C, one output buffer. A list is copied into that
  * buffer and sealed in place (libsodium allows `m` at `c`'s start).
@@ -152,7 +158,7 @@ function sodiumSeal(
     m = plaintext
   } else {
     let at = 0
-    for (const buf of plaintext) {
+    for (const buf of bufsOf(plaintext)) {
       out.set(buf, at)
       at += buf.byteLength
     }
@@ -163,9 +169,6 @@ function sodiumSeal(
   }
   return out
 }
-
-/** A list's buffer count (`bufs`: private in its types, public at run time; noise's patch reads it too). */
-const bufCount = (list: NoiseList): number => (list as unknown as { bufs: unknown[] }).bufs.length
 
 /**
  * Opens into `dst` when noise offers one (a view of the ciphertext's own bytes: noise's
@@ -183,14 +186,17 @@ function sodiumOpen(
   checkSizes(nonce, k)
   const length = ciphertext.byteLength - TAG_BYTES
   if (length < 0) throw openFailed()
-  const c = ciphertext instanceof Uint8Array ? ciphertext : ciphertext.subarray()
-  // a list over several buffers was just joined into a new one, which is ours to open in place
-  const joined = !(ciphertext instanceof Uint8Array) && bufCount(ciphertext) > 1
-  const m = joined
-    ? c.subarray(0, length)
-    : dst?.byteLength === length
-      ? dst
-      : Buffer.allocUnsafe(length)
+  let c: Uint8Array
+  let m: Uint8Array
+  const parts = ciphertext instanceof Uint8Array ? undefined : bufsOf(ciphertext)
+  if (parts == null || parts.length === 1) {
+    c = parts == null ? (ciphertext as Uint8Array) : parts[0]
+    m = dst?.byteLength === length ? dst : Buffer.allocUnsafe(length)
+  } else {
+    // joined into a new buffer, which is ours to open in place
+    c = ciphertext.subarray()
+    m = c.subarray(0, length)
+  }
   if (binding.crypto_aead_chacha20poly1305_ietf_decrypt(m, c, ad, nonce, k) !== length) {
     throw openFailed()
   }
