@@ -5,13 +5,15 @@
  *
  * - pnet XOR: MB/s of xsalsa20@1.2.0 (WASM, what @libp2p/pnet uses), our sodium-native
  *   backend and our pure-JS fallback, at a few chunk sizes.
- * - Noise seal/open: µs per message of noise's default crypto and ours (cached KeyObject)
- *   at a few sizes, and of the WASM path, to choose NOISE_NODE_CRYPTO_MIN_BYTES.
+ * - Noise seal/open: µs per message of noise's default crypto, its WASM path, Node's with
+ *   a cached KeyObject, libsodium (sodium-native) and ours, seal and open apart, at a few
+ *   sizes, to choose NOISE_NODE_CRYPTO_MIN_BYTES. `--noise` runs only these.
  */
 import { randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
+import type { ICryptoInterface } from '@chainsafe/libp2p-noise'
 import { asCrypto, defaultCrypto, nodeCrypto } from '@chainsafe/libp2p-noise/crypto'
-import { keyObjectCrypto, meshNoiseCrypto } from '../src/noise-crypto.ts'
+import { keyObjectCrypto, meshNoiseCrypto, sodiumCrypto } from '../src/noise-crypto.ts'
 import { JsXorStream, SodiumXorStream, sodiumBinding } from '../src/xsalsa20.ts'
 
 const require = createRequire(import.meta.url)
@@ -59,28 +61,46 @@ function benchNoise(): void {
   const k = randomBytes(32)
   const nonce = new Uint8Array(12)
   const ad = new Uint8Array(0)
+  /** What meshNoiseCrypto was before libsodium: noise's WASM below 512 B, the KeyObject up. */
+  const before: ICryptoInterface = {
+    ...keyObjectCrypto,
+    chaCha20Poly1305Encrypt: (p, n, ad, k) =>
+      (p.byteLength < 512 ? defaultCrypto : keyObjectCrypto).chaCha20Poly1305Encrypt(p, n, ad, k),
+    chaCha20Poly1305Decrypt: (c, n, ad, k, dst) =>
+      (c.byteLength < 512 ? defaultCrypto : keyObjectCrypto).chaCha20Poly1305Decrypt(
+        c,
+        n,
+        ad,
+        k,
+        dst,
+      ),
+  }
   const impls = [
     ['noise default', defaultCrypto],
     ['node, raw key', nodeCrypto],
     ['WASM (as)', asCrypto],
     ['node, KeyObject', keyObjectCrypto],
+    ['sodium-native', sodiumCrypto ?? defaultCrypto],
+    ['before', before],
     ['ours (threshold)', meshNoiseCrypto],
   ] as const
-  console.log('\nNoise ChaCha20-Poly1305, µs per seal+open of one message')
-  console.log(['bytes'.padEnd(8), ...impls.map(([n]) => n.padStart(24))].join(''))
-  for (const size of [64, 256, 512, 768, 1_024, 1_200, 4_096, 16_384, 65_519]) {
-    const plain = randomBytes(size)
-    const row = impls.map(([, c]) => {
-      const sealed = c.chaCha20Poly1305Encrypt(plain, nonce, ad, k)
-      const per = rate(() => {
-        c.chaCha20Poly1305Encrypt(plain, nonce, ad, k)
-        c.chaCha20Poly1305Decrypt(sealed.subarray(), nonce, ad, k)
+  for (const what of ['seal', 'open'] as const) {
+    console.log(`\nNoise ChaCha20-Poly1305, µs per ${what} of one message`)
+    console.log(['bytes'.padEnd(8), ...impls.map(([n]) => n.padStart(18))].join(''))
+    for (const size of [64, 300, 1_200, 4_096, 8_192, 12_288, 16_384, 32_768, 65_519]) {
+      const plain = randomBytes(size)
+      const row = impls.map(([, c]) => {
+        const sealed = Buffer.from(c.chaCha20Poly1305Encrypt(plain, nonce, ad, k).subarray())
+        const per =
+          what === 'seal'
+            ? rate(() => c.chaCha20Poly1305Encrypt(plain, nonce, ad, k))
+            : rate(() => c.chaCha20Poly1305Decrypt(sealed, nonce, ad, k))
+        return (1e6 / per).toFixed(2)
       })
-      return (1e6 / per).toFixed(2)
-    })
-    console.log([String(size).padEnd(8), ...row.map((r) => r.padStart(24))].join(''))
+      console.log([String(size).padEnd(8), ...row.map((r) => r.padStart(18))].join(''))
+    }
   }
 }
 
-benchXor()
+if (!process.argv.includes('--noise')) benchXor()
 benchNoise()

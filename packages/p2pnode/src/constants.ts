@@ -175,7 +175,11 @@ export const MAX_STATUS_BYTES = 4 * 1024
 export const STATUS_TIMEOUT_MS = 5_000
 
 /**
- * Noise messages from this size up are sealed by Node's ChaCha20-Poly1305 with a cached
- * KeyObject (noise-crypto.ts), smaller ones by noise's default (WASM below 1,200 B).
+ * Noise messages from this size up are sealed and opened by Node's ChaCha20-Poly1305 with a
+ * cached KeyObject, smaller ones by libsodium (noise-crypto.ts). µs per seal / open, Node
+ * against libsodium (`node packages/p2pnode/bench/crypto.ts --noise`, 2026-11-29): 1,200 B
+ * 7.1 / 5.4 against 1.7 / 1.7; 4 KiB 5.6 / 5.0 against 3.5 / 3.2; 8 KiB 8.3 / 6.2 against
+ * 6.2 / 5.8; 12 KiB 9.6 / 7.4 against 9.6 / 8.7; 16 KiB 11.8 / 9.1 against 12.3 / 11.2;
+ * 65,519 B 37.3 / 28.0 against 44.5 / 43.8 (OpenSSL's AVX-512 ChaCha20 wins on bulk).
  */
-export const NOISE_NODE_CRYPTO_MIN_BYTES = 512
+export const NOISE_NODE_CRYPTO_MIN_BYTES = 8_192

@@ -84,26 +84,41 @@ function sodiumAddonCandidates(): string[] {
   return installed != null ? [beside, installed] : [beside]
 }
 
-function loadSodium(): { binding: SodiumStreamBinding; path: string } | { error: string } {
-  if (process.env.MTC_XSALSA20_BACKEND === 'js') return { error: 'MTC_XSALSA20_BACKEND=js' }
+type LoadedAddon = { addon: Record<string, unknown>; path: string } | { error: string }
+let loadedAddon: LoadedAddon | undefined
+
+/**
+ * sodium-native's addon, the first candidate that loads, once per process (noise-crypto.ts
+ * uses its ChaCha20-Poly1305 too), or why none did.
+ */
+export function loadSodiumAddon(): LoadedAddon {
+  if (loadedAddon != null) return loadedAddon
   const errors: string[] = []
   for (const path of sodiumAddonCandidates()) {
     if (!existsSync(path)) continue
     try {
-      const binding = require(path) as SodiumStreamBinding
-      if (
-        typeof binding.crypto_stream_xor_init !== 'function' ||
-        typeof binding.crypto_stream_xor_update !== 'function'
-      ) {
-        errors.push(`${path}: no crypto_stream_xor_init/update`)
-        continue
-      }
-      return { binding, path }
+      loadedAddon = { addon: require(path) as Record<string, unknown>, path }
+      return loadedAddon
     } catch (err) {
       errors.push(`${path}: ${(err as Error).message}`)
     }
   }
-  return { error: errors.length > 0 ? errors.join('; ') : 'addon not found' }
+  loadedAddon = { error: errors.length > 0 ? errors.join('; ') : 'addon not found' }
+  return loadedAddon
+}
+
+function loadSodium(): { binding: SodiumStreamBinding; path: string } | { error: string } {
+  if (process.env.MTC_XSALSA20_BACKEND === 'js') return { error: 'MTC_XSALSA20_BACKEND=js' }
+  const loaded = loadSodiumAddon()
+  if ('error' in loaded) return loaded
+  const binding = loaded.addon as unknown as SodiumStreamBinding
+  if (
+    typeof binding.crypto_stream_xor_init !== 'function' ||
+    typeof binding.crypto_stream_xor_update !== 'function'
+  ) {
+    return { error: `${loaded.path}: no crypto_stream_xor_init/update` }
+  }
+  return { binding, path: loaded.path }
 }
 
 const sodium = loadSodium()

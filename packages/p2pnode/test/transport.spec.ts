@@ -5,8 +5,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Stream } from '@libp2p/interface'
 import { waitFor } from '@mtc/testkit'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { YAMUX_MAX_STREAM_WINDOW_BYTES } from '../src/constants.ts'
+import { NOISE_NODE_CRYPTO_MIN_BYTES, YAMUX_MAX_STREAM_WINDOW_BYTES } from '../src/constants.ts'
 import type { MeshNode } from '../src/node.ts'
+import { sodiumCrypto } from '../src/noise-crypto.ts'
 import { generatePsk } from '../src/psk.ts'
 import { sendWithBackpressure } from '../src/stream-io.ts'
 import { loopbackPair, startLoopbackNode, stopPair } from '../src/testing.ts'
@@ -58,6 +59,74 @@ describe('wire compatibility with a stock js-libp2p node', () => {
         `mesh: ${counts.in.windowUpdates} window updates for ${counts.out.dataFrames} data frames`,
       )
     } finally {
+      await Promise.all([stock.stop(), mesh.stop()])
+    }
+  })
+
+  it('exchanges messages of every Noise size class both ways (libsodium and Node ciphers)', async (t) => {
+    if (sodiumCrypto == null) assert.fail('sodium-native addon did not load')
+    const psk = generatePsk()
+    const stock = await startStockNode(psk, frameCounts())
+    const mesh = await startLoopbackNode({ psk })
+    // which plaintext sizes our libsodium path seals and opens (the rest goes to Node's)
+    const viaSodium = { seal: [] as number[], open: [] as number[] }
+    const { chaCha20Poly1305Encrypt: seal, chaCha20Poly1305Decrypt: open } = sodiumCrypto
+    sodiumCrypto.chaCha20Poly1305Encrypt = (p, ...rest) => {
+      viaSodium.seal.push(p.byteLength)
+      return seal(p, ...rest)
+    }
+    sodiumCrypto.chaCha20Poly1305Decrypt = (c, ...rest) => {
+      viaSodium.open.push(c.byteLength - 16)
+      return open(c, ...rest)
+    }
+    try {
+      for (const node of [stock, mesh.libp2p]) {
+        await node.handle(ECHO_PROTOCOL, (stream) => {
+          stream.addEventListener('message', (evt) => stream.send(evt.data))
+          stream.addEventListener('remoteCloseWrite', () => void stream.close())
+        })
+      }
+      const T = NOISE_NODE_CRYPTO_MIN_BYTES
+      // a yamux data frame is 12 bytes of header and the payload, one Noise message each
+      const sizes = [
+        1,
+        100,
+        300,
+        1_188,
+        1_200,
+        T - 40,
+        T - 13,
+        T - 12,
+        T - 11,
+        16_384,
+        65_000,
+        200_000,
+      ]
+      for (const [from, to] of [
+        [mesh.libp2p, stock.getMultiaddrs()[0]],
+        [stock, mesh.libp2p.getMultiaddrs()[0]],
+      ] as const) {
+        const echo = await from.dialProtocol(to, ECHO_PROTOCOL)
+        const replies = echoReplies(echo)
+        for (const [i, size] of sizes.entries()) {
+          const message = pattern(i * 7, size)
+          await sendWithBackpressure(echo, message)
+          assert.ok(Buffer.from(await replies.next(size)).equals(message), `echo of ${size} B`)
+        }
+        await echo.close()
+      }
+      assert.ok((await stock.services.ping.ping(mesh.peerId)) >= 0)
+      const bounds = (xs: number[]) => `${Math.min(...xs)}..${Math.max(...xs)} B`
+      t.diagnostic(`libsodium sealed ${viaSodium.seal.length} (${bounds(viaSodium.seal)}),`)
+      t.diagnostic(`opened ${viaSodium.open.length} (${bounds(viaSodium.open)})`)
+      // both ways, libsodium carried messages the stock peer's Node cipher handles (1,200 B+)
+      for (const sizesSeen of [viaSodium.seal, viaSodium.open]) {
+        assert.ok(sizesSeen.some((n) => n >= 1_200 && n < T))
+        assert.ok(sizesSeen.every((n) => n < T))
+      }
+    } finally {
+      sodiumCrypto.chaCha20Poly1305Encrypt = seal
+      sodiumCrypto.chaCha20Poly1305Decrypt = open
       await Promise.all([stock.stop(), mesh.stop()])
     }
   })
