@@ -23,6 +23,29 @@ after(async () => {
   await stopAll()
 })
 
+/**
+ * Bundles an entry of `lines` (in a temp dir) and runs it twice: with the `addonFile`
+ * bundle() put beside it (`addon`: its path, undefined when it was not put there), then
+ * with that file removed.
+ */
+async function bundleWithAndWithout(addonFile: string, lines: string[]) {
+  const dir = await tempDir('mtc-bundle-')
+  try {
+    const entry = join(dir.path, 'entry.mjs')
+    await writeFile(entry, lines.join('\n'))
+    const out = join(dir.path, 'out', 'entry.bundle.mjs')
+    await bundle(entry, out)
+    const path = join(dir.path, 'out', addonFile)
+    const addon = existsSync(path) ? path : undefined
+    const native = await runToEnd(process.execPath, [out])
+    if (addon != null) await rm(addon)
+    const without = await runToEnd(process.execPath, [out])
+    return { addon, native, without }
+  } finally {
+    await dir.remove()
+  }
+}
+
 describe('the proxy bundle and the native XSalsa20', () => {
   it('ships the addon beside dist/proxy.mjs and the running proxy uses it', async () => {
     assert.ok(existsSync(join(DIST, 'proxy.mjs')), 'run `pnpm build` first')
@@ -61,68 +84,34 @@ describe('the proxy bundle and the native XSalsa20', () => {
   })
 
   it('a bundle without the addon loads the pure-JS fallback and XORs the same bytes', async () => {
-    const dir = await tempDir('mtc-bundle-')
-    try {
-      const entry = join(dir.path, 'entry.mjs')
-      await writeFile(
-        entry,
-        [
-          `import { xorBackend, JsXorStream, xsalsa20Stream } from '${XSALSA20_MODULE}'`,
-          'const n = new Uint8Array(24).fill(7), k = new Uint8Array(32).fill(9), d = new Uint8Array(1000).fill(1)',
-          'const same = Buffer.from(xsalsa20Stream(n, k).update(d)).equals(Buffer.from(new JsXorStream(n, k).update(d)))',
-          'console.log(JSON.stringify({ backend: xorBackend().name, same }))',
-        ].join('\n'),
-      )
-      const out = join(dir.path, 'out', 'entry.bundle.mjs')
-      await bundle(entry, out)
-      const addon = join(dir.path, 'out', 'sodium-native.node')
-      assert.ok(existsSync(addon), 'bundle() puts the addon beside a bundle with the mesh node')
-      const native = await runToEnd(process.execPath, [out])
-      assert.deepEqual(
-        JSON.parse(native.stdout),
-        { backend: 'sodium-native', same: true },
-        native.stderr,
-      )
-      await rm(addon)
-      const fallback = await runToEnd(process.execPath, [out])
-      assert.equal(fallback.code, 0, fallback.stderr)
-      assert.deepEqual(JSON.parse(fallback.stdout), { backend: 'js', same: true })
-    } finally {
-      await dir.remove()
-    }
+    const { addon, native, without } = await bundleWithAndWithout('sodium-native.node', [
+      `import { xorBackend, JsXorStream, xsalsa20Stream } from '${XSALSA20_MODULE}'`,
+      'const n = new Uint8Array(24).fill(7), k = new Uint8Array(32).fill(9), d = new Uint8Array(1000).fill(1)',
+      'const same = Buffer.from(xsalsa20Stream(n, k).update(d)).equals(Buffer.from(new JsXorStream(n, k).update(d)))',
+      'console.log(JSON.stringify({ backend: xorBackend().name, same }))',
+    ])
+    assert.ok(addon, 'bundle() puts the addon beside a bundle with the mesh node')
+    assert.deepEqual(
+      JSON.parse(native.stdout),
+      { backend: 'sodium-native', same: true },
+      native.stderr,
+    )
+    assert.equal(without.code, 0, without.stderr)
+    assert.deepEqual(JSON.parse(without.stdout), { backend: 'js', same: true })
   })
 })
 
 describe('the proxy bundle and malloc_trim (koffi)', () => {
   it('ships koffi.node beside a bundle that trims, which runs without it too', async () => {
     assert.ok(existsSync(join(DIST, 'koffi.node')), 'bundle() copies the addon beside proxy.mjs')
-    const dir = await tempDir('mtc-bundle-')
-    try {
-      const entry = join(dir.path, 'entry.mjs')
-      await writeFile(
-        entry,
-        [
-          `import { loadMallocTrim } from '${MALLOC_TRIM_MODULE}'`,
-          'const r = loadMallocTrim()',
-          "console.log(JSON.stringify('trim' in r ? { path: r.path, trimmed: typeof r.trim() } : r))",
-        ].join('\n'),
-      )
-      const out = join(dir.path, 'out', 'entry.bundle.mjs')
-      await bundle(entry, out)
-      const addon = join(dir.path, 'out', 'koffi.node')
-      assert.ok(existsSync(addon), 'bundle() puts the addon beside a bundle that trims')
-      const native = await runToEnd(process.execPath, [out])
-      assert.deepEqual(
-        JSON.parse(native.stdout),
-        { path: addon, trimmed: 'boolean' },
-        native.stderr,
-      )
-      await rm(addon)
-      const without = await runToEnd(process.execPath, [out])
-      assert.equal(without.code, 0, without.stderr)
-      assert.deepEqual(JSON.parse(without.stdout), { error: 'koffi addon not found' })
-    } finally {
-      await dir.remove()
-    }
+    const { addon, native, without } = await bundleWithAndWithout('koffi.node', [
+      `import { loadMallocTrim } from '${MALLOC_TRIM_MODULE}'`,
+      'const r = loadMallocTrim()',
+      "console.log(JSON.stringify('trim' in r ? { path: r.path, trimmed: typeof r.trim() } : r))",
+    ])
+    assert.ok(addon, 'bundle() puts the addon beside a bundle that trims')
+    assert.deepEqual(JSON.parse(native.stdout), { path: addon, trimmed: 'boolean' }, native.stderr)
+    assert.equal(without.code, 0, without.stderr)
+    assert.deepEqual(JSON.parse(without.stdout), { error: 'koffi addon not found' })
   })
 })
