@@ -4,6 +4,7 @@ import { createServer, get, type IncomingMessage, type Server } from 'node:http'
 import { connect } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { freePort, waitFor } from '@mtc/testkit'
+import { EventSource } from 'eventsource'
 import WebSocket, { WebSocketServer } from 'ws'
 import { Mesh, type ProxyProc } from './fixture.ts'
 
@@ -33,6 +34,10 @@ before(async () => {
   server = createServer((req, res) => {
     if (req.url === '/events') {
       void serveEvents(res)
+      return
+    }
+    if (req.url === '/resumable') {
+      serveResumable(req, res)
       return
     }
     res.end('up\n')
@@ -87,6 +92,22 @@ async function serveEvents(res: import('node:http').ServerResponse): Promise<voi
     }
   }
   res.end()
+}
+
+/** Last-Event-ID of each request to /resumable, in order ('' for none). */
+const resumedFrom: string[] = []
+
+/**
+ * An event stream that ends after three events and, asked again with Last-Event-ID,
+ * sends one more naming it: what an EventSource client does across a reconnection.
+ */
+function serveResumable(req: IncomingMessage, res: import('node:http').ServerResponse): void {
+  const last = req.headers['last-event-id']
+  resumedFrom.push(typeof last === 'string' ? last : '')
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' })
+  if (last == null)
+    res.end('retry: 50\n\nid: 1\ndata: one\n\nid: 2\ndata: two\n\nid: 3\ndata: three\n\n')
+  else res.write(`data: resumed after ${last}\n\n`) // held open until the client closes
 }
 
 /** A WebSocket through the client proxy, once open. */
@@ -266,5 +287,36 @@ describe('proxy: server-sent events through the mesh', () => {
     // Each event waited for the previous one's delivery (a proxy holding one would have
     // made the service give up after 10 s and cut the response).
     assert.ok(elapsed >= SSE_EVENTS * SSE_INTERVAL_MS, `took ${elapsed.toFixed(0)} ms`)
+  })
+})
+
+describe('proxy: an EventSource client through the mesh (the eventsource package)', () => {
+  it('gets every event with its id, reconnects after the end and resumes with Last-Event-ID', async () => {
+    const es = new EventSource(`http://127.0.0.1:${client.port}/${SERVICE}/resumable`)
+    const got: Array<{ data: string; id: string }> = []
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`only ${JSON.stringify(got)} in 30 s`)),
+          30_000,
+        )
+        es.onmessage = (e) => {
+          got.push({ data: e.data, id: e.lastEventId })
+          if (e.data.startsWith('resumed')) {
+            clearTimeout(timer)
+            resolve()
+          }
+        }
+      })
+    } finally {
+      es.close()
+    }
+    assert.deepEqual(got, [
+      { data: 'one', id: '1' },
+      { data: 'two', id: '2' },
+      { data: 'three', id: '3' },
+      { data: 'resumed after 3', id: '3' },
+    ])
+    assert.deepEqual(resumedFrom, ['', '3'])
   })
 })
