@@ -13,10 +13,11 @@
  * why and the caller goes on without trimming.
  */
 import { existsSync } from 'node:fs'
-import { copyFile, rename, rm } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { writeFileAtomic } from '@mtc/p2pnode/atomic-file'
 
 /** The addon's file name beside a bundle. */
 export const KOFFI_ADDON_FILE = 'koffi.node'
@@ -47,21 +48,15 @@ export function installedKoffiAddon(): string | undefined {
 
 /**
  * Puts the installed addon in `dir` (beside a bundle) and returns its path, or undefined
- * when there is none for this platform. Replaced by rename, never rewritten in place (a
- * proxy running from that bundle keeps its mapping; see xsalsa20.ts's shipSodiumAddon).
+ * when there is none for this platform. Written atomically (a new file renamed over the
+ * old): a proxy running from that bundle keeps its mapping, as with p2pnode's
+ * shipSodiumAddon.
  */
 export async function shipKoffiAddon(dir: string): Promise<string | undefined> {
   const addon = installedKoffiAddon()
   if (addon == null) return undefined
   const dest = join(dir, KOFFI_ADDON_FILE)
-  const tmp = `${dest}.${process.pid}.tmp`
-  try {
-    await copyFile(addon, tmp)
-    await rename(tmp, dest)
-  } catch (err) {
-    await rm(tmp, { force: true })
-    throw err
-  }
+  await writeFileAtomic(dest, await readFile(addon), 0o755)
   return dest
 }
 
