@@ -27,6 +27,8 @@ import type { Requirements } from './requirements.ts'
 export class LatencyStats {
   /** The last RTT_DISTANCE_PROBES probe RTTs, oldest first. */
   private readonly rtts: number[] = []
+  /** The smallest of `rtts`, kept when a probe is recorded: ranking reads it per request. */
+  private minRtt: number | undefined
   /** Attempts of this proxy on the instance that have not ended. */
   inFlight = 0
   private observedMs: number | undefined
@@ -37,6 +39,7 @@ export class LatencyStats {
   recordRtt(ms: number): void {
     this.rtts.push(ms)
     if (this.rtts.length > RTT_DISTANCE_PROBES) this.rtts.shift()
+    this.minRtt = Math.min(...this.rtts)
   }
 
   /** Enough probes to judge the distance against a hard limit (RTT_SETTLE_PROBES). */
@@ -46,7 +49,7 @@ export class LatencyStats {
 
   /** The network distance in ms: the smallest recent probe RTT (none probed yet: undefined). */
   get rttMs(): number | undefined {
-    return this.rtts.length === 0 ? undefined : Math.min(...this.rtts)
+    return this.minRtt
   }
 
   recordLatency(ms: number, now = performance.now()): void {
