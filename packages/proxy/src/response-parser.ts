@@ -61,10 +61,31 @@ export class ResponseParseError extends Error {
 }
 
 /**
+ * The Content-Length of a head llhttp accepted (so at most one, digits only, and no
+ * Transfer-Encoding beside it), or undefined when it has none.
+ */
+function contentLength(rawHeaders: string[]): number | undefined {
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]
+    if (name.length === 14 && name.toLowerCase() === 'content-length') {
+      const n = Number(rawHeaders[i + 1])
+      return Number.isSafeInteger(n) ? n : undefined
+    }
+  }
+  return undefined
+}
+
+/**
  * The responses of one connection (a mesh stream), one after another. Before each
  * request, `expect()` says which method it was (a HEAD response has no body) and where
  * its events go. `push()` returns what followed a 101 head (the other protocol's first
  * bytes), or undefined; it throws ResponseParseError.
+ *
+ * A Content-Length body does not go through llhttp: Node's binding hands each body
+ * chunk over as a fresh copy, so a 100 MB answer allocated 100 MB more, and that
+ * allocation (ArrayBuffers count toward V8's heap limits) set off most of the proxy's
+ * mark-compacts. The head says how long the body is; its bytes are passed on as slices
+ * of what arrived, and the parser starts afresh after them.
  */
 export class ResponseParser {
   private readonly parser = new HTTPParser()
@@ -77,6 +98,8 @@ export class ResponseParser {
   upgraded = false
   /** Bytes of a response were seen since expect(). */
   started = false
+  /** Body bytes of the current Content-Length response not yet seen (counted here). */
+  private bodyLeft = 0
 
   constructor() {
     const p = this.parser
@@ -113,20 +136,22 @@ export class ResponseParser {
       if (status === 101) this.upgraded = true
       this.handler?.onHead({ status, reason, rawHeaders, keepAlive: keepAlive && !this.upgraded })
       if (this.upgraded) return 2 // no body; the rest is another protocol
-      return this.head ? 1 : 0 // a HEAD response has no body whatever it says
+      if (this.head) return 1 // a HEAD response has no body whatever it says
+      if (status === 204 || status === 304) return 0 // llhttp knows these have none
+      const length = contentLength(rawHeaders)
+      if (length == null || length === 0) return 0
+      // 2 stops llhttp right after this head, as for an upgrade; push() counts the body.
+      this.bodyLeft = length
+      return 2
     }
     p[HTTPParser.kOnBody] = (chunk: Buffer) => {
       this.handler?.onBody(chunk)
     }
     p[HTTPParser.kOnMessageComplete] = () => {
-      if (this.upgraded) return
-      const handler = this.handler
-      if (handler == null) return
+      // After a 101 nothing completes; a counted body completes in push().
+      if (this.upgraded || this.bodyLeft > 0) return
       // An interim (1xx) message completes too: only a final one ends the exchange.
-      if (!this.finalSeen) return
-      this.handler = undefined
-      this.finalSeen = false
-      handler.onComplete()
+      if (this.finalSeen) this.complete()
     }
     p[HTTPParser.kOnExecute] = () => {}
     p[HTTPParser.kOnTimeout] = () => {}
@@ -146,15 +171,47 @@ export class ResponseParser {
   }
 
   push(data: Buffer): Buffer | undefined {
-    const n = this.parser.execute(data)
-    if (n instanceof Error) throw new ResponseParseError(n)
-    if (this.upgraded) return data.subarray(n)
+    let at = 0
+    while (at < data.length) {
+      if (this.bodyLeft > 0) {
+        const n = Math.min(this.bodyLeft, data.length - at)
+        this.bodyLeft -= n
+        this.handler?.onBody(n === data.length ? data : data.subarray(at, at + n))
+        at += n
+        if (this.bodyLeft === 0) {
+          // Stopped as for an upgrade, llhttp would take nothing more: a fresh start.
+          this.parser.initialize(HTTPParser.RESPONSE, {}, 0, HTTPParser.kLenientNone)
+          this.complete()
+        }
+        continue
+      }
+      const chunk = at === 0 ? data : data.subarray(at)
+      const n = this.parser.execute(chunk)
+      if (n instanceof Error) throw new ResponseParseError(n)
+      if (this.upgraded) return chunk.subarray(n)
+      if (this.bodyLeft === 0) return undefined // llhttp took all of it
+      at += n // it stopped after a head whose body is counted here
+    }
     return undefined
+  }
+
+  private complete(): void {
+    const handler = this.handler
+    this.handler = undefined
+    this.finalSeen = false
+    handler?.onComplete()
   }
 
   /** The connection ended: completes a response delimited by the close, or throws for one
    * cut short. */
   finish(): void {
+    if (this.bodyLeft > 0) {
+      throw new ResponseParseError(
+        Object.assign(new Error(`the body ended ${this.bodyLeft} bytes short`), {
+          code: 'HPE_INVALID_EOF_STATE',
+        }),
+      )
+    }
     const err = this.parser.finish()
     if (err instanceof Error) throw new ResponseParseError(err)
   }

@@ -9,7 +9,8 @@ interface Seen {
   complete: boolean
 }
 
-function expect(p: ResponseParser, method = 'GET'): Seen {
+/** What the next response does goes into the returned Seen; `then` runs once it completes. */
+function expect(p: ResponseParser, method = 'GET', then?: () => void): Seen {
   const seen: Seen = { body: '', complete: false }
   p.expect(method, {
     onHead: (h) => {
@@ -20,6 +21,7 @@ function expect(p: ResponseParser, method = 'GET'): Seen {
     },
     onComplete: () => {
       seen.complete = true
+      then?.()
     },
   })
   return seen
@@ -60,6 +62,69 @@ describe('ResponseParser (llhttp, response mode)', () => {
     assert.equal(b.head?.status, 404)
     assert.equal(b.body, 'abcde')
     assert.equal(b.complete, true)
+  })
+
+  it('hands a Content-Length body on as views of the bytes pushed, not copies', () => {
+    const p = new ResponseParser()
+    const views: Buffer[] = []
+    let complete = false
+    p.expect('GET', {
+      onHead: () => {},
+      onBody: (c) => {
+        views.push(c)
+      },
+      onComplete: () => {
+        complete = true
+      },
+    })
+    const first = Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nabc')
+    const second = Buffer.from('defgh')
+    p.push(first)
+    p.push(second)
+    assert.equal(complete, true)
+    assert.equal(Buffer.concat(views).toString(), 'abcdefgh')
+    // Node's parser hands each body chunk over as a new Buffer: a 100 MB answer was copied.
+    assert.equal(views[0].buffer, first.buffer)
+    assert.equal(views[1].buffer, second.buffer)
+  })
+
+  it('stays in step when bodies and the next heads share chunks, in any chunking', () => {
+    const stream =
+      'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst' +
+      'HTTP/1.1 201 Created\r\nContent-Length: 6\r\n\r\nsecond' +
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nthird\r\n0\r\n\r\n' +
+      'HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nfourth'
+    for (const step of [1, 2, 3, 7, 13, stream.length]) {
+      const p = new ResponseParser()
+      const seen: Seen[] = []
+      const next = (): void => {
+        seen.push(expect(p, 'GET', () => seen.length < 4 && next()))
+      }
+      next()
+      const data = Buffer.from(stream, 'latin1')
+      for (let i = 0; i < data.length; i += step) p.push(data.subarray(i, i + step))
+      assert.deepEqual(
+        seen.map((x) => [x.head?.status, x.body, x.complete]),
+        [
+          [200, 'first', true],
+          [201, 'second', true],
+          [200, 'third', true],
+          [200, 'fourth', true],
+        ],
+        `chunks of ${step}`,
+      )
+    }
+  })
+
+  it('refuses what follows a Content-Length body when it is not a response', () => {
+    const p = new ResponseParser()
+    const a = expect(p)
+    assert.throws(
+      () => p.push(Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSSH-2.0\r\n')),
+      ResponseParseError,
+    )
+    assert.equal(a.body, 'ok')
+    assert.equal(a.complete, true)
   })
 
   it('skips interim 1xx heads and reports the final one', () => {
