@@ -82,10 +82,10 @@ function contentLength(rawHeaders: string[]): number | undefined {
  * bytes), or undefined; it throws ResponseParseError.
  *
  * A Content-Length body does not go through llhttp: Node's binding hands each body
- * chunk over as a fresh copy, so a 100 MB answer allocated 100 MB more, and that
- * allocation (ArrayBuffers count toward V8's heap limits) set off most of the proxy's
- * mark-compacts. The head says how long the body is; its bytes are passed on as slices
- * of what arrived, and the parser starts afresh after them.
+ * chunk over as a fresh copy, so a 100 MB answer cost 100 MB more of allocation and
+ * copying (a quarter of what the client proxy allocated for it). The head says how long
+ * the body is; its bytes are passed on as slices of what arrived, and the parser starts
+ * afresh after them.
  */
 export class ResponseParser {
   private readonly parser = new HTTPParser()
