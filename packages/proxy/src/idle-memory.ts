@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks'
-import { getHeapStatistics, setFlagsFromString } from 'node:v8'
+import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { loadMallocTrim, type MallocTrim } from './malloc-trim.ts'
 
@@ -10,14 +10,6 @@ const SAMPLE_MS = 2000
 const IDLE_UTILIZATION = 0.05
 /** At most one release per this interval, whatever the traffic pattern. */
 const MIN_GAP_MS = 30_000
-/**
- * An idle proxy is released again once V8's heap grew this much since the last release.
- * Its own background work (probes of the services it used in the last minute, DHT
- * lookups) grows the young generation back to its 8 MiB within ~10 s and piles garbage
- * into the old one until the next full GC: after one release a loopback proxy went
- * 33 → 44 → 48 MB over 2 minutes without a request.
- */
-const REGROWTH_BYTES = 4 * 1024 * 1024
 
 export interface IdleMemoryOptions {
   sampleMs?: number
@@ -25,9 +17,6 @@ export interface IdleMemoryOptions {
   minGapMs?: number
   /** Utilisation of the event loop since the previous call, 0–1. */
   utilization?: () => number
-  regrowthBytes?: number
-  /** The size of V8's heap now (committed, all spaces). */
-  heapBytes?: () => number
   release?: () => void
   now?: () => number
   /** Told once, on the first release, when the C heap cannot be trimmed, and why. */
@@ -43,8 +32,7 @@ export interface IdleMemoryOptions {
  * 39.3–39.9 MB per proxy (the proxy README's "Memory"). Then glibc's `malloc_trim(0)`
  * gives back the C heap's free pages, which a burst of traffic leaves by the tens of MB
  * (malloc-trim.ts says why).
- * Runs once per busy → idle transition, again while idle whenever the heap grew by
- * `regrowthBytes` since, and at most once per `minGapMs`.
+ * Runs once per busy → idle transition, and at most once per `minGapMs`.
  */
 export function startIdleMemoryRelease(options: IdleMemoryOptions = {}): () => void {
   const idleUtilization = options.idleUtilization ?? IDLE_UTILIZATION
@@ -52,22 +40,17 @@ export function startIdleMemoryRelease(options: IdleMemoryOptions = {}): () => v
   const utilization = options.utilization ?? eventLoopUtilization()
   const release = options.release ?? memoryRelease(options.log)
   const now = options.now ?? Date.now
-  const regrowthBytes = options.regrowthBytes ?? REGROWTH_BYTES
-  const heapBytes = options.heapBytes ?? (() => getHeapStatistics().total_heap_size)
   let busySinceRelease = true
   let lastRelease = Number.NEGATIVE_INFINITY
-  let heapAfterRelease = 0
   const tick = (): void => {
     if (utilization() > idleUtilization) {
       busySinceRelease = true
       return
     }
-    if (now() - lastRelease < minGapMs) return
-    if (!busySinceRelease && heapBytes() - heapAfterRelease < regrowthBytes) return
+    if (!busySinceRelease || now() - lastRelease < minGapMs) return
     release()
     busySinceRelease = false
     lastRelease = now()
-    heapAfterRelease = heapBytes()
     utilization() // the GC's own time is not traffic
   }
   const timer = setInterval(tick, options.sampleMs ?? SAMPLE_MS)

@@ -8,13 +8,11 @@ import { tempDir } from '@mtc/testkit'
 import { memoryRelease, startIdleMemoryRelease } from '../src/idle-memory.ts'
 import { installedKoffiAddon, loadMallocTrim } from '../src/malloc-trim.ts'
 
-/** Drives the policy by hand: `load` is the utilisation the next sample sees, `heap` the
- * heap's size (MiB). */
+/** Drives the policy by hand: `load` is the utilisation the next sample sees. */
 function harness(minGapMs = 30_000) {
   let load = 0
   let clock = 0
   let releases = 0
-  let heap = 20
   const ticks: (() => void)[] = []
   const realSetInterval = globalThis.setInterval
   globalThis.setInterval = ((fn: () => void) => {
@@ -27,7 +25,6 @@ function harness(minGapMs = 30_000) {
       utilization: () => load,
       release: () => releases++,
       now: () => clock,
-      heapBytes: () => heap * 1024 * 1024,
     })
   } finally {
     globalThis.setInterval = realSetInterval
@@ -39,9 +36,6 @@ function harness(minGapMs = 30_000) {
       ticks[0]()
       return releases
     },
-    heap(mib: number) {
-      heap = mib
-    },
   }
 }
 
@@ -52,20 +46,6 @@ test('memory is released once when start-up is over and once after each burst of
   for (let i = 0; i < 20; i++) assert.equal(h.sample(0.02), 1, 'staying idle costs nothing')
   h.sample(0.5)
   assert.equal(h.sample(0.01), 2, 'idle after a burst')
-})
-
-test('an idle proxy whose heap grows back is released again, at most once per gap', () => {
-  const h = harness(30_000)
-  assert.equal(h.sample(0.01), 1, 'idle after start-up')
-  h.heap(23)
-  for (let i = 0; i < 20; i++) assert.equal(h.sample(0.02), 1, 'grown by less than 4 MiB')
-  h.heap(24)
-  assert.equal(h.sample(0.02), 2, 'grown by 4 MiB: released again')
-  h.heap(28) // 4 MiB over the size measured just after that release
-  assert.equal(h.sample(0.02, 1000), 2, 'not before the gap')
-  let releases = 2
-  for (let i = 0; i < 15; i++) releases = h.sample(0.02)
-  assert.equal(releases, 3, 'after the gap')
 })
 
 test('bursts closer together than the minimum gap cause one release per gap', () => {
