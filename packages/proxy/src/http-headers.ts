@@ -52,7 +52,7 @@ export function endToEndHeaders(raw: string[], drop: ReadonlySet<string> = new S
 }
 
 /** The value of header `name` (lower-case) in a flat list, the first if repeated. */
-function headerValue(raw: string[], name: string): string | undefined {
+export function headerValue(raw: string[], name: string): string | undefined {
   for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() === name) return raw[i + 1]
   return undefined
 }

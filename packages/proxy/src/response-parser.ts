@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module'
+import { headerValue } from './http-headers.ts'
 
 /**
  * Node's own HTTP parser (llhttp, compiled into Node, strict by default): the binding its
@@ -65,14 +66,9 @@ export class ResponseParseError extends Error {
  * Transfer-Encoding beside it), or undefined when it has none.
  */
 function contentLength(rawHeaders: string[]): number | undefined {
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i]
-    if (name.length === 14 && name.toLowerCase() === 'content-length') {
-      const n = Number(rawHeaders[i + 1])
-      return Number.isSafeInteger(n) ? n : undefined
-    }
-  }
-  return undefined
+  const value = headerValue(rawHeaders, 'content-length')
+  const n = value == null ? Number.NaN : Number(value)
+  return Number.isSafeInteger(n) ? n : undefined
 }
 
 /**
