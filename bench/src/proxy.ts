@@ -2,8 +2,8 @@
  * The proxy's figures: hello-world-server reached directly, through two nginx hops in
  * series (the itsUP layout) and through the mesh (client proxy → overlay → service
  * proxy → service), all in the same run against the same service process:
- *  - latency p50/p99 of 1 KB responses on 1 connection, one request at a time (Node's
- *    http client, see sequential.ts; wrk's figures at 1 connection alongside);
+ *  - latency p50/p99 of 1 KB responses on 1 connection, one request at a time on a plain
+ *    socket (sequential.ts says why not wrk; wrk's figures at 1 connection alongside);
  *  - throughput on 32 and 128 connections (wrk);
  *  - the same throughput with nginx serving a 1 KB file as the service (a service that
  *    costs next to nothing, so the figure is the proxies' own);
@@ -11,7 +11,7 @@
  *  - a 100 MB response, direct and through the mesh (MB/s, curl; after one unmeasured);
  *  - RSS and private memory (Private_Dirty) of the client and the service proxy after
  *    start-up and at 1,000 req/s; private memory again, each second from 5 to 35 s
- *    without requests (median and max).
+ *    without requests (median and range).
  * Starts and stops everything it uses (loopback only).
  *
  *   node bench/src/proxy.ts [--seconds 5]
