@@ -28,8 +28,8 @@ export interface Sequential {
  *  - wrk: 0.27–1.18 → 1.27–2.65 ms; its slow requests, in a syscall trace, reached the
  *    service 1.7–3 ms after wrk wrote them, which a blocking client does not meet (why, we
  *    did not establish);
- *  - Node's http client: 0.25–0.32 → 1.55–1.67 ms, and +0.13 ms at p50 through the mesh
- *    only: its CPU per request (~4× this client's) competes with the mesh's processes;
+ *  - Node's http client: 0.25–0.32 → 1.55–1.67 ms, and +0.10–0.13 ms at p50 through the mesh
+ *    only: its CPU per request (~3× this client's) competes with the mesh's processes;
  *  - this client: 0.12–0.15 → 0.74–0.88 ms; a blocking C client: 0.09–0.11 → 0.93–1.19.
  * It reads only what the bench's services send: a head, then a Content-Length body.
  */
