@@ -37,6 +37,8 @@ export class Gateway {
   private readonly log: Logger
   private server?: Server
   private inFlight = 0
+  /** When a request last began or ended. */
+  private lastActive = performance.now()
   private stopping = false
   private idle?: PromiseWithResolvers<void>
   /** Connections whose framing was refused: anything pipelined behind is not forwarded. */
@@ -87,6 +89,13 @@ export class Gateway {
   }
 
   /** Stops accepting, lets requests in flight finish (bounded by the caller), then closes. */
+  /** Time since a request last began or ended (ms); 0 while one is in flight or a
+   * connection is upgraded (its bytes are not counted here). */
+  quietMs(): number {
+    if (this.inFlight > 0 || this.upgraded.size > 0) return 0
+    return performance.now() - this.lastActive
+  }
+
   async stop(): Promise<void> {
     const server = this.server
     if (server == null) return
@@ -157,6 +166,7 @@ export class Gateway {
       return
     }
     this.inFlight++
+    this.lastActive = performance.now()
     service = target.service
     this.init.forwarder
       .forward(target.service, target.path, req, res, framing, upgrade)
@@ -172,6 +182,7 @@ export class Gateway {
       })
       .finally(() => {
         this.inFlight--
+        this.lastActive = performance.now()
         if (this.inFlight === 0) this.idle?.resolve()
       })
   }

@@ -223,7 +223,10 @@ export function proxySpec(metricsDefault: string | undefined): DaemonSpec {
               : undefined,
         })
         life.defer('mesh', () => mesh.stop())
-        life.defer('idle memory', startIdleMemoryRelease({ log: ctx.log }))
+        life.defer(
+          'idle memory',
+          startIdleMemoryRelease({ log: ctx.log, quietMs: () => proxy?.quietMs() ?? 0 }),
+        )
         const libp2p = mesh.node.libp2p
         const metrics = new ProxyMetrics(registry)
         proxy = new MeshProxy({

@@ -121,6 +121,12 @@ export class ServiceEndpoint {
     return n
   }
 
+  /** Time since a byte was last relayed either way (ms); 0 while an exchange is open. */
+  quietMs(): number {
+    const now = performance.now()
+    return this.exchangesOpen(now) > 0 ? 0 : now - this.lastActive
+  }
+
   /** Streams relayed now, and what went through them so far. */
   relayCounts(): EndpointCounts {
     return { ...this.counts, streamsOpen: this.open.size }
@@ -129,7 +135,7 @@ export class ServiceEndpoint {
   status(): InstanceStatus {
     const now = performance.now()
     const inFlight = this.exchangesOpen(now)
-    const idle = inFlight > 0 ? 0 : (now - this.lastActive) / 1000
+    const idle = this.quietMs() / 1000
     const status: InstanceStatus = {
       service: this.init.service,
       idleSeconds: Math.floor(idle),

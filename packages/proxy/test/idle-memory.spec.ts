@@ -8,11 +8,14 @@ import { tempDir } from '@mtc/testkit'
 import { memoryRelease, startIdleMemoryRelease } from '../src/idle-memory.ts'
 import { installedKoffiAddon, loadMallocTrim } from '../src/malloc-trim.ts'
 
-/** Drives the policy by hand: `load` is the utilisation the next sample sees. */
+/** Drives the policy by hand: `load` is the utilisation the next sample sees, `heap` the
+ * heap's size (MiB), `traffic()` a request now. */
 function harness(minGapMs = 30_000) {
   let load = 0
   let clock = 0
   let releases = 0
+  let heap = 20
+  let lastTraffic = 0
   const ticks: (() => void)[] = []
   const realSetInterval = globalThis.setInterval
   globalThis.setInterval = ((fn: () => void) => {
@@ -25,6 +28,8 @@ function harness(minGapMs = 30_000) {
       utilization: () => load,
       release: () => releases++,
       now: () => clock,
+      quietMs: () => clock - lastTraffic,
+      heapBytes: () => heap * 1024 * 1024,
     })
   } finally {
     globalThis.setInterval = realSetInterval
@@ -36,6 +41,12 @@ function harness(minGapMs = 30_000) {
       ticks[0]()
       return releases
     },
+    heap(mib: number) {
+      heap = mib
+    },
+    traffic() {
+      lastTraffic = clock
+    },
   }
 }
 
@@ -46,6 +57,49 @@ test('memory is released once when start-up is over and once after each burst of
   for (let i = 0; i < 20; i++) assert.equal(h.sample(0.02), 1, 'staying idle costs nothing')
   h.sample(0.5)
   assert.equal(h.sample(0.01), 2, 'idle after a burst')
+})
+
+test('with no traffic at all, a heap that grows back is released again, at most every 10 s', () => {
+  const h = harness()
+  assert.equal(h.sample(0.01), 1, 'idle after start-up')
+  h.heap(23)
+  for (let i = 0; i < 10; i++) assert.equal(h.sample(0.02), 1, 'grown by less than 4 MiB')
+  h.heap(24)
+  assert.equal(h.sample(0.02), 2, 'grown by 4 MiB: released again')
+  h.heap(28) // 4 MiB over the size measured just after that release
+  assert.equal(h.sample(0.02, 8000), 2, 'not within 10 s of the last release')
+  assert.equal(h.sample(0.02), 3, '10 s after it')
+})
+
+test('light traffic, under the idle threshold too, stops the repeats', () => {
+  const h = harness()
+  assert.equal(h.sample(0.01), 1, 'idle after start-up')
+  h.heap(40)
+  let releases = 1
+  for (let i = 0; i < 20; i++) {
+    h.traffic() // a request every 2 s: under 5 % busy, but not idle
+    releases = h.sample(0.03)
+  }
+  assert.equal(releases, 1)
+  // The traffic stops: released again once 10 s went by without a request.
+  // The last request came just before the last busy sample: 4, 6, 8 s quiet, then 10.
+  for (let i = 0; i < 3; i++) assert.equal(h.sample(0.01), 1, `${2 * i + 4} s quiet`)
+  assert.equal(h.sample(0.01), 2, '10 s quiet')
+})
+
+test('a repeat does not hold back the release after the next burst', () => {
+  const h = harness()
+  h.traffic()
+  assert.equal(h.sample(0.01), 1, 'idle after start-up (t = 2 s)')
+  h.heap(30)
+  for (let i = 0; i < 4; i++) h.sample(0.01)
+  assert.equal(h.sample(0.01), 2, '10 s without traffic: a repeat (t = 12 s)')
+  for (let i = 0; i < 10; i++) {
+    h.traffic()
+    h.sample(0.5) // a burst, t = 14–32 s
+  }
+  // 30 s after the start-up release, though only 22 s after the repeat.
+  assert.equal(h.sample(0.01), 3, 'released after the burst (t = 34 s)')
 })
 
 test('bursts closer together than the minimum gap cause one release per gap', () => {
