@@ -88,7 +88,6 @@ export class Gateway {
     return (this.server?.address() as AddressInfo | null)?.port ?? 0
   }
 
-  /** Stops accepting, lets requests in flight finish (bounded by the caller), then closes. */
   /** Time since a request last began or ended (ms); 0 while one is in flight or a
    * connection is upgraded (its bytes are not counted here). */
   quietMs(): number {
@@ -96,6 +95,7 @@ export class Gateway {
     return performance.now() - this.lastActive
   }
 
+  /** Stops accepting, lets requests in flight finish (bounded by the caller), then closes. */
   async stop(): Promise<void> {
     const server = this.server
     if (server == null) return

@@ -8,7 +8,8 @@ const SAMPLE_MS = 2000
 /** Below this share of a sample spent running JavaScript, the proxy counts as idle
  * (an idle proxy's own background work, DHT and liveness checks, is ~1–4 %). */
 const IDLE_UTILIZATION = 0.05
-/** At most one release per this interval, whatever the traffic pattern. */
+/** At most one release after traffic per this interval, whatever its pattern (repeats
+ * below come only without traffic). */
 const MIN_GAP_MS = 30_000
 /**
  * After REPEAT_GAP_MS without a request or a relayed byte, the release repeats once V8's
