@@ -126,12 +126,12 @@ export class MeshProxy {
     await this.endpoint?.stop()
   }
 
-  /** Service mode: what `/status` and the status protocol report. */
   /** Time since the last request or relayed byte on either side (ms); 0 while one is open. */
   quietMs(): number {
     return Math.min(this.gateway.quietMs(), this.endpoint?.quietMs() ?? Number.POSITIVE_INFINITY)
   }
 
+  /** Service mode: what `/status` and the status protocol report. */
   status(): InstanceStatus | undefined {
     return this.endpoint?.status()
   }
