@@ -51,7 +51,7 @@ export async function sequentialLatency(url: string, seconds: number): Promise<S
         conn = await Connection.open(target)
       }
       conn.socket.write(request)
-      return await conn.answers.next()
+      return await conn.next()
     }
     for (let i = 0; i < WARMUP_REQUESTS; i++) await get()
     const end = performance.now() + seconds * 1000
@@ -75,18 +75,25 @@ export async function sequentialLatency(url: string, seconds: number): Promise<S
   }
 }
 
-/** A keep-alive connection and its answers; `closing` once an answer said `Connection:
- * close`. */
+/** A keep-alive connection, read one answer at a time: each `next()` resolves with the
+ * status of the next whole answer (head and Content-Length body); `closing` once an answer
+ * said `Connection: close`. */
 class Connection {
   closing = false
   readonly socket: Socket
-  readonly answers: Answers
+  private buffered: Buffer = Buffer.alloc(0)
+  private waiting?: { resolve: (status: number) => void; reject: (err: Error) => void }
+  private failed?: Error
 
   private constructor(socket: Socket) {
     this.socket = socket
-    this.answers = new Answers(socket, () => {
-      this.closing = true
+    socket.on('data', (chunk: Buffer) => {
+      this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk])
+      this.settle()
     })
+    const gone = (err?: Error) => this.fail(err ?? new Error('the connection closed'))
+    socket.on('error', gone)
+    socket.on('close', () => gone())
   }
 
   static async open(target: URL): Promise<Connection> {
@@ -98,27 +105,6 @@ class Connection {
       socket.once('error', reject)
     })
     return conn
-  }
-}
-
-/** Answers on a keep-alive connection, one at a time: each `next()` resolves with the
- * status of the next whole answer (head and Content-Length body). */
-class Answers {
-  private buffered: Buffer = Buffer.alloc(0)
-  private waiting?: { resolve: (status: number) => void; reject: (err: Error) => void }
-  private failed?: Error
-
-  private readonly onClose: () => void
-
-  constructor(socket: Socket, onClose: () => void) {
-    this.onClose = onClose
-    socket.on('data', (chunk: Buffer) => {
-      this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk])
-      this.settle()
-    })
-    const gone = (err?: Error) => this.fail(err ?? new Error('the connection closed'))
-    socket.on('error', gone)
-    socket.on('close', () => gone())
   }
 
   next(): Promise<number> {
@@ -155,7 +141,7 @@ class Answers {
     }
     const total = headEnd + HEAD_END.length + Number(length[1])
     if (this.buffered.length < total) return
-    if (/\r\nconnection: *close\r?$/im.test(head)) this.onClose()
+    if (/\r\nconnection: *close\r?$/im.test(head)) this.closing = true
     this.buffered = this.buffered.subarray(total)
     const { resolve } = this.waiting
     this.waiting = undefined

@@ -16,8 +16,9 @@ const MIN_GAP_MS = 30_000
  * heap grew this much since the last one, at most once per REPEAT_GAP_MS. An idle proxy's
  * own background work (libp2p's DHT and connection upkeep, probes of the services it used
  * in the last minute) grows the heap back: after one release the bench's client proxy
- * climbed 33.9 → 43.4 → 50.1 MB in 30 s (the proxy README's "Memory"). Under light traffic, under 5 % busy too, it does not
- * repeat: its synchronous GCs (tens of ms) would land between requests.
+ * climbed 33.9 → 43.4 → 50.1 MB in 30 s (the proxy README's "Memory"). Under light
+ * traffic, under 5 % busy too, it does not repeat: its synchronous GCs (tens of ms) would
+ * land between requests.
  */
 const REGROWTH_BYTES = 4 * 1024 * 1024
 const REPEAT_GAP_MS = 10_000

@@ -124,7 +124,11 @@ export class ServiceEndpoint {
   /** Time since a byte was last relayed either way (ms); 0 while an exchange is open. */
   quietMs(): number {
     const now = performance.now()
-    return this.exchangesOpen(now) > 0 ? 0 : now - this.lastActive
+    return this.quietAt(now, this.exchangesOpen(now))
+  }
+
+  private quietAt(now: number, exchangesOpen: number): number {
+    return exchangesOpen > 0 ? 0 : now - this.lastActive
   }
 
   /** Streams relayed now, and what went through them so far. */
@@ -135,7 +139,7 @@ export class ServiceEndpoint {
   status(): InstanceStatus {
     const now = performance.now()
     const inFlight = this.exchangesOpen(now)
-    const idle = this.quietMs() / 1000
+    const idle = this.quietAt(now, inFlight) / 1000
     const status: InstanceStatus = {
       service: this.init.service,
       idleSeconds: Math.floor(idle),
