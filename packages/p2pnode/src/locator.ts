@@ -11,16 +11,21 @@ const MAX_LOOKUPS = 100
 
 /**
  * A provider of `kind`/`name` that answers a dial: provider records can be stale, so each
- * candidate is dialled before it is returned; the DHT is asked again (every 250 ms) until
- * one answers or `signal` aborts (then undefined).
+ * candidate is dialled before it is returned; the DHT is asked again (every 250 ms, at
+ * most `maxLookups` times) until one answers or `signal` aborts (then undefined).
  */
 export async function findReachableProvider(
   libp2p: Libp2p,
   kind: DiscoveryKind,
   name: string,
   signal: AbortSignal,
+  maxLookups = MAX_LOOKUPS,
 ): Promise<PeerId | undefined> {
-  for (let i = 0; i < MAX_LOOKUPS && !signal.aborted; i++) {
+  for (let i = 0; i < maxLookups && !signal.aborted; i++) {
+    if (i > 0) {
+      await sleep(LOOKUP_PAUSE_MS, undefined, { signal }).catch(() => {})
+      if (signal.aborted) break
+    }
     const candidates = await findProviders(libp2p, kind, name, { signal }).catch(() => [])
     for (const peer of candidates) {
       try {
@@ -30,7 +35,6 @@ export async function findReachableProvider(
         // a stale record: try the next one
       }
     }
-    await sleep(LOOKUP_PAUSE_MS, undefined, { signal }).catch(() => {})
   }
   return undefined
 }
@@ -53,7 +57,11 @@ export interface PeerLocatorInit {
  * Which peer of a kind (an hl-service...) to talk to: the fixed address when one was
  * given, else one found in the DHT that answered a dial, kept until the caller drops it
  * (it stopped answering); then the next locate() searches again. One search at a time,
- * shared by every caller.
+ * shared by every caller. A search asks the DHT every 250 ms until its timeout (a peer
+ * that just started may not have announced yet), but one that follows a search that
+ * found none asks once: a mesh without that kind of peer (no hl-service) is searched
+ * again and again by every node, and 20 lookups a search were most of an idle proxy's
+ * CPU and allocation.
  */
 export class PeerLocator {
   private readonly libp2p: Libp2p
@@ -62,6 +70,8 @@ export class PeerLocator {
   private found?: PeerId
   private searching?: Promise<PeerId | undefined>
   private ended = false
+  /** The last search found none. */
+  private missed = false
 
   constructor(libp2p: Libp2p, init: PeerLocatorInit) {
     this.libp2p = libp2p
@@ -115,8 +125,10 @@ export class PeerLocator {
   private async search(): Promise<PeerId | undefined> {
     const { kind, name = '', lookupTimeoutMs } = this.init
     const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(lookupTimeoutMs)])
-    const peer = await findReachableProvider(this.libp2p, kind, name, signal)
+    const lookups = this.missed ? 1 : MAX_LOOKUPS
+    const peer = await findReachableProvider(this.libp2p, kind, name, signal, lookups)
     if (peer != null && !this.controller.signal.aborted) this.found = peer
+    this.missed = peer == null
     this.ended = true
     this.init.onLookupEnd?.(this.found)
     return this.found

@@ -391,6 +391,45 @@ describe('PeerLocator', () => {
     }
   })
 
+  it('after a search that found none asks the DHT once per search, until one is found', async () => {
+    const { nodes } = await smallMesh(2)
+    const [asker, hl] = nodes
+    let lookups = 0
+    const routing = asker.libp2p.contentRouting
+    const findProviders = routing.findProviders.bind(routing)
+    routing.findProviders = (...args) => {
+      lookups++
+      return findProviders(...args)
+    }
+    const locator = new PeerLocator(asker.libp2p, { kind: 'hash-lookup', lookupTimeoutMs: 1_500 })
+    try {
+      assert.equal(await locator.locate(), undefined)
+      assert.ok(lookups >= 3, `the first search asked ${lookups} times in 1.5 s`)
+      for (let i = 0; i < 2; i++) {
+        const before = lookups
+        assert.equal(await locator.locate(), undefined)
+        assert.equal(lookups - before, 1, 'a search after a miss asked more than once')
+      }
+      await announce(hl, 'hash-lookup')
+      const before = lookups
+      assert.equal((await locator.locate())?.toString(), hl.peerId.toString())
+      assert.equal(lookups - before, 1)
+      // Found, then dropped: the next search is a full one again.
+      locator.drop(locator.current as PeerId)
+      await hl.stop() // its provider record stays in the DHT, its dials fail
+      await waitFor(
+        'the asker sees it gone',
+        () => asker.libp2p.getConnections(hl.peerId).length === 0,
+        SLOW,
+      )
+      const again = lookups
+      assert.equal(await locator.locate(), undefined)
+      assert.ok(lookups - again >= 3, `the search after a drop asked ${lookups - again} times`)
+    } finally {
+      await locator.stop()
+    }
+  })
+
   it('uses a fixed address as given, never searching, never dropping it', async () => {
     const { nodes } = await smallMesh(2)
     const [asker, hl] = nodes
