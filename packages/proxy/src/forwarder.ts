@@ -286,12 +286,6 @@ export class Forwarder {
 }
 
 /**
- * Runs `wait` with a signal aborted if the client goes away meanwhile. Made only for a
- * request that waits (for an instance being started): aborting a signal builds a
- * DOMException with its stack trace, which one controller per request paid every time
- * its response closed.
- */
-/**
  * Waits (at most RTT_SETTLE_WAIT_MS, looking every quarter probe interval) until `pick`
  * finds an instance or none is left unsettled; the last ranking.
  */
@@ -309,6 +303,12 @@ async function settle(
   return ranking
 }
 
+/**
+ * Runs `wait` with a signal aborted if the client goes away meanwhile. Made only for a
+ * request that waits (for an instance being started): aborting a signal builds a
+ * DOMException with its stack trace, which one controller per request paid every time
+ * its response closed.
+ */
 async function whileConnected<T>(
   res: ServerResponse,
   wait: (signal: AbortSignal) => Promise<T>,
