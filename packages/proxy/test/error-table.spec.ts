@@ -27,15 +27,19 @@ class TestService {
   private static firstHeld = false
   /** Every plain answer waits this long (a slow instance the gateway learns to avoid). */
   private readonly delayMs: number
+  /** Its `Keep-Alive: timeout=` in ms (Node's default when absent). */
+  private readonly keepAliveTimeoutMs?: number
 
-  constructor(name: string, delayMs = 0) {
+  constructor(name: string, delayMs = 0, keepAliveTimeoutMs?: number) {
     this.name = name
     this.delayMs = delayMs
+    this.keepAliveTimeoutMs = keepAliveTimeoutMs
   }
 
   async start(port?: number): Promise<void> {
     this.port = port ?? (await freePort())
     this.server = createServer((req, res) => this.handle(req, res))
+    if (this.keepAliveTimeoutMs != null) this.server.keepAliveTimeout = this.keepAliveTimeoutMs
     await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', resolve))
   }
 
@@ -272,10 +276,13 @@ describe('proxy error table: the 64 KiB replay buffer', () => {
   let pairs = 0
 
   /** A new service with two instances, both usable through the client: `fast` answers at
-   * once, `slow` after 80 ms. */
+   * once, `slow` after 80 ms. `fast` keeps idle connections 1 s (`Keep-Alive: timeout=1`),
+   * under the gateway's 1 s margin, so the gateway keeps no warm stream to it: a request
+   * written on one just as the service closed its connection would be a 502
+   * ERR_SERVICE_RESET, not retried for a POST (the service may have read it). */
   async function twoInstances(t: TestContext) {
     const service = `et-replay-${pairs++}`
-    const fast = new TestService(`${service}-fast`)
+    const fast = new TestService(`${service}-fast`, 0, 1_000)
     const slow = new TestService(`${service}-slow`, 80)
     const ids: string[] = []
     for (const s of [fast, slow]) {
