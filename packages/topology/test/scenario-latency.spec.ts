@@ -357,9 +357,22 @@ describe('scenarios: latency on a simulated WAN', { skip, timeout: 300_000 }, ()
     // selector's peak-EWMA takes such a spike at once and forgets it over its decay time:
     // until then the far instance may look cheaper (seen: `F10 | N4F6 | N10`). Traffic
     // for one decay time first, then the claim is judged on the settled choice.
-    const settleUntil = performance.now() + SELECTOR_DECAY_MS
-    while (performance.now() < settleUntil) warm.push(await tracer.batch(BATCH, performance.now()))
-    const before = await measure(tracer, 'near')
+    const settle = async () => {
+      const until = performance.now() + SELECTOR_DECAY_MS
+      while (performance.now() < until) warm.push(await tracer.batch(BATCH, performance.now()))
+    }
+    await settle()
+    let before = await measure(tracer, 'near')
+    // One slow answer from near (a pause on a busy host) counts at once in its peak-EWMA
+    // and keeps traffic on far for about one decay time (CI23: `N10 | N2F8 | F10 | F10`):
+    // a second window after one more decay time judges the settled choice.
+    if (before.share.to < SHARE * MEASURED) {
+      console.log(
+        `latency-choice: first window ${pct(before.share)} (${timeline(before.batches)}): measured again after ${SELECTOR_DECAY_MS} ms`,
+      )
+      await settle()
+      before = await measure(tracer, 'near')
+    }
     const rttsBefore = [await rtt(near.peerId), await rtt(far.peerId)]
     const beforeLine = timeline(before.batches)
 
