@@ -14,8 +14,8 @@ const MIN_GAP_MS = 30_000
 /**
  * After REPEAT_GAP_MS without a request or a relayed byte, the release repeats once V8's
  * heap grew this much since the last one, at most once per REPEAT_GAP_MS. An idle proxy's
- * own background work (libp2p's DHT and connection upkeep, probes of the services it used
- * in the last minute) grows the heap back: after one release the bench's client proxy
+ * own background work (mostly the probes of the services it used in the last minute, then
+ * libp2p's DHT and connection upkeep) grows the heap back: after one release the bench's client proxy
  * climbed 33.9 → 43.4 → 50.1 MB in 30 s (the proxy README's "Memory"). Under light
  * traffic, under 5 % busy too, it does not repeat: its synchronous GCs (tens of ms) would
  * land between requests.
