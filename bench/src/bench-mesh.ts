@@ -3,6 +3,7 @@ import {
   freePort,
   type LaunchedDaemon,
   LocalMesh,
+  type Proc,
   REPO_ROOT,
   run,
   stopAll,
@@ -18,6 +19,7 @@ import { startNginxStatic } from './nginx.ts'
  */
 
 const HELLO_BIN = join(REPO_ROOT, 'demos/helloworld/bin/hello-world-server.js')
+const SPLICE_GATEWAY = join(import.meta.dirname, 'splice-gateway.ts')
 /** hello-world-server's 1 KB response. */
 export const SMALL = '/bytes/1024'
 /** The file nginx serves: 1 KB. */
@@ -65,6 +67,35 @@ export class BenchMesh {
   async clientProxy(build: ProxyBuild = {}): Promise<{ daemon: LaunchedDaemon; port: number }> {
     const port = await freePort()
     return { daemon: await this.mesh.startProxy([String(port)], [], this.build(build)), port }
+  }
+
+  /** A splice-gateway.ts process relaying its port's connections to `serviceProxy`'s
+   * service, unparsed; stopped with the mesh. */
+  async spliceGateway(
+    serviceProxy: LaunchedDaemon,
+    env?: NodeJS.ProcessEnv,
+  ): Promise<{ proc: Proc; port: number }> {
+    const port = await freePort()
+    const proc = run(
+      process.execPath,
+      [SPLICE_GATEWAY, String(port), serviceProxy.addr, this.mesh.pskFile],
+      {
+        env,
+      },
+    )
+    let exited: number | undefined
+    void proc.exited.then((code) => {
+      exited = code
+    })
+    await waitFor(
+      'the splice gateway listening',
+      () => {
+        if (exited != null) throw new Error(`exited ${exited}: ${proc.stderr()}`)
+        return proc.stdout().includes('listening')
+      },
+      { timeoutMs: 30_000 },
+    )
+    return { proc, port }
   }
 
   /** Stops the mesh's daemons (launcher order), then the services, then removes its directory. */
