@@ -19,7 +19,7 @@ import { startNginxStatic } from './nginx.ts'
  */
 
 const HELLO_BIN = join(REPO_ROOT, 'demos/helloworld/bin/hello-world-server.js')
-const SPLICE_GATEWAY = join(import.meta.dirname, 'splice-gateway.ts')
+const FLOOR_GATEWAY = join(import.meta.dirname, 'floor-gateway.ts')
 /** hello-world-server's 1 KB response. */
 export const SMALL = '/bytes/1024'
 /** The file nginx serves: 1 KB. */
@@ -69,26 +69,22 @@ export class BenchMesh {
     return { daemon: await this.mesh.startProxy([String(port)], [], this.build(build)), port }
   }
 
-  /** A splice-gateway.ts process relaying its port's connections to `serviceProxy`'s
-   * service, unparsed; stopped with the mesh. */
-  async spliceGateway(
+  /** A floor-gateway.ts process in `mode` in front of `serviceProxy`'s service (stopped
+   * with the mesh); its port. */
+  async floorGateway(
+    mode: 'splice' | 'http',
     serviceProxy: LaunchedDaemon,
     env?: NodeJS.ProcessEnv,
   ): Promise<{ proc: Proc; port: number }> {
     const port = await freePort()
-    const proc = run(
-      process.execPath,
-      [SPLICE_GATEWAY, String(port), serviceProxy.addr, this.mesh.pskFile],
-      {
-        env,
-      },
-    )
+    const args = [FLOOR_GATEWAY, mode, String(port), serviceProxy.addr, this.mesh.pskFile]
+    const proc = run(process.execPath, args, { env })
     let exited: number | undefined
     void proc.exited.then((code) => {
       exited = code
     })
     await waitFor(
-      'the splice gateway listening',
+      `the ${mode} floor gateway listening`,
       () => {
         if (exited != null) throw new Error(`exited ${exited}: ${proc.stderr()}`)
         return proc.stdout().includes('listening')

@@ -5,9 +5,9 @@
  *  - latency p50/p99 of 1 KB responses on 1 connection, one request at a time on a plain
  *    socket (sequential.ts says why not wrk; wrk's figures at 1 connection alongside);
  *  - throughput on 32 and 128 connections (wrk);
- *  - the same at 32 through splice-gateway.ts, which relays bytes to the service proxy
- *    over the same overlay without any HTTP work: what any gateway on this stack could
- *    reach at best;
+ *  - the same at 32 through floor-gateway.ts, over the same overlay to the same service
+ *    proxy without the gateway's own work: relaying bytes unread (what any gateway on this
+ *    stack could reach) and behind Node's HTTP server (what one built on it could reach);
  *  - the same throughput with nginx serving a 1 KB file as the service (a service that
  *    costs next to nothing, so the figure is the proxies' own);
  *  - CPU time per request of each proxy during the 32-connection mesh run (/proc/<pid>/stat);
@@ -139,8 +139,13 @@ async function main(): Promise<void> {
       const clientProxy = await bench.clientProxy({ env: profile })
       const clientPort = clientProxy.port
       client = clientProxy.daemon.proc!
-      const splice = await bench.spliceGateway(service)
-      const spliceUrl = `http://127.0.0.1:${splice.port}${SMALL}`
+      // The floors have a service proxy of their own: the mesh's keeps its figures (memory).
+      const floorService = await bench.serviceProxy(SERVICE, helloPort)
+      const floors = {
+        splice: await bench.floorGateway('splice', floorService),
+        http: await bench.floorGateway('http', floorService),
+      }
+      const floorUrl = (f: { port: number }) => `http://127.0.0.1:${f.port}${SMALL}`
       const nginx = await startNginxChain(join(bench.dir, 'nginx'), helloPort, 2, SMALL)
       const staticService = await bench.serviceProxy(STATIC_SERVICE, staticPort)
       const staticNginx = await startNginxChain(
@@ -173,7 +178,11 @@ async function main(): Promise<void> {
       const [rate, loaded] = await peakRss(pids, fixedRate(base.mesh, MEMORY_RPS, MEMORY_LOAD_MS))
 
       progress(`warm-up: ${WARMUP_SECONDS} s of load per path`)
-      for (const url of [...Object.values(base), staticBase.mesh, spliceUrl]) {
+      for (const url of [
+        ...Object.values(base),
+        staticBase.mesh,
+        ...Object.values(floors).map(floorUrl),
+      ]) {
         await warmUp(url, WARMUP_CONNECTIONS, WARMUP_SECONDS)
       }
       const each = async (
@@ -196,8 +205,10 @@ async function main(): Promise<void> {
       }
       const one = await each(base, 1)
       const many = await each(base, 32, pids)
-      progress(`wrk, 32 connections, ${seconds} s, the splice gateway`)
-      const spliced = await wrk(spliceUrl, 32, seconds, [splice.proc.child.pid!, pids[1]])
+      progress(`wrk, 32 connections, ${seconds} s per floor gateway`)
+      const floor = async (f: { port: number; proc: Proc }) =>
+        await wrk(floorUrl(f), 32, seconds, [f.proc.child.pid!, floorService.proc!.child.pid!])
+      const floorLoads = { splice: await floor(floors.splice), http: await floor(floors.http) }
       const staticMany = await each(staticBase, 32, [pids[0], staticService.proc!.child.pid!])
       // Above 64 concurrent requests the gateway once closed and reopened streams per burst.
       progress(`wrk, ${WIDE_CONNECTIONS} connections, ${seconds} s, direct and mesh`)
@@ -239,7 +250,7 @@ async function main(): Promise<void> {
         ...Object.values(many),
         ...Object.values(staticMany),
         ...Object.values(wide),
-        spliced,
+        ...Object.values(floorLoads),
       ].reduce((n, l) => n + l.errors, 0)
       type Latency = Pick<Load, 'p50' | 'p99'>
       const latency = (l: Latency) => `${fmt(l.p50)} / ${fmt(l.p99)} ms`
@@ -291,10 +302,10 @@ async function main(): Promise<void> {
               many.mesh.rps >= TARGET.throughputOfDirect * many.direct.rps,
           },
           {
-            what: 'throughput, 1 KB, 32 conns, hello, a byte splice over the overlay (no HTTP in the client process: the floor of any gateway on this stack)',
-            value: `${spliced.rps.toFixed(0)} req/s`,
-            baseline: `direct ${many.direct.rps.toFixed(0)} req/s`,
-            ratio: `${share(spliced)} of direct; the mesh is ${fmt(many.mesh.rps / spliced.rps, 2)} of it; CPU per request, splice / service proxy: ${cpuPerRequest(spliced)}`,
+            what: 'throughput, 1 KB, 32 conns, hello, floor gateways (floor-gateway.ts): bytes spliced unread / behind Node’s HTTP server',
+            value: `${floorLoads.splice.rps.toFixed(0)} / ${floorLoads.http.rps.toFixed(0)} req/s`,
+            baseline: `direct ${many.direct.rps.toFixed(0)}; mesh ${many.mesh.rps.toFixed(0)} req/s`,
+            ratio: `${share(floorLoads.splice)} / ${share(floorLoads.http)} of direct; CPU per request, floor gateway / service proxy: ${cpuPerRequest(floorLoads.splice)} (splice), ${cpuPerRequest(floorLoads.http)} (http)`,
             target: 'report',
           },
           {

@@ -25,6 +25,7 @@ export {
   type RequirementsSource,
   readRequirementsFile,
 } from './requirements.ts'
+export { type ResponseHead, ResponseParser } from './response-parser.ts'
 export { type Candidate, LatencyStats, type Ranking, rank } from './selector.ts'
 export { parseGatewayTarget } from './service-name.ts'
 export { StreamClosedError, StreamDuplex, type StreamDuplexOptions } from './stream-duplex.ts'
