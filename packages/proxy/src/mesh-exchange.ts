@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { ERROR_HEADER, ProxyError } from './errors.ts'
 import { endToEndHeaders, upgradeHeaders } from './http-headers.ts'
-import { idleTimeoutFor, type MeshStream } from './mesh-agent.ts'
+import { idleTimeoutFor, type MeshStream, type StreamUser } from './mesh-agent.ts'
 import type { BodyTarget, RequestBody } from './request-body.ts'
 import type { Framing } from './request-framing.ts'
 import type { ResponseHead } from './response-parser.ts'
@@ -80,10 +80,7 @@ export function exchange(init: ExchangeInit): Promise<Outcome> {
     if (over) return false
     over = true
     clearTimeout(timer)
-    duplex.off('data', onData)
-    duplex.off('end', onEnd)
-    duplex.off('close', onClose)
-    duplex.off('error', onError)
+    stream.detach(user)
     res.off('close', onClientGone)
     res.off('drain', onClientDrain)
     body.detach()
@@ -222,10 +219,8 @@ export function exchange(init: ExchangeInit): Promise<Outcome> {
   const timer = setTimeout(() => {
     fail(new ProxyError('ERR_UPSTREAM_TIMEOUT', `no answer within ${init.timeoutMs} ms`))
   }, init.timeoutMs)
-  duplex.on('data', onData)
-  duplex.on('end', onEnd)
-  duplex.on('close', onClose)
-  duplex.on('error', onError)
+  const user: StreamUser = { onData, onEnd, onClose, onError }
+  stream.attach(user)
   res.once('close', onClientGone)
 
   duplex.write(init.head)

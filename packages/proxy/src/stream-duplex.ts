@@ -196,8 +196,13 @@ export class StreamDuplex extends Duplex {
 
   /** Emits 'timeout' after `ms` without reads or writes (0 disables), like net.Socket. */
   setTimeout(ms: number, callback?: () => void): this {
-    this.timeout = ms
     if (callback != null) this.once('timeout', callback)
+    if (ms > 0 && ms === this.timeout && this.idleTimer != null) {
+      // The same again (a warm stream parked after each request): re-armed, not remade.
+      this.idleTimer.refresh()
+      return this
+    }
+    this.timeout = ms
     this.clearIdleTimer()
     if (ms > 0) {
       this.idleTimer = setTimeout(() => this.emit('timeout'), ms)
