@@ -146,7 +146,8 @@ function upstreamOf(socket: Socket): Promise<Upstream> {
  * `res` as it arrives; the connection's next request waits for the end of this one. */
 async function relay(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const method = req.method ?? 'GET'
-  if ((method !== 'GET' && method !== 'HEAD') || req.headers['content-length'] != null) {
+  const body = req.headers['content-length'] != null || req.headers['transfer-encoding'] != null
+  if ((method !== 'GET' && method !== 'HEAD') || body) {
     res.writeHead(400).end('floor-gateway: GET and HEAD without a body only\n')
     return
   }
