@@ -66,15 +66,18 @@ describe('floor-gateway (the bench floors)', () => {
     assert.equal(dateless(spliced.got), dateless(direct.got))
   })
 
-  it('http: answers pipelined requests as the service does, and refuses a body', async () => {
+  it('http: answers pipelined requests as the service does, and refuses a body of either framing', async () => {
     const floor = await bench.floorGateway('http', hello)
     const direct = await exchange(bench.helloPort, GET + GET, twoAnswers)
     const relayed = await exchange(floor.port, GET + GET, twoAnswers)
     assert.equal(relayed.closed, false)
     assert.equal(comparable(relayed.got), comparable(direct.got))
     const post = `POST ${SMALL} HTTP/1.1\r\nHost: bench\r\nContent-Length: 2\r\n\r\nhi`
-    const refused = await exchange(floor.port, post, (got) => got.includes('\r\n\r\n'))
-    assert.match(refused.got.toString('latin1'), /^HTTP\/1\.1 400 /)
+    const chunked = `GET ${SMALL} HTTP/1.1\r\nHost: bench\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n`
+    for (const request of [post, chunked]) {
+      const refused = await exchange(floor.port, request, (got) => got.includes('\r\n\r\n'))
+      assert.match(refused.got.toString('latin1'), /^HTTP\/1\.1 400 /)
+    }
   })
 
   for (const mode of ['splice', 'http'] as const) {
