@@ -28,10 +28,9 @@ execWithDaemonFlags()
 
 const http = await import('node:http')
 const { MeshNode, readSwarmKeyFile } = await import('@mtc/p2pnode')
-const { HTTP_PROTOCOL, ResponseParser } = await import('@mtc/proxy')
+const { HTTP_PROTOCOL, PrefaceReader, ResponseParser } = await import('@mtc/proxy')
 const { multiaddr } = await import('@multiformats/multiaddr')
 
-const PREFACE_OK = Buffer.from('+OK\n')
 /** Response headers Node's ServerResponse sets itself for the client's connection. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding'])
 
@@ -55,25 +54,30 @@ const connection = await node.libp2p.dial(multiaddr(target))
 type Stream = Awaited<ReturnType<typeof node.libp2p.dialProtocol>>
 
 /** A new stream to the service; `onBytes` gets the service's bytes after the `+OK` preface
- * (a refusal aborts the stream: its 'close' follows). */
+ * (a refusal, or anything but a preface, aborts the stream: its 'close' follows). */
 async function openStream(onBytes: (bytes: Uint8Array) => void): Promise<Stream> {
   const stream = await node.libp2p.dialProtocol(connection.remotePeer, HTTP_PROTOCOL)
-  let preface: Buffer | undefined = Buffer.alloc(0)
+  let preface: InstanceType<typeof PrefaceReader> | undefined = new PrefaceReader()
   stream.addEventListener('message', (evt) => {
     for (const chunk of evt.data instanceof Uint8Array ? [evt.data] : evt.data) {
       if (preface == null) {
         onBytes(chunk)
         continue
       }
-      preface = Buffer.concat([preface, chunk])
-      if (preface.length < PREFACE_OK.length) continue
-      if (!preface.subarray(0, PREFACE_OK.length).equals(PREFACE_OK)) {
-        stream.abort(new Error('the service proxy refused the stream'))
+      let got: ReturnType<typeof preface.push>
+      try {
+        got = preface.push(chunk)
+      } catch (err) {
+        stream.abort(err as Error)
         return
       }
-      const rest = preface.subarray(PREFACE_OK.length)
+      if (got == null) continue
+      if (!got.preface.ok) {
+        stream.abort(new Error(`the service proxy refused the stream: ${got.preface.message}`))
+        return
+      }
       preface = undefined
-      if (rest.length > 0) onBytes(rest)
+      if (got.rest.length > 0) onBytes(got.rest)
     }
   })
   return stream

@@ -5,9 +5,9 @@
  *  - latency p50/p99 of 1 KB responses on 1 connection, one request at a time on a plain
  *    socket (sequential.ts says why not wrk; wrk's figures at 1 connection alongside);
  *  - throughput on 32 and 128 connections (wrk);
- *  - the same at 32 through floor-gateway.ts, over the same overlay to the same service
- *    proxy without the gateway's own work: relaying bytes unread (what any gateway on this
- *    stack could reach) and behind Node's HTTP server (what one built on it could reach);
+ *  - the same at 32 through floor-gateway.ts, over the same overlay to a service proxy of
+ *    their own, without the gateway's own work: relaying bytes unread (what any gateway on
+ *    this stack could reach) and behind Node's HTTP server (what one built on it could reach);
  *  - the same throughput with nginx serving a 1 KB file as the service (a service that
  *    costs next to nothing, so the figure is the proxies' own);
  *  - CPU time per request of each proxy during the 32-connection mesh run (/proc/<pid>/stat);
