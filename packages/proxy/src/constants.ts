@@ -36,7 +36,8 @@ export const MAX_HEADER_BYTES = 16 * 1024
 /** A client has this long to send a request head (nginx's client_header_timeout is 60 s;
  * 10 s is ample on loopback, where the gateway's clients live). Then 408. */
 export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000
-/** How often Node checks the headers timeout: the timeout is enforced within this. */
+/** How often the gateway checks its head and keep-alive timeouts: each is enforced
+ * within this. */
 export const CONNECTIONS_CHECK_INTERVAL_MS = 1_000
 /** An idle keep-alive client connection is closed after this (Node's default, 5 s). */
 export const CLIENT_KEEP_ALIVE_TIMEOUT_MS = 5_000
@@ -46,6 +47,9 @@ export const CLIENT_KEEP_ALIVE_TIMEOUT_MS = 5_000
  * minutes alone (nginx's proxy_read_timeout is 60 s; long polls need more).
  */
 export const CLIENT_IDLE_TIMEOUT_MS = 5 * 60_000
+/** Bytes a client connection reads ahead of what the gateway took (a body not yet
+ * forwarded, requests pipelined behind one being answered): then it stops reading. */
+export const CLIENT_READ_AHEAD_BYTES = 64 * 1024
 /** Requests in flight through one gateway; above it new ones get 503 at once instead of
  * queuing without bound (each holds a stream and two sockets' buffers, ~100 KiB). */
 export const MAX_CONCURRENT_REQUESTS = 1024

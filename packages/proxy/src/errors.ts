@@ -1,5 +1,5 @@
-import type { ServerResponse } from 'node:http'
 import { http } from '@mtc/p2pnode'
+import type { ClientResponse } from './client-response.ts'
 import { ALLOCATION_FAILURE_HOLD_MS } from './constants.ts'
 
 /**
@@ -126,14 +126,14 @@ export function errorResponse(err: ProxyError): {
 }
 
 /** Answers `res` with the error, unless a response already started (then it is cut). */
-export function sendError(res: ServerResponse, err: ProxyError): void {
+export function sendError(res: ClientResponse, err: ProxyError): void {
   if (res.destroyed) return // the client is gone: nobody to tell
   if (res.headersSent) {
     res.destroy(err)
     return
   }
   const { status, headers, body } = errorResponse(err)
-  res.writeHead(status, headers)
+  res.writeHead(status, undefined, Object.entries(headers).flat())
   res.end(body)
 }
 

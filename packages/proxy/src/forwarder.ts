@@ -1,8 +1,8 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Logger } from '@libp2p/interface'
 import { type Allocator, noAllocator } from './allocator.ts'
 import { Autoscaler } from './autoscaler.ts'
+import type { ClientResponse } from './client-response.ts'
 import {
   DEFAULT_UPSTREAM_TIMEOUT_MS,
   MAX_ATTEMPTS,
@@ -10,6 +10,7 @@ import {
   RTT_SETTLE_WAIT_MS,
 } from './constants.ts'
 import { ProxyError, sendError } from './errors.ts'
+import type { GatewayRequest } from './gateway-request.ts'
 import { gatewayRequestHeaders } from './http-headers.ts'
 import type { Instance, InstanceRegistry } from './instance-registry.ts'
 import type { MeshStream } from './mesh-agent.ts'
@@ -30,7 +31,7 @@ import { preferImage, type Ranking, rank } from './selector.ts'
 /** Methods whose repetition has the effect of one request (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 
-/** An upgrade request's bytes after its head are not parsed by Node's server: they go on
+/** An upgrade request's bytes after its head are not parsed: they go on
  * raw (UpgradeRequest.head, then the splice), never as a body the gateway frames. */
 const RAW: Framing = { kind: 'none' }
 
@@ -107,14 +108,15 @@ export class Forwarder {
   async forward(
     service: string,
     path: string,
-    req: IncomingMessage,
-    res: ServerResponse,
+    req: GatewayRequest,
+    res: ClientResponse,
     framing: Framing,
     upgrade?: UpgradeRequest,
   ): Promise<void> {
-    const method = req.method ?? 'GET'
+    const method = req.method
     const headers = gatewayRequestHeaders(req, service, framing)
-    if (upgrade != null) headers.push('Connection', 'Upgrade', 'Upgrade', req.headers.upgrade ?? '')
+    if (upgrade != null)
+      headers.push('Connection', 'Upgrade', 'Upgrade', req.header('upgrade') ?? '')
     const head = requestHead(method, path, headers)
     const bodyFraming = upgrade == null ? framing : RAW
     const body = new RequestBody(req, bodyFraming)
@@ -179,7 +181,7 @@ export class Forwarder {
   private async choose(
     service: string,
     exclude: ReadonlySet<string>,
-    res: ServerResponse,
+    res: ClientResponse,
     afterLoss = false,
   ): Promise<Instance> {
     // The registry first: a name it does not know is refused before any DHT lookup. Its
@@ -235,7 +237,7 @@ export class Forwarder {
     head: Buffer,
     body: RequestBody,
     framing: Framing,
-    res: ServerResponse,
+    res: ClientResponse,
     upgrade?: UpgradeRequest,
   ): Promise<Outcome> {
     let stream: MeshStream
@@ -310,7 +312,7 @@ async function settle(
  * its response closed.
  */
 async function whileConnected<T>(
-  res: ServerResponse,
+  res: ClientResponse,
   wait: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
   const gone = new AbortController()

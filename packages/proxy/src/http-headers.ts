@@ -1,5 +1,5 @@
-import type { IncomingMessage } from 'node:http'
 import { ERROR_HEADER } from './errors.ts'
+import type { GatewayRequest } from './gateway-request.ts'
 import { type Framing, framingHeaders } from './request-framing.ts'
 
 /**
@@ -87,15 +87,15 @@ const GATEWAY_DROP = new Set(['host', 'content-length', ERROR_HEADER])
  * dropped): a chunked body goes on chunked, a length stays that length.
  */
 export function gatewayRequestHeaders(
-  req: IncomingMessage,
+  req: GatewayRequest,
   service: string,
   framing: Framing,
 ): string[] {
   const headers = endToEndHeaders(req.rawHeaders, GATEWAY_DROP)
-  const client = req.socket.remoteAddress ?? ''
+  const client = req.remoteAddress
   // An IPv4 client of a dual-stack socket, as itself.
   const clientIp = client.startsWith('::ffff:') ? client.slice(7) : client
-  const host = req.headers.host
+  const host = headerValue(req.rawHeaders, 'host')
   let xff: string | undefined
   let forwarded: string | undefined
   const rest: string[] = []
@@ -115,8 +115,10 @@ export function gatewayRequestHeaders(
   rest.push('Host', service)
   rest.push('X-Forwarded-For', xff != null ? `${xff}, ${clientIp}` : clientIp)
   rest.push('Forwarded', forwarded != null ? `${forwarded}, ${element}` : element)
-  if (host != null && req.headers['x-forwarded-host'] == null) rest.push('X-Forwarded-Host', host)
-  if (req.headers['x-forwarded-proto'] == null) rest.push('X-Forwarded-Proto', 'http')
+  if (host != null && headerValue(req.rawHeaders, 'x-forwarded-host') == null)
+    rest.push('X-Forwarded-Host', host)
+  if (headerValue(req.rawHeaders, 'x-forwarded-proto') == null)
+    rest.push('X-Forwarded-Proto', 'http')
   rest.push(...framingHeaders(framing))
   return rest
 }

@@ -1,5 +1,5 @@
-import type { ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
+import type { ClientResponse } from './client-response.ts'
 import { ERROR_HEADER, ProxyError } from './errors.ts'
 import { endToEndHeaders, upgradeHeaders } from './http-headers.ts'
 import { idleTimeoutFor, type MeshStream, type StreamUser } from './mesh-agent.ts'
@@ -25,8 +25,8 @@ export type Outcome =
 /** A client connection that asked for a protocol upgrade (Upgrade: websocket, ...). */
 export interface UpgradeRequest {
   socket: Duplex
-  /** Bytes the client sent after its request head (Node's server does not parse them:
-   * an upgrade request's body, if any, is among them). */
+  /** Bytes the client sent after its request head (not parsed: an upgrade request's
+   * body, if any, is among them). */
   head: Buffer
 }
 
@@ -37,7 +37,7 @@ export interface ExchangeInit {
   head: Buffer
   body: RequestBody
   framing: Framing
-  res: ServerResponse
+  res: ClientResponse
   timeoutMs: number
   upgrade?: UpgradeRequest
   /** The response head arrived (before anything of it is sent to the client). */
@@ -203,10 +203,8 @@ export function exchange(init: ExchangeInit): Promise<Outcome> {
   const switchProtocols = (h: ResponseHead, rest: Buffer, up: UpgradeRequest): void => {
     detach()
     parser.forget()
-    res.detachSocket(up.socket as never)
     // The response is over as far as the gateway is concerned (its metrics, its count).
-    res.statusCode = 101
-    res.emit('close')
+    res.switchProtocols()
     const headers = upgradeHeaders(h.rawHeaders, DROP_FROM_SERVICE)
     let text = `HTTP/1.1 101 ${h.reason || 'Switching Protocols'}\r\n`
     for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`
@@ -235,7 +233,7 @@ export function exchange(init: ExchangeInit): Promise<Outcome> {
 }
 
 /** The request body into the stream, re-framed as the client framed it (chunked stays
- * chunked: Node's server hands over the decoded chunks). */
+ * chunked: llhttp hands over the decoded chunks). */
 class StreamBodyTarget implements BodyTarget {
   private readonly duplex: Duplex
   private readonly chunked: boolean

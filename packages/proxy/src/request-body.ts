@@ -1,5 +1,5 @@
-import type { IncomingMessage } from 'node:http'
 import { REPLAY_BUFFER_BYTES } from './constants.ts'
+import type { BodyConsumer, GatewayRequest } from './gateway-request.ts'
 import { type Framing, hasBody } from './request-framing.ts'
 
 /** Where a body goes: an attempt's upstream (the mesh stream, framing the body). */
@@ -19,22 +19,19 @@ export interface BodyTarget {
  * backpressure, keeping the first REPLAY_BUFFER_BYTES so a failed attempt can be
  * replayed on another instance. A body that outgrew the buffer cannot be replayed.
  */
-export class RequestBody {
+export class RequestBody implements BodyConsumer {
   readonly present: boolean
-  private readonly source: IncomingMessage
+  private readonly source: GatewayRequest
   private recorded: Buffer[] = []
   private recordedBytes = 0
   private overflowed = false
   private ended = false
   private target?: BodyTarget
 
-  constructor(source: IncomingMessage, framing: Framing) {
+  constructor(source: GatewayRequest, framing: Framing) {
     this.source = source
     this.present = hasBody(framing)
-    // Owned for the request's whole life: a client that goes away (or sends a malformed
-    // chunk) destroys the message with an error, attached to an upstream or not, and an
-    // 'error' without a listener would take the process down.
-    source.on('error', this.onError)
+    if (this.present) source.consume(this)
   }
 
   /** Every byte read from the client so far is still held (or none was read). */
@@ -60,8 +57,6 @@ export class RequestBody {
     }
     this.target = target
     target.on('drain', this.onDrain)
-    this.source.on('data', this.onData)
-    this.source.on('end', this.onEnd)
     this.source.resume()
   }
 
@@ -71,12 +66,10 @@ export class RequestBody {
     if (target == null) return
     this.target = undefined
     this.source.pause()
-    this.source.off('data', this.onData)
-    this.source.off('end', this.onEnd)
     target.off('drain', this.onDrain)
   }
 
-  private readonly onData = (chunk: Buffer): void => {
+  onData(chunk: Buffer): void {
     if (!this.overflowed) {
       if (this.recordedBytes + chunk.byteLength <= REPLAY_BUFFER_BYTES) {
         this.recorded.push(chunk)
@@ -94,7 +87,7 @@ export class RequestBody {
     this.source.resume()
   }
 
-  private readonly onEnd = (): void => {
+  onEnd(): void {
     this.ended = true
     const target = this.target
     this.detach()
@@ -102,7 +95,7 @@ export class RequestBody {
   }
 
   /** The client's message failed: the attempt it feeds (if any) is aborted. */
-  private readonly onError = (err: Error): void => {
+  onError(err: Error): void {
     const target = this.target
     this.detach()
     target?.destroy(err)

@@ -1,5 +1,5 @@
-import type { IncomingMessage } from 'node:http'
 import { ProxyError } from './errors.ts'
+import type { RequestHead } from './gateway-request.ts'
 
 /** How a request's body is delimited (RFC 9112 §6): decided once, from what was parsed. */
 export type Framing = { kind: 'none' } | { kind: 'length'; length: number } | { kind: 'chunked' }
@@ -18,7 +18,7 @@ function bad(detail: string): ProxyError {
 }
 
 /**
- * The framing of a request Node's parser (llhttp, strict) accepted, or ERR_BAD_FRAMING
+ * The framing of a request llhttp (strict) accepted, or ERR_BAD_FRAMING
  * for what is still ambiguous. llhttp already refuses Content-Length with
  * Transfer-Encoding, repeated or malformed lengths, unknown codings without a final
  * chunked, obs-fold and bare LF; this adds RFC 9112's remaining rules (§6.1, §6.3, §3.2):
@@ -27,7 +27,9 @@ function bad(detail: string): ProxyError {
  * Connection. Checked again here rather than trusted, since the instance side applies
  * the same rules to what arrives from the mesh.
  */
-export function requestFraming(req: IncomingMessage): Framing {
+export function requestFraming(
+  req: Pick<RequestHead, 'rawHeaders' | 'httpVersionMajor' | 'httpVersionMinor'>,
+): Framing {
   const raw = req.rawHeaders
   const lengths: string[] = []
   const codings: string[] = []

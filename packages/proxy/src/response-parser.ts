@@ -1,37 +1,5 @@
-import { createRequire } from 'node:module'
 import { headerValue } from './http-headers.ts'
-
-/**
- * Node's own HTTP parser (llhttp, compiled into Node, strict by default): the binding its
- * HTTP client reads responses with, reached through `_http_common` (internal but stable
- * across Node 18–24, and what Node's client itself imports). The proxy follows a response
- * only as far as it must (where it ends, whether the stream may be reused, a 101): the same
- * battle-tested parser Node's client used before, without Node's client around it.
- */
-interface LlhttpParser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void
-  execute(data: Buffer): number | Error
-  finish(): Error | undefined
-  close(): void
-  [callback: number]: unknown
-}
-
-interface LlhttpParserClass {
-  new (): LlhttpParser
-  RESPONSE: number
-  kOnMessageBegin: number
-  kOnHeaders: number
-  kOnHeadersComplete: number
-  kOnBody: number
-  kOnMessageComplete: number
-  kOnExecute: number
-  kOnTimeout: number
-  kLenientNone: number
-}
-
-const { HTTPParser } = createRequire(import.meta.url)('_http_common') as {
-  HTTPParser: LlhttpParserClass
-}
+import { HTTPParser } from './http-parser.ts'
 
 /** What a parsed response head says. */
 export interface ResponseHead {

@@ -3,6 +3,7 @@ import { Agent, request } from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { freePort, run, waitFor } from '@mtc/testkit'
 import { CALLER_BIN, http, Mesh, type ProxyProc, randomBody, sha256 } from './fixture.ts'
+import { rawExchange, statusCodes } from './raw-http.ts'
 
 const SERVICE = 'hello-world-server'
 const mesh = new Mesh()
@@ -129,6 +130,35 @@ describe('proxy: client gateway → overlay → service proxy → service', () =
     const opened = (await service.metric('mtc_proxy_inbound_streams_total')) - before
     assert.ok(opened < n / 2, `${opened} streams for ${n} requests`)
     assert.ok(reused >= n - 1, `client connection reused ${reused} times`)
+  })
+
+  it('pipelined requests on one client connection come back in order, bodies and all', async () => {
+    const answer = await rawExchange(client.port, [
+      `GET /${SERVICE}/status/201 HTTP/1.1\r\nHost: x\r\n\r\n` +
+        `POST /${SERVICE}/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n` +
+        `POST /${SERVICE}/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nsecond` +
+        `HEAD /${SERVICE}/ HTTP/1.1\r\nHost: x\r\n\r\n` +
+        `GET /${SERVICE}/inspect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+    ])
+    assert.deepEqual(statusCodes(answer), [201, 200, 200, 200, 200], answer)
+    const first = answer.indexOf('first')
+    const second = answer.indexOf('second')
+    const inspect = answer.indexOf('"url":"/inspect"')
+    assert.ok(first > 0 && second > first && inspect > second, answer)
+    // The HEAD answer is its head alone (with the length a GET would have).
+    const head = answer.split(/(?=HTTP\/1\.1 \d{3} )/)[3]
+    assert.match(head, /^HTTP\/1\.1 200 OK\r\n[\s\S]*content-length: 13\r\n[\s\S]*\r\n\r\n$/i)
+    assert.doesNotMatch(head, /Hello/)
+  })
+
+  it('an HTTP/1.0 client gets a whole answer, delimited by the connection’s end when it has no length', async () => {
+    const answer = await rawExchange(client.port, [
+      `GET /${SERVICE}/slow?ms=10&chunks=3 HTTP/1.0\r\n\r\n`,
+    ])
+    assert.match(answer, /^HTTP\/1\.1 200 /)
+    assert.doesNotMatch(answer, /transfer-encoding/i)
+    assert.match(answer, /Connection: close\r\n/i)
+    assert.match(answer, /\r\n\r\nchunk 1 at \d+\nchunk 2 at \d+\nchunk 3 at \d+\n$/)
   })
 
   it('service-to-service: hello-caller calls hello-world-server through its own proxy', async () => {
