@@ -220,6 +220,11 @@ describe('client connection: malformed, cut and abusive input', () => {
       `GET / HTTP/1.1\r\nX: ${'a'.repeat(20_000)}\r\n\r\n`,
       'ERR_HEADERS_TOO_LARGE',
     ],
+    ['a method that is not a token', 'G@T / HTTP/1.1\r\n\r\n', 'ERR_BAD_REQUEST'],
+    ['a header name with a space', 'GET / HTTP/1.1\r\nX Y: 1\r\n\r\n', 'ERR_BAD_REQUEST'],
+    ['a NUL in the target', 'GET /a\0b HTTP/1.1\r\n\r\n', 'ERR_BAD_REQUEST'],
+    ['the HTTP/2 preface', 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'ERR_BAD_REQUEST'],
+    ['a negative length', 'POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n', 'ERR_BAD_REQUEST'],
   ]
   for (const [what, bytes, code] of cases) {
     it(`${what}: one error answer, then the end of the connection`, async () => {
@@ -237,11 +242,55 @@ describe('client connection: malformed, cut and abusive input', () => {
     })
   }
 
-  it('a malformed chunk cuts its request: no answer, the connection closes', async () => {
+  for (const [what, body] of [
+    ['a chunk size that is not hex', 'zz\r\nab\r\n0\r\n\r\n'],
+    ['a chunk size past 2^64', 'fffffffffffffffffff\r\nab\r\n0\r\n\r\n'],
+    ['a chunk longer than its size', '1\r\nab\r\n0\r\n\r\n'],
+  ]) {
+    it(`${what} cuts its request: no answer, the connection closes`, async () => {
+      const answer = await rawExchange(port, [
+        `POST /bad-chunk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${body}`,
+      ])
+      assert.equal(answer, '')
+    })
+  }
+
+  it('a body nobody takes: the connection stops reading it; memory stays bounded', async () => {
+    const socket = connect(port, '127.0.0.1')
+    await once(socket, 'connect')
+    socket.write('POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n')
+    const piece = Buffer.alloc(1024 * 1024, 0x61)
+    let written = 0
+    const deadline = performance.now() + 10_000
+    while (performance.now() < deadline && written < 100_000_000) {
+      written += piece.length
+      if (!socket.write(piece)) {
+        const drained = await Promise.race([
+          once(socket, 'drain').then(() => true),
+          sleep(500).then(() => false),
+        ])
+        if (!drained) break
+      }
+    }
+    const conn = [...connections].find((c) => c.socket.remotePort === socket.localPort)
+    assert.ok(conn != null)
+    assert.ok(conn.socket.isPaused(), 'the connection is not reading')
+    assert.ok(
+      conn.socket.bytesRead < 4 * CLIENT_READ_AHEAD_BYTES,
+      `${conn.socket.bytesRead} bytes read of ${written}`,
+    )
+    socket.destroy()
+  })
+
+  it('many one-byte chunks make one whole body', async () => {
+    const chunks = '1\r\nx\r\n'.repeat(5000)
     const answer = await rawExchange(port, [
-      'POST /bad-chunk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n',
+      `POST /tiny HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunks}0\r\n\r\n`,
     ])
-    assert.equal(answer, '')
+    assert.deepEqual(
+      bodies(answer).map((b) => b.length),
+      [5000],
+    )
   })
 
   it('garbage pipelined behind a request being answered: that answer is the last', async () => {
