@@ -21,8 +21,8 @@ export class StreamClosedError extends Error {
 }
 
 /**
- * A libp2p stream as a Node `stream.Duplex`, good enough to stand in for a TCP socket
- * under Node's HTTP client and server:
+ * A libp2p stream as a Node `stream.Duplex`, read and written like a TCP socket (by the
+ * gateway's exchanges, the instance side's relay and a 101's splice):
  *
  * - backpressure both ways: the libp2p stream is paused while the Node side is full
  *   (yamux then stops granting window, so the remote stops sending; what the window
@@ -34,8 +34,8 @@ export class StreamClosedError extends Error {
  *   remote's close-write ends the readable side once everything buffered was read;
  * - errors: `destroy(err)` aborts the stream (a reset for the remote); an aborted or
  *   reset stream destroys the Duplex with its error;
- * - the small part of the `net.Socket` API that Node's HTTP stack calls (`setTimeout`
- *   with a 'timeout' event, `setNoDelay`, `setKeepAlive`, `ref`, `unref`).
+ * - the small part of the `net.Socket` API a socket's user calls (`setTimeout` with a
+ *   'timeout' event, `setNoDelay`, `setKeepAlive`, `ref`, `unref`).
  */
 export class StreamDuplex extends Duplex {
   readonly stream: Stream

@@ -276,14 +276,15 @@ describe('proxy error table: the 64 KiB replay buffer', () => {
   let pairs = 0
 
   /** A new service with two instances, both usable through the client: `fast` answers at
-   * once, `slow` after 80 ms. `fast` keeps idle connections 1 s (`Keep-Alive: timeout=1`),
+   * once, `slow` after 400 ms (far above a stall of a loaded CI machine: the gateway's
+   * peak-EWMA takes one slow answer of `fast` at once, and ~100 ms stalls happen). `fast` keeps idle connections 1 s (`Keep-Alive: timeout=1`),
    * under the gateway's 1 s margin, so the gateway keeps no warm stream to it: a request
    * written on one just as the service closed its connection would be a 502
    * ERR_SERVICE_RESET, not retried for a POST (the service may have read it). */
   async function twoInstances(t: TestContext) {
     const service = `et-replay-${pairs++}`
     const fast = new TestService(`${service}-fast`, 0, 1_000)
-    const slow = new TestService(`${service}-slow`, 80)
+    const slow = new TestService(`${service}-slow`, 400)
     const ids: string[] = []
     for (const s of [fast, slow]) {
       await s.start()
