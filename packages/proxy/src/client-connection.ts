@@ -84,12 +84,19 @@ export class ClientConnection implements ResponseOwner {
     this.initParser()
     socket.setNoDelay(true)
     socket.setTimeout(CLIENT_IDLE_TIMEOUT_MS)
-    socket.on('data', this.onData)
-    socket.on('end', this.onEnd)
-    socket.on('close', this.onClose)
-    socket.on('drain', this.onDrain)
-    socket.on('timeout', this.onTimeout)
-    socket.on('error', this.onError)
+    for (const [event, listener] of this.socketListeners()) socket.on(event, listener as never)
+  }
+
+  /** What this connection listens to on its socket, from its start until it lets go. */
+  private socketListeners(): Array<[string, (...args: never[]) => void]> {
+    return [
+      ['data', this.onData],
+      ['end', this.onEnd],
+      ['close', this.onClose],
+      ['drain', this.onDrain],
+      ['timeout', this.onTimeout],
+      ['error', this.onError],
+    ]
   }
 
   /** Applies the head and keep-alive timeouts (called every so often by the gateway). */
@@ -338,12 +345,7 @@ export class ClientConnection implements ResponseOwner {
     this.released = true
     this.current = undefined
     const socket = this.socket
-    socket.off('data', this.onData)
-    socket.off('end', this.onEnd)
-    socket.off('close', this.onClose)
-    socket.off('drain', this.onDrain)
-    socket.off('timeout', this.onTimeout)
-    socket.off('error', this.onError)
+    for (const [event, listener] of this.socketListeners()) socket.off(event, listener as never)
     socket.setTimeout(0)
     this.parser.close()
     this.handler.closed(this)
@@ -353,9 +355,7 @@ export class ClientConnection implements ResponseOwner {
   private finishRequest(): void {
     this.current = undefined
     if (this.noMore) {
-      this.held = []
-      this.heldBytes = 0
-      this.next = undefined
+      this.dropUnread()
       this.socket.end()
       return
     }
@@ -371,9 +371,7 @@ export class ClientConnection implements ResponseOwner {
   private endOfInput(): void {
     if (this.socket.writableEnded) return // answered already
     this.noMore = true
-    this.held = []
-    this.heldBytes = 0
-    this.next = undefined
+    this.dropUnread()
     const cur = this.current
     if (cur != null) {
       this.current = undefined
@@ -386,11 +384,16 @@ export class ClientConnection implements ResponseOwner {
     if (!this.socket.writableEnded) this.socket.end()
   }
 
-  private parseError(err: LlhttpError): void {
-    const detail = `${err.code ?? 'HPE_INVALID'}: ${err.reason ?? err.message}`
+  /** Forgets what the client sent after the current request (nothing more is served). */
+  private dropUnread(): void {
     this.held = []
     this.heldBytes = 0
     this.next = undefined
+  }
+
+  private parseError(err: LlhttpError): void {
+    const detail = `${err.code ?? 'HPE_INVALID'}: ${err.reason ?? err.message}`
+    this.dropUnread()
     const cur = this.current
     if (cur != null) {
       this.noMore = true
