@@ -12,7 +12,10 @@ let client: ProxyProc
 
 before(async () => {
   await mesh.start()
-  const delays = [0, 25, 50]
+  // Gaps of 100 ms: the gateway's peak-EWMA takes one slow answer at once, and with gaps
+  // of 25 ms one stall of a loaded 2-CPU CI machine on the fastest sent the next dozen
+  // requests elsewhere (stalls there reach ~100 ms, rarely more).
+  const delays = [0, 100, 200]
   for (const [i, delay] of delays.entries()) {
     const hello = await mesh.hello(`h${i + 1}`)
     const relay = new DelayRelay(hello.port, delay)
@@ -75,7 +78,9 @@ describe('proxy: selection and failover among three instances', () => {
   })
 
   it('moves to the next when the fastest slows down, within a few seconds', async () => {
-    relays[0].delayMs = 200
+    // 4× the slowest (as 200 against 50 before the gaps grew): a slowed instance fades back
+    // towards its RTT and is tried again, so it must stay slower than the others for long.
+    relays[0].delayMs = 800
     const moved = await until(
       WATCH_MS,
       (last) => last.length === STREAK && last.every((x) => x === 'h2'),
