@@ -263,10 +263,11 @@ describe('scenarios: faults', { skip, timeout: 360_000 }, () => {
       [],
       'no GET may fail',
     )
-    // Requests sent after the cut and before a failed probe took near out went to near and
-    // were held (at 50 ms apart, ~20 in the first second): each was retried on far.
-    assert.ok(held.length >= 1, 'the cut held no request on near')
-    assert.ok(retries >= 1, `held requests were retried: ${retries} retries`)
+    // Requests on near when it was cut were retried on far: held until liveness dropped
+    // near's connection (at 50 ms apart, ~20 in the first second), or cut at once when the
+    // cut broke the connection (seen: first answer from far 90 ms after the cut, one retry
+    // that took 768 ms, nothing held ≥ 1 s).
+    assert.ok(retries >= 1, `requests on near were retried: ${retries} retries`)
     assert.ok(
       before.length >= BEFORE_CUT && afterCut.length >= 200,
       `the stream ran: ${before.length} requests before the cut, ${afterCut.length} after`,
