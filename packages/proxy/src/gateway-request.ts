@@ -82,10 +82,6 @@ export class GatewayRequest {
     this.consumer = consumer
   }
 
-  get isPaused(): boolean {
-    return this.paused
-  }
-
   pause(): void {
     this.paused = true
   }
