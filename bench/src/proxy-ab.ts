@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util'
 import { waitFor } from '@mtc/testkit'
 import { SMALL, STATIC_FILE, startBenchMesh } from './bench-mesh.ts'
 import { downloadMBps } from './download.ts'
-import { cpuMs, quantile, withCleanup } from './stats.ts'
+import { cpuMs, minorFaults, quantile, withCleanup } from './stats.ts'
 import { warmUp, wrk } from './wrk.ts'
 
 const WARMUP_SECONDS = 15
@@ -144,14 +144,17 @@ async function main(): Promise<void> {
           ),
         ]) {
           const before = await Promise.all(pids.map(cpuMs))
+          const faultsBefore = await Promise.all(pids.map(minorFaults))
           const v = await downloadMBps(url, BULK_BYTES)
-          // CPU ms per MB of each proxy (client, service).
+          // CPU ms and page faults per MB of each proxy (client, service).
           const after = await Promise.all(pids.map(cpuMs))
+          const faultsAfter = await Promise.all(pids.map(minorFaults))
           const perMB = after.map((a, i) => (a - before[i]) / (BULK_BYTES / 1e6))
+          const faultsPerMB = faultsAfter.map((a, i) => (a - faultsBefore[i]) / (BULK_BYTES / 1e6))
           bulk.set(name, [...(bulk.get(name) ?? []), v])
           bulkCpu.set(name, [...(bulkCpu.get(name) ?? []), perMB])
           log(
-            `round ${r + 1} bulk ${name}: ${v.toFixed(1)} MB/s${perMB.length > 0 ? `, CPU ${perMB.map((x) => x.toFixed(2)).join(' / ')} ms per MB` : ''}`,
+            `round ${r + 1} bulk ${name}: ${v.toFixed(1)} MB/s${perMB.length > 0 ? `, CPU ${perMB.map((x) => x.toFixed(2)).join(' / ')} ms per MB, ${faultsPerMB.map((x) => x.toFixed(1)).join(' / ')} page faults per MB` : ''}`,
           )
         }
       }

@@ -72,27 +72,30 @@ async function get(service: string): Promise<{ status: number; code: string | nu
 
 before(async () => {
   mesh = await LocalMesh.create({ swarmKey: formatSwarmKey(psk), prefix: 'mtc-registry-changes-' })
-  const build = await runToEnd(
+  // The images and their tarballs, while the daemons start (none runs an instance yet).
+  const building = runToEnd(
     'bash',
     [join(REPO_ROOT, 'scripts/build-images.sh'), '--save', mesh.dir],
     { timeoutMs: 300_000 },
   )
+  const daemons = (async () => {
+    await mesh.startBootstrap()
+    const h = await mesh.startHlService()
+    hl = { addr: h.addr, metrics: `http://${h.plan.metrics}` }
+    // Below the ephemeral port range (32768+), away from allocator.spec's ranges.
+    const portBase = 30_000 + Math.floor(Math.random() * 20) * 100
+    // The allocator and the client proxy find hl-service in the DHT.
+    alloc = await mesh.startAllocator(['--port-range', `${portBase}-${portBase + 99}`], {
+      dataDir: join(mesh.dir, 'alloc'),
+      hl: false,
+    })
+    gateway = await freePort()
+    await mesh.startProxy([String(gateway)], ['--allocation-timeout', '60s'], { hl: false })
+    node = await MeshNode.startClient({ role: 'test', psk })
+  })()
+  const [build] = await Promise.all([building, daemons])
   assert.equal(build.code, 0, build.stderr)
   helloTar = join(mesh.dir, 'hello-world-server.tar')
-
-  await mesh.startBootstrap()
-  const h = await mesh.startHlService()
-  hl = { addr: h.addr, metrics: `http://${h.plan.metrics}` }
-  // Below the ephemeral port range (32768+), away from allocator.spec's ranges.
-  const portBase = 30_000 + Math.floor(Math.random() * 20) * 100
-  // The allocator and the client proxy find hl-service in the DHT.
-  alloc = await mesh.startAllocator(['--port-range', `${portBase}-${portBase + 99}`], {
-    dataDir: join(mesh.dir, 'alloc'),
-    hl: false,
-  })
-  gateway = await freePort()
-  await mesh.startProxy([String(gateway)], ['--allocation-timeout', '60s'], { hl: false })
-  node = await MeshNode.startClient({ role: 'test', psk })
   // Both found hl-service and subscribed to its change notices (the quickstart's state a
   // few seconds after start); an hl-service without notices has no such metric.
   await waitFor(

@@ -187,11 +187,17 @@ before(async () => {
   dir = { path: mesh.dir }
   pskFile = mesh.pskFile
   await ensureImages()
-  await buildVariant(V2_IMAGE, 'HELLO_TEXT="Hello from v2"')
-  await buildVariant(BAD_IMAGE, 'HEALTH_FAIL=1')
   ids.v1 = await imageId('mtc/hello-world-server:1.0')
-  ids.v2 = await imageId(V2_IMAGE)
-  ids.bad = await imageId(BAD_IMAGE)
+  // The variants only the tests use, built while the mesh starts and v1 cold-starts.
+  const variants = (async () => {
+    await Promise.all([
+      buildVariant(V2_IMAGE, 'HELLO_TEXT="Hello from v2"'),
+      buildVariant(BAD_IMAGE, 'HEALTH_FAIL=1'),
+    ])
+    ids.v2 = await imageId(V2_IMAGE)
+    ids.bad = await imageId(BAD_IMAGE)
+  })()
+  variants.catch(() => {}) // awaited below
 
   pm = await mesh.startBootstrap()
   hl = await mesh.startHlService()
@@ -223,6 +229,7 @@ before(async () => {
     // A cold start on 2 cores shared with other test suites: generous.
     { timeoutMs: 180_000, intervalMs: 500 },
   )
+  await variants
 })
 
 after(async () => {

@@ -35,8 +35,11 @@ export function http(
     body?: Buffer | Readable
     agent?: Agent | false
     timeoutMs?: number
+    /** Aborts the request early (the client going away), besides the timeout. */
+    signal?: AbortSignal
   } = {},
 ): Promise<Answer> {
+  const timeout = AbortSignal.timeout(options.timeoutMs ?? 15_000)
   return new Promise((resolve, reject) => {
     const req = request(
       {
@@ -46,7 +49,7 @@ export function http(
         method: options.method ?? 'GET',
         headers: options.headers,
         agent: options.agent ?? false,
-        signal: AbortSignal.timeout(options.timeoutMs ?? 15_000),
+        signal: options.signal == null ? timeout : AbortSignal.any([timeout, options.signal]),
       },
       (res) => {
         const chunks: Buffer[] = []

@@ -312,14 +312,25 @@ describe('proxy: instances on demand', () => {
     const patient = await mesh.proxy([String(await freePort())], ['--allocation-timeout', '60s'])
     t.after(() => patient.proc.stop())
     const waiting = () => patient.metric('mtc_proxy_requests_waiting')
-    // The client gives up after 8 s (its socket is destroyed); the allocation never answers.
-    const gaveUp = http(patient.port, '/never-answers/', { timeoutMs: 8_000 }).then(
+    const asked = () => near.count('never-answers') + far.count('never-answers')
+    const askedBefore = asked()
+    // The client gives up (its socket is destroyed) while the proxy holds its request for
+    // an allocation that never answers: once an allocator has it, not after a fixed time.
+    // The request's own deadline only ends a test that fails.
+    const goAway = new AbortController()
+    const gaveUp = http(patient.port, '/never-answers/', {
+      timeoutMs: 50_000,
+      signal: goAway.signal,
+    }).then(
       () => assert.fail('answered'),
       (err: Error) => err,
     )
-    await waitFor('the request waiting', async () => (await waiting()) === 1, {
-      timeoutMs: 10_000,
-    })
+    await waitFor(
+      'the request waiting for an allocator that has it',
+      async () => (await waiting()) === 1 && asked() > askedBefore,
+      { timeoutMs: 30_000 },
+    )
+    goAway.abort()
     assert.equal((await gaveUp).name, 'AbortError')
     // Long before the 60 s allocation timeout, the proxy no longer waits for it.
     await waitFor('no request waiting', async () => (await waiting()) === 0, {
