@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util'
 import { waitFor } from '@mtc/testkit'
 import { SMALL, STATIC_FILE, startBenchMesh } from './bench-mesh.ts'
 import { downloadMBps } from './download.ts'
-import { cpuMs, minorFaults, quantile, withCleanup } from './stats.ts'
+import { cpuMs, procStat, quantile, withCleanup } from './stats.ts'
 import { warmUp, wrk } from './wrk.ts'
 
 const WARMUP_SECONDS = 15
@@ -143,14 +143,13 @@ async function main(): Promise<void> {
               ] as const,
           ),
         ]) {
-          const before = await Promise.all(pids.map(cpuMs))
-          const faultsBefore = await Promise.all(pids.map(minorFaults))
+          const before = await Promise.all(pids.map(procStat))
           const v = await downloadMBps(url, BULK_BYTES)
           // CPU ms and page faults per MB of each proxy (client, service).
-          const after = await Promise.all(pids.map(cpuMs))
-          const faultsAfter = await Promise.all(pids.map(minorFaults))
-          const perMB = after.map((a, i) => (a - before[i]) / (BULK_BYTES / 1e6))
-          const faultsPerMB = faultsAfter.map((a, i) => (a - faultsBefore[i]) / (BULK_BYTES / 1e6))
+          const after = await Promise.all(pids.map(procStat))
+          const MB = BULK_BYTES / 1e6
+          const perMB = after.map((a, i) => (a.cpuMs - before[i].cpuMs) / MB)
+          const faultsPerMB = after.map((a, i) => (a.minorFaults - before[i].minorFaults) / MB)
           bulk.set(name, [...(bulk.get(name) ?? []), v])
           bulkCpu.set(name, [...(bulkCpu.get(name) ?? []), perMB])
           log(

@@ -113,21 +113,21 @@ export async function rssBytes(pid: number): Promise<number> {
   return Number(kb) * 1024
 }
 
-/** CPU time (user + system) process `pid` has used so far, in ms (/proc/<pid>/stat). */
-export async function cpuMs(pid: number): Promise<number> {
+/** What process `pid` has used so far (/proc/<pid>/stat, one read): CPU time (user +
+ * system) in ms, and page faults that needed no disk (minflt). On a VM that hands freed
+ * guest memory back to its host each fault can cost tens of µs (the first touch of a
+ * page: ~50 µs on the CI machine). */
+export async function procStat(pid: number): Promise<{ cpuMs: number; minorFaults: number }> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
   // Fields after the command (which may hold spaces) start after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   const ticks = Number(fields[11]) + Number(fields[12]) // utime, stime (fields 14, 15)
-  return (ticks * 1000) / CLOCK_TICKS_PER_SECOND
+  return { cpuMs: (ticks * 1000) / CLOCK_TICKS_PER_SECOND, minorFaults: Number(fields[7]) }
 }
 
-/** Page faults process `pid` has taken so far that needed no disk (minflt, field 10 of
- * /proc/<pid>/stat). On a VM that hands freed guest memory back to its host each one
- * can cost tens of µs (the first touch of a page: ~50 µs on the CI machine). */
-export async function minorFaults(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7])
+/** CPU time (user + system) process `pid` has used so far, in ms. */
+export async function cpuMs(pid: number): Promise<number> {
+  return (await procStat(pid)).cpuMs
 }
 
 /** Linux's USER_HZ, the unit of /proc/<pid>/stat's times, on every architecture we run. */
