@@ -3,7 +3,8 @@
  * series (the itsUP layout) and through the mesh (client proxy → overlay → service
  * proxy → service), all in the same run against the same service process:
  *  - latency p50/p99 of 1 KB responses on 1 connection, one request at a time on a plain
- *    socket (sequential.ts says why not wrk; wrk's figures at 1 connection alongside);
+ *    socket (sequential.ts says why not wrk; wrk's figures at 1 connection alongside),
+ *    also through the floor gateway that splices bytes unread (the transport's own share);
  *  - throughput on 32 and 128 connections (wrk);
  *  - the same at 32 through floor-gateway.ts, over the same overlay to a service proxy of
  *    their own, without the gateway's own work: relaying bytes unread (what any gateway on
@@ -203,6 +204,8 @@ async function main(): Promise<void> {
         nginx: await sequentialLatency(base.nginx, seconds),
         mesh: await sequentialLatency(base.mesh, seconds),
       }
+      // The transport's own share of the added latency: bytes spliced over the same overlay.
+      const sequentialFloor = await sequentialLatency(floorUrl(floors.splice), seconds)
       const one = await each(base, 1)
       const many = await each(base, 32, pids)
       progress(`wrk, 32 connections, ${seconds} s per floor gateway`)
@@ -246,6 +249,7 @@ async function main(): Promise<void> {
 
       const errors = [
         ...Object.values(sequential),
+        sequentialFloor,
         ...Object.values(one),
         ...Object.values(many),
         ...Object.values(staticMany),
@@ -279,8 +283,8 @@ async function main(): Promise<void> {
           {
             what: 'latency p50/p99, 1 KB, 1 conn, one request at a time, mesh',
             value: latency(sequential.mesh),
-            baseline: `direct ${latency(sequential.direct)}; nginx×2 ${latency(sequential.nginx)}`,
-            ratio: `added ${added(sequential.mesh, sequential.direct)} (nginx×2 ${added(sequential.nginx, sequential.direct)})`,
+            baseline: `direct ${latency(sequential.direct)}; nginx×2 ${latency(sequential.nginx)}; floor, bytes spliced ${latency(sequentialFloor)}`,
+            ratio: `added ${added(sequential.mesh, sequential.direct)} (nginx×2 ${added(sequential.nginx, sequential.direct)}; floor, bytes spliced ${added(sequentialFloor, sequential.direct)})`,
             target: `added ≤ ${TARGET.addedP50Ms} / ≤ ${TARGET.addedP99Ms} ms`,
             met: latencyMet(sequential),
           },
